@@ -1,0 +1,160 @@
+// Package ticketkeys is a Vault secrets engine that generates and rotates
+// windows of TLS session-ticket keys for clusters of TLS servers.
+//
+// Each named keyring holds a schedule of keys with fixed activation times:
+// the next key is readable (as decrypt-only) publish_ahead before it starts
+// encrypting, each key encrypts for rotation_period, keeps decrypting for
+// retain afterwards and is then destroyed. Readers get the window in the
+// byte layout of their server (nginx, HAProxy, Envoy or Go), with a ttl that
+// tells Vault Agent when the window changes next.
+package ticketkeys
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// operationPrefix names every OpenAPI operation of this engine.
+const operationPrefix = "ticketkeys"
+
+// backend is the secrets engine. One instance serves one mount; with
+// plugin.ServeMultiplex one process serves every mount, so all state lives in
+// this struct and in the mount's storage, never in package variables.
+type backend struct {
+	*framework.Backend
+
+	// clock is the source of time for every schedule decision (tests inject a fake).
+	clock func() time.Time
+	// random is the source of key material: crypto/rand outside tests.
+	random io.Reader
+
+	// locks serialise changes per keyring; reads take the read side.
+	locks []*locksutil.LockEntry
+	// configLock orders changes of the mount config against keyring writes, so
+	// a keyring is never saved against a max_key_lifetime that just changed.
+	configLock sync.RWMutex
+}
+
+// Factory builds the backend for a mount. It does no storage I/O: Vault calls
+// it at plugin registration with no-op storage.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(time.Now, rand.Reader)
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend(clock func() time.Time, random io.Reader) *backend {
+	b := &backend{
+		clock:  clock,
+		random: random,
+		locks:  locksutil.CreateLocks(),
+	}
+	b.Backend = &framework.Backend{
+		Help:        backendHelp,
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			// Enterprise seal-wraps these entries; Community ignores it.
+			SealWrapStorage: []string{keyringStoragePrefix},
+		},
+		Paths: []*framework.Path{
+			b.pathConfig(),
+			b.pathKeysList(),
+			b.pathKeyRotate(),
+			b.pathKeyHistory(),
+			b.pathKeys(),
+		},
+		InitializeFunc: b.initialize,
+		PeriodicFunc:   b.periodicFunc,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// lockFor returns the lock of a keyring.
+func (b *backend) lockFor(name string) *locksutil.LockEntry {
+	return locksutil.LockForKey(b.locks, name)
+}
+
+// initialize repairs every keyring as soon as the mount starts on an active
+// node (after an unseal or a leader change), instead of waiting for the first
+// periodic tick.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	if err := b.maintainAll(ctx, req.Storage); err != nil {
+		// A failure here must not stop the mount from starting; the next tick retries.
+		b.Logger().Error("initial keyring maintenance failed; the periodic tick retries", "error", err)
+	}
+	return nil
+}
+
+// periodicFunc runs about once a minute on the active node: it generates keys
+// ahead and destroys material past not_after.
+func (b *backend) periodicFunc(ctx context.Context, req *logical.Request) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	return b.maintainAll(ctx, req.Storage)
+}
+
+// maintainAll maintains every keyring, collecting errors per keyring so one
+// bad keyring does not stop the others.
+func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
+	names, err := s.List(ctx, keyringStoragePrefix)
+	if err != nil {
+		return fmt.Errorf("listing keyrings: %w", err)
+	}
+	var errs []error
+	for _, name := range names {
+		if err := b.maintainKeyring(ctx, s, name); err != nil {
+			b.Logger().Error("keyring maintenance failed", "keyring", name, "error", err)
+			errs = append(errs, fmt.Errorf("keyring %q: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// maintainKeyring brings one keyring's schedule up to date, writing only when
+// something changed.
+func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name string) error {
+	lock := b.lockFor(name)
+	lock.Lock()
+	defer lock.Unlock()
+	kr, err := loadKeyring(ctx, s, name)
+	if err != nil || kr == nil {
+		return err
+	}
+	changed, err := kr.maintain(b.clock(), b.random)
+	if err != nil || !changed {
+		return err
+	}
+	kr.UpdatedAt = b.clock().UTC()
+	if err := saveKeyring(ctx, s, kr); err != nil {
+		return err
+	}
+	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))
+	return nil
+}
+
+const backendHelp = `
+The ticketkeys secrets engine generates and rotates windows of TLS
+session-ticket keys, so that every node of a TLS cluster can resume every
+other node's sessions while the keys rotate on a schedule.
+
+Create a keyring at keys/<name>, read its window with an optional format
+(nginx, haproxy, envoy, go) and let Vault Agent or the Go client keep servers
+on it. The next key is published as decrypt-only before it activates; old
+keys keep decrypting for the retain period and are then destroyed.
+`

@@ -1,0 +1,329 @@
+package ticketkeys
+
+import (
+	"fmt"
+	"io"
+	"time"
+)
+
+// generateAheadMargin is how far beyond publish_ahead keys are generated (but
+// not yet readable). Vault runs PeriodicFunc about once a minute and skips it
+// while sealed or on standbys, so with this margin a missed tick or two never
+// leaves a read without its next key, and reads never have to write.
+const generateAheadMargin = 3 * time.Minute
+
+// maxKeysPerMaintain bounds one maintenance pass; a schedule needs at most
+// (publish_ahead + margin) / rotation_period + 2 keys, far below this.
+const maxKeysPerMaintain = 1000
+
+// Rotation modes of keys/:name/rotate.
+const (
+	rotateScheduled = "scheduled"
+	rotateNow       = "now"
+)
+
+// Key states in a window.
+const (
+	stateCurrent  = "current"
+	stateNext     = "next"
+	statePrevious = "previous"
+)
+
+// secretLen is the length of each of the AES and HMAC secrets for a key size.
+func secretLen(keySize int) int {
+	if keySize == 48 {
+		return 16
+	}
+	return 32
+}
+
+// newKey draws a fresh key name and secrets and fixes its schedule.
+func (kr *keyring) newKey(random io.Reader, publishAt, notBefore, encryptUntil time.Time) (*ticketKey, error) {
+	n := secretLen(kr.Settings.KeySize)
+	buf := make([]byte, 16+2*n)
+	if _, err := io.ReadFull(random, buf); err != nil {
+		return nil, fmt.Errorf("generating key material: %w", err)
+	}
+	return &ticketKey{
+		Name:         buf[:16:16],
+		AES:          buf[16 : 16+n : 16+n],
+		HMAC:         buf[16+n:],
+		PublishAt:    publishAt,
+		NotBefore:    notBefore,
+		EncryptUntil: encryptUntil,
+		NotAfter:     encryptUntil.Add(kr.Settings.Retain),
+	}, nil
+}
+
+// last returns the key that activates last, or nil.
+func (kr *keyring) last() *ticketKey {
+	if len(kr.Keys) == 0 {
+		return nil
+	}
+	return kr.Keys[len(kr.Keys)-1]
+}
+
+// current returns the key that encrypts at now, or nil when the schedule has
+// fallen behind (which maintain repairs).
+func (kr *keyring) current(now time.Time) *ticketKey {
+	for i := len(kr.Keys) - 1; i >= 0; i-- {
+		k := kr.Keys[i]
+		if !k.NotBefore.After(now) && now.Before(k.EncryptUntil) && now.Before(k.NotAfter) {
+			return k
+		}
+	}
+	return nil
+}
+
+// stateAt is the state of k at now, and whether k is visible at all (published
+// and not past NotAfter).
+func stateAt(k *ticketKey, now time.Time) (string, bool) {
+	switch {
+	case !now.Before(k.NotAfter) || now.Before(k.PublishAt):
+		return "", false
+	case now.Before(k.NotBefore):
+		return stateNext, true
+	case now.Before(k.EncryptUntil):
+		return stateCurrent, true
+	default:
+		return statePrevious, true
+	}
+}
+
+// needsMaintenance reports whether a read at now would see a schedule that has
+// fallen behind: no current key, or a key that should already be readable has
+// not been generated yet.
+func (kr *keyring) needsMaintenance(now time.Time) bool {
+	last := kr.last()
+	return kr.current(now) == nil || last == nil || last.NotBefore.Before(now.Add(kr.Settings.PublishAhead))
+}
+
+// maintain brings the schedule up to date at now: it destroys keys past
+// NotAfter (keeping their metadata), repairs a schedule that fell behind with a
+// key that encrypts now, and generates keys ahead. It reports whether anything
+// changed, so callers only write when needed.
+func (kr *keyring) maintain(now time.Time, random io.Reader) (bool, error) {
+	now = now.UTC()
+	sec := now.Truncate(time.Second)
+	changed := kr.destroy(now, func(k *ticketKey) bool { return !now.Before(k.NotAfter) }, reasonExpired)
+
+	if kr.current(now) == nil {
+		if err := kr.repair(now, sec, random); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+
+	period, ahead := kr.Settings.RotationPeriod, kr.Settings.PublishAhead
+	horizon := now.Add(ahead + generateAheadMargin)
+	for i := 0; kr.last().NotBefore.Before(horizon); i++ {
+		if i >= maxKeysPerMaintain {
+			return changed, fmt.Errorf("keyring %q: schedule generation did not converge", kr.Name)
+		}
+		nb := kr.last().EncryptUntil
+		k, err := kr.newKey(random, nb.Add(-ahead), nb, nb.Add(period))
+		if err != nil {
+			return changed, err
+		}
+		kr.Keys = append(kr.Keys, k)
+		changed = true
+	}
+	return changed, nil
+}
+
+// repair inserts a key that encrypts from now, used when no key covers now
+// (a new keyring, or Vault sealed past the end of the generated schedule). It
+// keeps the rotation grid of the last key when there is one. Such a key could
+// not be published ahead: nodes pick it up at their next read.
+func (kr *keyring) repair(now, sec time.Time, random io.Reader) error {
+	period := kr.Settings.RotationPeriod
+	start, end := sec, sec.Add(period)
+	if last := kr.last(); last != nil && !last.EncryptUntil.After(now) {
+		gap := sec.Sub(last.EncryptUntil)
+		start = last.EncryptUntil.Add(gap - gap%period)
+		end = start.Add(period)
+	} else if len(kr.Keys) > 0 && kr.Keys[0].NotBefore.After(now) {
+		end = kr.Keys[0].NotBefore
+	}
+	k, err := kr.newKey(random, start, start, end)
+	if err != nil {
+		return err
+	}
+	kr.insert(k)
+	return nil
+}
+
+// insert adds k keeping Keys ordered by NotBefore.
+func (kr *keyring) insert(k *ticketKey) {
+	i := len(kr.Keys)
+	for i > 0 && kr.Keys[i-1].NotBefore.After(k.NotBefore) {
+		i--
+	}
+	kr.Keys = append(kr.Keys, nil)
+	copy(kr.Keys[i+1:], kr.Keys[i:])
+	kr.Keys[i] = k
+}
+
+// destroy removes the keys matching drop, records their metadata with reason,
+// and reports whether any was removed.
+func (kr *keyring) destroy(now time.Time, drop func(*ticketKey) bool, reason string) bool {
+	kept := kr.Keys[:0]
+	removed := false
+	for _, k := range kr.Keys {
+		if !drop(k) {
+			kept = append(kept, k)
+			continue
+		}
+		removed = true
+		kr.Destroyed = append(kr.Destroyed, destroyedKey{
+			ID: k.ID(), NotBefore: k.NotBefore, NotAfter: k.NotAfter, DestroyedAt: now, Reason: reason,
+		})
+		wipe(k)
+	}
+	clear(kr.Keys[len(kept):])
+	kr.Keys = kept
+	if over := len(kr.Destroyed) - destroyedHistoryLimit; over > 0 {
+		kr.Destroyed = append([]destroyedKey(nil), kr.Destroyed[over:]...)
+	}
+	return removed
+}
+
+// dropUnpublished removes keys nobody could have read yet. They leave no
+// history: to the outside world they never existed.
+func (kr *keyring) dropUnpublished(now time.Time) {
+	kept := kr.Keys[:0]
+	for _, k := range kr.Keys {
+		if now.Before(k.PublishAt) {
+			wipe(k)
+			continue
+		}
+		kept = append(kept, k)
+	}
+	clear(kr.Keys[len(kept):])
+	kr.Keys = kept
+}
+
+// wipe zeroes the key's material in memory once it is no longer needed.
+func wipe(k *ticketKey) {
+	clear(k.Name)
+	clear(k.AES)
+	clear(k.HMAC)
+}
+
+// applySettings changes the settings of a live keyring. Keys that are already
+// readable keep every time they were published with; only keys not yet
+// readable are regenerated under the new settings.
+func (kr *keyring) applySettings(s keyringSettings, now time.Time, random io.Reader) error {
+	now = now.UTC()
+	kr.dropUnpublished(now)
+	kr.Settings = s
+	_, err := kr.maintain(now, random)
+	return err
+}
+
+// rotate adds a key now, in one of the rotation modes, and returns it.
+//
+// scheduled: the key is readable at once and activates publish_ahead later, so
+// every node holds it as decrypt-only before any node encrypts with it.
+// now: the key encrypts at once; keys published but not yet active are
+// discarded and the schedule restarts from the new key.
+// purgePrevious destroys every key that no longer encrypts (with mode now,
+// including the key that was current until now).
+func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random io.Reader) (*ticketKey, error) {
+	now = now.UTC()
+	sec := now.Truncate(time.Second)
+	if _, err := kr.maintain(now, random); err != nil {
+		return nil, err
+	}
+	var nk *ticketKey
+	var err error
+	switch mode {
+	case rotateScheduled:
+		kr.dropUnpublished(now)
+		last := kr.last() // published, so it exists after maintain
+		nb := sec.Add(kr.Settings.PublishAhead)
+		if min := last.NotBefore.Add(time.Second); nb.Before(min) {
+			nb = min
+		}
+		if nb.After(last.EncryptUntil) {
+			nb = last.EncryptUntil
+		}
+		last.EncryptUntil = nb
+		nk, err = kr.newKey(random, sec, nb, nb.Add(kr.Settings.RotationPeriod))
+	case rotateNow:
+		kr.dropUnpublished(now)
+		kr.destroy(now, func(k *ticketKey) bool { return k.NotBefore.After(now) }, reasonDiscarded)
+		if cur := kr.current(now); cur != nil {
+			cur.EncryptUntil = sec
+		}
+		nk, err = kr.newKey(random, sec, sec, sec.Add(kr.Settings.RotationPeriod))
+	default:
+		return nil, fmt.Errorf("unknown rotation mode %q", mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	kr.insert(nk)
+	if purgePrevious {
+		kr.destroy(now, func(k *ticketKey) bool { return k != nk && !k.EncryptUntil.After(now) }, reasonPurged)
+	}
+	if _, err := kr.maintain(now, random); err != nil {
+		return nil, err
+	}
+	return nk, nil
+}
+
+// windowKey is a key visible at a given instant, with its state.
+type windowKey struct {
+	*ticketKey
+	State string
+}
+
+// window returns the readable keys at now: current first, then next keys by
+// activation, then previous keys newest first.
+func (kr *keyring) window(now time.Time) []windowKey {
+	var cur, next, prev []windowKey
+	for _, k := range kr.Keys {
+		st, ok := stateAt(k, now)
+		if !ok {
+			continue
+		}
+		switch st {
+		case stateCurrent:
+			cur = append(cur, windowKey{k, st})
+		case stateNext:
+			next = append(next, windowKey{k, st})
+		default:
+			prev = append([]windowKey{{k, st}}, prev...)
+		}
+	}
+	// Keys chain, so at most one is current; should two ever overlap, the
+	// newest encrypts and the other only decrypts.
+	for len(cur) > 1 {
+		cur[0].State = statePrevious
+		prev = append([]windowKey{cur[0]}, prev...)
+		cur = cur[1:]
+	}
+	out := make([]windowKey, 0, len(cur)+len(next)+len(prev))
+	out = append(out, cur...)
+	out = append(out, next...)
+	return append(out, prev...)
+}
+
+// nextChange is the first instant after now at which the window changes (a key
+// is published, activates, stops encrypting or expires). ok is false when the
+// schedule holds no future event.
+func (kr *keyring) nextChange(now time.Time) (t time.Time, ok bool) {
+	consider := func(c time.Time) {
+		if c.After(now) && (!ok || c.Before(t)) {
+			t, ok = c, true
+		}
+	}
+	for _, k := range kr.Keys {
+		consider(k.PublishAt)
+		consider(k.NotBefore)
+		consider(k.EncryptUntil)
+		consider(k.NotAfter)
+	}
+	return t, ok
+}
