@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,9 +38,17 @@ type backend struct {
 	clock func() time.Time
 	// random is the source of key material: crypto/rand outside tests.
 	random io.Reader
+	// jitter returns a number in [0, n): the spread added to ttl (tests pin it).
+	jitter func(n int64) int64
 
 	// locks serialise changes per keyring; reads take the read side.
 	locks []*locksutil.LockEntry
+	// cache holds the last decoded keyring per name (*keyring, never mutated
+	// once cached), so reads do not decode JSON. It is updated by this
+	// instance's own writes and dropped by Invalidate when storage changes
+	// underneath (replication, a new active node).
+	cache sync.Map
+
 	// configLock orders changes of the mount config against keyring writes, so
 	// a keyring is never saved against a max_key_lifetime that just changed.
 	configLock sync.RWMutex
@@ -58,6 +68,7 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 	b := &backend{
 		clock:  clock,
 		random: random,
+		jitter: mathrand.Int64N,
 		locks:  locksutil.CreateLocks(),
 	}
 	b.Backend = &framework.Backend{
@@ -75,6 +86,7 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 			b.pathKeys(),
 		},
 		InitializeFunc: b.initialize,
+		Invalidate:     b.invalidate,
 		PeriodicFunc:   b.periodicFunc,
 		RunningVersion: Version,
 	}
@@ -84,6 +96,39 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 // lockFor returns the lock of a keyring.
 func (b *backend) lockFor(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.locks, name)
+}
+
+// invalidate drops the cached copy of a keyring whose storage entry changed
+// outside this instance.
+func (b *backend) invalidate(_ context.Context, key string) {
+	if name, ok := strings.CutPrefix(key, keyringStoragePrefix); ok {
+		b.cache.Delete(name)
+	}
+}
+
+// cachedKeyring returns the keyring for reading: from the cache, or from
+// storage (then cached). The result must not be modified.
+func (b *backend) cachedKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
+	if kr, ok := b.cache.Load(name); ok {
+		return kr.(*keyring), nil
+	}
+	kr, err := loadKeyring(ctx, s, name)
+	if err != nil || kr == nil {
+		return nil, err
+	}
+	b.cache.Store(name, kr)
+	return kr, nil
+}
+
+// storeKeyring writes a keyring and makes it the cached copy. The caller
+// holds the keyring's write lock and must not modify kr afterwards.
+func (b *backend) storeKeyring(ctx context.Context, s logical.Storage, kr *keyring) error {
+	b.cache.Delete(kr.Name)
+	if err := saveKeyring(ctx, s, kr); err != nil {
+		return err
+	}
+	b.cache.Store(kr.Name, kr)
+	return nil
 }
 
 // initialize repairs every keyring as soon as the mount starts on an active
@@ -132,16 +177,20 @@ func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name s
 	lock := b.lockFor(name)
 	lock.Lock()
 	defer lock.Unlock()
+	now := b.clock()
+	if cached, err := b.cachedKeyring(ctx, s, name); err != nil || cached == nil || !cached.due(now) {
+		return err
+	}
 	kr, err := loadKeyring(ctx, s, name)
 	if err != nil || kr == nil {
 		return err
 	}
-	changed, err := kr.maintain(b.clock(), b.random)
+	changed, err := kr.maintain(now, b.random)
 	if err != nil || !changed {
 		return err
 	}
-	kr.UpdatedAt = b.clock().UTC()
-	if err := saveKeyring(ctx, s, kr); err != nil {
+	kr.UpdatedAt = now.UTC()
+	if err := b.storeKeyring(ctx, s, kr); err != nil {
 		return err
 	}
 	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))

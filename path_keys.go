@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -247,7 +246,7 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	kr.PublishAheadSet = publishAheadSet
 	kr.UpdatedAt = now
-	if err := saveKeyring(ctx, req.Storage, kr); err != nil {
+	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	if creating {
@@ -277,7 +276,7 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
-	data["ttl"] = ttlSeconds(kr, now)
+	data["ttl"] = ttlSeconds(kr, now, b.jitter)
 	return &logical.Response{Data: data, Warnings: warnings}, nil
 }
 
@@ -289,7 +288,7 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
 	lock := b.lockFor(name)
 	lock.RLock()
-	kr, err := loadKeyring(ctx, s, name)
+	kr, err := b.cachedKeyring(ctx, s, name)
 	lock.RUnlock()
 	if err != nil {
 		return nil, err
@@ -308,7 +307,7 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	}
 	lock.RLock()
 	defer lock.RUnlock()
-	kr, err = loadKeyring(ctx, s, name)
+	kr, err = b.cachedKeyring(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +412,7 @@ func keyMetadata(window []windowKey) []map[string]interface{} {
 // ttlSeconds is how long a reader may keep this window: until it next changes,
 // rounded up, plus a small random jitter so that a fleet does not re-read at
 // the same instant. It is never below 1 (0 would make consul-template spin).
-func ttlSeconds(kr *keyring, now time.Time) int64 {
+func ttlSeconds(kr *keyring, now time.Time, jitter func(n int64) int64) int64 {
 	period := kr.Settings.RotationPeriod
 	until := period
 	if t, ok := kr.nextChange(now); ok {
@@ -421,7 +420,7 @@ func ttlSeconds(kr *keyring, now time.Time) int64 {
 	}
 	ttl := int64(math.Ceil(until.Seconds()))
 	jitterMax := min(max(period/20, time.Second), 30*time.Second)
-	ttl += rand.Int64N(int64(jitterMax/time.Second) + 1)
+	ttl += jitter(int64(jitterMax/time.Second) + 1)
 	return max(ttl, 1)
 }
 
@@ -433,6 +432,7 @@ func (b *backend) pathKeysDelete(ctx context.Context, req *logical.Request, d *f
 	lock := b.lockFor(name)
 	lock.Lock()
 	defer lock.Unlock()
+	b.cache.Delete(name)
 	if err := req.Storage.Delete(ctx, keyringPath(name)); err != nil {
 		return nil, fmt.Errorf("deleting keyring %q: %w", name, err)
 	}

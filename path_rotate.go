@@ -72,7 +72,7 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	kr.UpdatedAt = now
-	if err := saveKeyring(ctx, req.Storage, kr); err != nil {
+	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("keyring rotated", "keyring", name, "mode", mode, "purge_previous", purge,

@@ -98,6 +98,18 @@ func (kr *keyring) needsMaintenance(now time.Time) bool {
 	return kr.current(now) == nil || last == nil || last.NotBefore.Before(now.Add(kr.Settings.PublishAhead))
 }
 
+// due reports whether maintain would change anything at now: a key to
+// destroy, a schedule that fell behind, or keys to generate ahead.
+func (kr *keyring) due(now time.Time) bool {
+	for _, k := range kr.Keys {
+		if !now.Before(k.NotAfter) {
+			return true
+		}
+	}
+	last := kr.last()
+	return kr.current(now) == nil || last.NotBefore.Before(now.Add(kr.Settings.PublishAhead+generateAheadMargin))
+}
+
 // maintain brings the schedule up to date at now: it destroys keys past
 // NotAfter (keeping their metadata), repairs a schedule that fell behind with a
 // key that encrypts now, and generates keys ahead. It reports whether anything
