@@ -117,10 +117,14 @@ func (kr *keyring) due(now time.Time) bool {
 func (kr *keyring) maintain(now time.Time, random io.Reader) (bool, error) {
 	now = now.UTC()
 	sec := now.Truncate(time.Second)
+	var gridEnd time.Time // where the schedule ended, to keep its rotation grid
+	if last := kr.last(); last != nil {
+		gridEnd = last.EncryptUntil
+	}
 	changed := kr.destroy(now, func(k *ticketKey) bool { return !now.Before(k.NotAfter) }, reasonExpired)
 
 	if kr.current(now) == nil {
-		if err := kr.repair(now, sec, random); err != nil {
+		if err := kr.repair(now, sec, gridEnd, random); err != nil {
 			return changed, err
 		}
 		changed = true
@@ -145,14 +149,15 @@ func (kr *keyring) maintain(now time.Time, random io.Reader) (bool, error) {
 
 // repair inserts a key that encrypts from now, used when no key covers now
 // (a new keyring, or Vault sealed past the end of the generated schedule). It
-// keeps the rotation grid of the last key when there is one. Such a key could
-// not be published ahead: nodes pick it up at their next read.
-func (kr *keyring) repair(now, sec time.Time, random io.Reader) error {
+// keeps the rotation grid of the schedule that ended at gridEnd, when there
+// was one. Such a key could not be published ahead: nodes pick it up at their
+// next read.
+func (kr *keyring) repair(now, sec, gridEnd time.Time, random io.Reader) error {
 	period := kr.Settings.RotationPeriod
 	start, end := sec, sec.Add(period)
-	if last := kr.last(); last != nil && !last.EncryptUntil.After(now) {
-		gap := sec.Sub(last.EncryptUntil)
-		start = last.EncryptUntil.Add(gap - gap%period)
+	if !gridEnd.IsZero() && !gridEnd.After(now) {
+		gap := sec.Sub(gridEnd)
+		start = gridEnd.Add(gap - gap%period)
 		end = start.Add(period)
 	} else if len(kr.Keys) > 0 && kr.Keys[0].NotBefore.After(now) {
 		end = kr.Keys[0].NotBefore
