@@ -15,7 +15,10 @@ import (
 // plugin at registration time would if it were used.
 type failingStorage struct{ calls int }
 
-func (f *failingStorage) List(context.Context, string) ([]string, error) { f.calls++; return nil, errFail }
+func (f *failingStorage) List(context.Context, string) ([]string, error) {
+	f.calls++
+	return nil, errFail
+}
 func (f *failingStorage) Get(context.Context, string) (*logical.StorageEntry, error) {
 	f.calls++
 	return nil, errFail
