@@ -1,0 +1,59 @@
+# ticketkeys: the front door. `make help` lists the targets.
+#
+# Each part of the project adds its own targets in mk/<part>.mk, included at
+# the end of this file; this file only holds the targets everyone shares.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+GO          ?= go
+PLUGIN      := vault-plugin-secrets-ticketkeys
+BIN_DIR     ?= bin
+
+# End-to-end tests run real Vault servers and Agents and wait for real
+# rotations; E2E_FLAGS is added to their `go test` (for example -race, or
+# -run TestEngine), E2E_TIMEOUT bounds the whole run.
+E2E_TIMEOUT ?= 40m
+E2E_FLAGS   ?=
+E2E_PKGS    ?= ./e2e/... ./internal/vaulttest/...
+
+.DEFAULT_GOAL := build
+
+.PHONY: help build test test-unit test-e2e vault dev clean fmt vet
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build the plugin binary into bin/
+	$(GO) build -o $(BIN_DIR)/$(PLUGIN) ./cmd/$(PLUGIN)
+
+test: ## all tests: unit tests with -race, then the end-to-end tests
+	@start=$$SECONDS; $(MAKE) --no-print-directory test-unit; unit=$$((SECONDS-start)); \
+	$(MAKE) --no-print-directory test-e2e; \
+	echo "make test: unit $${unit}s, e2e $$((SECONDS-start-unit))s, total $$((SECONDS-start))s"
+
+test-unit: ## unit tests with the race detector
+	@start=$$SECONDS; $(GO) test -race -count=1 ./...; echo "test-unit: $$((SECONDS-start))s"
+
+test-e2e: ## end-to-end tests (tag e2e) against the pinned Vault binary
+	@start=$$SECONDS; VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
+	echo "test-e2e: VAULT_BIN=$$VAULT_BIN"; \
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) $(E2E_PKGS); \
+	echo "test-e2e: $$((SECONDS-start))s"
+
+vault: ## build (or find) the pinned Vault binary and print its path
+	@scripts/vault-build.sh
+
+dev: ## run a dev Vault on 127.0.0.1 with the plugin and a demo keyring
+	@scripts/dev.sh
+
+clean: ## remove build output
+	rm -rf $(BIN_DIR)
+
+fmt: ## gofmt every Go file
+	gofmt -w $$(find . -name '*.go' -not -path './.git/*')
+
+vet: ## go vet, with and without the e2e tag
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+include $(wildcard mk/*.mk)

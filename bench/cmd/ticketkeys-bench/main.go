@@ -1,0 +1,563 @@
+// Command ticketkeys-bench is the harness behind `make bench`: it runs the
+// cluster-resumption scenarios, the hook-cost comparison, the ticket
+// decryption benchmark and the Vault read-cost comparison, and writes
+// benchmark.md, benchmark.json and resumption.png into the output directory.
+// docs/benchmark.md explains the report.
+//
+// Usage:
+//
+//	ticketkeys-bench [-out results] [-quick] [flags]
+//	ticketkeys-bench serve [flags]   (internal: the server-node child process)
+//
+// Vault is started through internal/vaulttest, which needs the pinned Vault
+// binary (VAULT_BIN or scripts/vault-build.sh's cache) and builds the plugin
+// with `go build`, so run it from the repository. -no-vault skips the parts
+// that need Vault.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ticketkeys "github.com/ticketkeys/vault-plugin-secrets-ticketkeys"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bench"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		os.Exit(bench.ServeMain(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// options are the command-line flags.
+type options struct {
+	out             string
+	quick           bool
+	noVault         bool
+	budget          time.Duration
+	users           int
+	concurrency     int
+	interval        time.Duration
+	baseline        time.Duration
+	rotating        time.Duration
+	rotationPeriod  time.Duration
+	switchGap       time.Duration
+	retain          time.Duration
+	maxConns        int
+	tlsList         string
+	certList        string
+	scenarioList    string
+	hookUsers       int
+	hookConcurrency int
+	hookSegment     time.Duration
+	hookRounds      int
+	hookRetain      time.Duration
+	readConcurrency int
+	readSegment     time.Duration
+	readRounds      int
+	readFormat      string
+	maxReads        int
+	decryptWindows  string
+	decryptTime     string
+	seed            int64
+	fromJSON        string
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("ticketkeys-bench", flag.ContinueOnError)
+	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
+	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
+	fs.DurationVar(&o.budget, "budget", 8*time.Minute+30*time.Second, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
+	fs.IntVar(&o.users, "users", 300, "simulated users, each with its own session cache")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
+	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "pause between two connections of one worker")
+	fs.DurationVar(&o.baseline, "baseline", 10*time.Second, "load duration of the runs without rotation (single, own, static)")
+	fs.DurationVar(&o.rotating, "rotating", 22*time.Second, "load duration of the rotating runs (switch, ticketkeys)")
+	fs.DurationVar(&o.rotationPeriod, "rotation-period", 5*time.Second, "rotation period of scenarios 3 and 4 (the engine's minimum is 5s)")
+	fs.DurationVar(&o.switchGap, "switch-gap", time.Second, "scenario 3: delay between two nodes' switches")
+	fs.DurationVar(&o.retain, "retain", 30*time.Second, "scenario 4: the keyring's retain")
+	fs.IntVar(&o.maxConns, "max-conns", 200000, "bound on the connections of one run")
+	fs.StringVar(&o.tlsList, "tls", "1.3,1.2", "TLS versions, comma-separated (1.2, 1.3)")
+	fs.StringVar(&o.certList, "certs", "rsa,ecdsa", "certificate kinds, comma-separated (rsa, ecdsa)")
+	fs.StringVar(&o.scenarioList, "scenarios", "single,own,static,switch,ticketkeys", "scenarios, comma-separated")
+	fs.IntVar(&o.hookUsers, "hook-users", 8, "hook cost: simulated users")
+	fs.IntVar(&o.hookConcurrency, "hook-concurrency", 4, "hook cost: connections in flight (no pause)")
+	fs.DurationVar(&o.hookSegment, "hook-segment", 4*time.Second, "hook cost: length of one run of each configuration")
+	fs.IntVar(&o.hookRounds, "hook-rounds", 2, "hook cost: alternating rounds")
+	fs.DurationVar(&o.hookRetain, "hook-retain", 60*time.Second, "hook cost: the keyring's retain (60s at a 5s period gives a 14-key window)")
+	fs.IntVar(&o.readConcurrency, "read-concurrency", 8, "read cost: concurrent readers")
+	fs.DurationVar(&o.readSegment, "read-segment", 4*time.Second, "read cost: length of one round per path")
+	fs.IntVar(&o.readRounds, "read-rounds", 2, "read cost: alternating rounds")
+	fs.StringVar(&o.readFormat, "read-format", "nginx", "read cost: format of the keyring read")
+	fs.IntVar(&o.maxReads, "max-reads", 200000, "read cost: bound on the reads of one round")
+	fs.StringVar(&o.decryptWindows, "decrypt-windows", "1-14", "decryption benchmark: window sizes (N-M or comma-separated)")
+	fs.StringVar(&o.decryptTime, "decrypt-benchtime", "500ms", "decryption benchmark: -test.benchtime per window size")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the load's choices of users and nodes")
+	fs.StringVar(&o.fromJSON, "from-json", "", "measure nothing: rewrite benchmark.md and resumption.png in -out from this benchmark.json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("arguments: want none besides flags, got %q", fs.Args())
+	}
+	if o.quick {
+		o.baseline, o.rotating = 3*time.Second, 11*time.Second
+		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
+		o.readSegment, o.readRounds = time.Second, 1
+		o.decryptWindows, o.decryptTime = "1,14", "100ms"
+	}
+	if o.rotationPeriod < 5*time.Second || o.rotationPeriod%time.Second != 0 {
+		return nil, fmt.Errorf("rotation-period: must be whole seconds >= 5s (the engine's minimum), got %s", o.rotationPeriod)
+	}
+	if o.users < 1 || o.concurrency < 1 || o.hookUsers < 1 || o.hookConcurrency < 1 || o.readConcurrency < 1 {
+		return nil, fmt.Errorf("users, concurrency, hook-users, hook-concurrency, read-concurrency: must be >= 1, got %d, %d, %d, %d, %d",
+			o.users, o.concurrency, o.hookUsers, o.hookConcurrency, o.readConcurrency)
+	}
+	return o, nil
+}
+
+// parseWindows parses "1-14" or "1,2,14".
+func parseWindows(s string) ([]int, error) {
+	if a, b, ok := strings.Cut(s, "-"); ok {
+		lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+		hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+		if err1 != nil || err2 != nil || lo < 1 || hi < lo || hi > 64 {
+			return nil, fmt.Errorf("decrypt-windows: want N-M with 1 <= N <= M <= 64, got %q", s)
+		}
+		var out []int
+		for i := lo; i <= hi; i++ {
+			out = append(out, i)
+		}
+		return out, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 64 {
+			return nil, fmt.Errorf("decrypt-windows: want sizes 1..64, got %q in %q", f, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseTLS(s string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "1.2":
+			out = append(out, tls.VersionTLS12)
+		case "1.3":
+			out = append(out, tls.VersionTLS13)
+		default:
+			return nil, fmt.Errorf("tls: want 1.2 or 1.3, got %q in %q", f, s)
+		}
+	}
+	return out, nil
+}
+
+func parseScenarios(s string) ([]bench.Scenario, error) {
+	var out []bench.Scenario
+	for _, f := range strings.Split(s, ",") {
+		sc, ok := bench.ScenarioByID(strings.TrimSpace(f))
+		if !ok {
+			return nil, fmt.Errorf("scenarios: want single, own, static, switch or ticketkeys, got %q in %q", f, s)
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+// harness holds the state of one run.
+type harness struct {
+	o        *options
+	tb       *bench.TB
+	rep      *bench.Report
+	deadline time.Time
+	failed   bool
+}
+
+func (h *harness) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	h.rep.Notes = append(h.rep.Notes, msg)
+	fmt.Fprintln(os.Stderr, "bench: note:", msg)
+}
+
+func (h *harness) fail(format string, args ...any) {
+	h.failed = true
+	h.note(format, args...)
+}
+
+// fits reports whether a step that needs d still fits in the budget; if
+// not it records that the step was skipped.
+func (h *harness) fits(step string, d time.Duration) bool {
+	if left := time.Until(h.deadline); left < d {
+		h.note("skipped %s: needs about %s, %s of the budget left", step, d.Round(time.Second), left.Round(time.Second))
+		return false
+	}
+	return true
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: %s %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func run(args []string) int {
+	o, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 2
+	}
+	tlsVersions, err := parseTLS(o.tlsList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 2
+	}
+	scenarios, err := parseScenarios(o.scenarioList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 2
+	}
+	windows, err := parseWindows(o.decryptWindows)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 2
+	}
+	if o.fromJSON != "" {
+		if err := rewrite(o.fromJSON, o.out); err != nil {
+			fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+			return 1
+		}
+		return 0
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench: own executable:", err)
+		return 1
+	}
+	logDir := filepath.Join(o.out, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 1
+	}
+
+	// Everything temporary (certificates, Vault's storage, the plugin build)
+	// goes under one directory removed at the end.
+	tmp, err := os.MkdirTemp("", "ticketkeys-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	tb := bench.NewTB(ctx, "bench", os.Stderr)
+	defer tb.Close() // stops Vault by PID
+
+	h := &harness{o: o, tb: tb, deadline: start.Add(o.budget), rep: &bench.Report{
+		Started:   start,
+		Machine:   bench.ReadMachine(),
+		LoadStart: bench.LoadAvg(),
+		Settings: bench.Settings{
+			Users: o.users, Concurrency: o.concurrency, Interval: o.interval,
+			BaselineDuration: o.baseline, RotationDuration: o.rotating, RotationPeriod: o.rotationPeriod,
+			SwitchGap: o.switchGap, Retain: o.retain,
+			HookUsers: o.hookUsers, HookConcurrency: o.hookConcurrency, HookSegment: o.hookSegment, HookRounds: o.hookRounds, HookRetain: o.hookRetain,
+			ReadConcurrency: o.readConcurrency, ReadSegment: o.readSegment, ReadRounds: o.readRounds, ReadFormat: o.readFormat,
+			VaultVersion: vaulttest.VaultVersion, PluginVersion: ticketkeys.Version, Budget: o.budget,
+		},
+		Notes: []string{},
+	}}
+	progress("start: load average %s, budget %s, output %s", h.rep.LoadStart, o.budget, o.out)
+
+	certs, err := makeCerts(tb, o.certList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 1
+	}
+
+	rn := &bench.Runner{Exe: exe, ServeArgs: []string{"serve"}, LogDir: logDir}
+	var vault *bench.Vault
+	const hookKeyring = "bench-hook"
+	if o.noVault {
+		h.note("-no-vault: scenario 4, the hook cost and the Vault read cost were not measured")
+	} else {
+		progress("starting Vault %s with the plugin (internal/vaulttest)", vaulttest.VaultVersion)
+		vault, err = bench.StartVault(tb)
+		if err != nil {
+			h.fail("Vault could not be started, so scenario 4, the hook cost and the read cost were not measured: %v", err)
+		} else {
+			rn.VaultAddr, rn.VaultToken = vault.Server.Addr, vault.ReaderToken
+			rn.Rotations = vault.Activations
+			// Created first, so that its window has filled up (current,
+			// next and retain/period previous keys) by the time the hook
+			// cost is measured at the end.
+			if err := vault.CreateKeyring(ctx, hookKeyring, o.rotationPeriod, o.hookRetain); err != nil {
+				h.fail("hook keyring: %v", err)
+			}
+			progress("Vault ready at %s", vault.Server.Addr)
+		}
+	}
+
+	// Cluster scenarios.
+	for _, v := range tlsVersions {
+		for _, c := range certs {
+			for _, sc := range scenarios {
+				if ctx.Err() != nil {
+					break
+				}
+				dur := o.baseline
+				if sc.Rotates {
+					dur = o.rotating
+				}
+				name := fmt.Sprintf("TLS %s %s %s", bench.TLSName(v), c.Kind, sc.ID)
+				if sc.Mode == bench.ModeTicketkeys && vault == nil {
+					continue
+				}
+				if !h.fits(name, dur+5*time.Second) {
+					continue
+				}
+				spec := bench.RunSpec{Scenario: sc, TLS: v, Cert: c, Duration: dur, RotateEvery: o.rotationPeriod,
+					Load: bench.Load{Users: o.users, Concurrency: o.concurrency, Interval: o.interval, MaxConnections: o.maxConns},
+					Seed: o.seed}
+				if sc.Mode == bench.ModeTicketkeys {
+					spec.Keyring = strings.ToLower(fmt.Sprintf("bench-tk-tls%s-%s", strings.ReplaceAll(bench.TLSName(v), ".", ""), c.Kind))
+					if err := vault.CreateKeyring(ctx, spec.Keyring, o.rotationPeriod, o.retain); err != nil {
+						h.fail("%s: %v", name, err)
+						continue
+					}
+				}
+				progress("run %s (%s)", name, dur)
+				res, err := rn.Run(ctx, spec)
+				if err != nil {
+					res.Err = err.Error()
+					h.fail("%s: %v", name, err)
+				}
+				progress("  %s: conns=%d offered=%d resumed=%s errors=%d cpu/conn=%sms rotations=%d",
+					name, res.Connections, res.Offered, fmtShare(res.ResumeShare()), res.HandshakeFailures+res.RequestFailures,
+					fmtMS(res.CPUPerConn()), len(res.Rotations))
+				h.rep.Runs = append(h.rep.Runs, res)
+			}
+		}
+	}
+	bench.SetRelSingle(h.rep.Runs)
+
+	// Hook cost: one node, plain single key vs the client hook.
+	if vault != nil && ctx.Err() == nil {
+		hookCert := certs[len(certs)-1] // ECDSA when both are measured: resumed handshakes do not use the certificate
+		for _, v := range tlsVersions {
+			name := "hook cost TLS " + bench.TLSName(v)
+			need := time.Duration(2*o.hookRounds)*(o.hookSegment+2*time.Second) + 5*time.Second
+			if !h.fits(name, need) {
+				continue
+			}
+			progress("%s (%d rounds of %s per configuration)", name, o.hookRounds, o.hookSegment)
+			hc, err := rn.RunHookCost(ctx, bench.HookSpec{TLS: v, Cert: hookCert, Keyring: hookKeyring,
+				Load:    bench.Load{Users: o.hookUsers, Concurrency: o.hookConcurrency, MaxConnections: o.maxConns},
+				Segment: o.hookSegment, Rounds: o.hookRounds, Seed: o.seed})
+			if err != nil {
+				h.fail("%s: %v", name, err)
+			}
+			progress("  %s: plain %sµs/conn, hook %sµs/conn (%d keys), ratio %.2f", name,
+				fmtUS(hc.Plain.CPUPerConn()), fmtUS(hc.Hook.CPUPerConn()), hc.Hook.WindowKeys, hc.Ratio())
+			h.rep.Hook = append(h.rep.Hook, hc)
+		}
+	}
+
+	// Vault read cost: keyring vs KV v2 of the same size.
+	if vault != nil && ctx.Err() == nil {
+		need := time.Duration(2*o.readRounds)*o.readSegment + 5*time.Second
+		if h.fits("Vault read cost", need) {
+			progress("Vault read cost (%d readers, %d rounds of %s per path)", o.readConcurrency, o.readRounds, o.readSegment)
+			if rr, err := readCost(ctx, vault, hookKeyring, o); err != nil {
+				h.fail("Vault read cost: %v", err)
+			} else {
+				h.rep.Reads = rr
+				progress("  keys: %.0f reads/s p99 %sms; kv: %.0f reads/s p99 %sms", rr.Keys.PerSecond(), fmtMS(rr.Keys.P99), rr.KV.PerSecond(), fmtMS(rr.KV.P99))
+			}
+		}
+	}
+
+	// Ticket decryption by window size.
+	if ctx.Err() == nil {
+		testing.Init()
+		if err := flag.CommandLine.Set("test.benchtime", o.decryptTime); err != nil {
+			h.fail("decrypt-benchtime %q: %v", o.decryptTime, err)
+		}
+		for _, n := range windows {
+			if !h.fits(fmt.Sprintf("decryption benchmark window=%d", n), 3*time.Second) || ctx.Err() != nil {
+				break
+			}
+			var f *bench.DecryptFixture
+			if err := tb.Do(func() { f, err = bench.NewDecryptFixture(tb, n) }); err != nil || f == nil {
+				h.fail("decryption benchmark window=%d: %v", n, err)
+				break
+			}
+			r := testing.Benchmark(func(b *testing.B) { bench.BenchmarkDecrypt(b, f) })
+			if r.N == 0 {
+				h.fail("decryption benchmark window=%d: the benchmark failed (N=0)", n)
+				break
+			}
+			h.rep.Decrypt = append(h.rep.Decrypt, bench.DecryptResult{Window: n, N: r.N,
+				NsPerOp: float64(r.T.Nanoseconds()) / float64(r.N), AllocsPerOp: r.AllocsPerOp()})
+		}
+		if len(h.rep.Decrypt) > 0 {
+			progress("decryption benchmark: window=%d %.0f ns/op ... window=%d %.0f ns/op",
+				h.rep.Decrypt[0].Window, h.rep.Decrypt[0].NsPerOp, h.rep.Decrypt[len(h.rep.Decrypt)-1].Window, h.rep.Decrypt[len(h.rep.Decrypt)-1].NsPerOp)
+		}
+	}
+	if ctx.Err() != nil {
+		h.fail("interrupted (%v): the report holds what was measured before", context.Cause(ctx))
+	}
+
+	h.rep.LoadEnd = bench.LoadAvg()
+	h.rep.Finished = time.Now()
+	if err := writeOutputs(h.rep, o.out); err != nil {
+		fmt.Fprintln(os.Stderr, "ticketkeys-bench:", err)
+		return 1
+	}
+	progress("done in %s: %s", time.Since(start).Round(time.Second), filepath.Join(o.out, "benchmark.md"))
+	if h.failed {
+		return 1
+	}
+	return 0
+}
+
+// makeCerts makes the certificates (internal/testcert) and writes them for
+// the children.
+func makeCerts(tb *bench.TB, list string) ([]bench.CertSet, error) {
+	var out []bench.CertSet
+	for _, f := range strings.Split(list, ",") {
+		var kt testcert.KeyType
+		switch strings.TrimSpace(f) {
+		case "rsa":
+			kt = testcert.RSA2048
+		case "ecdsa":
+			kt = testcert.ECDSAP256
+		default:
+			return nil, fmt.Errorf("certs: want rsa or ecdsa, got %q in %q", f, list)
+		}
+		var cs bench.CertSet
+		err := tb.Do(func() {
+			c := testcert.New(tb, kt)
+			certFile, keyFile, _ := c.WritePEM(tb.TempDir())
+			cs = bench.CertSet{Kind: kt.String(), CertFile: certFile, KeyFile: keyFile, Pool: c.Pool, ServerName: testcert.ServerName}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", kt, err)
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+// readCost compares reads of the keyring with reads of a KV v2 secret of
+// the same size, alternately.
+func readCost(ctx context.Context, v *bench.Vault, keyring string, o *options) (*bench.ReadResult, error) {
+	c, err := bench.NewReadClient(v.Server.Addr, v.ReaderToken, o.readConcurrency)
+	if err != nil {
+		return nil, err
+	}
+	keys := bench.ReadTarget{Name: "keyring", Path: "ticketkeys/keys/" + keyring, Query: url.Values{"format": {o.readFormat}}}
+	size, err := bench.DataSize(ctx, c, keys)
+	if err != nil {
+		return nil, err
+	}
+	win, err := bench.WindowSize(ctx, c, keys)
+	if err != nil {
+		return nil, err
+	}
+	kvPath, err := bench.WriteKVOfSize(ctx, v.Server.Client, "kv", "bench-same-size", size)
+	if err != nil {
+		return nil, err
+	}
+	kv := bench.ReadTarget{Name: "kv v2", Path: kvPath}
+	a, b := bench.ReadComparison(ctx, c, keys, kv, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads)
+	a.DataBytes, b.DataBytes = size, size
+	if a.Reads == 0 || b.Reads == 0 {
+		return nil, fmt.Errorf("no successful read: keyring %d (errors %d: %s), kv %d (errors %d: %s)",
+			a.Reads, a.Errors, a.FirstError, b.Reads, b.Errors, b.FirstError)
+	}
+	return &bench.ReadResult{Keys: a, KV: b, Concurrency: o.readConcurrency, WindowKeys: win}, nil
+}
+
+func writeOutputs(rep *bench.Report, dir string) error {
+	var errs []error
+	if len(rep.Runs) > 0 {
+		f, err := os.Create(filepath.Join(dir, "resumption.png"))
+		if err == nil {
+			err = bench.WritePlot(f, rep.Runs)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			rep.Notes = append(rep.Notes, "plot: "+err.Error())
+			errs = append(errs, err)
+		} else {
+			rep.PlotFile = "resumption.png"
+		}
+	}
+	for _, w := range []struct {
+		name  string
+		write func(*os.File) error
+	}{
+		{"benchmark.md", func(f *os.File) error { return rep.WriteMarkdown(f) }},
+		{"benchmark.json", func(f *os.File) error { return rep.WriteJSON(f) }},
+	} {
+		f, err := os.Create(filepath.Join(dir, w.name))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err = w.write(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("write %s: %w", w.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// rewrite renders the report and plot of a saved benchmark.json into dir.
+func rewrite(jsonPath, dir string) error {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return fmt.Errorf("from-json: %w", err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("from-json %s: %w", jsonPath, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return writeOutputs(&rep, dir)
+}
+
+func fmtMS(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+func fmtUS(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }
+func fmtShare(v float64) string    { return fmt.Sprintf("%.1f%%", 100*v) }

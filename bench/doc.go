@@ -1,0 +1,18 @@
+// Package bench is the harness behind `make bench`: it measures, in one run
+// on the machine at hand, how well a cluster of Go TLS servers resumes
+// sessions with ticketkeys beside its baselines, what the client's hook costs
+// per resumed handshake, and what a keyring read costs Vault, and writes a
+// markdown report and a PNG plot (see docs/benchmark.md).
+//
+// The server nodes of each run live in a child process of the harness (the
+// same binary, subcommand "serve"), so that their CPU is read from that
+// process's own accounting (getrusage RUSAGE_SELF, taken by the child at the
+// start and end of the load) and never includes the load client's CPU. Vault
+// is a real server with the plugin built from this checkout, started through
+// internal/vaulttest. Everything listens on 127.0.0.1 at kernel-chosen ports,
+// every loop is bounded in count and in time, and every process the harness
+// starts is stopped by its PID.
+//
+// Nothing here logs or reports key material: children and reports carry
+// counts, times, states and CPU figures only.
+package bench

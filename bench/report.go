@@ -1,0 +1,331 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Settings are the knobs of one harness run, printed in the report.
+type Settings struct {
+	Users       int           `json:"users"`
+	Concurrency int           `json:"concurrency"`
+	Interval    time.Duration `json:"interval_ns"`
+	// BaselineDuration is the load of the runs without rotation (single,
+	// own, static); RotationDuration that of the rotating ones.
+	BaselineDuration time.Duration `json:"baseline_duration_ns"`
+	RotationDuration time.Duration `json:"rotation_duration_ns"`
+	RotationPeriod   time.Duration `json:"rotation_period_ns"`
+	SwitchGap        time.Duration `json:"switch_gap_ns"`
+	Retain           time.Duration `json:"retain_ns"`
+	HookUsers        int           `json:"hook_users"`
+	HookConcurrency  int           `json:"hook_concurrency"`
+	HookSegment      time.Duration `json:"hook_segment_ns"`
+	HookRounds       int           `json:"hook_rounds"`
+	HookRetain       time.Duration `json:"hook_retain_ns"`
+	ReadConcurrency  int           `json:"read_concurrency"`
+	ReadSegment      time.Duration `json:"read_segment_ns"`
+	ReadRounds       int           `json:"read_rounds"`
+	ReadFormat       string        `json:"read_format"`
+	VaultVersion     string        `json:"vault_version"`
+	PluginVersion    string        `json:"plugin_version"`
+	Budget           time.Duration `json:"budget_ns"`
+}
+
+// DecryptResult is one window size of the decryption benchmark.
+type DecryptResult struct {
+	Window      int     `json:"window"`
+	N           int     `json:"n"`
+	NsPerOp     float64 `json:"ns_per_op"`
+	AllocsPerOp int64   `json:"allocs_per_op"`
+}
+
+// ReadResult compares keyring reads with KV v2 reads of the same size.
+type ReadResult struct {
+	Keys        ReadCost `json:"keys"`
+	KV          ReadCost `json:"kv"`
+	Concurrency int      `json:"concurrency"`
+	WindowKeys  int      `json:"window_keys"`
+}
+
+// Report is everything one harness run measured.
+type Report struct {
+	Started   time.Time       `json:"started"`
+	Finished  time.Time       `json:"finished"`
+	Machine   Machine         `json:"machine"`
+	LoadStart string          `json:"loadavg_start"`
+	LoadEnd   string          `json:"loadavg_end"`
+	Settings  Settings        `json:"settings"`
+	Runs      []RunResult     `json:"runs"`
+	Hook      []HookCost      `json:"hook"`
+	Decrypt   []DecryptResult `json:"decrypt"`
+	Reads     *ReadResult     `json:"reads,omitempty"`
+	// Notes are skipped steps and errors, in order.
+	Notes []string `json:"notes"`
+	// PlotFile is the PNG's file name, relative to the report ("" when no
+	// plot was written).
+	PlotFile string `json:"plot_file"`
+}
+
+// WriteJSON writes the report as indented JSON (the raw numbers).
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }
+
+func pct(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", 100*v)
+}
+
+func ratio(v float64) string {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
+// WriteMarkdown writes the human report.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	s := r.Settings
+	fmt.Fprintf(&b, "# ticketkeys benchmark\n\n")
+	fmt.Fprintf(&b, "Run from %s to %s (%s). Produced by `make bench` (bench/cmd/ticketkeys-bench); "+
+		"docs/benchmark.md explains how to read it.\n\n",
+		r.Started.UTC().Format(time.RFC3339), r.Finished.UTC().Format(time.RFC3339), r.Finished.Sub(r.Started).Round(time.Second))
+
+	fmt.Fprintf(&b, "## Machine\n\n")
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| CPU | %s |\n", r.Machine.CPUModel)
+	fmt.Fprintf(&b, "| logical CPUs / GOMAXPROCS | %d / %d |\n", r.Machine.CPUs, r.Machine.GOMAXPROCS)
+	fmt.Fprintf(&b, "| memory | %s |\n", r.Machine.MemTotal)
+	fmt.Fprintf(&b, "| kernel, OS | %s, %s |\n", r.Machine.Kernel, r.Machine.OS)
+	fmt.Fprintf(&b, "| Go | %s |\n", r.Machine.GoVersion)
+	fmt.Fprintf(&b, "| Vault, plugin | %s, ticketkeys %s |\n", s.VaultVersion, s.PluginVersion)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) at start | %s |\n", r.LoadStart)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) at end | %s |\n\n", r.LoadEnd)
+	fmt.Fprintf(&b, "The load client, the server nodes and Vault share these CPUs; a load average above the "+
+		"number of CPUs means other work competed with the run and the CPU and latency figures are inflated.\n\n")
+
+	r.writeCluster(&b)
+	r.writeHook(&b)
+	r.writeDecrypt(&b)
+	r.writeReads(&b)
+	r.writeMethod(&b)
+
+	if len(r.Notes) > 0 {
+		fmt.Fprintf(&b, "## Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Report) writeCluster(b *strings.Builder) {
+	s := r.Settings
+	fmt.Fprintf(b, "## Cluster resumption\n\n")
+	fmt.Fprintf(b, "3 Go TLS server nodes (one child process), a random node per connection, %d simulated users each "+
+		"with its own session cache, %d connections in flight with %s between a worker's connections. "+
+		"Runs without rotation last %s, rotating runs %s (rotation period %s; scenario 3 switches nodes %s apart).\n\n",
+		s.Users, s.Concurrency, s.Interval, s.BaselineDuration, s.RotationDuration, s.RotationPeriod, s.SwitchGap)
+	if len(r.Runs) == 0 {
+		fmt.Fprintf(b, "No cluster run completed.\n\n")
+		return
+	}
+	fmt.Fprintf(b, "| TLS | cert | scenario | conns | conn/s | offered | resumed | failed resumptions | rotations | failed / rotation | errors | server CPU / conn (ms) | × single node | handshake p50 (ms) | p99 (ms) |\n")
+	fmt.Fprintf(b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range r.Runs {
+		if x.Err != "" {
+			fmt.Fprintf(b, "| %s | %s | %s | failed: %s | | | | | | | | | | | |\n", x.TLS, x.Cert, x.Label, mdEscape(x.Err))
+			continue
+		}
+		fpr := "—"
+		if v, ok := x.FailedPerRotation(); ok {
+			fpr = fmt.Sprintf("%.1f", v)
+		}
+		rot := "—"
+		if x.Rotates {
+			rot = fmt.Sprintf("%d", len(x.Rotations))
+		}
+		rel := ratio(x.RelSingle)
+		if x.Scenario == "single" {
+			rel = "1.00× (reference)"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %d | %.0f | %d | %s | %d | %s | %s | %d | %s | %s | %s | %s |\n",
+			x.TLS, x.Cert, x.Label, x.Connections, x.ConnRate(), x.Offered, pct(x.ResumeShare()),
+			x.FailedResumptions(), rot, fpr, x.HandshakeFailures+x.RequestFailures,
+			ms(x.CPUPerConn()), rel, ms(x.P50), ms(x.P99))
+	}
+	b.WriteString("\n")
+	for _, x := range r.Runs {
+		if len(x.ErrorSamples) == 0 {
+			continue
+		}
+		var parts []string
+		for msg, n := range x.ErrorSamples {
+			parts = append(parts, fmt.Sprintf("%q ×%d", msg, n))
+		}
+		sort.Strings(parts)
+		fmt.Fprintf(b, "- errors in TLS %s, %s, %s: %s\n", x.TLS, x.Cert, x.Label, mdEscape(strings.Join(parts, "; ")))
+	}
+	for _, x := range r.Runs {
+		if x.Scenario != "ticketkeys" || len(x.Sources) == 0 {
+			continue
+		}
+		var cur, next, prev, miss, refreshes, refreshErr uint64
+		for _, s := range x.Sources {
+			cur += s.HitCurrent
+			next += s.HitNext
+			prev += s.HitPrevious
+			miss += s.Miss
+			refreshes += s.Refreshes
+			refreshErr += s.RefreshErrors
+		}
+		fmt.Fprintf(b, "- ticketkeys, TLS %s, %s: tickets decrypted by the current key %d, by a next key %d, by a previous key %d, misses %d; "+
+			"Vault reads by the 3 nodes %d (failed %d).\n", x.TLS, x.Cert, cur, next, prev, miss, refreshes, refreshErr)
+	}
+	if r.PlotFile != "" {
+		fmt.Fprintf(b, "\n![share of offered tickets resumed per second, one line per scenario, rotation instants dashed](%s)\n\n", r.PlotFile)
+	}
+}
+
+func (r *Report) writeHook(b *strings.Builder) {
+	s := r.Settings
+	fmt.Fprintf(b, "## Hook cost\n\n")
+	fmt.Fprintf(b, "One node, %d users, %d connections in flight without pause, so nearly every handshake is resumed; "+
+		"%d rounds of %s per configuration, alternating plain and hook. The hook's keyring rotates every %s and "+
+		"retains keys %s, so its window holds current, next and previous keys.\n\n",
+		s.HookUsers, s.HookConcurrency, s.HookRounds, s.HookSegment, s.RotationPeriod, s.HookRetain)
+	if len(r.Hook) == 0 {
+		fmt.Fprintf(b, "Not measured (see Notes).\n\n")
+		return
+	}
+	fmt.Fprintf(b, "| TLS | cert | configuration | keys in window | conns | resumed | server CPU / conn (µs) | ratio hook / plain |\n")
+	fmt.Fprintf(b, "|---|---|---|---:|---:|---:|---:|---:|\n")
+	for _, h := range r.Hook {
+		if h.Err != "" {
+			fmt.Fprintf(b, "| %s | %s | failed: %s | | | | | |\n", h.TLS, h.Cert, mdEscape(h.Err))
+			continue
+		}
+		for _, side := range []HookSide{h.Plain, h.Hook} {
+			rt := ""
+			if side.Config == h.Hook.Config {
+				rt = ratio(h.Ratio())
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %d | %d | %s | %s | %s |\n", h.TLS, h.Cert, side.Config, side.WindowKeys,
+				side.Connections, pct(side.ResumedShare()), us(side.CPUPerConn()), rt)
+		}
+		if h.Hook.HitCurrent+h.Hook.HitOther > 0 {
+			fmt.Fprintf(b, "| %s | %s | (hook tickets: %d by the current key, %d by another key of the window) | | | | | |\n",
+				h.TLS, h.Cert, h.Hook.HitCurrent, h.Hook.HitOther)
+		}
+	}
+	b.WriteString("\n")
+}
+
+func (r *Report) writeDecrypt(b *strings.Builder) {
+	fmt.Fprintf(b, "## Ticket decryption by window size (testing.B)\n\n")
+	if len(r.Decrypt) == 0 {
+		fmt.Fprintf(b, "Not measured (see Notes).\n\n")
+		return
+	}
+	fmt.Fprintf(b, "`BenchmarkDecryptTicket/window=N` (bench/decrypt_test.go; `go test -bench DecryptTicket ./bench/`): "+
+		"a ticket made with the oldest of N keys, decrypted by trying one private tls.Config per key newest first, "+
+		"as the client hook does: the worst case, every key is tried. In steady state tickets are made with the current "+
+		"key, which is tried first.\n\n")
+	fmt.Fprintf(b, "| window | ns/op | allocs/op | × window=1 |\n|---:|---:|---:|---:|\n")
+	base := r.Decrypt[0].NsPerOp
+	for _, d := range r.Decrypt {
+		rel := "n/a"
+		if base > 0 && r.Decrypt[0].Window == 1 {
+			rel = ratio(d.NsPerOp / base)
+		}
+		fmt.Fprintf(b, "| %d | %.0f | %d | %s |\n", d.Window, d.NsPerOp, d.AllocsPerOp, rel)
+	}
+	b.WriteString("\n")
+}
+
+func (r *Report) writeReads(b *strings.Builder) {
+	s := r.Settings
+	fmt.Fprintf(b, "## Vault read cost\n\n")
+	if r.Reads == nil {
+		fmt.Fprintf(b, "Not measured (see Notes).\n\n")
+		return
+	}
+	x := r.Reads
+	fmt.Fprintf(b, "Same Vault, same non-root token (policy: read on both paths), %d concurrent readers, "+
+		"%d alternating rounds of %s per path. The keyring read is `ticketkeys/keys/:name?format=%s` of a window of %d keys; "+
+		"the KV v2 secret holds one value whose JSON data is the same size.\n\n",
+		x.Concurrency, s.ReadRounds, s.ReadSegment, s.ReadFormat, x.WindowKeys)
+	fmt.Fprintf(b, "| read | data bytes | reads | errors | reads/s | p50 (ms) | p99 (ms) |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range []ReadCost{x.Keys, x.KV} {
+		fmt.Fprintf(b, "| `%s` | %d | %d | %d | %.0f | %s | %s |\n", c.Path, c.DataBytes, c.Reads, c.Errors, c.PerSecond(), ms(c.P50), ms(c.P99))
+	}
+	tput, p99 := 0.0, 0.0
+	if x.KV.PerSecond() > 0 {
+		tput = x.Keys.PerSecond() / x.KV.PerSecond()
+	}
+	if x.KV.P99 > 0 {
+		p99 = float64(x.Keys.P99) / float64(x.KV.P99)
+	}
+	fmt.Fprintf(b, "\nRatio keyring / KV v2: reads per second %s, p99 %s.\n\n", ratio(tput), ratio(p99))
+	for _, c := range []ReadCost{x.Keys, x.KV} {
+		if c.FirstError != "" {
+			fmt.Fprintf(b, "- first error reading `%s`: %s\n", c.Path, mdEscape(c.FirstError))
+		}
+	}
+}
+
+func (r *Report) writeMethod(b *strings.Builder) {
+	fmt.Fprintf(b, "## How each number was measured\n\n")
+	for _, l := range []string{
+		"**Scenarios.** (1) every node keeps crypto/tls's own random keys; (2) every node has the same key, set once; " +
+			"(3) every rotation period a new shared key replaces the old one, which is dropped, node i switching i × the gap after node 0; " +
+			"(4) every node runs its own client.Source against a real Vault with the plugin built from this checkout, " +
+			"a keyring created just before the run, rotating during it. The single node serves the same users alone and is the CPU reference.",
+		"**Offered / resumed.** A connection offers a ticket when its user's session cache held one at handshake time; " +
+			"it resumed when tls.ConnectionState.DidResume is true (internal/resumption). Resumed is resumed / offered.",
+		"**Failed resumptions per rotation.** Offered minus resumed over the whole run, divided by the rotations during the load " +
+			"(scenario 3: the instants node 0 switched; scenario 4: the not_before of every key that activated during the load, " +
+			"from the engine's history endpoint, one-second precision). Only for scenarios that rotate.",
+		"**Connections cut by the end of the load** (the deadline cancels the connections in flight; internal/resumption marks them aborted) " +
+			"are left out of every count; `benchmark.json` has their number per run (cut_at_end).",
+		"**Server CPU per connection.** The child process running the nodes reads its own getrusage(RUSAGE_SELF) (user + system) " +
+			"when the load starts and when it ends; the difference divided by the connections made. The load client runs in the " +
+			"harness process and is not counted; scenario 4 includes the nodes' Vault reads.",
+		"**× single node.** A cluster's CPU per connection divided by the single node's for the same TLS version and certificate.",
+		"**Handshake latency.** Client-side wall time of tls.Conn.Handshake on loopback, all successful handshakes of the run; " +
+			"it includes the client's own CPU and any queueing on the shared CPUs.",
+		"**Plot.** For every second of a run, resumed / offered of the connections that started in it (seconds with nothing offered are left out).",
+		"**Hook cost.** Same method as server CPU per connection, with one node, few users and no pause between connections: " +
+			"the plain configuration uses tls.Config.SetSessionTicketKeys with one key, the hook uses client.Source.ConfigureServer on a live keyring.",
+		"**Vault read cost.** Workers read the path in a loop through the Vault API client (one idle connection per worker), " +
+			"each round bounded in time and count; reads/s is successful reads over wall time, p50/p99 over all successful reads.",
+	} {
+		fmt.Fprintf(b, "- %s\n", l)
+	}
+	b.WriteString("\n")
+}
+
+// mdEscape makes s safe inside a table cell.
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", "\\|")
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# register.sh: register the ticketkeys plugin in Vault's catalog by sha256
+# and version, then enable it, or move an existing mount to this build.
+#
+# Usage: bootstrap/register.sh [-n NAME] [-p PATH] [-v VERSION] PLUGIN_BINARY
+#
+#   PLUGIN_BINARY  the plugin binary as installed in the server's
+#                  plugin_directory; its file name is the catalog command and
+#                  its sha256 is what Vault will check before every start.
+#   -n NAME        catalog name (default: ticketkeys)
+#   -p PATH        mount path (default: ticketkeys)
+#   -v VERSION     plugin version; it must equal the version the binary
+#                  reports (default: ticketkeys.Version from version.go).
+#
+# Needs VAULT_ADDR and a VAULT_TOKEN allowed to write sys/plugins/catalog and
+# sys/mounts (and sys/plugins/reload on upgrade). The Vault CLI is $VAULT
+# (default: vault). Works against dev and non-dev servers.
+#
+# On a new mount: `vault secrets enable -plugin-version`. On an existing
+# mount of the same plugin whose running version or sha256 differs: `vault
+# secrets tune -plugin-version`, then a reload of that mount
+# (sys/plugins/reload/backend). A mount
+# already running this exact binary is left alone.
+set -euo pipefail
+
+VAULT=${VAULT:-vault}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+name=ticketkeys
+mount=ticketkeys
+version=
+
+die() { echo "register.sh: $*" >&2; exit 1; }
+
+while getopts "n:p:v:h" opt; do
+	case $opt in
+	n) name=$OPTARG ;;
+	p) mount=${OPTARG%/} ;;
+	v) version=$OPTARG ;;
+	h) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+	*) die "unknown option; see -h" ;;
+	esac
+done
+shift $((OPTIND - 1))
+[[ $# -eq 1 ]] || die "want exactly one PLUGIN_BINARY argument, got $#; see -h"
+binary=$1
+[[ -f $binary && -x $binary ]] || die "PLUGIN_BINARY $binary: not an executable file"
+[[ -n ${VAULT_ADDR:-} ]] || die "VAULT_ADDR is not set"
+
+if [[ -z $version ]]; then
+	version=$(sed -n 's/^const Version = "\(v[^"]*\)".*/\1/p' "$root/version.go")
+	[[ -n $version ]] || die "no -v VERSION and no 'const Version = \"v...\"' in $root/version.go"
+fi
+[[ $version =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]*)?$ ]] || die "version $version: want a semantic version like v1.2.3"
+
+sha=$(sha256sum "$binary" | cut -d' ' -f1)
+command=$(basename "$binary")
+
+"$VAULT" plugin register -sha256="$sha" -version="$version" -command="$command" secret "$name" >/dev/null
+echo "registered secret plugin $name $version (command $command, sha256 $sha)"
+
+# read_mount FIELD: one field of sys/mounts/$mount, empty when unset.
+read_mount() { "$VAULT" read -field="$1" "sys/mounts/$mount" 2>/dev/null || true; }
+
+if ! "$VAULT" read "sys/mounts/$mount" >/dev/null 2>&1; then
+	"$VAULT" secrets enable -path="$mount" -plugin-version="$version" "$name" >/dev/null
+	echo "enabled $name $version at $mount/"
+	exit 0
+fi
+
+type=$(read_mount type)
+[[ $type == "$name" ]] || die "mount $mount/ exists with type '$type', not '$name': refusing to touch it"
+running_version=$(read_mount running_plugin_version)
+running_sha=$(read_mount running_sha256)
+if [[ $running_version == "$version" && $running_sha == "$sha" ]]; then
+	echo "$mount/ already runs $name $version (sha256 $sha)"
+	exit 0
+fi
+"$VAULT" secrets tune -plugin-version="$version" "$mount/" >/dev/null
+# The API, not `vault plugin reload -mounts`: the 1.21 CLI sends -mounts
+# outside a namespace to sys/plugins/reload/unknown/, which does not exist.
+"$VAULT" write sys/plugins/reload/backend mounts="$mount/" >/dev/null
+echo "upgraded $mount/ from ${running_version:-unversioned} (sha256 ${running_sha:-unknown}) to $name $version (sha256 $sha)"

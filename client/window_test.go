@@ -1,0 +1,95 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// readCorpus returns the data of one committed fuzz seed.
+func readCorpus(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzDecodeWindow", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") {
+		t.Fatalf("%s: not a go fuzz v1 []byte seed", name)
+	}
+	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return []byte(s)
+}
+
+// TestDecodeWindowCorpus: the committed seeds that should decode do, and
+// every malformed seed is refused with an error naming the broken field and
+// rule. This also keeps the fuzz corpus meaningful (valid seeds exist).
+func TestDecodeWindowCorpus(t *testing.T) {
+	cases := map[string]string{
+		"valid_three":         "",
+		"valid_new_keyring":   "",
+		"valid_only_current":  "",
+		"valid_many_previous": "",
+		"valid_unordered":     "",
+		"two_current":         "exactly one key must be \"current\"",
+		"no_current":          "exactly one key must be \"current\", got none",
+		"dup_id":              "keys[1].id: must be unique",
+		"short_key":           "keys[0].ticket_key: must decode to 32 bytes",
+		"bad_time":            `keys[0].not_before: must be an RFC 3339 time, got "yesterday"`,
+		"reversed_times":      "keys[0].not_after: must be after not_before",
+		"next_before_current": `keys[1].not_before: a "next" key must activate after the current key`,
+		"wrong_format":        `format: must be "go", got "nginx"`,
+		"zero_ttl":            "ttl: must be 1..604800 seconds, got 0",
+		"ttl_string":          `field "ttl": want int64, got JSON string`,
+		"bad_state":           `keys[1].state: must be current, next or previous, got "pending"`,
+		"not_json":            "not a JSON object",
+		"empty":               "not a JSON object",
+		"array":               "not a JSON object",
+		"null":                "format",
+	}
+	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzDecodeWindow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < len(cases) {
+		t.Fatalf("corpus has %d seeds, want at least %d", len(entries), len(cases))
+	}
+	for name, want := range cases {
+		w, err := decodeWindow(readCorpus(t, name))
+		if want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			for i := 1; i < len(w.Keys); i++ {
+				if !w.Keys[i-1].NotBefore.Before(w.Keys[i].NotBefore) {
+					t.Errorf("%s: keys not sorted", name)
+				}
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error containing %q", name, err, want)
+		}
+	}
+}
+
+// TestEncryptEnd: a key encrypts until the next key activates; the last one
+// for one rotation period, never past its not_after.
+func TestEncryptEnd(t *testing.T) {
+	w, err := decodeWindow(readCorpus(t, "valid_three"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.encryptEnd(0); !got.Equal(w.Keys[1].NotBefore) {
+		t.Fatalf("first key ends at %v, want the next activation %v", got, w.Keys[1].NotBefore)
+	}
+	if got := w.encryptEnd(2); !got.Equal(w.Keys[2].NotBefore.Add(w.RotationPeriod)) {
+		t.Fatalf("last key ends at %v, want one period after its activation", got)
+	}
+}

@@ -1,0 +1,57 @@
+// Command ticketkeys-haproxy-push applies a rendered HAProxy tls-ticket-keys file to a running HAProxy
+// through its admin socket, without a reload.
+//
+// Vault Agent renders the file (previous, current, next: HAProxy's order) and runs this command after each
+// change. The command reads `show tls-keys <ref>` (HAProxy's ring, oldest first, the middle key encrypting),
+// works out the shortest suffix of the file that is missing from the ring, and sends only those keys, in
+// order, with `set ssl tls-key <ref> <base64>`. Each such command makes the sent key the decrypt-only "next",
+// promotes the old next to encrypting and drops the oldest, so after the run the ring equals the file: the
+// file's middle key encrypts. Running it again changes nothing (idempotent). The file stays the source of
+// truth for the next start or reload of HAProxy, which reads it at configuration load.
+//
+// Usage:
+//
+//	ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -file /etc/haproxy/tls-ticket-keys [-ref REF]
+//
+// The socket needs `stats socket PATH level admin`. REF defaults to the file path and must be spelled as in
+// the `tls-ticket-keys` argument of the `bind` lines. Output and errors name key ids (hex of the 16-byte key
+// name, which is public: it travels in every ticket) and never key material. Exit status 0 means the ring
+// equals the file after the run, or that no HAProxy listens on the socket (it will load the file when it
+// starts); the command tries up to -attempts times before failing, because Agent runs it only once per change.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() {
+	socket := flag.String("socket", "", "HAProxy admin socket (stats socket ... level admin); required")
+	file := flag.String("file", "", "tls-ticket-keys file rendered by Vault Agent; required")
+	ref := flag.String("ref", "", "HAProxy key reference (the tls-ticket-keys file name as written in the bind line); default: -file")
+	timeout := flag.Duration("timeout", 10*time.Second, "bound on each admin-socket exchange")
+	attempts := flag.Int("attempts", 3, "tries in all before giving up (Agent runs the command only when the file changes)")
+	flag.Parse()
+	if *socket == "" || *file == "" {
+		fmt.Fprintln(os.Stderr, "ticketkeys-haproxy-push: -socket and -file are required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	if *ref == "" {
+		*ref = *file
+	}
+	rep, err := PushWithRetry(Options{Socket: *socket, File: *file, Ref: *ref, Timeout: *timeout, Attempts: *attempts})
+	if errors.Is(err, ErrNotRunning) {
+		// HAProxy loads the file when it starts: nothing to do, and not an error for Vault Agent.
+		fmt.Printf("ticketkeys-haproxy-push: ref %s: %v; HAProxy will load the file when it starts\n", *ref, err)
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ticketkeys-haproxy-push: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("ticketkeys-haproxy-push: " + rep.String())
+}

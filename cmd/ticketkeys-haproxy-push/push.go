@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ringSize is HAProxy's TLS_TICKETS_NO: the number of keys per reference (previous, current, next).
+const ringSize = 3
+
+// Options configures one Push.
+type Options struct {
+	// Socket is the path of HAProxy's admin socket (`stats socket PATH level admin`).
+	Socket string
+	// File is the tls-ticket-keys file: base64 lines, the last three are the window in HAProxy's order.
+	File string
+	// Ref names the key reference in HAProxy: the file name exactly as in `bind ... tls-ticket-keys`.
+	// If empty, File is used.
+	Ref string
+	// Timeout bounds each admin-socket exchange. If zero, 10 seconds.
+	Timeout time.Duration
+	// Attempts is how many times a failed push is tried in all (a reload can briefly refuse the socket).
+	// If zero, 3. Vault Agent runs the command only when the file changes, so a push that gives up leaves
+	// the ring stale until the next window change: retrying here is what keeps the nodes in step.
+	Attempts int
+	// RetryDelay is the pause between attempts. If zero, 1 second.
+	RetryDelay time.Duration
+}
+
+// ErrNotRunning reports that nothing listens on the admin socket: HAProxy is not running, and it will load
+// the file when it starts, so there is nothing to push.
+var ErrNotRunning = errors.New("no HAProxy is listening on the admin socket")
+
+// PushWithRetry is Push, tried up to opts.Attempts times. It does not retry ErrNotRunning or an invalid file.
+func PushWithRetry(opts Options) (Report, error) {
+	if opts.Attempts <= 0 {
+		opts.Attempts = 3
+	}
+	if opts.RetryDelay <= 0 {
+		opts.RetryDelay = time.Second
+	}
+	var rep Report
+	var err error
+	for i := 0; i < opts.Attempts; i++ {
+		if i > 0 {
+			time.Sleep(opts.RetryDelay)
+		}
+		rep, err = Push(opts)
+		if err == nil || errors.Is(err, ErrNotRunning) || errors.Is(err, errBadFile) {
+			return rep, err
+		}
+	}
+	return rep, fmt.Errorf("after %d attempts: %w", opts.Attempts, err)
+}
+
+// errBadFile marks a keys file that cannot be pushed; retrying would not help.
+var errBadFile = errors.New("invalid keys file")
+
+// Report says what a Push did, by key id only.
+type Report struct {
+	// Ref is the HAProxy key reference.
+	Ref string
+	// Sent holds the ids of the keys sent, in order (empty when the ring already matched).
+	Sent []string
+	// Ring holds the ids of HAProxy's ring after the run: previous, current (encrypting), next.
+	Ring []string
+}
+
+// String summarises the report without key material.
+func (r Report) String() string {
+	if len(r.Sent) == 0 {
+		return fmt.Sprintf("ref %s already current; ring ids %s", r.Ref, strings.Join(r.Ring, ","))
+	}
+	return fmt.Sprintf("ref %s: sent %d key(s) ids %s; ring ids %s (encrypting %s)", r.Ref, len(r.Sent),
+		strings.Join(r.Sent, ","), strings.Join(r.Ring, ","), r.Ring[1])
+}
+
+// Push makes HAProxy's ring for opts.Ref equal the last three keys of opts.File, sending only the missing
+// keys. It returns an error naming the step, and never including key material, when the file is invalid, the
+// socket cannot be used, HAProxy rejects a key, or the ring does not match the file afterwards.
+func Push(opts Options) (Report, error) {
+	if opts.Ref == "" {
+		opts.Ref = opts.File
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	rep := Report{Ref: opts.Ref}
+	if strings.ContainsAny(opts.Ref, " \t\r\n;") {
+		return rep, fmt.Errorf("ref %q: must not contain spaces, semicolons or line breaks (the admin socket splits commands on them)", opts.Ref)
+	}
+	data, err := os.ReadFile(opts.File)
+	if err != nil {
+		return rep, fmt.Errorf("read keys file: %w (%w)", err, errBadFile)
+	}
+	want, err := parseKeysFile(data)
+	if err != nil {
+		return rep, fmt.Errorf("keys file %s: %w (%w)", opts.File, err, errBadFile)
+	}
+	have, err := showRing(opts)
+	if err != nil {
+		return rep, err
+	}
+	missing := missingSuffix(have, want)
+	for _, k := range missing {
+		answer, err := exchange(opts, "set ssl tls-key "+opts.Ref+" "+k)
+		if err != nil {
+			return rep, fmt.Errorf("set ssl tls-key %s (key id %s): %w", opts.Ref, keyID(k), err)
+		}
+		if !strings.Contains(answer, "TLS ticket key updated") {
+			return rep, fmt.Errorf("set ssl tls-key %s (key id %s): HAProxy answered %q", opts.Ref, keyID(k), firstLine(answer))
+		}
+		rep.Sent = append(rep.Sent, keyID(k))
+	}
+	after, err := showRing(opts)
+	if err != nil {
+		return rep, err
+	}
+	for _, k := range after {
+		rep.Ring = append(rep.Ring, keyID(k))
+	}
+	if !equal(after, want) {
+		wantIDs := make([]string, len(want))
+		for i, k := range want {
+			wantIDs[i] = keyID(k)
+		}
+		return rep, fmt.Errorf("ring %s after sending %d key(s) has ids %s, want %s (another writer changed it?)",
+			opts.Ref, len(rep.Sent), strings.Join(rep.Ring, ","), strings.Join(wantIDs, ","))
+	}
+	return rep, nil
+}
+
+// parseKeysFile returns the last ringSize keys of a tls-ticket-keys file, in canonical base64. It enforces
+// HAProxy's rules: at least three lines, each valid base64 of 48 or 80 bytes, all the same size.
+func parseKeysFile(data []byte) ([]string, error) {
+	var keys []string
+	size := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	line := 0
+	for sc.Scan() {
+		line++
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		raw, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: not standard base64 (%d characters)", line, len(s))
+		}
+		if len(raw) != 48 && len(raw) != 80 {
+			return nil, fmt.Errorf("line %d: key is %d bytes, want 48 or 80", line, len(raw))
+		}
+		if size != 0 && len(raw) != size {
+			return nil, fmt.Errorf("line %d: key is %d bytes, earlier keys are %d (HAProxy needs one size)", line, len(raw), size)
+		}
+		size = len(raw)
+		keys = append(keys, base64.StdEncoding.EncodeToString(raw))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(keys) < ringSize {
+		return nil, fmt.Errorf("has %d key line(s), want at least %d (previous, current, next)", len(keys), ringSize)
+	}
+	return keys[len(keys)-ringSize:], nil
+}
+
+// ringLine matches one key of `show tls-keys <ref>`: "<ref id>.<slot> <base64>".
+var ringLine = regexp.MustCompile(`^\d+\.\d+ (\S+)$`)
+
+// showRing reads HAProxy's ring for the reference, oldest first.
+func showRing(opts Options) ([]string, error) {
+	answer, err := exchange(opts, "show tls-keys "+opts.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("show tls-keys %s: %w", opts.Ref, err)
+	}
+	var ring []string
+	for _, l := range strings.Split(answer, "\n") {
+		if m := ringLine.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
+			ring = append(ring, m[1])
+		}
+	}
+	if len(ring) != ringSize {
+		// HAProxy's error answers carry no key material; a ring answer would have matched.
+		return nil, fmt.Errorf("show tls-keys %s: got %d key line(s), want %d; HAProxy answered %q (is the ref spelled as in the bind line, and the socket level admin?)",
+			opts.Ref, len(ring), ringSize, firstLine(answer))
+	}
+	return ring, nil
+}
+
+// missingSuffix returns the keys of want to send so that have, shifted once per key sent, ends equal to
+// want: the shortest suffix want[ringSize-m:] such that have[m:] == want[:ringSize-m].
+func missingSuffix(have, want []string) []string {
+	for m := 0; m < ringSize; m++ {
+		if equal(have[m:], want[:ringSize-m]) {
+			return want[ringSize-m:]
+		}
+	}
+	return want
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// exchange sends one command on a fresh connection (HAProxy's non-interactive mode answers and closes).
+func exchange(opts Options, command string) (string, error) {
+	c, err := net.DialTimeout("unix", opts.Socket, opts.Timeout)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return "", fmt.Errorf("dial admin socket %s: %w: %w", opts.Socket, ErrNotRunning, err)
+		}
+		return "", fmt.Errorf("dial admin socket %s: %w", opts.Socket, err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(opts.Timeout)); err != nil {
+		return "", err
+	}
+	if _, err := c.Write([]byte(command + "\n")); err != nil {
+		return "", fmt.Errorf("write to admin socket %s: %w", opts.Socket, err)
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(c); err != nil {
+		return "", fmt.Errorf("read from admin socket %s: %w", opts.Socket, err)
+	}
+	return buf.String(), nil
+}
+
+// keyID is the hex of the key's 16-byte name (public: it is sent in every ticket), or "invalid".
+func keyID(b64 string) string {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(raw) < 16 {
+		return "invalid"
+	}
+	return hex.EncodeToString(raw[:16])
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

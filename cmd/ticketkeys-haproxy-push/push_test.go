@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+)
+
+func randomKey(t *testing.T, size int) string {
+	t.Helper()
+	b := make([]byte, size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestParseKeysFile(t *testing.T) {
+	k80 := []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)}
+	k48 := randomKey(t, 48)
+	got, err := parseKeysFile([]byte(strings.Join(k80, "\n") + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, k80[1:]) {
+		t.Fatalf("four lines: got the wrong three keys (want the last three in file order)")
+	}
+	bad := []struct {
+		name, file, wantErr string
+	}{
+		{"two lines", k80[0] + "\n" + k80[1] + "\n", "has 2 key line(s), want at least 3"},
+		{"mixed sizes", k80[0] + "\n" + k48 + "\n" + k80[1] + "\n", "line 2: key is 48 bytes, earlier keys are 80"},
+		{"bad size", k80[0] + "\n" + base64.StdEncoding.EncodeToString(make([]byte, 64)) + "\n" + k80[1] + "\n", "line 2: key is 64 bytes, want 48 or 80"},
+		{"not base64", k80[0] + "\n!!!!\n" + k80[1] + "\n", "line 2: not standard base64"},
+	}
+	for _, tc := range bad {
+		_, err := parseKeysFile([]byte(tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.wantErr)
+		}
+		for _, k := range append(k80, k48) {
+			if err != nil && strings.Contains(err.Error(), k) {
+				t.Errorf("%s: error contains key material", tc.name)
+			}
+		}
+	}
+}
+
+func TestMissingSuffix(t *testing.T) {
+	a, b, c, d, e, f := "a", "b", "c", "d", "e", "f"
+	cases := []struct {
+		have, want, send []string
+	}{
+		{[]string{a, b, c}, []string{a, b, c}, nil},
+		{[]string{a, b, c}, []string{b, c, d}, []string{d}},
+		{[]string{a, b, c}, []string{c, d, e}, []string{d, e}},
+		{[]string{a, b, c}, []string{d, e, f}, []string{d, e, f}},
+		// Duplicates (the engine repeats the current key when there is no previous yet).
+		{[]string{b, b, c}, []string{b, c, d}, []string{d}},
+		{[]string{a, b, c}, []string{c, c, d}, []string{c, d}},
+	}
+	for _, tc := range cases {
+		got := missingSuffix(tc.have, tc.want)
+		if !slices.Equal(got, tc.send) {
+			t.Errorf("missingSuffix(%v, %v) = %v, want %v", tc.have, tc.want, got, tc.send)
+		}
+		// Simulate HAProxy: each set shifts the ring left and appends.
+		ring := slices.Clone(tc.have)
+		for _, k := range got {
+			ring = append(ring[1:], k)
+		}
+		if !slices.Equal(ring, tc.want) {
+			t.Errorf("have %v, sending %v leaves %v, want %v", tc.have, got, ring, tc.want)
+		}
+	}
+}
+
+func writeKeys(t *testing.T, path string, keys []string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ticketKeyName makes one TLS 1.2 handshake without resumption and returns the hex of the first 16 bytes
+// of the ticket HAProxy issued: OpenSSL puts the key name there, so it names the encrypting key.
+func ticketKeyName(t *testing.T, addr string, cert *testcert.Cert) string {
+	t.Helper()
+	cache := &captureCache{}
+	cfg := cert.ClientConfig()
+	cfg.MaxVersion = tls.VersionTLS12
+	cfg.ClientSessionCache = cache
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if cache.state == nil {
+		t.Fatalf("%s issued no session ticket", addr)
+	}
+	ticket, _, err := cache.state.ResumptionState()
+	if err != nil || len(ticket) < 16 {
+		t.Fatalf("ticket: len %d, err %v", len(ticket), err)
+	}
+	return hex.EncodeToString(ticket[:16])
+}
+
+type captureCache struct{ state *tls.ClientSessionState }
+
+func (c *captureCache) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (c *captureCache) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
+
+// TestPushRealHAProxy runs Debian's HAProxy with a tls-ticket-keys file and proves, through the real admin
+// socket: a push with an unchanged file sends nothing; one rotation sends exactly the new next key; a jump of
+// two sends two; a full replacement sends three; after each push HAProxy's ring equals the file and its
+// tickets carry the name of the file's middle (current) key; the master and worker PIDs never change.
+func TestPushRealHAProxy(t *testing.T) {
+	dir := t.TempDir()
+	cert := testcert.New(t, testcert.RSA2048)
+	crt := cert.WriteCombinedPEM(dir)
+	keysFile := filepath.Join(dir, "tls-ticket-keys")
+	k := make([]string, 9)
+	for i := range k {
+		k[i] = randomKey(t, 80)
+	}
+	writeKeys(t, keysFile, k[0:3])
+	port := servertest.FreePort(t)
+	p := servertest.StartHAProxy(t, fmt.Sprintf(`
+global
+  stats socket {{DIR}}/admin.sock level admin
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:%d ssl crt %s tls-ticket-keys %s
+  http-request return status 200 content-type text/plain string "ok"
+`, port, crt, keysFile))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p.WaitListening(t, addr)
+	master, workers := p.MasterPID, p.WorkerPIDs()
+	opts := Options{Socket: filepath.Join(p.Dir, "admin.sock"), File: keysFile}
+
+	steps := []struct {
+		name  string
+		file  []string
+		sends int
+	}{
+		{"unchanged", k[0:3], 0},
+		{"one rotation", k[1:4], 1},
+		{"same again", k[1:4], 0},
+		{"jump of two", k[3:6], 2},
+		{"full replacement", k[6:9], 3},
+	}
+	for _, s := range steps {
+		writeKeys(t, keysFile, s.file)
+		rep, err := Push(opts)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if len(rep.Sent) != s.sends {
+			t.Fatalf("%s: sent %d keys (%s), want %d", s.name, len(rep.Sent), rep, s.sends)
+		}
+		out := rep.String()
+		for _, key := range k {
+			if strings.Contains(out, key) {
+				t.Fatalf("%s: report contains key material", s.name)
+			}
+		}
+		t.Logf("%s: %s", s.name, out)
+		if got, want := ticketKeyName(t, addr, cert), keyID(s.file[1]); got != want {
+			t.Fatalf("%s: ticket key name %s, want the current (middle) key %s", s.name, got, want)
+		}
+	}
+	if p.MasterPID != master || !slices.Equal(p.WorkerPIDs(), workers) {
+		t.Fatalf("PIDs changed: master %d -> %d, workers %v -> %v", master, p.MasterPID, workers, p.WorkerPIDs())
+	}
+
+	// A reference HAProxy does not know fails with HAProxy's own message and no key material.
+	_, err := Push(Options{Socket: opts.Socket, File: keysFile, Ref: "/nonexistent/keys"})
+	if err == nil || !strings.Contains(err.Error(), "unable to locate") {
+		t.Fatalf("unknown ref: err = %v, want HAProxy's 'unable to locate'", err)
+	}
+	// A key of the other size is rejected by HAProxy and reported by id.
+	small := []string{randomKey(t, 48), randomKey(t, 48), randomKey(t, 48)}
+	writeKeys(t, keysFile, small)
+	_, err = Push(opts)
+	if err == nil || !strings.Contains(err.Error(), "wrong size") {
+		t.Fatalf("48-byte keys into an 80-byte ring: err = %v, want HAProxy's 'wrong size'", err)
+	}
+	for _, key := range append(k, small...) {
+		if bytes.Contains([]byte(err.Error()), []byte(key)) {
+			t.Fatal("error contains key material")
+		}
+	}
+}
+
+// TestNotRunningAndBadFile proves a missing socket is reported as ErrNotRunning (HAProxy will load the file
+// when it starts) and that neither it nor an invalid file is retried.
+func TestNotRunningAndBadFile(t *testing.T) {
+	dir := t.TempDir()
+	keysFile := filepath.Join(dir, "keys")
+	writeKeys(t, keysFile, []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)})
+	start := time.Now()
+	_, err := PushWithRetry(Options{Socket: filepath.Join(dir, "absent.sock"), File: keysFile, Attempts: 5, RetryDelay: time.Second})
+	if !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("absent socket: err = %v, want ErrNotRunning", err)
+	}
+	writeKeys(t, keysFile, []string{randomKey(t, 80)})
+	_, err = PushWithRetry(Options{Socket: filepath.Join(dir, "absent.sock"), File: keysFile, Attempts: 5, RetryDelay: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "want at least 3") {
+		t.Fatalf("one-line file: err = %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("took %v: a missing socket or a bad file was retried", d)
+	}
+}

@@ -1,0 +1,474 @@
+//go:build e2e
+
+package e2e
+
+// End-to-end proof of issue 6 (nginx without reload): a real Vault server with the engine, one real Vault
+// Agent per node rendering the shipped template bootstrap/agent/nginx-lua/window.ctmpl with the shipped
+// agent.hcl, and three Debian nginx instances (two workers each) configured with the shipped snippets
+// ticketkeys.conf and stream.conf, running resty.ticketkeys from nginx/lib.
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/resumption"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/nginx/luatest"
+)
+
+// luaRepoFile returns the absolute path of a file in this repository.
+func luaRepoFile(t *testing.T, rel string) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the e2e source file")
+	}
+	p := filepath.Join(filepath.Dir(file), "..", filepath.FromSlash(rel))
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("repository file %s: %v", rel, err)
+	}
+	return p
+}
+
+// luaShipped reads a shipped file and replaces each old string with its new one, failing the test if an
+// old string is missing (the shipped file changed and the test would no longer test it).
+func luaShipped(t *testing.T, rel string, repl ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(luaRepoFile(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(repl); i += 2 {
+		if !strings.Contains(s, repl[i]) {
+			t.Fatalf("shipped %s no longer contains %q", rel, repl[i])
+		}
+		s = strings.ReplaceAll(s, repl[i], repl[i+1])
+	}
+	return s
+}
+
+// luaNode is one nginx node: its Agent, its window file and its nginx.
+type luaNode struct {
+	name   string
+	dir    string
+	window string
+	agent  *vaulttest.Process
+	inst   *luatest.Instance
+}
+
+// startLuaNode starts the node's Agent from the shipped agent.hcl and waits for the first window, then
+// starts nginx (2 workers) with the shipped snippets: https, a stream TLS block and a status server.
+func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, name string) *luaNode {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := &luaNode{name: name, dir: dir, window: filepath.Join(dir, "web.window")}
+	roleIDFile, secretIDFile := appRoleFiles(t, s, "web", "lua-"+name, dir)
+	hcl := luaShipped(t, "bootstrap/agent/nginx-lua/agent.hcl",
+		"https://vault.example.com:8200", s.Addr,
+		"/etc/vault-agent/ticketkeys/role-id", roleIDFile,
+		"/etc/vault-agent/ticketkeys/secret-id", secretIDFile,
+		"/etc/vault-agent/ticketkeys/window.ctmpl", luaRepoFile(t, "bootstrap/agent/nginx-lua/window.ctmpl"),
+		"/etc/nginx/ticketkeys/web.window", n.window)
+	n.agent = vaulttest.StartAgent(t, s, hcl)
+	n.agent.WaitFor(t, 60*time.Second, "first render of "+n.window, func() bool {
+		_, err := os.Stat(n.window)
+		return err == nil
+	})
+
+	// Placeholder key and snippets, with the shipped paths moved into the node's directory.
+	if err := os.WriteFile(filepath.Join(dir, "placeholder.key"), luatest.NewKey(t, 80), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpSnippet := filepath.Join(dir, "ticketkeys.conf")
+	streamSnippet := filepath.Join(dir, "stream.conf")
+	for path, body := range map[string]string{
+		httpSnippet: luaShipped(t, "bootstrap/agent/nginx-lua/ticketkeys.conf",
+			"/etc/nginx/ticketkeys/", dir+"/",
+			"/usr/local/share/ticketkeys/lua", luatest.LibDir(t)),
+		streamSnippet: luaShipped(t, "bootstrap/agent/nginx-lua/stream.conf", "/etc/nginx/ticketkeys/", dir+"/"),
+	} {
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certFile, keyFile, _ := cert.WritePEM(dir)
+	httpsPort, streamPort, statusPort := servertest.FreePort(t), servertest.FreePort(t), servertest.FreePort(t)
+	conf := fmt.Sprintf(`load_module modules/ndk_http_module.so;
+load_module modules/ngx_http_lua_module.so;
+load_module modules/ngx_stream_module.so;
+worker_processes 2;
+error_log {{DIR}}/error.log notice;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path {{DIR}}/body;
+    proxy_temp_path {{DIR}}/proxy;
+    fastcgi_temp_path {{DIR}}/fastcgi;
+    uwsgi_temp_path {{DIR}}/uwsgi;
+    scgi_temp_path {{DIR}}/scgi;
+    keepalive_timeout 300s;
+    keepalive_requests 100000;
+    ssl_certificate %[1]s;
+    ssl_certificate_key %[2]s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    include %[3]s;
+    server {
+        listen 127.0.0.1:%[4]d ssl;
+        location / { return 200 "ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:%[5]d reuseport;
+        location = /ticketkeys/status { content_by_lua_block { require("resty.ticketkeys").status() } }
+    }
+}
+stream {
+    include %[6]s;
+    server {
+        listen 127.0.0.1:%[7]d ssl;
+        ssl_certificate %[1]s;
+        ssl_certificate_key %[2]s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        return "hello\n";
+    }
+}
+`, certFile, keyFile, httpSnippet, httpsPort, statusPort, streamSnippet, streamPort)
+	n.inst = &luatest.Instance{
+		HTTPS:     fmt.Sprintf("127.0.0.1:%d", httpsPort),
+		Stream:    fmt.Sprintf("127.0.0.1:%d", streamPort),
+		StatusURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
+	}
+	n.inst.Proc = servertest.StartNginx(t, conf)
+	n.inst.Proc.WaitListening(t, n.inst.HTTPS, n.inst.Stream, fmt.Sprintf("127.0.0.1:%d", statusPort))
+	return n
+}
+
+// engineIDs returns the engine's current window ids in response order.
+func engineIDs(t *testing.T, s *vaulttest.Server) []string {
+	t.Helper()
+	w := readWindow(t, s, "web", "nginx")
+	ids := make([]string, len(w.Keys))
+	for i, k := range w.Keys {
+		ids[i] = k.ID
+	}
+	return ids
+}
+
+// waitNodesHoldEngine waits until every worker of every node holds the engine's window (read again on
+// each try, since the window may move meanwhile), bounded by timeout.
+func waitNodesHoldEngine(t *testing.T, s *vaulttest.Server, nodes []*luaNode, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		want := engineIDs(t, s)
+		ok := true
+		for _, n := range nodes {
+			if !luatest.AllBlocksHave(n.inst.StatusAll(t), want) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return want
+		}
+		if time.Now().After(deadline) {
+			for _, n := range nodes {
+				t.Logf("%s status: %+v", n.name, n.inst.StatusAll(t))
+			}
+			t.Fatalf("nodes did not all hold the engine window %v within %v", want, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// streamLoad makes TLS connections to a random node's stream block per connection, each of users with
+// its own session cache, until ctx ends or maxConns; it counts offered and resumed tickets.
+func streamLoad(ctx context.Context, cert *testcert.Cert, version uint16, addrs []string, users, maxConns int, seed int64) (offered, resumed, failures int) {
+	rng := rand.New(rand.NewSource(seed))
+	cfgs := make([]*tls.Config, users)
+	has := make([]bool, users)
+	for i := range cfgs {
+		cfgs[i] = luatest.ClientConfig(cert, version)
+	}
+	for i := 0; i < maxConns && ctx.Err() == nil; i++ {
+		u := rng.Intn(users)
+		addr := addrs[rng.Intn(len(addrs))]
+		r, err := luatest.Handshake(cfgs[u], addr, true)
+		if err != nil {
+			failures++
+			continue
+		}
+		if has[u] {
+			offered++
+			if r {
+				resumed++
+			}
+		}
+		has[u] = true
+		sleepCtx(ctx, 20*time.Millisecond)
+	}
+	return offered, resumed, failures
+}
+
+// TestNginxLuaThreeNodes is the end-to-end proof of issue 6: through at least two real rotations, a
+// client choosing a random node per connection resumes >= 0.999 of offered tickets in TLS 1.2 and 1.3 (on
+// https and on the stream TLS block); no reload happens (same master and worker PIDs); a long-lived
+// keep-alive connection on each node survives every rotation; a corrupt window file changes nothing; a
+// killed worker comes back with the current window.
+func TestNginxLuaThreeNodes(t *testing.T) {
+	s := vaulttest.Start(t)
+	createKeyring(t, s, "web")
+	cert := testcert.New(t, testcert.ECDSAP256)
+	var nodes []*luaNode
+	for i := 0; i < 3; i++ {
+		nodes = append(nodes, startLuaNode(t, s, cert, fmt.Sprintf("lua%d", i)))
+	}
+	ids := waitNodesHoldEngine(t, s, nodes, 30*time.Second)
+	t.Logf("3 nodes x 2 workers hold the engine window %v", ids)
+	masters := make([]int, 3)
+	workers := make([][]int, 3)
+	var https, streams []string
+	for i, n := range nodes {
+		masters[i], workers[i] = n.inst.Proc.MasterPID, n.inst.Proc.WorkerPIDs()
+		https, streams = append(https, n.inst.HTTPS), append(streams, n.inst.Stream)
+	}
+
+	// Phase 1: load through >= 2 rotations, with one long-lived connection per node.
+	watch := watchWindows(t, s, "web")
+	const loadFor = 32 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), loadFor+8*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	results := map[string]resumption.Result{}
+	type sres struct{ offered, resumed, failures int }
+	streamRes := map[string]sres{}
+	probes := make([]probeResult, 3)
+	var loadErr []error
+	for _, v := range []struct {
+		name string
+		ver  uint16
+	}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}} {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			r, err := resumption.Run(ctx, resumption.Config{
+				Addrs: https, ServerName: testcert.ServerName, RootCAs: cert.Pool,
+				MinVersion: v.ver, MaxVersion: v.ver,
+				Users: 16, Concurrency: 2, MaxConnections: 20000, MaxDuration: loadFor,
+				Interval: 20 * time.Millisecond, Seed: int64(v.ver),
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			results[v.name] = r
+			if err != nil {
+				loadErr = append(loadErr, fmt.Errorf("%s: %w", v.name, err))
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			sctx, scancel := context.WithTimeout(ctx, loadFor)
+			defer scancel()
+			o, r, f := streamLoad(sctx, cert, v.ver, streams, 8, 5000, int64(v.ver)+1)
+			mu.Lock()
+			defer mu.Unlock()
+			streamRes[v.name] = sres{o, r, f}
+		}()
+	}
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, pcancel := context.WithTimeout(ctx, loadFor)
+			defer pcancel()
+			probes[i] = keepAliveProbe(pctx, n.inst.HTTPS, cert.ClientConfig(), "/", 500*time.Millisecond, 200)
+		}()
+	}
+	wg.Wait()
+	watch.Stop()
+	for _, err := range loadErr {
+		t.Error(err)
+	}
+	rot := watch.Rotations()
+	windows, _ := watch.Windows()
+	t.Logf("engine: %d rotations, %d distinct windows during the run", rot, len(windows))
+	if rot < 2 {
+		t.Errorf("only %d rotations during the run, want >= 2", rot)
+	}
+	for _, name := range []string{"TLS1.2", "TLS1.3"} {
+		r := results[name]
+		t.Logf("https %s: %s", name, r)
+		for _, c := range r.Conns {
+			if c.HandshakeErr != "" || c.RequestErr != "" {
+				t.Logf("https %s: connection to node %d at %s: handshake error %q, request error %q", name, c.Addr, c.Start.Format("15:04:05.000"), c.HandshakeErr, c.RequestErr)
+			}
+		}
+		if r.Offered < 200 {
+			t.Errorf("https %s: only %d tickets offered; the load did not run", name, r.Offered)
+		}
+		if rate := r.ResumeRate(); rate < 0.999 {
+			t.Errorf("https %s: resume rate %.4f (%d of %d), want >= 0.999", name, rate, r.Resumed, r.Offered)
+		}
+		sr := streamRes[name]
+		rate := 0.0
+		if sr.offered > 0 {
+			rate = float64(sr.resumed) / float64(sr.offered)
+		}
+		t.Logf("stream %s: %d offered, %d resumed (rate %.4f), %d failed connections", name, sr.offered, sr.resumed, rate, sr.failures)
+		if sr.offered < 100 || rate < 0.999 || sr.failures > 0 {
+			t.Errorf("stream %s: %d of %d resumed, %d failures; want >= 100 offered, rate >= 0.999, no failure", name, sr.resumed, sr.offered, sr.failures)
+		}
+	}
+	for i, p := range probes {
+		t.Logf("%s long-lived connection: %d requests ok, %d failed, %d reconnects", nodes[i].name, p.Requests, len(p.Failures), p.Reopened)
+		if p.Requests < 30 || len(p.Failures) > 0 || p.Reopened > 0 {
+			t.Errorf("%s long-lived connection did not survive the rotations: %d ok, failures %v, %d reconnects", nodes[i].name, p.Requests, p.Failures, p.Reopened)
+		}
+	}
+	for i, n := range nodes {
+		if got := n.inst.Proc.WorkerPIDs(); !slices.Equal(got, workers[i]) || n.inst.Proc.Exited() {
+			t.Errorf("%s: worker PIDs %v -> %v (or master exited): a reload or crash happened", n.name, workers[i], got)
+		}
+		log := n.inst.Proc.Log()
+		if strings.Contains(log, "reconfiguring") || strings.Contains(log, "signal 1 (SIGHUP)") {
+			t.Errorf("%s: the nginx log shows a reload", n.name)
+		}
+		installs := strings.Count(log, "ticketkeys: installed a window")
+		t.Logf("%s: master %d, workers %v unchanged; %d window installs logged (2 workers x (1 at start + 1 per change))", n.name, masters[i], workers[i], installs)
+		if installs < 2*3 {
+			t.Errorf("%s: only %d installs logged, want >= 6 (2 workers, start + 2 rotations)", n.name, installs)
+		}
+	}
+	waitNodesHoldEngine(t, s, nodes, 10*time.Second)
+
+	// Phase 2: a corrupt window file on node 0 changes nothing; the Agent's next render repairs it. The
+	// corruption must not straddle the Agent's next rewrite, so it starts right after a window change and
+	// is retried if the Agent rewrote the file before the checks ended.
+	n0 := nodes[0]
+	var held []string
+	var corrupt uint64
+	for attempt := 1; ; attempt++ {
+		ino := luaInode(t, n0.window)
+		n0.agent.WaitFor(t, 25*time.Second, "a window change on "+n0.name, func() bool { return luaInode(t, n0.window) != ino })
+		held = waitNodesHoldEngine(t, s, nodes, 8*time.Second)
+		good, err := os.ReadFile(n0.window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logBefore := len(n0.inst.Proc.Log())
+		// Cut inside the last line (a cut at a line break would be a valid shorter window, which only the
+		// Agent's atomic rename rules out).
+		luatest.WriteFileAtomic(t, n0.window, good[:len(good)-10])
+		corrupt = luaInode(t, n0.window)
+		time.Sleep(2 * time.Second) // 2 polling intervals of the shipped snippet
+		st := n0.inst.StatusAll(t)
+		if luaInode(t, n0.window) != corrupt {
+			if attempt == 3 {
+				t.Fatalf("the Agent rewrote the corrupt file before the checks ended, 3 times")
+			}
+			t.Logf("the Agent rewrote the corrupt file during the check (attempt %d); retrying", attempt)
+			continue
+		}
+		if !luatest.AllBlocksHave(st, held) {
+			t.Fatalf("a corrupt window file changed %s's keys from %v: %+v", n0.name, held, st)
+		}
+		errs := 0
+		for _, l := range strings.Split(n0.inst.Proc.Log()[logBefore:], "\n") {
+			if strings.Contains(l, "[error]") && strings.Contains(l, "ticketkeys: ") {
+				errs++
+				if !strings.Contains(l, "truncated") {
+					t.Errorf("error line does not say the file is truncated: %s", l)
+				}
+			}
+		}
+		if errs != 2 {
+			t.Errorf("%d ticketkeys error lines for one corrupt file, want one per worker (2)", errs)
+		}
+		break
+	}
+	for _, v := range luaVersions() {
+		for i := 0; i < 10; i++ {
+			if !luatest.CrossResumes(t, cert, v, nodes[1].inst.HTTPS, n0.inst.HTTPS, false) {
+				t.Errorf("TLS %x: ticket from %s not resumed on %s while its window file is corrupt", v, nodes[1].name, n0.name)
+			}
+		}
+	}
+	t.Logf("%s: corrupt window file -> keys unchanged %v, 2 error lines, cross-node resumption intact", n0.name, held)
+	n0.agent.WaitFor(t, 2*agentPeriod+10*time.Second, "the Agent's rewrite of the corrupt file on "+n0.name, func() bool {
+		return luaInode(t, n0.window) != corrupt
+	})
+	repaired := waitNodesHoldEngine(t, s, nodes, 10*time.Second)
+	t.Logf("%s: the Agent's next render replaced the corrupt file; every worker of every node installed %v", n0.name, repaired)
+
+	// Phase 3: a killed worker comes back with the current window.
+	n1 := nodes[1]
+	victim := n1.inst.Proc.WorkerPIDs()[0]
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill worker %d: %v", victim, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		w := n1.inst.Proc.WorkerPIDs()
+		if len(w) == 2 && !slices.Contains(w, victim) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := n1.inst.Proc.WorkerPIDs(); len(w) != 2 || slices.Contains(w, victim) {
+		t.Fatalf("%s: worker %d not respawned: workers %v", n1.name, victim, w)
+	}
+	want := waitNodesHoldEngine(t, s, []*luaNode{n1}, 5*time.Second)
+	respawned := 0
+	for pid, ws := range n1.inst.StatusAll(t) {
+		if !slices.Contains(workers[1], pid) {
+			respawned++
+			// Installed synchronously at start, before the worker accepted a connection, not by the timer.
+			if !strings.Contains(n1.inst.Proc.Log(), fmt.Sprintf("worker pid %d), context: init_worker_by_lua*", pid)) {
+				t.Errorf("%s: respawned worker %d logged no install from init_worker_by_lua", n1.name, pid)
+			}
+			t.Logf("%s: worker %d killed; respawned worker %d holds the current window %v (installs %d)", n1.name, victim, pid, want, ws.Applies)
+		}
+	}
+	if respawned != 1 {
+		t.Errorf("%s: %d respawned workers answered the status handler, want 1", n1.name, respawned)
+	}
+	for _, v := range luaVersions() {
+		for i := 0; i < 20; i++ {
+			if !luatest.CrossResumes(t, cert, v, nodes[2].inst.HTTPS, n1.inst.HTTPS, false) {
+				t.Errorf("TLS %x: ticket from %s not resumed on %s after the worker respawn", v, nodes[2].name, n1.name)
+			}
+		}
+	}
+	if n1.inst.Proc.MasterPID != masters[1] || n1.inst.Proc.Exited() {
+		t.Errorf("%s: master changed or exited", n1.name)
+	}
+}
+
+// luaVersions are the TLS versions every check runs in.
+func luaVersions() []uint16 { return []uint16{tls.VersionTLS12, tls.VersionTLS13} }
+
+// luaInode returns the inode of path (the Agent writes by rename, so a rewrite changes it).
+func luaInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}

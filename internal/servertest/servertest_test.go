@@ -1,0 +1,134 @@
+package servertest
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s body: %v", url, err)
+	}
+	return string(b)
+}
+
+// TestNginxStartReloadStop proves StartNginx serves the given configuration from a private directory,
+// that Reload starts new workers under the same master and applies a changed file, and that Stop ends
+// every process.
+func TestNginxStartReloadStop(t *testing.T) {
+	port := FreePort(t)
+	conf := fmt.Sprintf(`
+worker_processes 2;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path {{DIR}}/body;
+  server {
+    listen 127.0.0.1:%d;
+    location / { return 200 "one\n"; }
+  }
+}
+`, port)
+	p := StartNginx(t, conf)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p.WaitListening(t, addr)
+	if got := get(t, "http://"+addr+"/"); got != "one\n" {
+		t.Fatalf("body before reload = %q, want %q", got, "one\n")
+	}
+	master := p.MasterPID
+	workers := p.WorkerPIDs()
+	if len(workers) != 2 {
+		t.Fatalf("workers = %v, want 2 of them", workers)
+	}
+	if err := writeConf(p, strings.Replace(conf, `"one\n"`, `"two\n"`, 1)); err != nil {
+		t.Fatal(err)
+	}
+	p.Reload(t)
+	if p.MasterPID != master {
+		t.Fatalf("master PID changed across reload: %d -> %d", master, p.MasterPID)
+	}
+	// Old workers finish idle connections at once; wait for them to go.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now := p.WorkerPIDs()
+		if len(now) == 2 && !slices.ContainsFunc(now, func(pid int) bool { return slices.Contains(workers, pid) }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after reload workers = %v, old were %v", now, workers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := get(t, "http://"+addr+"/"); got != "two\n" {
+		t.Fatalf("body after reload = %q, want %q", got, "two\n")
+	}
+	all := append([]int{master}, p.WorkerPIDs()...)
+	p.Stop()
+	for _, pid := range all {
+		if alive(pid) {
+			t.Fatalf("pid %d alive after Stop", pid)
+		}
+	}
+}
+
+// TestHAProxyStartReloadSocket proves StartHAProxy runs master-worker mode with an admin socket under
+// {{DIR}}, that ExecSocket talks to it, and that Reload keeps the master and replaces the worker.
+func TestHAProxyStartReloadSocket(t *testing.T) {
+	port := FreePort(t)
+	conf := fmt.Sprintf(`
+global
+  stats socket {{DIR}}/admin.sock level admin
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:%d
+  http-request return status 200 content-type text/plain string "ok"
+`, port)
+	p := StartHAProxy(t, conf)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p.WaitListening(t, addr)
+	if got := get(t, "http://"+addr+"/"); got != "ok" {
+		t.Fatalf("body = %q, want ok", got)
+	}
+	out, err := ExecSocket(p.Dir+"/admin.sock", "show info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Name: HAProxy") {
+		t.Fatalf("show info answer lacks Name: HAProxy:\n%s", out)
+	}
+	master, workers := p.MasterPID, p.WorkerPIDs()
+	p.Reload(t)
+	if p.MasterPID != master {
+		t.Fatalf("master changed: %d -> %d", master, p.MasterPID)
+	}
+	if now := p.WorkerPIDs(); slices.Equal(now, workers) {
+		t.Fatalf("workers unchanged after reload: %v", now)
+	}
+	if got := get(t, "http://"+addr+"/"); got != "ok" {
+		t.Fatalf("body after reload = %q, want ok", got)
+	}
+}
+
+func writeConf(p *Proc, conf string) error {
+	return writeFile(p.ConfPath, strings.ReplaceAll(conf, DirPlaceholder, p.Dir))
+}
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }

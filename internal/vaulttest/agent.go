@@ -1,0 +1,59 @@
+package vaulttest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// agentStartCheck is how long StartAgent watches a new agent for an
+// immediate exit (a config error), so that such an error fails the test at
+// once with the agent's log instead of as a timeout later.
+const agentStartCheck = 500 * time.Millisecond
+
+// StartAgent writes configHCL to a file in a new temporary directory and
+// runs `vault agent -config=FILE` with s.VaultBin and VAULT_ADDR=s.Addr. The
+// agent is stopped by its PID when t ends; its log is printed when t fails.
+// The config must name everything the agent needs (auto_auth, templates,
+// files); paths in it should live in t.TempDir().
+func StartAgent(t testing.TB, s *Server, configHCL string) *Process {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfg, []byte(configHCL), 0o600); err != nil {
+		t.Fatalf("vaulttest: write agent config: %v", err)
+	}
+	p, err := startProcess("vault agent", s.VaultBin, []string{"agent", "-config=" + cfg}, []string{"VAULT_ADDR=" + s.Addr}, filepath.Join(dir, "agent.log"))
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	p.logTailOnFailure(t)
+	t.Cleanup(p.Stop)
+	select {
+	case <-p.Done():
+		t.Fatalf("vaulttest: vault agent (pid %d) exited at start: %v\n%s", p.PID, p.ExitError(), p.LogTail(logTailLines))
+	case <-time.After(agentStartCheck):
+	}
+	return p
+}
+
+// WaitFor polls cond every 100 ms until it returns true, and fails the test
+// with the process log if the process exits or timeout passes first. what
+// describes the awaited condition for the failure message.
+func (p *Process) WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if p.Exited() {
+			t.Fatalf("vaulttest: %s (pid %d) exited while waiting for %s: %v\n%s", p.Name, p.PID, what, p.ExitError(), p.LogTail(logTailLines))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vaulttest: %s (pid %d): no %s within %s\n%s", p.Name, p.PID, what, timeout, p.LogTail(logTailLines))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

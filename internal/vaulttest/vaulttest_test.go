@@ -1,0 +1,106 @@
+package vaulttest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestTail(t *testing.T) {
+	cases := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"", 3, ""},
+		{"a\nb\nc\n", 2, "b\nc"},
+		{"a\nb\nc", 5, "a\nb\nc"},
+		{"a\nb\nc\n\n", 1, "c"},
+		{"one", 1, "one"},
+		{"a\nb", 0, ""},
+	}
+	for _, c := range cases {
+		if got := tail([]byte(c.in), c.n); got != c.want {
+			t.Errorf("tail(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}
+
+func TestServerConfig(t *testing.T) {
+	cfg := serverConfig("/tmp/x", "127.0.0.1:8201", "debug")
+	for _, want := range []string{
+		`path = "/tmp/x/data"`,
+		`address     = "127.0.0.1:8201"`,
+		`tls_disable = true`,
+		`plugin_directory = "/tmp/x/plugins"`,
+		`disable_mlock    = true`,
+		`api_addr         = "http://127.0.0.1:8201"`,
+		`log_level        = "debug"`,
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("server config lacks %q:\n%s", want, cfg)
+		}
+	}
+}
+
+func TestBaseEnvDropsVaultVariables(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "not-for-children")
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:1")
+	for _, kv := range baseEnv() {
+		if strings.HasPrefix(kv, "VAULT_") {
+			t.Errorf("child environment contains %q", kv)
+		}
+	}
+}
+
+func TestVaultBinaryPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("VAULT_BIN", "")
+	t.Setenv("TICKETKEYS_CACHE", dir)
+	_, err := vaultBinaryPath()
+	if err == nil || !strings.Contains(err.Error(), "scripts/vault-build.sh") || !strings.Contains(err.Error(), filepath.Join(dir, "vault-"+VaultVersion, "vault")) {
+		t.Fatalf("missing binary: got error %v, want one naming the cache path and scripts/vault-build.sh", err)
+	}
+
+	bin := filepath.Join(dir, "vault-"+VaultVersion, "vault")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vaultBinaryPath(); err == nil || !strings.Contains(err.Error(), "not an executable") {
+		t.Fatalf("non-executable binary: got error %v, want \"not an executable\"", err)
+	}
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := vaultBinaryPath(); err != nil || got != bin {
+		t.Fatalf("cached binary: got %q, %v; want %q", got, err, bin)
+	}
+
+	other := filepath.Join(dir, "other-vault")
+	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_BIN", other)
+	if got, err := vaultBinaryPath(); err != nil || got != other {
+		t.Fatalf("VAULT_BIN: got %q, %v; want %q", got, err, other)
+	}
+}
+
+func TestInstallPluginSHA256(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, []byte("abc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := installPlugin(src, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sha256("abc"), FIPS 180-2 example.
+	if want := "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; sum != want {
+		t.Fatalf("sha256 = %s, want %s", sum, want)
+	}
+}

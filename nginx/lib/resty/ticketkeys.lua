@@ -1,0 +1,816 @@
+-- resty.ticketkeys: installs a window of TLS session-ticket keys, rendered by Vault Agent from the
+-- ticketkeys secrets engine (`ticketkeys/keys/:name`, format `nginx`), into the running nginx worker,
+-- without a reload.
+--
+-- Usage (http{} context):
+--
+--     lua_package_path "/usr/local/share/ticketkeys/lua/?.lua;;";
+--     init_worker_by_lua_block {
+--         require("resty.ticketkeys").start{ file = "/etc/nginx/ticketkeys/web.window" }
+--     }
+--
+-- The window file holds one standard base64 key per line (48 or 80 bytes decoded, all the same size),
+-- the current (encrypting) key first, then the next keys, then the previous keys: exactly the `keys`
+-- order of the engine's response. Every line, the last one included, ends with "\n".
+--
+-- How: nginx keeps the ticket keys of each TLS server block in an ngx_array_t attached to the block's
+-- SSL_CTX, and its ticket callback encrypts with element 0 and decrypts with any element whose name
+-- matches. The array exists only when at least one `ssl_session_ticket_key` directive applies to the
+-- block; those placeholder directives also set its capacity. This module finds every http and stream
+-- TLS server block through nginx's own configuration structures (LuaJIT FFI, no C module) and rewrites
+-- the array of this worker. Each worker has its own copy, so the module runs in every worker: once
+-- synchronously at worker start (before the worker accepts a connection), then from a timer whenever the
+-- file's content changed.
+--
+-- Safety: the structures are read through layouts known per nginx version (1.21.4 to 1.29.x). A version
+-- outside that range, or any layout guard that fails (module version, element sizes, self-pointers,
+-- flag values, key sizes, counts), makes the module write nothing and log why: nginx then keeps the keys
+-- it has. A bad window file (unreadable, empty, truncated, bad base64, wrong or mixed sizes, duplicate
+-- names, too many keys) leaves the installed keys in place and logs one error naming the rule. Key
+-- material never reaches a log line or the status output; key ids (hex of the 16-byte key names, which
+-- every ticket carries in clear) do.
+--
+-- What it does not do: it cannot add a ticket callback to a server block without placeholders (nginx
+-- installs its callback only for blocks with ssl_session_ticket_key), and it runs only where the http Lua
+-- module runs (a worker of an nginx with an http{} block; stream TLS blocks of the same nginx are covered
+-- from there). Decoded key bytes live in Lua strings until the garbage collector frees them; Lua cannot
+-- zero them. Key arrays it had to enlarge (a window larger than the placeholder count) are allocated with
+-- libc malloc and live until the worker exits.
+
+local ffi = require "ffi"
+local bit = require "bit"
+
+local C = ffi.C
+local ngx = ngx
+local byte = string.byte
+local concat = table.concat
+local fmt = string.format
+local tonumber = tonumber
+local tostring = tostring
+local type = type
+local pcall = pcall
+
+local _M = { _VERSION = "0.1.0" }
+
+-- MAX_KEYS bounds a window: the engine never publishes more than a few keys, and a larger file is more
+-- likely a wrong file than a window.
+local MAX_KEYS = 16
+-- MAX_FILE_BYTES bounds the read: 16 keys of 80 bytes are 16 * 109 bytes of base64 lines.
+local MAX_FILE_BYTES = 64 * 1024
+-- MAX_CAPACITY bounds nalloc as read from memory: placeholders are a handful of directives, so a huge
+-- value means the array is not what the layout says it is.
+local MAX_CAPACITY = 4096
+-- DEFAULT_INTERVAL is how often (seconds) the file is checked for a change when start{} gets no interval.
+local DEFAULT_INTERVAL = 1
+
+local LOG_PREFIX = "ticketkeys: "
+
+-- The FFI declarations use private type names and redirect private symbol names to nginx's and
+-- libssl's symbols with __asm__, so they cannot clash with other FFI code in the same Lua VM.
+local CDEF = [[
+typedef struct {
+    void       *elts;
+    uintptr_t   nelts;
+    size_t      size;
+    uintptr_t   nalloc;
+    void       *pool;
+} tk_ngx_array_t;
+
+typedef struct {
+    uintptr_t   ctx_index;
+    uintptr_t   index;
+    char       *name;
+    uintptr_t   spare0;
+    uintptr_t   spare1;
+    uintptr_t   version;
+} tk_ngx_module_t;
+
+typedef struct {
+    void      ****conf_ctx;
+} tk_ngx_cycle_t;
+
+typedef struct {
+    void      **main_conf;
+    void      **srv_conf;
+} tk_ngx_conf_ctx_t;
+
+typedef struct {
+    size_t      size;
+    uint8_t     name[16];
+    uint8_t     hmac_key[32];
+    uint8_t     aes_key[32];
+} tk_ngx_key_v1_t;
+
+typedef struct {
+    uint8_t     name[16];
+    uint8_t     hmac_key[32];
+    uint8_t     aes_key[32];
+    int64_t     expire;
+    uint32_t    flags;
+} tk_ngx_key_v2_t;
+
+extern tk_ngx_cycle_t *tk_ngx_cycle __asm__("ngx_cycle");
+extern uintptr_t tk_ngx_max_module __asm__("ngx_max_module");
+extern tk_ngx_module_t tk_ngx_http_module __asm__("ngx_http_module");
+extern tk_ngx_module_t tk_ngx_http_core_module __asm__("ngx_http_core_module");
+extern tk_ngx_module_t tk_ngx_http_ssl_module __asm__("ngx_http_ssl_module");
+extern tk_ngx_module_t tk_ngx_stream_module __asm__("ngx_stream_module");
+extern tk_ngx_module_t tk_ngx_stream_core_module __asm__("ngx_stream_core_module");
+extern tk_ngx_module_t tk_ngx_stream_ssl_module __asm__("ngx_stream_ssl_module");
+extern int tk_ngx_ssl_session_ticket_keys_index __asm__("ngx_ssl_session_ticket_keys_index");
+extern int tk_ngx_ssl_ticket_keys_index __asm__("ngx_ssl_ticket_keys_index");
+
+void *tk_SSL_CTX_get_ex_data(const void *ctx, int idx) __asm__("SSL_CTX_get_ex_data");
+void *tk_malloc(size_t size) __asm__("malloc");
+void tk_free(void *ptr) __asm__("free");
+]]
+
+do
+    -- A second load of this file in the same VM (lua_code_cache off) finds the types already declared.
+    local ok = pcall(ffi.typeof, "tk_ngx_array_t")
+    if not ok then
+        ffi.cdef(CDEF)
+    end
+end
+
+local void_pp = ffi.typeof("void **")
+local char_p = ffi.typeof("char *")
+local uintptr_p = ffi.typeof("uintptr_t *")
+local array_p = ffi.typeof("tk_ngx_array_t *")
+local conf_ctx_p = ffi.typeof("tk_ngx_conf_ctx_t *")
+local u8_cp = ffi.typeof("const uint8_t *")
+
+-- KEY_TYPES describes nginx's in-memory ticket key element per struct generation.
+--   v1 (< 1.23.2): ngx_ssl_session_ticket_key_t {size_t size; name[16]; hmac_key[32]; aes_key[32]}
+--   v2 (>= 1.23.2): ngx_ssl_ticket_key_t {name[16]; hmac_key[32]; aes_key[32]; time_t expire;
+--                   unsigned size:8, shared:1}
+local KEY_TYPES = {
+    v1 = {
+        ptr = ffi.typeof("tk_ngx_key_v1_t *"),
+        size = ffi.sizeof("tk_ngx_key_v1_t"),
+        index_symbol = "tk_ngx_ssl_session_ticket_keys_index",
+    },
+    v2 = {
+        ptr = ffi.typeof("tk_ngx_key_v2_t *"),
+        size = ffi.sizeof("tk_ngx_key_v2_t"),
+        index_symbol = "tk_ngx_ssl_ticket_keys_index",
+    },
+}
+
+-- LAYOUTS lists the nginx versions whose structures this module knows (ngx.config.nginx_version,
+-- inclusive ranges) with the byte offsets it reads:
+--   http_core_ctx   ngx_http_core_srv_conf_t.ctx
+--   http_ssl_enable ngx_http_ssl_srv_conf_t.enable (nil: the field does not exist)
+--   http_ssl_ctx    ngx_http_ssl_srv_conf_t.ssl.ctx
+--   stream_core_ctx ngx_stream_core_srv_conf_t.ctx
+--   stream_ssl_ctx  ngx_stream_ssl_conf_t.ssl.ctx
+-- The 1.21.4 row was checked on Debian 12's nginx 1.22.1; the others come from the nginx source and
+-- carry the same guards. OpenResty 1.21.4.x, 1.25.3.x and 1.27.1.x bundle nginx 1.21.4, 1.25.3, 1.27.1.
+local LAYOUTS = {
+    { name = "nginx-1.21.4", min = 1021004, max = 1023001, key = "v1",
+      http_core_ctx = 40, http_ssl_enable = 0, http_ssl_ctx = 8, stream_core_ctx = 8, stream_ssl_ctx = 16 },
+    { name = "nginx-1.23.2", min = 1023002, max = 1025000, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = 0, http_ssl_ctx = 8, stream_core_ctx = 8, stream_ssl_ctx = 16 },
+    { name = "nginx-1.25.1", min = 1025001, max = 1025004, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 8, stream_ssl_ctx = 16 },
+    { name = "nginx-1.25.5", min = 1025005, max = 1029000, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 24 },
+    { name = "nginx-1.29.1", min = 1029001, max = 1029999, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 32 },
+}
+
+-- version_string renders nginx_version (1022001) as "1.22.1".
+local function version_string(v)
+    return fmt("%d.%d.%d", math.floor(v / 1000000), math.floor(v / 1000) % 1000, v % 1000)
+end
+
+-- find_layout returns the layout for an nginx version number, or nil and the reason.
+local function find_layout(v)
+    if type(v) ~= "number" then
+        return nil, "ngx.config.nginx_version is not available"
+    end
+    for _, l in ipairs(LAYOUTS) do
+        if v >= l.min and v <= l.max then
+            return l
+        end
+    end
+    return nil, fmt("nginx %s (%d) has no known ticket-key layout (known: %s to %s); refusing to write, "
+        .. "nginx keeps its own keys", version_string(v), v, version_string(LAYOUTS[1].min),
+        version_string(LAYOUTS[#LAYOUTS].max))
+end
+_M._find_layout = find_layout
+
+local function hex(s, i, j)
+    local out = {}
+    for k = i, j do
+        out[#out + 1] = fmt("%02x", byte(s, k))
+    end
+    return concat(out)
+end
+
+-- parse_window checks a window file's content and returns {size = 48|80, keys = {raw...}, ids = {hex...}}
+-- or nil and an error naming the line and the rule. Errors never include key material.
+local function parse_window(content, path)
+    path = path or "window file"
+    if type(content) ~= "string" or #content == 0 then
+        return nil, fmt("%s is empty: a window needs at least one key line", path)
+    end
+    if #content > MAX_FILE_BYTES then
+        return nil, fmt("%s is %d bytes, more than the %d bytes a window of %d keys can take", path,
+            #content, MAX_FILE_BYTES, MAX_KEYS)
+    end
+    if content:sub(-1) ~= "\n" then
+        return nil, fmt("%s does not end with a newline: the file is truncated (every key line ends "
+            .. "with \\n)", path)
+    end
+    local keys, ids, names = {}, {}, {}
+    local size
+    local lineno = 0
+    for line in content:gmatch("([^\n]*)\n") do
+        lineno = lineno + 1
+        line = line:gsub("\r$", "")
+        if line:find("^%s*$") then
+            return nil, fmt("%s line %d is blank: every line must hold one base64 key", path, lineno)
+        end
+        if not line:find("^[A-Za-z0-9+/]+=*$") then
+            return nil, fmt("%s line %d is not standard base64 (%d characters)", path, lineno, #line)
+        end
+        local raw = ngx.decode_base64(line)
+        if raw == nil then
+            return nil, fmt("%s line %d is not valid padded base64 (%d characters)", path, lineno, #line)
+        end
+        if #raw ~= 48 and #raw ~= 80 then
+            return nil, fmt("%s line %d decodes to %d bytes: a key must be 48 or 80 bytes", path,
+                lineno, #raw)
+        end
+        if size == nil then
+            size = #raw
+        elseif #raw ~= size then
+            return nil, fmt("%s line %d decodes to %d bytes but line 1 to %d: a window never mixes "
+                .. "key sizes", path, lineno, #raw, size)
+        end
+        local id = hex(raw, 1, 16)
+        if names[id] then
+            return nil, fmt("%s line %d repeats the key name %s of line %d: key names must be "
+                .. "distinct", path, lineno, id, names[id])
+        end
+        if lineno > MAX_KEYS then
+            return nil, fmt("%s has more than %d keys", path, MAX_KEYS)
+        end
+        names[id] = lineno
+        keys[lineno] = raw
+        ids[lineno] = id
+    end
+    if lineno == 0 then
+        return nil, fmt("%s has no key line", path)
+    end
+    return { size = size, keys = keys, ids = ids }
+end
+_M._parse_window = parse_window
+
+-- ptr_at reads a pointer stored at base + offset.
+local function ptr_at(base, offset)
+    return ffi.cast(void_pp, ffi.cast(char_p, base) + offset)[0]
+end
+
+-- uint_at reads a pointer-sized unsigned integer at base + offset.
+local function uint_at(base, offset)
+    return tonumber(ffi.cast(uintptr_p, ffi.cast(char_p, base) + offset)[0])
+end
+
+-- plausible reports whether a pointer read from memory can be dereferenced: not NULL, above the first
+-- 64 KiB (a flag or a small count read as a pointer lands there), pointer-aligned and in the user half of
+-- the 48-bit address space. It catches a wrong offset before the pointer is followed.
+local function plausible(p)
+    if p == nil then
+        return false
+    end
+    local v = ffi.cast("uintptr_t", p)
+    return v >= 65536 and v % 8 == 0 and v < 0x800000000000ULL
+end
+
+local function addr(p)
+    return tostring(ffi.cast("uintptr_t", p))
+end
+
+-- module_info reads the ctx_index and index of an nginx module symbol, or nil when the module is not
+-- part of this nginx (the stream module is dynamic and optional).
+local function module_info(sym)
+    local ok, m = pcall(function() return C[sym] end)
+    if not ok then
+        return nil
+    end
+    return { ctx_index = tonumber(m.ctx_index), index = tonumber(m.index), version = tonumber(m.version) }
+end
+
+-- ticket_keys_index returns the SSL_CTX ex_data index under which nginx stores the key array.
+local function ticket_keys_index(layout)
+    local sym = KEY_TYPES[layout.key].index_symbol
+    local ok, v = pcall(function() return C[sym] end)
+    if not ok then
+        return nil, fmt("symbol %s not found: nginx was not built with -Wl,-E or the layout %s is wrong",
+            sym:gsub("^tk_", ""), layout.name)
+    end
+    v = tonumber(v)
+    if v < 0 then
+        return nil, fmt("%s is %d: OpenSSL ex_data index not set up", sym:gsub("^tk_", ""), v)
+    end
+    return v
+end
+
+-- check_keys validates one server block's key array against the layout and returns nil or the reason
+-- this array must not be written.
+local function check_keys(arr, kt)
+    local esize = tonumber(arr.size)
+    if esize ~= kt.size then
+        return fmt("key array element size is %d, want %d", esize, kt.size)
+    end
+    local nelts, nalloc = tonumber(arr.nelts), tonumber(arr.nalloc)
+    if nelts < 1 or nelts > nalloc or nalloc > MAX_CAPACITY then
+        return fmt("key array counts nelts=%d nalloc=%d are out of range (1 <= nelts <= nalloc <= %d)",
+            nelts, nalloc, MAX_CAPACITY)
+    end
+    if not plausible(arr.elts) then
+        return "key array elements pointer is not plausible"
+    end
+    local k = ffi.cast(kt.ptr, arr.elts)
+    for i = 0, nelts - 1 do
+        local sz, shared
+        if kt == KEY_TYPES.v1 then
+            sz, shared = tonumber(k[i].size), 0
+        else
+            sz, shared = bit.band(k[i].flags, 0xff), bit.band(bit.rshift(k[i].flags, 8), 1)
+        end
+        if sz ~= 48 and sz ~= 80 then
+            return fmt("existing key %d has size %d, want 48 or 80", i, sz)
+        end
+        if shared ~= 0 then
+            return "keys come from ssl_session_cache (shared, rotated by nginx), not from "
+                .. "ssl_session_ticket_key placeholders"
+        end
+    end
+    return nil
+end
+
+-- tk_keys fetches the key array pointer nginx attached to an SSL_CTX (NULL without placeholders).
+local function tk_keys(sslctx, kidx)
+    return C.tk_SSL_CTX_get_ex_data(sslctx, kidx)
+end
+
+-- collect_blocks walks the server blocks of one module family ("http" or "stream") and appends a target
+-- {kind, index, keys} for each TLS block with a key array. It returns nil and the reason on a layout
+-- guard failure (then nothing may be written anywhere).
+local function collect_blocks(kind, layout, kt, kidx, targets, notes)
+    local main, core, ssl
+    if kind == "http" then
+        main = module_info("tk_ngx_http_module")
+        core = module_info("tk_ngx_http_core_module")
+        ssl = module_info("tk_ngx_http_ssl_module")
+    else
+        main = module_info("tk_ngx_stream_module")
+        core = module_info("tk_ngx_stream_core_module")
+        ssl = module_info("tk_ngx_stream_ssl_module")
+    end
+    if main == nil or core == nil then
+        return true -- module family not in this nginx
+    end
+    local want = ngx.config.nginx_version
+    if main.version ~= want or core.version ~= want then
+        return nil, fmt("%s module reports nginx version %s, the Lua module %d: mismatched builds",
+            kind, tostring(main.version), want)
+    end
+    local cycle = C.tk_ngx_cycle
+    if cycle == nil or cycle.conf_ctx == nil then
+        return nil, "ngx_cycle has no configuration"
+    end
+    local max_module = tonumber(C.tk_ngx_max_module)
+    if main.index >= max_module then
+        return nil, fmt("%s module index %d is not below ngx_max_module %d", kind, main.index, max_module)
+    end
+    local ctx = ffi.cast(conf_ctx_p, cycle.conf_ctx[main.index])
+    if ctx == nil then
+        return true -- no http{} / stream{} block
+    end
+    if ssl == nil then
+        return true -- no TLS module in this family
+    end
+    local cmcf = ctx.main_conf[core.ctx_index]
+    if cmcf == nil then
+        return nil, fmt("%s core main configuration is missing", kind)
+    end
+    if not plausible(cmcf) then
+        return nil, fmt("%s core main configuration pointer is not plausible", kind)
+    end
+    local servers = ffi.cast(array_p, cmcf) -- ngx_array_t servers is the first field
+    local ptr_size = ffi.sizeof("void *")
+    if tonumber(servers.size) ~= ptr_size then
+        return nil, fmt("%s servers array element size is %d, want %d (pointer)", kind,
+            tonumber(servers.size), ptr_size)
+    end
+    local nservers = tonumber(servers.nelts)
+    if nservers > tonumber(servers.nalloc) or nservers > 100000 then
+        return nil, fmt("%s servers array counts nelts=%d nalloc=%d are inconsistent", kind, nservers,
+            tonumber(servers.nalloc))
+    end
+    if nservers > 0 and not plausible(servers.elts) then
+        return nil, fmt("%s servers array elements pointer is not plausible", kind)
+    end
+    local elts = ffi.cast(void_pp, servers.elts)
+    local core_off = kind == "http" and layout.http_core_ctx or layout.stream_core_ctx
+    local ssl_off = kind == "http" and layout.http_ssl_ctx or layout.stream_ssl_ctx
+    for i = 0, nservers - 1 do
+        local cscf = elts[i]
+        if not plausible(cscf) then
+            return nil, fmt("%s server %d configuration pointer is not plausible", kind, i)
+        end
+        local sctx = ffi.cast(conf_ctx_p, ptr_at(cscf, core_off))
+        if not plausible(sctx) or not plausible(sctx.srv_conf)
+            or sctx.srv_conf[core.ctx_index] ~= cscf
+        then
+            return nil, fmt("%s server %d: core configuration does not point back at itself through "
+                .. "ctx at offset %d", kind, i, core_off)
+        end
+        local sscf = sctx.srv_conf[ssl.ctx_index]
+        if sscf ~= nil and not plausible(sscf) then
+            return nil, fmt("%s server %d ssl configuration pointer is not plausible", kind, i)
+        end
+        if sscf ~= nil then
+            if kind == "http" and layout.http_ssl_enable then
+                local enable = uint_at(sscf, layout.http_ssl_enable)
+                if enable ~= 0 and enable ~= 1 then
+                    return nil, fmt("http server %d: ssl enable flag is %d, want 0 or 1", i, enable)
+                end
+            end
+            local sslctx = ptr_at(sscf, ssl_off)
+            if sslctx ~= nil and not plausible(sslctx) then
+                return nil, fmt("%s server %d: SSL_CTX pointer at offset %d is not plausible", kind, i,
+                    ssl_off)
+            end
+            if sslctx ~= nil and not plausible(ptr_at(sscf, ssl_off + 8)) then
+                return nil, fmt("%s server %d: ngx_ssl_t.log after the SSL_CTX at offset %d is not a "
+                    .. "plausible pointer", kind, i, ssl_off)
+            end
+            if sslctx ~= nil then
+                local keys = tk_keys(sslctx, kidx)
+                if keys ~= nil and not plausible(keys) then
+                    return nil, fmt("%s server %d: key array pointer is not plausible", kind, i)
+                end
+                if keys == nil then
+                    notes[#notes + 1] = fmt("%s server %d has TLS but no ssl_session_ticket_key "
+                        .. "placeholder: its keys stay nginx's own", kind, i)
+                else
+                    local arr = ffi.cast(array_p, keys)
+                    local bad = check_keys(arr, kt)
+                    if bad then
+                        return nil, fmt("%s server %d: %s", kind, i, bad)
+                    end
+                    targets[#targets + 1] = { kind = kind, index = i, keys = arr }
+                end
+            end
+        end
+    end
+    return true
+end
+
+-- state lives per worker: every worker has its own key arrays.
+local state = {
+    file = nil,
+    interval = DEFAULT_INTERVAL,
+    layout = nil,
+    layout_err = nil,
+    digest = nil,        -- md5 of the last applied content
+    bad_digest = nil,    -- md5 of the last rejected content (logged once)
+    last_error = nil,
+    applied_at = nil,
+    applied_ids = nil,
+    applies = 0,
+    owned = {},          -- key array address -> malloc'd elements this worker installed
+    notes_logged = false,
+}
+
+-- discover returns every writable key array of this worker, or nil and the layout guard that failed.
+local function discover()
+    local layout, err = find_layout(ngx.config.nginx_version)
+    if not layout then
+        return nil, err
+    end
+    if not ffi.abi("64bit") or not ffi.abi("le") then
+        return nil, fmt("the layouts are for 64-bit little-endian builds; this is %s", ffi.arch)
+    end
+    local kt = KEY_TYPES[layout.key]
+    local kidx, ierr = ticket_keys_index(layout)
+    if not kidx then
+        return nil, fmt("layout %s guard failed: %s; refusing to write, nginx keeps its own keys",
+            layout.name, ierr)
+    end
+    local targets, notes = {}, {}
+    for _, kind in ipairs({ "http", "stream" }) do
+        local ok, gerr = collect_blocks(kind, layout, kt, kidx, targets, notes)
+        if not ok then
+            return nil, fmt("layout %s guard failed: %s; refusing to write, nginx keeps its own keys",
+                layout.name, gerr)
+        end
+    end
+    -- A key array reached twice (never seen, but cheap to rule out) is written once.
+    local seen, uniq = {}, {}
+    for _, t in ipairs(targets) do
+        local a = addr(t.keys)
+        if not seen[a] then
+            seen[a] = true
+            uniq[#uniq + 1] = t
+        end
+    end
+    return { layout = layout, kt = kt, targets = uniq, notes = notes }
+end
+
+-- fill_key writes one decoded key into an element, in nginx's in-memory layout.
+local function fill_key(kt, k, raw)
+    ffi.fill(k, kt.size)
+    local src = ffi.cast(u8_cp, raw)
+    ffi.copy(k.name, src, 16)
+    if #raw == 80 then
+        ffi.copy(k.hmac_key, src + 16, 32)
+        ffi.copy(k.aes_key, src + 48, 32)
+    else
+        ffi.copy(k.aes_key, src + 16, 16)
+        ffi.copy(k.hmac_key, src + 32, 16)
+    end
+    if kt == KEY_TYPES.v1 then
+        k.size = #raw
+    else
+        k.expire = 1 -- as nginx sets for keys from files: non-zero renews tickets of older keys
+        k.flags = #raw -- size:8 = 48|80, shared:1 = 0
+    end
+end
+
+-- write_window installs the window into one key array: in place when it fits the capacity, else into a
+-- malloc'd array that replaces the old one (which is zeroed, and freed if this worker allocated it).
+local function write_window(kt, arr, window)
+    local n = #window.keys
+    local nalloc = tonumber(arr.nalloc)
+    local a = addr(arr)
+    if n <= nalloc then
+        local k = ffi.cast(kt.ptr, arr.elts)
+        for i = 1, n do
+            fill_key(kt, k[i - 1], window.keys[i])
+        end
+        if nalloc > n then
+            ffi.fill(k + n, (nalloc - n) * kt.size)
+        end
+        arr.nelts = n
+        return true
+    end
+    local buf = C.tk_malloc(n * kt.size)
+    if buf == nil then
+        return nil, fmt("malloc of %d bytes for %d keys failed", n * kt.size, n)
+    end
+    local k = ffi.cast(kt.ptr, buf)
+    for i = 1, n do
+        fill_key(kt, k[i - 1], window.keys[i])
+    end
+    local old, old_alloc = arr.elts, nalloc
+    arr.elts = buf
+    arr.nalloc = n
+    arr.nelts = n
+    ffi.fill(old, old_alloc * kt.size)
+    if state.owned[a] ~= nil and state.owned[a] == old then
+        C.tk_free(old)
+    end
+    state.owned[a] = buf
+    return true
+end
+
+local function log_error(msg)
+    state.last_error = msg
+    ngx.log(ngx.ERR, LOG_PREFIX, msg)
+end
+
+-- apply_content validates content and installs it into every TLS server block of this worker.
+local function apply_content(content)
+    local window, perr = parse_window(content, state.file)
+    if not window then
+        return nil, perr
+    end
+    local found, derr = discover()
+    if not found then
+        return nil, derr
+    end
+    if not state.notes_logged then
+        state.notes_logged = true
+        for _, note in ipairs(found.notes) do
+            ngx.log(ngx.WARN, LOG_PREFIX, note)
+        end
+    end
+    if #found.targets == 0 then
+        return nil, "no TLS server block with ssl_session_ticket_key placeholders in this worker: "
+            .. "add the placeholder directives (see docs/nginx-lua.md)"
+    end
+    local counts = { http = 0, stream = 0 }
+    for _, t in ipairs(found.targets) do
+        local ok, werr = write_window(found.kt, t.keys, window)
+        if not ok then
+            return nil, fmt("%s server %d: %s", t.kind, t.index, werr)
+        end
+        counts[t.kind] = counts[t.kind] + 1
+    end
+    return { window = window, counts = counts, layout = found.layout }
+end
+
+-- refresh reads the window file and installs it when its content changed since the last install.
+-- It returns true when the installed keys are the file's, false and the reason otherwise.
+local function refresh()
+    local path = state.file
+    local f, oerr = io.open(path, "rb")
+    if not f then
+        local msg = fmt("cannot read window file: %s; keeping the installed keys", oerr)
+        if msg ~= state.last_error then
+            log_error(msg)
+        end
+        return false, msg
+    end
+    local content = f:read(MAX_FILE_BYTES + 1)
+    f:close()
+    content = content or ""
+    local digest = ngx.md5_bin(content)
+    if digest == state.digest then
+        -- The installed window is the file's (again, after a bad or missing file was replaced).
+        state.bad_digest = nil
+        state.last_error = nil
+        return true
+    end
+    if digest == state.bad_digest then
+        return false, state.last_error
+    end
+    local res, err = apply_content(content)
+    if not res then
+        state.bad_digest = digest
+        log_error(err .. "; keeping the installed keys")
+        return false, state.last_error
+    end
+    state.digest = digest
+    state.bad_digest = nil
+    state.last_error = nil
+    state.applied_at = ngx.now()
+    state.applied_ids = res.window.ids
+    state.applies = state.applies + 1
+    ngx.log(ngx.NOTICE, LOG_PREFIX, fmt("installed a window of %d keys of %d bytes (current id %s) into "
+        .. "%d http and %d stream TLS server blocks (layout %s, worker pid %d)", #res.window.keys,
+        res.window.size, res.window.ids[1], res.counts.http, res.counts.stream, res.layout.name,
+        ngx.worker.pid()))
+    return true
+end
+_M.refresh = refresh
+
+local function tick(premature)
+    if premature or ngx.worker.exiting() then
+        return
+    end
+    local ok, err = pcall(refresh)
+    if not ok then
+        log_error("refresh failed: " .. tostring(err))
+    end
+end
+
+-- start installs the window file into this worker now and then checks it every interval seconds.
+-- Call it from init_worker_by_lua*. Options:
+--   file     (required) path of the window file rendered by Vault Agent; readable by the worker user.
+--   interval (optional) seconds between checks of the file; default 1, at least 0.1.
+-- A configuration mistake raises an error (nginx logs it at worker start); a bad file or an unknown
+-- nginx layout only logs and leaves nginx's keys in place.
+function _M.start(opts)
+    if type(opts) ~= "table" then
+        error("ticketkeys.start: options must be a table like { file = \"/etc/nginx/ticketkeys/web.window\" }", 2)
+    end
+    if type(opts.file) ~= "string" or opts.file == "" then
+        error(fmt("ticketkeys.start: file must be a non-empty path string, got %s", type(opts.file)), 2)
+    end
+    local interval = opts.interval
+    if interval == nil then
+        interval = DEFAULT_INTERVAL
+    end
+    if type(interval) ~= "number" or interval < 0.1 or interval > 3600 then
+        error(fmt("ticketkeys.start: interval must be a number of seconds from 0.1 to 3600, got %s",
+            tostring(opts.interval)), 2)
+    end
+    local phase = ngx.get_phase()
+    if phase ~= "init_worker" then
+        error(fmt("ticketkeys.start must run in init_worker_by_lua*, not in phase %s", phase), 2)
+    end
+    state.file = opts.file
+    state.interval = interval
+    local layout, lerr = find_layout(ngx.config.nginx_version)
+    state.layout = layout
+    if not layout then
+        state.layout_err = lerr
+        log_error(lerr)
+        return nil, lerr
+    end
+    -- Synchronously: this worker accepts no connection before init_worker returns.
+    local ok, err = pcall(refresh)
+    if not ok then
+        log_error("initial install failed: " .. tostring(err))
+    end
+    local tok, terr = ngx.timer.every(interval, tick)
+    if not tok then
+        log_error("cannot start the refresh timer: " .. tostring(terr))
+        return nil, terr
+    end
+    return true
+end
+
+-- json encodes the small status tables (strings, numbers, booleans, arrays, maps) deterministically.
+local function json(v)
+    local t = type(v)
+    if t == "nil" then
+        return "null"
+    elseif t == "boolean" then
+        return v and "true" or "false"
+    elseif t == "number" then
+        if v == math.floor(v) and math.abs(v) < 2^53 then
+            return fmt("%d", v)
+        end
+        return fmt("%.3f", v)
+    elseif t == "string" then
+        return '"' .. v:gsub('[%c"\\]', function(c)
+            local m = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\t'] = '\\t', ['\r'] = '\\r' }
+            return m[c] or fmt("\\u%04x", byte(c))
+        end) .. '"'
+    elseif t == "table" then
+        if v[1] ~= nil or next(v) == nil and getmetatable(v) == _M.array_mt then
+            local out = {}
+            for i = 1, #v do
+                out[i] = json(v[i])
+            end
+            return "[" .. concat(out, ",") .. "]"
+        end
+        local keys = {}
+        for k in pairs(v) do
+            keys[#keys + 1] = tostring(k)
+        end
+        table.sort(keys)
+        local out = {}
+        for _, k in ipairs(keys) do
+            out[#out + 1] = json(k) .. ":" .. json(v[k])
+        end
+        return "{" .. concat(out, ",") .. "}"
+    end
+    return "null"
+end
+_M.array_mt = {}
+_M._json = json
+
+-- snapshot returns this worker's view: the layout, the file state and, for each TLS server block with a
+-- key array, the ids (hex key names) and states of the keys nginx holds now, read from nginx's memory.
+-- Element 0 is "current" (encrypts and decrypts); the others are "decrypt-only". Never key material.
+function _M.snapshot()
+    local s = {
+        pid = ngx.worker.pid(),
+        worker = ngx.worker.id(),
+        nginx_version = version_string(ngx.config.nginx_version),
+        file = state.file,
+        applies = state.applies,
+        applied_at = state.applied_at,
+        last_error = state.last_error,
+        blocks = setmetatable({}, _M.array_mt),
+    }
+    local found, err = discover()
+    if not found then
+        s.layout_error = err
+        return s
+    end
+    s.layout = found.layout.name
+    local kt = found.kt
+    for _, t in ipairs(found.targets) do
+        local keys = setmetatable({}, _M.array_mt)
+        local k = ffi.cast(kt.ptr, t.keys.elts)
+        for i = 0, tonumber(t.keys.nelts) - 1 do
+            local name = ffi.string(k[i].name, 16)
+            local size = kt == KEY_TYPES.v1 and tonumber(k[i].size) or bit.band(k[i].flags, 0xff)
+            keys[#keys + 1] = {
+                id = hex(name, 1, 16),
+                state = i == 0 and "current" or "decrypt-only",
+                size = size,
+            }
+        end
+        s.blocks[#s.blocks + 1] = {
+            kind = t.kind,
+            server = t.index,
+            capacity = tonumber(t.keys.nalloc),
+            keys = keys,
+        }
+    end
+    return s
+end
+
+-- status is a content handler for operators: it prints snapshot() as JSON. It is off unless a location
+-- calls it, e.g.
+--     location = /ticketkeys/status { allow 127.0.0.1; deny all;
+--         content_by_lua_block { require("resty.ticketkeys").status() } }
+-- The answer describes only the worker that served the request.
+function _M.status()
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(json(_M.snapshot()))
+end
+
+return _M

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# dev.sh (`make dev`): a throw-away Vault dev server on 127.0.0.1 with the
+# plugin from this checkout, a file audit device and a demo keyring "web".
+#
+# It builds the plugin, starts `vault server -dev` in the background (root
+# token "root", in-memory storage), registers the plugin by sha256 and
+# version and enables it at ticketkeys/ (bootstrap/register.sh), enables a
+# file audit device (bootstrap/audit.sh), creates keyring web and prints how
+# to use it. It stays in the foreground until Ctrl-C, then stops Vault by its
+# PID and removes its temporary directory.
+#
+# Environment: TICKETKEYS_DEV_ADDR (default 127.0.0.1:8200) is the listen
+# address; it must be a 127.0.0.1 address.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+listen=${TICKETKEYS_DEV_ADDR:-127.0.0.1:8200}
+[[ $listen == 127.0.0.1:* ]] || { echo "dev.sh: TICKETKEYS_DEV_ADDR=$listen: want 127.0.0.1:PORT" >&2; exit 1; }
+
+vault_bin=$(cd "$root" && scripts/vault-build.sh)
+work=$(mktemp -d "${TMPDIR:-/tmp}/ticketkeys-dev.XXXXXX")
+mkdir "$work/plugins"
+plugin=$work/plugins/vault-plugin-secrets-ticketkeys
+(cd "$root" && go build -o "$plugin" ./cmd/vault-plugin-secrets-ticketkeys)
+
+vault_pid=
+stop() {
+	if [[ -n $vault_pid ]] && kill -0 "$vault_pid" 2>/dev/null; then
+		kill -TERM "$vault_pid" 2>/dev/null || true
+		wait "$vault_pid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+# -dev-plugin-dir also registers the binary under its file name, unversioned;
+# register.sh adds the versioned "ticketkeys" entry that the mount uses.
+"$vault_bin" server -dev -dev-root-token-id=root -dev-listen-address="$listen" \
+	-dev-plugin-dir="$work/plugins" >"$work/vault.log" 2>&1 &
+vault_pid=$!
+
+export VAULT_ADDR=http://$listen VAULT_TOKEN=root VAULT=$vault_bin
+for _ in $(seq 1 300); do
+	if "$vault_bin" status >/dev/null 2>&1; then break; fi
+	if ! kill -0 "$vault_pid" 2>/dev/null; then
+		echo "dev.sh: vault exited at start; its log:" >&2
+		tail -n 40 "$work/vault.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+"$vault_bin" status >/dev/null || { echo "dev.sh: vault did not answer at $VAULT_ADDR within 60s" >&2; tail -n 40 "$work/vault.log" >&2; exit 1; }
+
+"$root/bootstrap/register.sh" "$plugin"
+"$root/bootstrap/audit.sh" "$work/audit.log"
+"$vault_bin" write ticketkeys/keys/web rotation_period=5m retain=1h >/dev/null
+echo "created keyring web (rotation_period 5m, retain 1h)"
+
+cat <<MSG
+
+Vault dev server (pid $vault_pid) at $VAULT_ADDR, root token "root". In another shell:
+
+  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=root
+  alias vault=$vault_bin
+  vault read ticketkeys/keys/web                  # nginx layout (default)
+  vault read ticketkeys/keys/web format=haproxy   # HAProxy layout and tls_ticket_keys lines
+  vault read ticketkeys/keys/web format=envoy
+  vault read ticketkeys/keys/web format=go
+  vault write ticketkeys/keys/web/rotate mode=scheduled
+  vault read ticketkeys/keys/web/history
+
+Server log: $work/vault.log   Audit log: $work/audit.log
+Ctrl-C stops Vault and removes $work.
+MSG
+
+wait "$vault_pid"
