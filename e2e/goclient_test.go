@@ -368,11 +368,9 @@ func TestGoClientFleet(t *testing.T) {
 	}
 	for i, n := range nodes {
 		st := n.src.Status()
+		// Next hits stay 0 here: the nodes share one clock, so none runs
+		// ahead of the others (TestNextKeyDecrypts covers that case).
 		t.Logf("node %d: refreshes=%d refresh_errors=%d tickets=%+v", i, st.Refreshes, st.RefreshErrors, st.Tickets)
-		if st.Tickets.Next == 0 && i == 0 {
-			// Not an error: whether a "next" hit happens depends on timing.
-			t.Logf("node %d: no ticket was decrypted by a next key", i)
-		}
 	}
 	if n, _ := login.Logins(); n < 3 {
 		t.Errorf("KeepLogin: %d logins in total, want >= 3 (tokens live at most 8s)", n)

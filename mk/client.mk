@@ -1,24 +1,11 @@
 # Go client package (client/, client/promcollector), internal/resumption, internal/testcert and the example server.
 
-.PHONY: test-client test-promcollector vet-promcollector fuzz-client example-server test-client-e2e
+.PHONY: test-client fuzz-client example-server test-client-e2e
 
 FUZZTIME ?= 30s
 
 test-client: ## unit tests (race) of client/, internal/resumption, internal/testcert and client/promcollector
 	$(GO) test -race -count=1 ./client/... ./internal/resumption/ ./internal/testcert/ ./cmd/ticketkeys-example-server/
-	$(MAKE) --no-print-directory test-promcollector
-
-# client/promcollector is its own module (so the client does not depend on
-# Prometheus): `go test ./...` at the root does not reach it, so test-unit
-# and vet depend on these targets.
-test-promcollector: ## unit tests (race) of the client/promcollector module
-	cd client/promcollector && $(GO) test -race -count=1 ./...
-
-vet-promcollector:
-	cd client/promcollector && $(GO) vet ./...
-
-test-unit: test-promcollector
-vet: vet-promcollector
 
 fuzz-client: ## fuzz the client's window decoding and validation for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWindow$$' -fuzztime $(FUZZTIME) -parallel 1 ./client/

@@ -85,7 +85,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
 	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
-	fs.DurationVar(&o.budget, "budget", 8*time.Minute+30*time.Second, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
+	fs.DurationVar(&o.budget, "budget", 8*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
 	fs.IntVar(&o.users, "users", 300, "simulated users, each with its own session cache")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
 	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "pause between two connections of one worker")

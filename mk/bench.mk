@@ -1,0 +1,40 @@
+# Benchmark (issue 5): bench/ and its harness bench/cmd/ticketkeys-bench. Owned by the benchmark part.
+#
+# `make bench` writes results/benchmark.md, results/benchmark.json and
+# results/resumption.png (docs/benchmark.md explains them). The harness keeps
+# to BENCH_BUDGET (steps that no longer fit are skipped and listed in the
+# report); BENCH_TIMEOUT is the hard stop (SIGTERM: the harness stops its
+# processes by PID and writes what it measured). Budget + build stay under
+# 10 minutes on 2 cores.
+
+.PHONY: bench bench-quick bench-decrypt bench-report test-bench
+
+BENCH_OUT     ?= results
+BENCH_FLAGS   ?=
+BENCH_BUDGET  ?= 8m
+BENCH_TIMEOUT ?= 540s
+BENCH_BIN     := $(BIN_DIR)/ticketkeys-bench
+
+$(BENCH_BIN): FORCE_BENCH_BUILD
+	$(GO) build -o $@ ./bench/cmd/ticketkeys-bench
+
+.PHONY: FORCE_BENCH_BUILD
+FORCE_BENCH_BUILD:
+
+bench: $(BENCH_BIN) ## benchmark: cluster resumption vs baselines, hook cost, Vault read cost -> results/benchmark.md + PNG (<= 10 min)
+	@start=$$SECONDS; VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
+	timeout --kill-after=20s $(BENCH_TIMEOUT) $(BENCH_BIN) -out $(BENCH_OUT) -budget $(BENCH_BUDGET) $(BENCH_FLAGS); \
+	echo "bench: $$((SECONDS-start))s; report in $(BENCH_OUT)/benchmark.md"
+
+bench-quick: $(BENCH_BIN) ## benchmark smoke run (about 2 minutes): every part, short durations -> results/quick/
+	@VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
+	timeout --kill-after=20s 300s $(BENCH_BIN) -quick -out $(BENCH_OUT)/quick $(BENCH_FLAGS)
+
+bench-decrypt: ## go test benchmark of ticket decryption by window size (BenchmarkDecryptTicket/window=1..14)
+	$(GO) test -run '^$$' -bench '^BenchmarkDecryptTicket$$' -benchmem -count=1 ./bench/
+
+bench-report: $(BENCH_BIN) ## rewrite results/benchmark.md and the PNG from results/benchmark.json (no measurement)
+	$(BENCH_BIN) -from-json $(BENCH_OUT)/benchmark.json -out $(BENCH_OUT)
+
+test-bench: ## unit tests (race) of bench/
+	$(GO) test -race -count=1 ./bench/...
