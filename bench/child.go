@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -54,7 +55,7 @@ func StartChild(ctx context.Context, exe string, args, env []string, logPath str
 		return nil, fmt.Errorf("serve child: open log %s: %w", logPath, err)
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(append(os.Environ(), EnvChild+"=1"), env...)
+	cmd.Env = append(append(childEnv(), EnvChild+"=1"), env...)
 	cmd.Stderr = lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -102,6 +103,20 @@ func StartChild(ctx context.Context, exe string, args, env []string, logPath str
 	}
 	c.Addrs = ready.Addrs
 	return c, nil
+}
+
+// childEnv is the harness's environment without VAULT_* variables, which
+// would change what the children's Vault clients do (namespace, CA,
+// token...); the Vault address and token go through EnvVaultAddr and
+// EnvVaultToken only.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // read decodes the next message into v, waiting at most timeout.

@@ -69,7 +69,10 @@ type HookSpec struct {
 	Keyring string
 	// Load should use few users, so that nearly every connection resumes.
 	Load Load
-	// Segment is the length of one round's run of each configuration.
+	// Warmup precedes each segment (see RunSpec.Warmup).
+	Warmup time.Duration
+	// Segment is the measured length of one round's run of each
+	// configuration.
 	Segment time.Duration
 	// Rounds is the number of plain, hook pairs (alternated, so both see
 	// the same machine load).
@@ -88,7 +91,7 @@ func (rn *Runner) RunHookCost(ctx context.Context, spec HookSpec) (HookCost, err
 	hook := Scenario{ID: "hook", Label: hc.Hook.Config, Nodes: 1, Mode: ModeTicketkeys}
 	for i := 0; i < spec.Rounds && ctx.Err() == nil; i++ {
 		for _, sc := range []Scenario{plain, hook} {
-			r, err := rn.Run(ctx, RunSpec{Scenario: sc, TLS: spec.TLS, Cert: spec.Cert, Duration: spec.Segment,
+			r, err := rn.Run(ctx, RunSpec{Scenario: sc, TLS: spec.TLS, Cert: spec.Cert, Warmup: spec.Warmup, Duration: spec.Segment,
 				Keyring: spec.Keyring, Load: spec.Load, Seed: spec.Seed + int64(i)})
 			if err != nil {
 				hc.Err = err.Error()

@@ -130,7 +130,7 @@ type (
 		// Rotations are the instants node 0 switched key (ModeSwitch).
 		Rotations []time.Time `json:"rotations,omitempty"`
 		// Sources summarises each node's client.Source (ModeTicketkeys):
-		// counts and states only.
+		// counts and states only, cumulative since the node started.
 		Sources []SourceSummary `json:"sources,omitempty"`
 		// Error is set when the command failed.
 		Error string `json:"error,omitempty"`
@@ -301,14 +301,16 @@ func ServeNodes(ctx context.Context, cfg NodeConfig, in io.Reader, out io.Writer
 				msg.Rotations = sw.stop()
 				sw = nil
 			}
+		default:
+			msg.Type = "error"
+			msg.Error = fmt.Sprintf("bench serve: command: must be start or finish, got %q", line)
+		}
+		if msg.Type != "error" {
 			for _, n := range nodes {
 				if n.src != nil {
 					msg.Sources = append(msg.Sources, summarise(n.src.Status()))
 				}
 			}
-		default:
-			msg.Type = "error"
-			msg.Error = fmt.Sprintf("bench serve: command: must be start or finish, got %q", line)
 		}
 		if err := enc.Encode(msg); err != nil {
 			return fmt.Errorf("bench serve: write %s: %w", msg.Type, err)
@@ -335,6 +337,7 @@ func newSource(ctx context.Context, cfg NodeConfig, logger *slog.Logger) (*clien
 		return nil, fmt.Errorf("vault api client for %s: %w", cfg.VaultAddr, err)
 	}
 	c.SetToken(cfg.VaultToken)
+	c.ClearNamespace()
 	mount := cfg.Mount
 	if mount == "" {
 		mount = "ticketkeys"

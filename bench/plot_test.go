@@ -11,10 +11,11 @@ import (
 func syntheticRuns() []RunResult {
 	mk := func(id, label, tlsv, cert string, rate func(i int) int, rot []float64) RunResult {
 		r := RunResult{Scenario: id, Label: label, TLS: tlsv, Cert: cert, Nodes: 3, Rotations: rot, Rotates: rot != nil,
-			Connections: 1000, Offered: 900, ServerCPU: time.Second, P50: time.Millisecond, P99: 5 * time.Millisecond,
+			Connections: 1000, ServerCPU: time.Second, P50: time.Millisecond, P99: 5 * time.Millisecond,
 			Start: time.Unix(0, 0), End: time.Unix(10, 0)}
 		for i := 0; i < 10; i++ {
 			r.Series = append(r.Series, SecondPoint{T: float64(i) + 0.5, Offered: 100, Resumed: rate(i)})
+			r.Offered += 100
 			r.Resumed += rate(i)
 		}
 		return r

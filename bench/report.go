@@ -12,7 +12,9 @@ import (
 
 // Settings are the knobs of one harness run, printed in the report.
 type Settings struct {
-	Users       int           `json:"users"`
+	Users int `json:"users"`
+	// Warmup precedes every measured load (nothing in it is counted).
+	Warmup      time.Duration `json:"warmup_ns"`
 	Concurrency int           `json:"concurrency"`
 	Interval    time.Duration `json:"interval_ns"`
 	// BaselineDuration is the load of the runs without rotation (single,
@@ -117,6 +119,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "The load client, the server nodes and Vault share these CPUs; a load average above the "+
 		"number of CPUs means other work competed with the run and the CPU and latency figures are inflated.\n\n")
 
+	r.writeSummary(&b)
 	r.writeCluster(&b)
 	r.writeHook(&b)
 	r.writeDecrypt(&b)
@@ -134,13 +137,86 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	return err
 }
 
+// writeSummary aggregates the cluster runs per scenario over every TLS
+// version and certificate, and adds the hook and read ratios.
+func (r *Report) writeSummary(b *strings.Builder) {
+	type agg struct {
+		label                             string
+		runs, offered, resumed, rotations int
+		rotating                          bool
+		relSum                            float64
+		relN                              int
+	}
+	var order []string
+	by := map[string]*agg{}
+	for _, x := range r.Runs {
+		if x.Err != "" {
+			continue
+		}
+		a := by[x.Scenario]
+		if a == nil {
+			a = &agg{label: x.Label}
+			by[x.Scenario] = a
+			order = append(order, x.Scenario)
+		}
+		a.runs++
+		a.offered += x.Offered
+		a.resumed += x.Resumed
+		a.rotations += len(x.Rotations)
+		a.rotating = a.rotating || x.Rotates
+		if x.RelSingle > 0 {
+			a.relSum += x.RelSingle
+			a.relN++
+		}
+	}
+	if len(order) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Summary\n\n")
+	fmt.Fprintf(b, "Over all TLS versions and certificates measured (details below):\n\n")
+	fmt.Fprintf(b, "| scenario | runs | resumed | rotations | failed resumptions / rotation | server CPU / conn × single node (mean) |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|\n")
+	for _, id := range order {
+		a := by[id]
+		share := math.NaN()
+		if a.offered > 0 {
+			share = float64(a.resumed) / float64(a.offered)
+		}
+		rot, fpr := "—", "—"
+		if a.rotating {
+			rot = fmt.Sprintf("%d", a.rotations)
+			if a.rotations > 0 {
+				fpr = fmt.Sprintf("%.1f", float64(a.offered-a.resumed)/float64(a.rotations))
+			}
+		}
+		rel := "n/a"
+		if a.relN > 0 {
+			rel = ratio(a.relSum / float64(a.relN))
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s |\n", a.label, a.runs, pct(share), rot, fpr, rel)
+	}
+	b.WriteString("\n")
+	for _, h := range r.Hook {
+		if h.Err == "" {
+			fmt.Fprintf(b, "- Hook cost, TLS %s: CPU per (resumed) connection with the client hook and a %d-key window is %s that of a plain single-key tls.Config.\n",
+				h.TLS, h.Hook.WindowKeys, ratio(h.Ratio()))
+		}
+	}
+	if x := r.Reads; x != nil && x.KV.PerSecond() > 0 && x.KV.P99 > 0 {
+		fmt.Fprintf(b, "- Vault: a keyring read (%d keys) achieves %s the reads per second of a same-size KV v2 read, at %s its p99 latency.\n",
+			x.WindowKeys, ratio(x.Keys.PerSecond()/x.KV.PerSecond()), ratio(float64(x.Keys.P99)/float64(x.KV.P99)))
+	}
+	b.WriteString("\n")
+}
+
 func (r *Report) writeCluster(b *strings.Builder) {
 	s := r.Settings
 	fmt.Fprintf(b, "## Cluster resumption\n\n")
 	fmt.Fprintf(b, "3 Go TLS server nodes (one child process), a random node per connection, %d simulated users each "+
 		"with its own session cache, %d connections in flight with %s between a worker's connections. "+
-		"Runs without rotation last %s, rotating runs %s (rotation period %s; scenario 3 switches nodes %s apart).\n\n",
-		s.Users, s.Concurrency, s.Interval, s.BaselineDuration, s.RotationDuration, s.RotationPeriod, s.SwitchGap)
+		"Every run starts with %s of warm-up load that is not counted (it gives the users their first tickets); "+
+		"then runs without rotation measure %s, rotating runs %s (rotation period %s; scenario 3 switches nodes %s apart).\n\n",
+		s.Users, s.Concurrency, s.Interval, s.Warmup, s.BaselineDuration, s.RotationDuration, s.RotationPeriod, s.SwitchGap)
 	if len(r.Runs) == 0 {
 		fmt.Fprintf(b, "No cluster run completed.\n\n")
 		return
@@ -206,7 +282,7 @@ func (r *Report) writeHook(b *strings.Builder) {
 	s := r.Settings
 	fmt.Fprintf(b, "## Hook cost\n\n")
 	fmt.Fprintf(b, "One node, %d users, %d connections in flight without pause, so nearly every handshake is resumed; "+
-		"%d rounds of %s per configuration, alternating plain and hook. The hook's keyring rotates every %s and "+
+		"%d rounds of %s (after 1s of warm-up) per configuration, alternating plain and hook. The hook's keyring rotates every %s and "+
 		"retains keys %s, so its window holds current, next and previous keys.\n\n",
 		s.HookUsers, s.HookConcurrency, s.HookRounds, s.HookSegment, s.RotationPeriod, s.HookRetain)
 	if len(r.Hook) == 0 {
@@ -296,6 +372,8 @@ func (r *Report) writeMethod(b *strings.Builder) {
 			"(3) every rotation period a new shared key replaces the old one, which is dropped, node i switching i × the gap after node 0; " +
 			"(4) every node runs its own client.Source against a real Vault with the plugin built from this checkout, " +
 			"a keyring created just before the run, rotating during it. The single node serves the same users alone and is the CPU reference.",
+		"**Warm-up.** Each run's load starts with a warm-up that gives most users a ticket; the measurement (connections, CPU, " +
+			"latencies, rotations, the plot's time axis) starts when it ends, at the child's first CPU sample.",
 		"**Offered / resumed.** A connection offers a ticket when its user's session cache held one at handshake time; " +
 			"it resumed when tls.ConnectionState.DidResume is true (internal/resumption). Resumed is resumed / offered.",
 		"**Failed resumptions per rotation.** Offered minus resumed over the whole run, divided by the rotations during the load " +

@@ -31,6 +31,8 @@ func TestReportMarkdownHasEverySectionAndNoNaN(t *testing.T) {
 	}
 	md := b.String()
 	for _, want := range []string{
+		"## Summary", "| 4: ticketkeys (Vault) | 4 | 100.0% | 4 | 0.0 | 1.00× |", "| 3: rotation without a window | 4 | 89.0% | 4 | 110.0 |",
+		"with the client hook and a 14-key window is 1.10×", "achieves 0.50× the reads per second",
 		"## Machine", "load average (1, 5, 15 min) at start | 0.10 0.20 0.30", "at end | 1.00 2.00 3.00",
 		"## Cluster resumption", "| 1.3 | RSA-2048 | 4: ticketkeys (Vault) |", "1.00× (reference)",
 		"failed: serve child: no answer", `handshake: remote error \| bad`,
@@ -48,8 +50,8 @@ func TestReportMarkdownHasEverySectionAndNoNaN(t *testing.T) {
 	if strings.Contains(md, "NaN") || strings.Contains(md, "Inf") {
 		t.Errorf("report prints NaN or Inf:\n%s", md)
 	}
-	// The cells of a rotating run: switch resumed 890 of 900 (10 failed) over 1 rotation.
-	if !strings.Contains(md, "| 3: rotation without a window | 1000 | 100 | 900 | 98.9% | 10 | 1 | 10.0 |") {
+	// The cells of a rotating run: switch resumed 890 of 1000 (110 failed) over 1 rotation.
+	if !strings.Contains(md, "| 3: rotation without a window | 1000 | 100 | 1000 | 89.0% | 110 | 1 | 110.0 |") {
 		t.Errorf("switch row is not as computed:\n%s", md)
 	}
 

@@ -85,7 +85,11 @@ type RunSpec struct {
 	// TLS is tls.VersionTLS12 or tls.VersionTLS13 (the client pins it).
 	TLS  uint16
 	Cert CertSet
-	// Duration bounds the load.
+	// Warmup is load before the measurement: it gives most users a ticket,
+	// so that the measured window is steady state. Nothing in it is
+	// counted (connections, CPU, rotations).
+	Warmup time.Duration
+	// Duration is the measured load after Warmup.
 	Duration time.Duration
 	// RotateEvery is the rotation period of ModeSwitch.
 	RotateEvery time.Duration
@@ -143,7 +147,8 @@ type RunResult struct {
 	// Rotates says whether the scenario rotates at all.
 	Rotates bool          `json:"rotates"`
 	Series  []SecondPoint `json:"series"`
-	// Sources summarises each node's client.Source (ticketkeys only).
+	// Sources summarises each node's client.Source over the measured window
+	// (ticketkeys only).
 	Sources []SourceSummary `json:"sources,omitempty"`
 	// RelSingle is CPU per connection divided by the single node's, for the
 	// same TLS version and certificate (0 when unknown).
@@ -232,7 +237,7 @@ func (rn *Runner) Run(ctx context.Context, spec RunSpec) (RunResult, error) {
 		"-mode", string(sc.Mode),
 		"-cert", spec.Cert.CertFile,
 		"-key", spec.Cert.KeyFile,
-		"-max-life", (spec.Duration + 2*time.Minute).String(),
+		"-max-life", (spec.Warmup + spec.Duration + 2*time.Minute).String(),
 	)
 	var env []string
 	switch sc.Mode {
@@ -249,26 +254,44 @@ func (rn *Runner) Run(ctx context.Context, spec RunSpec) (RunResult, error) {
 	}
 	defer child.Stop()
 
-	started, err := child.Command(ctx, "start")
-	if err != nil {
-		return res, err
+	type loadOut struct {
+		res resumption.Result
+		err error
 	}
-	out, err := resumption.Run(ctx, resumption.Config{
-		Addrs:          child.Addrs,
-		ServerName:     spec.Cert.ServerName,
-		RootCAs:        spec.Cert.Pool,
-		MinVersion:     spec.TLS,
-		MaxVersion:     spec.TLS,
-		Users:          spec.Load.Users,
-		Concurrency:    spec.Load.Concurrency,
-		MaxConnections: spec.Load.MaxConnections,
-		MaxDuration:    spec.Duration,
-		Interval:       spec.Load.Interval,
-		Seed:           spec.Seed,
-	})
-	if err != nil {
-		return res, err
+	loaded := make(chan loadOut, 1)
+	go func() {
+		out, err := resumption.Run(ctx, resumption.Config{
+			Addrs:          child.Addrs,
+			ServerName:     spec.Cert.ServerName,
+			RootCAs:        spec.Cert.Pool,
+			MinVersion:     spec.TLS,
+			MaxVersion:     spec.TLS,
+			Users:          spec.Load.Users,
+			Concurrency:    spec.Load.Concurrency,
+			MaxConnections: spec.Load.MaxConnections,
+			MaxDuration:    spec.Warmup + spec.Duration,
+			Interval:       spec.Load.Interval,
+			Seed:           spec.Seed,
+		})
+		loaded <- loadOut{out, err}
+	}()
+	// The measurement starts when the warm-up ends: the child samples its
+	// CPU (and scenario 3 starts rotating) at "start".
+	warm := time.NewTimer(spec.Warmup)
+	select {
+	case <-warm.C:
+	case <-ctx.Done():
+		warm.Stop()
 	}
+	started, startErr := child.Command(ctx, "start")
+	lo := <-loaded
+	if startErr != nil {
+		return res, startErr
+	}
+	if lo.err != nil {
+		return res, lo.err
+	}
+	out := lo.res
 	finished, err := child.Command(ctx, "finish")
 	if err != nil {
 		return res, err
@@ -288,15 +311,24 @@ func (rn *Runner) Run(ctx context.Context, spec RunSpec) (RunResult, error) {
 // cut by the end of the load (resumption.Conn.Aborted: the deadline
 // cancels the connections in flight) say nothing about the servers: they
 // are left out of every count and counted in CutAtEnd.
+//
+// Only connections that started at or after the child's "start" sample (the
+// end of the warm-up) are counted; Start is that instant.
 func (r *RunResult) fill(out resumption.Result, started, finished Sample) {
-	r.Start, r.End = out.Start, out.End
+	r.Start, r.End = started.Time, out.End
+	if r.Start.IsZero() || r.Start.Before(out.Start) {
+		r.Start = out.Start
+	}
 	r.ServerCPU = time.Duration(finished.CPUus-started.CPUus) * time.Microsecond
 	r.Rotations = relative(r.Start, finished.Rotations)
-	r.Sources = finished.Sources
+	r.Sources = sourceDelta(started.Sources, finished.Sources)
 	r.Connections, r.Offered, r.Resumed, r.HandshakeFailures, r.RequestFailures, r.CutAtEnd = 0, 0, 0, 0, 0, 0
 	r.Series = nil
 	var lat []time.Duration
 	for _, c := range out.Conns {
+		if c.Start.Before(r.Start) {
+			continue // warm-up
+		}
 		msg := c.HandshakeErr
 		if msg == "" {
 			msg = c.RequestErr
@@ -315,7 +347,7 @@ func (r *RunResult) fill(out resumption.Result, started, finished Sample) {
 		if c.HandshakeErr == "" {
 			lat = append(lat, c.Handshake)
 		}
-		sec := int(c.Start.Sub(out.Start) / time.Second)
+		sec := int(c.Start.Sub(r.Start) / time.Second)
 		for len(r.Series) <= sec {
 			r.Series = append(r.Series, SecondPoint{T: float64(len(r.Series)) + 0.5})
 		}
@@ -338,6 +370,26 @@ func (r *RunResult) fill(out resumption.Result, started, finished Sample) {
 	}
 	r.P50 = percentile(lat, 50)
 	r.P99 = percentile(lat, 99)
+}
+
+// sourceDelta returns each node's counters accumulated between two
+// samples (the window size is the later one's).
+func sourceDelta(from, to []SourceSummary) []SourceSummary {
+	out := append([]SourceSummary(nil), to...)
+	if len(from) != len(to) {
+		return out
+	}
+	for i := range out {
+		f := from[i]
+		out[i].Refreshes -= f.Refreshes
+		out[i].RefreshErrors -= f.RefreshErrors
+		out[i].HitCurrent -= f.HitCurrent
+		out[i].HitNext -= f.HitNext
+		out[i].HitPrevious -= f.HitPrevious
+		out[i].Miss -= f.Miss
+		out[i].Issued -= f.Issued
+	}
+	return out
 }
 
 // relative turns instants into seconds since start, keeping those within

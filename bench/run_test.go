@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"reflect"
 	"testing"
 	"time"
 
@@ -20,9 +21,9 @@ func TestFillCountsAndLeavesOutConnectionsCutAtTheEnd(t *testing.T) {
 		conn(100, 110, false, false, "", 2*time.Millisecond),
 		conn(500, 510, true, true, "", 1*time.Millisecond),
 		conn(1200, 1210, true, false, "", 3*time.Millisecond),
-		conn(1500, 1600, true, false, "handshake: remote error", 0), // a real failure, counted
+		conn(1500, 1600, true, false, "handshake: remote error", 0),              // a real failure, counted
 		conn(2950, 3000, true, false, "handshake: context deadline exceeded", 0), // cut by the end
-		conn(2990, 3001, false, false, "dial: i/o timeout", 0), // cut by the end
+		conn(2990, 3001, false, false, "dial: i/o timeout", 0),                   // cut by the end
 	}}
 	var r RunResult
 	r.fill(out, Sample{CPUus: 1000}, Sample{CPUus: 5000, Rotations: []time.Time{t0.Add(-time.Second), t0.Add(1100 * time.Millisecond)}})
@@ -49,6 +50,31 @@ func TestFillCountsAndLeavesOutConnectionsCutAtTheEnd(t *testing.T) {
 	}
 	if r.ErrorSamples["handshake: remote error"] != 1 || len(r.ErrorSamples) != 1 {
 		t.Fatalf("error samples %v, want only the real failure", r.ErrorSamples)
+	}
+}
+
+func TestFillLeavesOutTheWarmup(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 22, 0, 0, 0, time.UTC)
+	out := resumption.Result{Start: t0, End: t0.Add(4 * time.Second), Conns: []resumption.Conn{
+		{Start: t0.Add(100 * time.Millisecond), Offered: false},                // warm-up: a first visit
+		{Start: t0.Add(900 * time.Millisecond), Offered: true, Resumed: false}, // warm-up
+		{Start: t0.Add(1500 * time.Millisecond), Offered: true, Resumed: true}, // measured, second 0
+		{Start: t0.Add(2600 * time.Millisecond), Offered: true, Resumed: true}, // measured, second 1
+	}}
+	var r RunResult
+	r.fill(out, Sample{Time: t0.Add(time.Second), Sources: []SourceSummary{{WindowKeys: 3, HitCurrent: 10, Refreshes: 1}}},
+		Sample{Rotations: []time.Time{t0.Add(2 * time.Second)}, Sources: []SourceSummary{{WindowKeys: 4, HitCurrent: 12, HitPrevious: 1, Refreshes: 2}}})
+	if want := []SourceSummary{{WindowKeys: 4, HitCurrent: 2, HitPrevious: 1, Refreshes: 1}}; !reflect.DeepEqual(r.Sources, want) {
+		t.Fatalf("sources %+v, want the counts of the measured window %+v", r.Sources, want)
+	}
+	if !r.Start.Equal(t0.Add(time.Second)) || r.Connections != 2 || r.Offered != 2 || r.Resumed != 2 {
+		t.Fatalf("start %s connections %d offered %d resumed %d, want the warm-up left out: %s, 2, 2, 2", r.Start, r.Connections, r.Offered, r.Resumed, t0.Add(time.Second))
+	}
+	if len(r.Series) != 2 || r.Series[0].Offered != 1 || r.Series[1].Offered != 1 {
+		t.Fatalf("series %+v, want seconds counted from the end of the warm-up", r.Series)
+	}
+	if len(r.Rotations) != 1 || r.Rotations[0] != 1 {
+		t.Fatalf("rotations %v, want [1] (seconds since the measurement started)", r.Rotations)
 	}
 }
 

@@ -200,6 +200,7 @@ func NewReadClient(addr, token string, conns int) (*api.Client, error) {
 		return nil, fmt.Errorf("vault api client for %s: %w", addr, err)
 	}
 	c.SetToken(token)
+	c.ClearNamespace()
 	return c, nil
 }
 

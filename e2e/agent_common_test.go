@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -114,6 +115,7 @@ func readWindowErr(s *vaulttest.Server, name, format string) (engineWindow, erro
 // windowWatch polls the engine every 250 ms and records each distinct window (ids only).
 type windowWatch struct {
 	mu      sync.Mutex
+	secrets map[string][]byte // key id -> material, for leak checks only; never logged
 	windows []string
 	times   []time.Time
 	stop    chan struct{}
@@ -121,15 +123,24 @@ type windowWatch struct {
 }
 
 func watchWindows(t *testing.T, s *vaulttest.Server, name string) *windowWatch {
-	w := &windowWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	return watchWindowsFormat(t, s, name, "nginx")
+}
+
+// watchWindowsFormat is watchWindows reading the keyring in format, keeping every key's material (in
+// memory only) for noKeyMaterial.
+func watchWindowsFormat(t *testing.T, s *vaulttest.Server, name, format string) *windowWatch {
+	w := &windowWatch{stop: make(chan struct{}), done: make(chan struct{}), secrets: map[string][]byte{}}
 	go func() {
 		defer close(w.done)
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if win, err := readWindowErr(s, name, "nginx"); err == nil {
+			if win, err := readWindowErr(s, name, format); err == nil {
 				ids := win.IDs()
 				w.mu.Lock()
+				for _, k := range win.Keys {
+					w.secrets[k.ID] = k.Raw
+				}
 				if len(w.windows) == 0 || w.windows[len(w.windows)-1] != ids {
 					w.windows = append(w.windows, ids)
 					w.times = append(w.times, time.Now())
@@ -162,6 +173,51 @@ func (w *windowWatch) Windows() ([]string, []time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.windows...), append([]time.Time(nil), w.times...)
+}
+
+// noKeyMaterial fails the test if any file in paths holds material of a key the watcher saw: the whole key
+// or its secret part (bytes 16..) in base64, in hex, or raw. Key names (ids) are public and allowed.
+func (w *windowWatch) noKeyMaterial(t *testing.T, paths ...string) {
+	t.Helper()
+	found, err := w.leaks(paths...)
+	if err != nil {
+		t.Errorf("leak check: %v", err)
+	}
+	for _, f := range found {
+		t.Errorf("leak check: %s", f)
+	}
+	w.mu.Lock()
+	n := len(w.secrets)
+	w.mu.Unlock()
+	t.Logf("leak check: %d file(s) hold no material of the %d keys seen", len(paths), n)
+}
+
+// leaks lists "file: key id" for each file in paths holding material of a key the watcher saw.
+func (w *windowWatch) leaks(paths ...string) ([]string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var found []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return found, err
+		}
+		for id, raw := range w.secrets {
+			secret := raw[16:]
+			for _, needle := range [][]byte{
+				[]byte(base64.StdEncoding.EncodeToString(raw)),
+				[]byte(base64.StdEncoding.EncodeToString(secret)),
+				[]byte(hex.EncodeToString(secret)),
+				secret,
+			} {
+				if bytes.Contains(b, needle) {
+					found = append(found, fmt.Sprintf("%s contains material of key %s", filepath.Base(p), id))
+					break
+				}
+			}
+		}
+	}
+	return found, nil
 }
 
 // Rotations counts the distinct current keys seen, minus one.
@@ -204,6 +260,12 @@ type agentNode struct {
 	Files   []string // the rendered files, in template order
 	Changes string   // change log: one line per run of the change script
 	Script  string   // the change script Agent runs after a change
+	OldLogs []string // logs of Agents replaced by restartAgent
+}
+
+// AgentLogs returns the log files of every Agent this node has run.
+func (n *agentNode) AgentLogs() []string {
+	return append(append([]string(nil), n.OldLogs...), n.Agent.LogPath)
 }
 
 // startAgentNode renders the Agent configuration for kind with package bootstrap/agent (the same code
@@ -229,6 +291,8 @@ func startAgentNode(t *testing.T, s *vaulttest.Server, kind agent.Kind, keyring,
 	}
 	if kind == agent.Envoy {
 		p.Command = []string{} // Envoy watches the file; the test counts rewrites by inode instead.
+		// The Envoy node also exercises the optional token file sink (the others run without one).
+		p.TokenSink = filepath.Join(dir, "agent-token")
 	}
 	cfg, err := agent.Render(kind, p)
 	if err != nil {
@@ -254,6 +318,7 @@ func startAgentNode(t *testing.T, s *vaulttest.Server, kind agent.Kind, keyring,
 func (n *agentNode) restartAgent(t *testing.T, s *vaulttest.Server, extraHCL string) {
 	t.Helper()
 	n.Agent.Stop()
+	n.OldLogs = append(n.OldLogs, n.Agent.LogPath)
 	n.Agent = vaulttest.StartAgent(t, s, n.Config+extraHCL)
 }
 

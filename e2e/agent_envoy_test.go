@@ -92,8 +92,19 @@ func TestAgentEnvoySDS(t *testing.T) {
 	s := vaulttest.Start(t)
 	const keyring = "envoy-e2e"
 	createKeyring(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, "envoy")
 	n := startAgentNode(t, s, agent.Envoy, keyring, "envoy0", ":", "")
 	checkEnvoyFile(t, s, n, keyring)
+	// The optional file sink: Agent wrote its token there, mode 0600 (the token itself is not printed).
+	if st := stamp(t, filepath.Join(n.Dir, "agent-token")); st.Mode != 0o600 || st.Size == 0 {
+		t.Fatalf("token sink: mode %v size %d, want 0600 and a token", st.Mode, st.Size)
+	}
 	checkRewriteOnlyOnChange(t, s, n, keyring, "envoy", false)
 	checkEnvoyFile(t, s, n, keyring)
+	watch.Stop()
+	// Control for the leak check: the SDS file itself does hold material, and the check finds it.
+	if found, err := watch.leaks(n.Files[0]); err != nil || len(found) == 0 {
+		t.Fatalf("leak check found no key material in the SDS file (err %v): the check is blind", err)
+	}
+	watch.noKeyMaterial(t, n.AgentLogs()...)
 }

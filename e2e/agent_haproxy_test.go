@@ -81,10 +81,13 @@ func TestAgentHAProxyRender(t *testing.T) {
 	s := vaulttest.Start(t)
 	const keyring = "haproxy-render"
 	createKeyring(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, "haproxy")
 	n := startAgentNode(t, s, agent.HAProxy, keyring, "render", ":", "")
 	checkHAProxyFile(t, s, n, keyring)
 	checkRewriteOnlyOnChange(t, s, n, keyring, "haproxy", true)
 	checkHAProxyFile(t, s, n, keyring)
+	watch.Stop()
+	watch.noKeyMaterial(t, n.AgentLogs()...)
 }
 
 var ringLineRE = regexp.MustCompile(`(?m)^\d+\.\d+ (\S+)$`)
@@ -147,7 +150,7 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 		before = append(before, pids{p.MasterPID, p.WorkerPIDs()})
 		runsBefore[i] = len(nodes[i].changeTimes())
 	}
-	watch := watchWindows(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, "haproxy")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
@@ -248,6 +251,7 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 				t.Errorf("%s: the push log contains key material", n.Name)
 			}
 		}
+		watch.noKeyMaterial(t, append(n.AgentLogs(), pushLogs[i])...)
 		sent := strings.Count(string(log), " sent ")
 		t.Logf("%s: push log has %d runs that sent keys, e.g. %q", n.Name, sent, firstMatching(string(log), " sent "))
 	}

@@ -98,10 +98,13 @@ func TestAgentNginxRender(t *testing.T) {
 	s := vaulttest.Start(t)
 	const keyring = "nginx-render"
 	createKeyring(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, "nginx")
 	n := startAgentNode(t, s, agent.Nginx, keyring, "render", ":", "")
 	checkNginxFiles(t, s, n, keyring)
 	checkRewriteOnlyOnChange(t, s, n, keyring, "nginx", true)
 	checkNginxFiles(t, s, n, keyring)
+	watch.Stop()
+	watch.noKeyMaterial(t, n.AgentLogs()...)
 }
 
 // TestAgentNginxThreeNodes runs three nginx instances (Debian's package), each fed by its own Vault Agent
@@ -257,8 +260,9 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 	if probe.Requests == 0 {
 		t.Errorf("the keep-alive probe made no successful request")
 	}
-	// After the run every node encrypts with the engine's current key.
+	// After the run every node's files equal the engine's window; no log holds key material.
 	for i := range nodes {
 		checkNginxFiles(t, s, nodes[i], keyring)
+		watch.noKeyMaterial(t, append(nodes[i].AgentLogs(), procs[i].ErrorLog)...)
 	}
 }

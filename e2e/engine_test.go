@@ -530,17 +530,17 @@ func TestEngineFormats(t *testing.T) {
 			body  map[string]any
 			parts []string
 		}{
-			{"-bad", map[string]any{}, []string{"name", "-bad"}},
-			{"bad*name", map[string]any{}, []string{"name", "bad*name"}},
-			{strings.Repeat("n", 129), map[string]any{}, []string{"name", "128"}},
-			{"ok", map[string]any{"rotation_period": "1s"}, []string{"rotation_period", "1s"}},
-			{"ok", map[string]any{"rotation_period": "25h"}, []string{"rotation_period", "25h"}},
-			{"ok", map[string]any{"rotation_period": "soon"}, []string{"rotation_period", "soon"}},
-			{"ok", map[string]any{"retain": "200h"}, []string{"retain", "200h"}},
-			{"ok", map[string]any{"publish_ahead": "2h"}, []string{"publish_ahead", "2h"}},
-			{"ok", map[string]any{"publish_ahead": "0s"}, []string{"publish_ahead", "0s"}},
-			{"ok", map[string]any{"key_size": 64}, []string{"key_size", "64"}},
-			{"ok", map[string]any{"rotation_period": "24h", "retain": "168h"}, []string{"max_key_lifetime", "168h"}},
+			{"-bad", map[string]any{}, []string{"name", "letter or digit", "-bad"}},
+			{"bad*name", map[string]any{}, []string{"name", "A-Z a-z 0-9", "bad*name"}},
+			{strings.Repeat("n", 129), map[string]any{}, []string{"name", "128", strings.Repeat("n", 129)}},
+			{"ok", map[string]any{"rotation_period": "1s"}, []string{"rotation_period", "5s", "24h", "1s"}},
+			{"ok", map[string]any{"rotation_period": "25h"}, []string{"rotation_period", "5s", "24h", "25h"}},
+			{"ok", map[string]any{"rotation_period": "soon"}, []string{"rotation_period", "duration", "soon"}},
+			{"ok", map[string]any{"retain": "200h"}, []string{"retain", "168h", "200h"}},
+			{"ok", map[string]any{"publish_ahead": "2h"}, []string{"publish_ahead", "rotation_period", "2h"}},
+			{"ok", map[string]any{"publish_ahead": "0s"}, []string{"publish_ahead", "1s", "0s"}},
+			{"ok", map[string]any{"key_size": 64}, []string{"key_size", "48 or 80", "64"}},
+			{"ok", map[string]any{"rotation_period": "24h", "retain": "168h"}, []string{"rotation_period + retain", "max_key_lifetime", "24h", "168h"}},
 		} {
 			eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/"+c.name, nil, c.body, c.parts...)
 		}
@@ -548,16 +548,16 @@ func TestEngineFormats(t *testing.T) {
 		eapiWantError(t, http.StatusNotFound, addr, root, "GET", "ticketkeys/keys/ok", nil, nil, "ok")
 
 		before := eapiRead(t, addr, root, "web", "")
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"key_size": 48}, "key_size", "48")
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"retain": "200h"}, "retain", "200h")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"key_size": 48}, "key_size", "cannot change", "48")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"retain": "200h"}, "retain", "168h", "200h")
 		after := eapiRead(t, addr, root, "web", "")
 		if after.KeySize != before.KeySize || after.Retain != before.Retain || !slices.Equal(eapiIDs(after), eapiIDs(before)) {
 			t.Errorf("rejected updates changed keyring web: %v -> %v", eapiIDs(before), eapiIDs(after))
 		}
 
-		eapiWantError(t, http.StatusBadRequest, addr, root, "GET", "ticketkeys/keys/web", url.Values{"format": {"pem"}}, nil, "format", "pem")
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web/rotate", nil, map[string]any{"mode": "sideways"}, "mode", "sideways")
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web/rotate", nil, map[string]any{"purge_previous": "perhaps"}, "purge_previous", "perhaps")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "GET", "ticketkeys/keys/web", url.Values{"format": {"pem"}}, nil, "format", "nginx, haproxy, envoy, go", "pem")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web/rotate", nil, map[string]any{"mode": "sideways"}, "mode", "scheduled", "now", "sideways")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web/rotate", nil, map[string]any{"purge_previous": "perhaps"}, "purge_previous", "bool", "perhaps")
 		for _, c := range []struct{ method, path string }{
 			{"GET", "ticketkeys/keys/nope"},
 			{"POST", "ticketkeys/keys/nope/rotate"},
@@ -574,12 +574,12 @@ func TestEngineFormats(t *testing.T) {
 		if err := json.Unmarshal(r.Data, &cfg); err != nil || cfg.MaxKeyLifetime != 7*24*3600 {
 			t.Errorf("config max_key_lifetime %d (%v), want 604800", cfg.MaxKeyLifetime, err)
 		}
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "30s"}, "max_key_lifetime", "30s")
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "200h"}, "max_key_lifetime", "200h")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "30s"}, "max_key_lifetime", "1m", "168h", "30s")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "200h"}, "max_key_lifetime", "1m", "168h", "200h")
 		// web needs 1h + 12h.
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "10h"}, "max_key_lifetime", "web")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "10h"}, "max_key_lifetime", "web", "13h", "10h")
 		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/config", map[string]any{"max_key_lifetime": "13h"})
-		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"retain": "12h1s"}, "max_key_lifetime")
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"retain": "12h1s"}, "max_key_lifetime", "13h", "12h0m1s")
 	})
 }
 

@@ -50,6 +50,9 @@ func TestHarness(t *testing.T) {
 		t.Errorf("installed plugin sha256 %s differs from the build %s (%v)", s.PluginSHA256, sum, err)
 	}
 	checkMount(t, s)
+	if b, _ := os.ReadFile(s.LogPath); !strings.Contains(string(b), "cluster_listen_address="+s.clusterAddr) {
+		t.Errorf("server log does not show the cluster listener on the chosen free port %s", s.clusterAddr)
+	}
 
 	// Tokens and policies.
 	s.WritePolicy(t, "read-config", `path "ticketkeys/config" { capabilities = ["read"] }`)

@@ -52,10 +52,11 @@ type Server struct {
 	// Proc is the current server process; Restart replaces it.
 	Proc *Process
 
-	opts       options
-	listenAddr string // 127.0.0.1:PORT
-	configPath string
-	unsealKey  string
+	opts        options
+	listenAddr  string // 127.0.0.1:PORT
+	clusterAddr string // 127.0.0.1:PORT of the cluster listener
+	configPath  string
+	unsealKey   string
 }
 
 type options struct {
@@ -149,9 +150,19 @@ func (s *Server) startFresh() error {
 		if err != nil {
 			return err
 		}
+		// Vault also listens for cluster traffic, by default on port+1,
+		// which another test may hold: give it a free port of its own.
+		clusterPort, err := freePort()
+		for err == nil && clusterPort == port {
+			clusterPort, err = freePort()
+		}
+		if err != nil {
+			return err
+		}
 		s.listenAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.clusterAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPort))
 		s.Addr = "http://" + s.listenAddr
-		if err := os.WriteFile(s.configPath, []byte(serverConfig(s.Dir, s.listenAddr, s.opts.logLevel)), 0o600); err != nil {
+		if err := os.WriteFile(s.configPath, []byte(serverConfig(s.Dir, s.listenAddr, s.clusterAddr, s.opts.logLevel)), 0o600); err != nil {
 			return fmt.Errorf("write server config: %w", err)
 		}
 		s.Client = nil // a client for this attempt's address
@@ -190,23 +201,26 @@ func (s *Server) run() error {
 }
 
 // serverConfig renders the server configuration for a server whose files
-// live under dir and which listens on listenAddr (host:port).
-func serverConfig(dir, listenAddr, logLevel string) string {
+// live under dir, which serves its API on listenAddr and cluster traffic on
+// clusterAddr (both host:port).
+func serverConfig(dir, listenAddr, clusterAddr, logLevel string) string {
 	return fmt.Sprintf(`storage "file" {
   path = %q
 }
 
 listener "tcp" {
-  address     = %q
-  tls_disable = true
+  address         = %q
+  cluster_address = %q
+  tls_disable     = true
 }
 
 plugin_directory = %q
 disable_mlock    = true
 api_addr         = %q
+cluster_addr     = %q
 log_level        = %q
 ui               = false
-`, filepath.Join(dir, "data"), listenAddr, filepath.Join(dir, "plugins"), "http://"+listenAddr, logLevel)
+`, filepath.Join(dir, "data"), listenAddr, clusterAddr, filepath.Join(dir, "plugins"), "http://"+listenAddr, "https://"+clusterAddr, logLevel)
 }
 
 // freePort asks the kernel for a free TCP port on 127.0.0.1.

@@ -28,11 +28,13 @@ func TestTail(t *testing.T) {
 }
 
 func TestServerConfig(t *testing.T) {
-	cfg := serverConfig("/tmp/x", "127.0.0.1:8201", "debug")
+	cfg := serverConfig("/tmp/x", "127.0.0.1:8201", "127.0.0.1:9301", "debug")
 	for _, want := range []string{
 		`path = "/tmp/x/data"`,
-		`address     = "127.0.0.1:8201"`,
-		`tls_disable = true`,
+		`address         = "127.0.0.1:8201"`,
+		`cluster_address = "127.0.0.1:9301"`,
+		`cluster_addr     = "https://127.0.0.1:9301"`,
+		`tls_disable     = true`,
 		`plugin_directory = "/tmp/x/plugins"`,
 		`disable_mlock    = true`,
 		`api_addr         = "http://127.0.0.1:8201"`,

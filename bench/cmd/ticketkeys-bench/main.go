@@ -52,6 +52,7 @@ type options struct {
 	noVault         bool
 	budget          time.Duration
 	users           int
+	warmup          time.Duration
 	concurrency     int
 	interval        time.Duration
 	baseline        time.Duration
@@ -86,11 +87,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
 	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
 	fs.DurationVar(&o.budget, "budget", 8*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
-	fs.IntVar(&o.users, "users", 300, "simulated users, each with its own session cache")
+	fs.IntVar(&o.users, "users", 200, "simulated users, each with its own session cache")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "uncounted load before each measured run (gives the users their first tickets)")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
 	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "pause between two connections of one worker")
-	fs.DurationVar(&o.baseline, "baseline", 10*time.Second, "load duration of the runs without rotation (single, own, static)")
-	fs.DurationVar(&o.rotating, "rotating", 22*time.Second, "load duration of the rotating runs (switch, ticketkeys)")
+	fs.DurationVar(&o.baseline, "baseline", 8*time.Second, "load duration of the runs without rotation (single, own, static)")
+	fs.DurationVar(&o.rotating, "rotating", 20*time.Second, "load duration of the rotating runs (switch, ticketkeys)")
 	fs.DurationVar(&o.rotationPeriod, "rotation-period", 5*time.Second, "rotation period of scenarios 3 and 4 (the engine's minimum is 5s)")
 	fs.DurationVar(&o.switchGap, "switch-gap", time.Second, "scenario 3: delay between two nodes' switches")
 	fs.DurationVar(&o.retain, "retain", 30*time.Second, "scenario 4: the keyring's retain")
@@ -100,7 +102,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.scenarioList, "scenarios", "single,own,static,switch,ticketkeys", "scenarios, comma-separated")
 	fs.IntVar(&o.hookUsers, "hook-users", 8, "hook cost: simulated users")
 	fs.IntVar(&o.hookConcurrency, "hook-concurrency", 4, "hook cost: connections in flight (no pause)")
-	fs.DurationVar(&o.hookSegment, "hook-segment", 4*time.Second, "hook cost: length of one run of each configuration")
+	fs.DurationVar(&o.hookSegment, "hook-segment", 3*time.Second, "hook cost: length of one run of each configuration")
 	fs.IntVar(&o.hookRounds, "hook-rounds", 2, "hook cost: alternating rounds")
 	fs.DurationVar(&o.hookRetain, "hook-retain", 60*time.Second, "hook cost: the keyring's retain (60s at a 5s period gives a 14-key window)")
 	fs.IntVar(&o.readConcurrency, "read-concurrency", 8, "read cost: concurrent readers")
@@ -119,7 +121,7 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("arguments: want none besides flags, got %q", fs.Args())
 	}
 	if o.quick {
-		o.baseline, o.rotating = 3*time.Second, 11*time.Second
+		o.warmup, o.baseline, o.rotating = time.Second, 3*time.Second, 11*time.Second
 		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
 		o.readSegment, o.readRounds = time.Second, 1
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
@@ -280,7 +282,7 @@ func run(args []string) int {
 		Machine:   bench.ReadMachine(),
 		LoadStart: bench.LoadAvg(),
 		Settings: bench.Settings{
-			Users: o.users, Concurrency: o.concurrency, Interval: o.interval,
+			Users: o.users, Warmup: o.warmup, Concurrency: o.concurrency, Interval: o.interval,
 			BaselineDuration: o.baseline, RotationDuration: o.rotating, RotationPeriod: o.rotationPeriod,
 			SwitchGap: o.switchGap, Retain: o.retain,
 			HookUsers: o.hookUsers, HookConcurrency: o.hookConcurrency, HookSegment: o.hookSegment, HookRounds: o.hookRounds, HookRetain: o.hookRetain,
@@ -335,10 +337,10 @@ func run(args []string) int {
 				if sc.Mode == bench.ModeTicketkeys && vault == nil {
 					continue
 				}
-				if !h.fits(name, dur+5*time.Second) {
+				if !h.fits(name, o.warmup+dur+5*time.Second) {
 					continue
 				}
-				spec := bench.RunSpec{Scenario: sc, TLS: v, Cert: c, Duration: dur, RotateEvery: o.rotationPeriod,
+				spec := bench.RunSpec{Scenario: sc, TLS: v, Cert: c, Warmup: o.warmup, Duration: dur, RotateEvery: o.rotationPeriod,
 					Load: bench.Load{Users: o.users, Concurrency: o.concurrency, Interval: o.interval, MaxConnections: o.maxConns},
 					Seed: o.seed}
 				if sc.Mode == bench.ModeTicketkeys {
@@ -348,7 +350,7 @@ func run(args []string) int {
 						continue
 					}
 				}
-				progress("run %s (%s)", name, dur)
+				progress("run %s (%s warm-up, %s measured)", name, o.warmup, dur)
 				res, err := rn.Run(ctx, spec)
 				if err != nil {
 					res.Err = err.Error()
@@ -368,14 +370,14 @@ func run(args []string) int {
 		hookCert := certs[len(certs)-1] // ECDSA when both are measured: resumed handshakes do not use the certificate
 		for _, v := range tlsVersions {
 			name := "hook cost TLS " + bench.TLSName(v)
-			need := time.Duration(2*o.hookRounds)*(o.hookSegment+2*time.Second) + 5*time.Second
+			need := time.Duration(2*o.hookRounds)*(o.hookSegment+3*time.Second) + 5*time.Second
 			if !h.fits(name, need) {
 				continue
 			}
 			progress("%s (%d rounds of %s per configuration)", name, o.hookRounds, o.hookSegment)
 			hc, err := rn.RunHookCost(ctx, bench.HookSpec{TLS: v, Cert: hookCert, Keyring: hookKeyring,
-				Load:    bench.Load{Users: o.hookUsers, Concurrency: o.hookConcurrency, MaxConnections: o.maxConns},
-				Segment: o.hookSegment, Rounds: o.hookRounds, Seed: o.seed})
+				Load:   bench.Load{Users: o.hookUsers, Concurrency: o.hookConcurrency, MaxConnections: o.maxConns},
+				Warmup: time.Second, Segment: o.hookSegment, Rounds: o.hookRounds, Seed: o.seed})
 			if err != nil {
 				h.fail("%s: %v", name, err)
 			}

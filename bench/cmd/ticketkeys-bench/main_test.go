@@ -1,0 +1,76 @@
+package main
+
+import (
+	"crypto/tls"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 TLS versions x 2 certificates x (3 baseline runs + 2 rotating runs),
+	// each with its warm-up and about 2s of process start and stop, plus the
+	// hook rounds: this must leave room for Vault's start, the read cost and
+	// the decryption benchmark inside the budget.
+	perCombo := 3*(o.warmup+o.baseline+2*time.Second) + 2*(o.warmup+o.rotating+2*time.Second)
+	hook := 2 * time.Duration(2*o.hookRounds) * (time.Second + o.hookSegment + 2*time.Second)
+	if total := 4*perCombo + hook; total > o.budget-60*time.Second {
+		t.Fatalf("default runs need about %s, budget %s leaves less than 60s for Vault, reads and decryption", total, o.budget)
+	}
+	if o.budget > 9*time.Minute {
+		t.Fatalf("default budget %s: make bench must end within 10 minutes including the build", o.budget)
+	}
+	if r := int(o.rotating / o.rotationPeriod); r < 3 {
+		t.Fatalf("rotating runs of %s at a %s period give %d rotations, want several (>= 3)", o.rotating, o.rotationPeriod, r)
+	}
+}
+
+func TestParseFlagsErrorsNameTheField(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-rotation-period", "2s"}, "rotation-period: must be whole seconds >= 5s"},
+		{[]string{"-users", "0"}, "must be >= 1, got 0"},
+		{[]string{"extra"}, `arguments: want none besides flags, got ["extra"]`},
+	} {
+		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%q): got %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestParseLists(t *testing.T) {
+	w, err := parseWindows("1-4")
+	if err != nil || !reflect.DeepEqual(w, []int{1, 2, 3, 4}) {
+		t.Fatalf("parseWindows(1-4) = %v, %v", w, err)
+	}
+	w, err = parseWindows("1, 14")
+	if err != nil || !reflect.DeepEqual(w, []int{1, 14}) {
+		t.Fatalf("parseWindows(1, 14) = %v, %v", w, err)
+	}
+	for _, bad := range []string{"0-3", "5-2", "x", "1,,2", "65"} {
+		if _, err := parseWindows(bad); err == nil {
+			t.Errorf("parseWindows(%q) accepted", bad)
+		}
+	}
+	v, err := parseTLS("1.3,1.2")
+	if err != nil || !reflect.DeepEqual(v, []uint16{tls.VersionTLS13, tls.VersionTLS12}) {
+		t.Fatalf("parseTLS = %v, %v", v, err)
+	}
+	if _, err := parseTLS("1.1"); err == nil || !strings.Contains(err.Error(), `got "1.1"`) {
+		t.Fatalf("parseTLS(1.1): %v", err)
+	}
+	sc, err := parseScenarios("own,ticketkeys")
+	if err != nil || len(sc) != 2 || sc[1].ID != "ticketkeys" {
+		t.Fatalf("parseScenarios = %v, %v", sc, err)
+	}
+	if _, err := parseScenarios("own,fast"); err == nil || !strings.Contains(err.Error(), `got "fast"`) {
+		t.Fatalf("parseScenarios(own,fast): %v", err)
+	}
+}
