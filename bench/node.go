@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -449,9 +448,6 @@ func ServeMain(args []string) int {
 	cfg.VaultToken = os.Getenv(EnvVaultToken)
 	if err := ServeNodes(context.Background(), cfg, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return 3
-		}
 		return 1
 	}
 	return 0

@@ -272,14 +272,18 @@ func eapiCheckWindow(t *testing.T, w eapiWindow, name, format string, start, end
 		t.Errorf("%s: tls_ticket_keys present (%d lines) outside the haproxy format", where, len(w.TLSTicketKeys))
 	}
 	// ttl: at least 1, at most the time to the earliest change visible in
-	// the window, rounded up, plus the jitter bound.
+	// the window, rounded up, plus the jitter bound. The server computed it
+	// at some instant in [start, end]; a boundary inside that interval may
+	// already have passed for the server, so only boundaries after end
+	// bound it, measured from start (the earliest the server can have
+	// looked). The current key never encrypts longer than rotation_period.
 	if w.TTL < 1 {
 		t.Errorf("%s: ttl %d, want >= 1", where, w.TTL)
 	}
 	bound := time.Duration(w.RotationPeriod) * time.Second
 	for _, k := range w.Keys {
 		for _, at := range []time.Time{k.NotBefore, k.NotAfter} {
-			if d := at.Sub(start); d > 0 && d < bound {
+			if d := at.Sub(start); at.After(end) && d < bound {
 				bound = d
 			}
 		}
