@@ -48,13 +48,9 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	if mode != rotateScheduled && mode != rotateNow {
 		return logical.ErrorResponse("mode must be %q or %q; got %q", rotateScheduled, rotateNow, mode), nil
 	}
-	purge, ok, err := d.GetOkErr("purge_previous")
-	if err != nil {
-		return logical.ErrorResponse("purge_previous must be true or false; got %q", d.Raw["purge_previous"]), nil
-	}
-	if !ok {
-		purge = false
-	}
+	// The framework has already rejected a purge_previous that is not a bool,
+	// naming the field and the value.
+	purge := d.Get("purge_previous").(bool)
 
 	lock := b.lockFor(name)
 	lock.Lock()
@@ -67,7 +63,7 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 		return nil, errKeyringNotFound(name)
 	}
 	now := b.clock().UTC()
-	nk, err := kr.rotate(mode, purge.(bool), now, b.random)
+	nk, err := kr.rotate(mode, purge, now, b.random)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
 	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "pause between two connections of one worker")
 	fs.DurationVar(&o.baseline, "baseline", 8*time.Second, "load duration of the runs without rotation (single, own, static)")
-	fs.DurationVar(&o.rotating, "rotating", 20*time.Second, "load duration of the rotating runs (switch, ticketkeys)")
+	fs.DurationVar(&o.rotating, "rotating", 24*time.Second, "measured load of the rotating runs (switch, ticketkeys); end it a few seconds after a rotation so that every rotation's misses are counted")
 	fs.DurationVar(&o.rotationPeriod, "rotation-period", 5*time.Second, "rotation period of scenarios 3 and 4 (the engine's minimum is 5s)")
 	fs.DurationVar(&o.switchGap, "switch-gap", time.Second, "scenario 3: delay between two nodes' switches")
 	fs.DurationVar(&o.retain, "retain", 30*time.Second, "scenario 4: the keyring's retain")
@@ -121,7 +121,7 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("arguments: want none besides flags, got %q", fs.Args())
 	}
 	if o.quick {
-		o.warmup, o.baseline, o.rotating = time.Second, 3*time.Second, 11*time.Second
+		o.warmup, o.baseline, o.rotating = time.Second, 3*time.Second, 14*time.Second
 		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
 		o.readSegment, o.readRounds = time.Second, 1
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
