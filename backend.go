@@ -120,6 +120,17 @@ func (b *backend) cachedKeyring(ctx context.Context, s logical.Storage, name str
 	return kr, nil
 }
 
+// keyringForUpdate returns a private copy of the keyring to change. The
+// caller holds the keyring's write lock, so the cached copy is the stored
+// one (Invalidate drops it when storage changes elsewhere).
+func (b *backend) keyringForUpdate(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
+	kr, err := b.cachedKeyring(ctx, s, name)
+	if err != nil || kr == nil {
+		return nil, err
+	}
+	return kr.clone(), nil
+}
+
 // storeKeyring writes a keyring and makes it the cached copy. The caller
 // holds the keyring's write lock and must not modify kr afterwards.
 func (b *backend) storeKeyring(ctx context.Context, s logical.Storage, kr *keyring) error {
@@ -181,7 +192,7 @@ func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name s
 	if cached, err := b.cachedKeyring(ctx, s, name); err != nil || cached == nil || !cached.due(now) {
 		return err
 	}
-	kr, err := loadKeyring(ctx, s, name)
+	kr, err := b.keyringForUpdate(ctx, s, name)
 	if err != nil || kr == nil {
 		return err
 	}

@@ -111,3 +111,23 @@ func TestInvalidateDropsCachedKeyring(t *testing.T) {
 		t.Fatal("Invalidate did not drop the cached keyring")
 	}
 }
+
+func TestCachedKeyringIsNeverChangedInPlace(t *testing.T) {
+	tb := getBackend(t)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "5m", "retain": "0s"})
+	cached, _ := tb.cachedKeyring(t.Context(), tb.storage, "web")
+	firstName := append([]byte(nil), cached.Keys[0].Name...)
+	n := len(cached.Keys)
+
+	tb.clock.Advance(30 * time.Minute) // expires and wipes keys in the updated copy
+	tb.tick(t)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web/rotate", map[string]interface{}{"mode": "now", "purge_previous": true})
+
+	if len(cached.Keys) != n || string(cached.Keys[0].Name) != string(firstName) {
+		t.Fatal("an update changed a keyring that readers may still hold")
+	}
+	fresh, _ := tb.cachedKeyring(t.Context(), tb.storage, "web")
+	if fresh == cached {
+		t.Fatal("the cache still holds the old keyring after updates")
+	}
+}

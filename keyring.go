@@ -1,9 +1,11 @@
 package ticketkeys
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -82,6 +84,21 @@ type keyring struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 	// PublishAheadSet is true once an operator set publish_ahead; until then it follows rotation_period.
 	PublishAheadSet bool `json:"publish_ahead_set,omitempty"`
+}
+
+// clone returns a deep copy, so a cached keyring is never changed in place.
+func (kr *keyring) clone() *keyring {
+	c := *kr
+	c.Keys = make([]*ticketKey, len(kr.Keys))
+	for i, k := range kr.Keys {
+		kc := *k
+		kc.Name = bytes.Clone(k.Name)
+		kc.AES = bytes.Clone(k.AES)
+		kc.HMAC = bytes.Clone(k.HMAC)
+		c.Keys[i] = &kc
+	}
+	c.Destroyed = slices.Clone(kr.Destroyed)
+	return &c
 }
 
 func keyringPath(name string) string { return keyringStoragePrefix + name }

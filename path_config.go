@@ -104,7 +104,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, fmt.Errorf("listing keyrings: %w", err)
 	}
 	for _, name := range names {
-		kr, err := loadKeyring(ctx, req.Storage, name)
+		kr, err := b.cachedKeyring(ctx, req.Storage, name)
 		if err != nil {
 			return nil, err
 		}

@@ -135,7 +135,7 @@ func (b *backend) keyringExists(ctx context.Context, req *logical.Request, d *fr
 	if validateName(name) != nil {
 		return false, nil // the handler reports the bad name
 	}
-	kr, err := loadKeyring(ctx, req.Storage, name)
+	kr, err := b.cachedKeyring(ctx, req.Storage, name)
 	return kr != nil, err
 }
 
@@ -171,7 +171,7 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, err
 	}
-	kr, err := loadKeyring(ctx, req.Storage, name)
+	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

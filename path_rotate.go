@@ -55,7 +55,7 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	lock := b.lockFor(name)
 	lock.Lock()
 	defer lock.Unlock()
-	kr, err := loadKeyring(ctx, req.Storage, name)
+	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
