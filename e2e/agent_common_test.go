@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -26,6 +27,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/resumption"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
@@ -590,4 +594,65 @@ func shortIDs(ids string) string {
 		out = append(out, id)
 	}
 	return strings.Join(out, ",")
+}
+
+// fleetLoad is the resumption load the server-fleet tests run: one client per
+// TLS version (1.2 and 1.3) at the same time, each picking a random node for
+// every connection, bounded by loadFor and by a connection count.
+type fleetLoad struct {
+	mu      sync.Mutex
+	results map[string]resumption.Result
+	errs    []error
+}
+
+// startFleetLoad starts the load on wg; read the results after wg.Wait.
+func startFleetLoad(ctx context.Context, wg *sync.WaitGroup, addrs []string, pool *x509.CertPool, loadFor time.Duration, seed int64) *fleetLoad {
+	fl := &fleetLoad{results: map[string]resumption.Result{}}
+	for _, v := range []struct {
+		name string
+		ver  uint16
+	}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := resumption.Run(ctx, resumption.Config{
+				Addrs: addrs, ServerName: testcert.ServerName, RootCAs: pool,
+				MinVersion: v.ver, MaxVersion: v.ver,
+				Users: 16, Concurrency: 2, MaxConnections: 20000, MaxDuration: loadFor,
+				Interval: 20 * time.Millisecond, Seed: int64(v.ver) + seed,
+			})
+			fl.mu.Lock()
+			defer fl.mu.Unlock()
+			fl.results[v.name] = r
+			if err != nil {
+				fl.errs = append(fl.errs, fmt.Errorf("%s: %w", v.name, err))
+			}
+		}()
+	}
+	return fl
+}
+
+// checkResumedThroughRotations fails the test unless the engine rotated at
+// least twice during the load and every TLS version resumed at least 0.999 of
+// a meaningful number of offered tickets.
+func (fl *fleetLoad) checkResumedThroughRotations(t *testing.T, watch *windowWatch) {
+	t.Helper()
+	for _, err := range fl.errs {
+		t.Error(err)
+	}
+	rot := watch.Rotations()
+	windows, _ := watch.Windows()
+	t.Logf("engine: %d rotations, %d distinct windows during the run", rot, len(windows))
+	if rot < 2 {
+		t.Errorf("only %d rotations during the run, want >= 2", rot)
+	}
+	for name, r := range fl.results {
+		t.Logf("%s: %s", name, r)
+		if r.Offered < 200 {
+			t.Errorf("%s: only %d tickets offered; the load did not run", name, r.Offered)
+		}
+		if rate := r.ResumeRate(); rate < 0.999 {
+			t.Errorf("%s: resume rate %.4f (%d of %d), want >= 0.999", name, rate, r.Resumed, r.Offered)
+		}
+	}
 }

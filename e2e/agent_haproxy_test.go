@@ -156,30 +156,7 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 	defer cancel()
 	const loadFor = 32 * time.Second
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	results := map[string]resumption.Result{}
-	var loadErr []error
-	for _, v := range []struct {
-		name string
-		ver  uint16
-	}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := resumption.Run(ctx, resumption.Config{
-				Addrs: addrs, ServerName: testcert.ServerName, RootCAs: cert.Pool,
-				MinVersion: v.ver, MaxVersion: v.ver,
-				Users: 16, Concurrency: 2, MaxConnections: 20000, MaxDuration: loadFor,
-				Interval: 20 * time.Millisecond, Seed: int64(v.ver) + 7,
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			results[v.name] = r
-			if err != nil {
-				loadErr = append(loadErr, fmt.Errorf("%s: %w", v.name, err))
-			}
-		}()
-	}
+	load := startFleetLoad(ctx, &wg, addrs, cert.Pool, loadFor, 7)
 	probes := make([]probeResult, 3)
 	for i := range addrs {
 		wg.Add(1)
@@ -192,25 +169,9 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 	cancel()
 	wg.Wait()
 	watch.Stop()
-	for _, err := range loadErr {
-		t.Error(err)
-	}
-
+	load.checkResumedThroughRotations(t, watch)
 	rot := watch.Rotations()
 	windows, _ := watch.Windows()
-	t.Logf("engine: %d rotations, %d distinct windows during the run", rot, len(windows))
-	if rot < 2 {
-		t.Errorf("only %d rotations during the run, want >= 2", rot)
-	}
-	for name, r := range results {
-		t.Logf("%s: %s", name, r)
-		if r.Offered < 200 {
-			t.Errorf("%s: only %d tickets offered; the load did not run", name, r.Offered)
-		}
-		if rate := r.ResumeRate(); rate < 0.999 {
-			t.Errorf("%s: resume rate %.4f (%d of %d), want >= 0.999", name, rate, r.Resumed, r.Offered)
-		}
-	}
 	for i, p := range procs {
 		if p.MasterPID != before[i].master || !slices.Equal(p.WorkerPIDs(), before[i].workers) {
 			t.Errorf("%s was reloaded or restarted: master %d -> %d, workers %v -> %v", nodes[i].Name,

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent"
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/resumption"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
@@ -151,30 +149,7 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 	defer cancel()
 	const loadFor = 32 * time.Second
 	var wg sync.WaitGroup
-	results := map[string]resumption.Result{}
-	var mu sync.Mutex
-	var loadErr []error
-	for _, v := range []struct {
-		name string
-		ver  uint16
-	}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := resumption.Run(ctx, resumption.Config{
-				Addrs: addrs, ServerName: testcert.ServerName, RootCAs: cert.Pool,
-				MinVersion: v.ver, MaxVersion: v.ver,
-				Users: 16, Concurrency: 2, MaxConnections: 20000, MaxDuration: loadFor,
-				Interval: 20 * time.Millisecond, Seed: int64(v.ver),
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			results[v.name] = r
-			if err != nil {
-				loadErr = append(loadErr, fmt.Errorf("%s: %w", v.name, err))
-			}
-		}()
-	}
+	load := startFleetLoad(ctx, &wg, addrs, cert.Pool, loadFor, 0)
 	// The long-lived connection (keep-alive, a request every 500 ms) and the slow download, both on node 0.
 	var probe probeResult
 	wg.Add(1)
@@ -217,25 +192,9 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 	cancel()
 	wg.Wait()
 	watch.Stop()
-	for _, err := range loadErr {
-		t.Error(err)
-	}
-
+	load.checkResumedThroughRotations(t, watch)
 	rot := watch.Rotations()
 	windows, _ := watch.Windows()
-	t.Logf("engine: %d rotations, %d distinct windows during the run", rot, len(windows))
-	if rot < 2 {
-		t.Errorf("only %d rotations during the run, want >= 2", rot)
-	}
-	for name, r := range results {
-		t.Logf("%s: %s", name, r)
-		if r.Offered < 200 {
-			t.Errorf("%s: only %d tickets offered; the load did not run", name, r.Offered)
-		}
-		if rate := r.ResumeRate(); rate < 0.999 {
-			t.Errorf("%s: resume rate %.4f (%d of %d), want >= 0.999", name, rate, r.Resumed, r.Offered)
-		}
-	}
 	for i, n := range nodes {
 		runs := len(n.changeTimes()) - runsBefore[i]
 		t.Logf("%s: Agent ran the reload command %d time(s) during the run (windows seen by the engine watcher: %d)", n.Name, runs, len(windows))
