@@ -7,7 +7,7 @@
 # processes by PID and writes what it measured). Budget + build stay under
 # 10 minutes on 2 cores.
 
-.PHONY: bench bench-quick bench-decrypt bench-report test-bench
+.PHONY: bench bench-quick bench-decrypt bench-engine bench-report test-bench
 
 BENCH_OUT     ?= results
 BENCH_FLAGS   ?=
@@ -32,6 +32,9 @@ bench-quick: $(BENCH_BIN) ## benchmark smoke run (about 2 minutes): every part, 
 
 bench-decrypt: ## go test benchmark of ticket decryption by window size (BenchmarkDecryptTicket/window=1..14)
 	$(GO) test -run '^$$' -bench '^BenchmarkDecryptTicket$$' -benchmem -count=1 ./bench/
+
+bench-engine: ## go test benchmark of the engine's own cost of a 14-key window read, per format (no Vault)
+	$(GO) test -run '^$$' -bench '^BenchmarkReadWindow$$' -benchmem -count=1 .
 
 bench-report: $(BENCH_BIN) ## rewrite results/benchmark.md and the PNG from results/benchmark.json (no measurement)
 	$(BENCH_BIN) -from-json $(BENCH_OUT)/benchmark.json -out $(BENCH_OUT)
