@@ -330,13 +330,9 @@ func windowData(kr *keyring, format string, now time.Time) (map[string]interface
 		enc := base64.StdEncoding.EncodeToString(m)
 		clear(m)
 		encoded[k.ID()] = enc
-		keys = append(keys, map[string]interface{}{
-			"id":             k.ID(),
-			"state":          k.State,
-			"not_before":     k.NotBefore.Format(time.RFC3339),
-			"not_after":      k.NotAfter.Format(time.RFC3339),
-			keyMaterialField: enc,
-		})
+		fields := keyFields(k)
+		fields[keyMaterialField] = enc
+		keys = append(keys, fields)
 	}
 	data := settingsData(kr)
 	data["format"] = format
@@ -399,14 +395,19 @@ func scheduleData(kr *keyring, now time.Time) map[string]interface{} {
 func keyMetadata(window []windowKey) []map[string]interface{} {
 	keys := make([]map[string]interface{}, 0, len(window))
 	for _, k := range window {
-		keys = append(keys, map[string]interface{}{
-			"id":         k.ID(),
-			"state":      k.State,
-			"not_before": k.NotBefore.Format(time.RFC3339),
-			"not_after":  k.NotAfter.Format(time.RFC3339),
-		})
+		keys = append(keys, keyFields(k))
 	}
 	return keys
+}
+
+// keyFields describes one key of a window: id, state and times, never material.
+func keyFields(k windowKey) map[string]interface{} {
+	return map[string]interface{}{
+		"id":         k.ID(),
+		"state":      k.State,
+		"not_before": k.NotBefore.Format(time.RFC3339),
+		"not_after":  k.NotAfter.Format(time.RFC3339),
+	}
 }
 
 // ttlSeconds is how long a reader may keep this window: until it next changes,
