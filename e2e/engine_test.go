@@ -1028,6 +1028,48 @@ func TestEngineBootstrapACLAudit(t *testing.T) {
 	}
 	reader := s.NewToken(t, readerPolicy)
 
+	// A node's AppRole from bootstrap/node-approle.sh logs in to a token that reads its keyring only.
+	t.Run("node approle", func(t *testing.T) {
+		dir := t.TempDir()
+		out, err := eapiScript(t, s, "bootstrap/node-approle.sh", "web", "edge-1", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if role := strings.TrimSpace(out); role != "ticketkeys-edge-1" {
+			t.Fatalf("node-approle.sh printed %q, want the role name ticketkeys-edge-1", role)
+		}
+		var ids [2]string
+		for i, f := range []string{"role_id", "secret_id"} {
+			st, err := os.Stat(filepath.Join(dir, f))
+			if err != nil || st.Mode().Perm() != 0o600 {
+				t.Fatalf("%s: %v, mode %v; want a 0600 file", f, err, st)
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			ids[i] = strings.TrimSpace(string(b))
+			if strings.Contains(out, ids[i]) {
+				t.Fatalf("node-approle.sh printed the %s", f)
+			}
+		}
+		login := eapiWant(t, http.StatusOK, addr, "", "POST", "auth/approle/login", nil, map[string]any{"role_id": ids[0], "secret_id": ids[1]})
+		var auth struct {
+			Auth struct {
+				ClientToken string `json:"client_token"`
+			} `json:"auth"`
+		}
+		if err := json.Unmarshal(login.Body, &auth); err != nil || auth.Auth.ClientToken == "" {
+			t.Fatalf("approle login: no client token (%v)", err)
+		}
+		node := auth.Auth.ClientToken
+		eapiRead(t, addr, node, "web", "haproxy")
+		if r := eapiCall(t, addr, node, "GET", "ticketkeys/keys/other", nil, nil); r.Status != http.StatusForbidden {
+			t.Errorf("node token read another keyring: status %d, want 403", r.Status)
+		}
+		// Run again (a second node on the same Vault): approle is already enabled.
+		if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "web", "edge-2", t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	m := eapiMaterial{}
 	var ticketKeys []string
 	t.Run("reader", func(t *testing.T) {

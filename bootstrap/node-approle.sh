@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# node-approle.sh: create the AppRole a node's Vault Agent logs in with to read
+# one keyring, and write its role_id and secret_id files for the Agent's
+# auto_auth "approle" method.
+#
+# Usage: bootstrap/node-approle.sh KEYRING NODE OUTDIR [MOUNT]
+#
+# - writes the reader policy of KEYRING (bootstrap/reader-policy.sh);
+# - enables the approle auth method at auth/approle if it is not enabled;
+# - writes role "ticketkeys-NODE" whose tokens carry only that policy
+#   (token_ttl 1h, token_max_ttl 24h: Agent renews and logs in again by itself);
+# - writes OUTDIR/role_id and OUTDIR/secret_id (mode 0600) and prints the role name.
+# Needs VAULT_ADDR and a VAULT_TOKEN allowed to manage policies, auth methods
+# and AppRole roles. The Vault CLI is $VAULT (default: vault). The secret_id
+# is never printed.
+set -euo pipefail
+
+VAULT=${VAULT:-vault}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+die() { echo "node-approle.sh: $*" >&2; exit 1; }
+
+[[ $# -ge 3 && $# -le 4 ]] || die "usage: node-approle.sh KEYRING NODE OUTDIR [MOUNT]"
+keyring=$1 node=$2 outdir=$3 mount=${4:-ticketkeys}
+[[ $node =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "NODE '$node': want 1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"
+[[ -d $outdir ]] || die "OUTDIR '$outdir' is not a directory"
+
+policy=$("$here/reader-policy.sh" "$keyring" "$mount")
+
+if ! "$VAULT" auth list -format=json | grep -q '"approle/"'; then
+	"$VAULT" auth enable approle >/dev/null
+fi
+role=ticketkeys-$node
+"$VAULT" write -f "auth/approle/role/$role" token_policies="$policy" token_ttl=1h token_max_ttl=24h >/dev/null
+
+umask 077
+"$VAULT" read -field=role_id "auth/approle/role/$role/role-id" >"$outdir/role_id.tmp"
+"$VAULT" write -f -field=secret_id "auth/approle/role/$role/secret-id" >"$outdir/secret_id.tmp"
+mv -f "$outdir/role_id.tmp" "$outdir/role_id"
+mv -f "$outdir/secret_id.tmp" "$outdir/secret_id"
+echo "$role"
