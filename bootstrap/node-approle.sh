@@ -9,7 +9,7 @@
 # - enables the approle auth method at auth/approle if it is not enabled;
 # - writes role "ticketkeys-NODE" whose tokens carry only that policy
 #   (token_ttl 1h, token_max_ttl 24h: Agent renews and logs in again by itself);
-# - writes OUTDIR/role_id and OUTDIR/secret_id (mode 0600) and prints the role name.
+# - writes OUTDIR/role-id and OUTDIR/secret-id (mode 0600) and prints the role name.
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to manage policies, auth methods
 # and AppRole roles. The Vault CLI is $VAULT (default: vault). The secret_id
 # is never printed.
@@ -33,8 +33,8 @@ role=ticketkeys-$node
 "$VAULT" write -f "auth/approle/role/$role" token_policies="$policy" token_ttl=1h token_max_ttl=24h >/dev/null
 
 umask 077
-"$VAULT" read -field=role_id "auth/approle/role/$role/role-id" >"$outdir/role_id.tmp"
-"$VAULT" write -f -field=secret_id "auth/approle/role/$role/secret-id" >"$outdir/secret_id.tmp"
-mv -f "$outdir/role_id.tmp" "$outdir/role_id"
-mv -f "$outdir/secret_id.tmp" "$outdir/secret_id"
+"$VAULT" read -field=role_id "auth/approle/role/$role/role-id" >"$outdir/role-id.tmp"
+"$VAULT" write -f -field=secret_id "auth/approle/role/$role/secret-id" >"$outdir/secret-id.tmp"
+mv -f "$outdir/role-id.tmp" "$outdir/role-id"
+mv -f "$outdir/secret-id.tmp" "$outdir/secret-id"
 echo "$role"

@@ -1039,7 +1039,7 @@ func TestEngineBootstrapACLAudit(t *testing.T) {
 			t.Fatalf("node-approle.sh printed %q, want the role name ticketkeys-edge-1", role)
 		}
 		var ids [2]string
-		for i, f := range []string{"role_id", "secret_id"} {
+		for i, f := range []string{"role-id", "secret-id"} {
 			st, err := os.Stat(filepath.Join(dir, f))
 			if err != nil || st.Mode().Perm() != 0o600 {
 				t.Fatalf("%s: %v, mode %v; want a 0600 file", f, err, st)
