@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/resumption"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
@@ -255,32 +254,16 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor+8*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
+	load := startFleetLoad(ctx, &wg, https, cert.Pool, loadFor, 0)
 	var mu sync.Mutex
-	results := map[string]resumption.Result{}
 	type sres struct{ offered, resumed, failures int }
 	streamRes := map[string]sres{}
 	probes := make([]probeResult, 3)
-	var loadErr []error
 	for _, v := range []struct {
 		name string
 		ver  uint16
 	}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}} {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			r, err := resumption.Run(ctx, resumption.Config{
-				Addrs: https, ServerName: testcert.ServerName, RootCAs: cert.Pool,
-				MinVersion: v.ver, MaxVersion: v.ver,
-				Users: 16, Concurrency: 2, MaxConnections: 20000, MaxDuration: loadFor,
-				Interval: 20 * time.Millisecond, Seed: int64(v.ver),
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			results[v.name] = r
-			if err != nil {
-				loadErr = append(loadErr, fmt.Errorf("%s: %w", v.name, err))
-			}
-		}()
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sctx, scancel := context.WithTimeout(ctx, loadFor)
@@ -302,28 +285,12 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	}
 	wg.Wait()
 	watch.Stop()
-	for _, err := range loadErr {
-		t.Error(err)
-	}
-	rot := watch.Rotations()
-	windows, _ := watch.Windows()
-	t.Logf("engine: %d rotations, %d distinct windows during the run", rot, len(windows))
-	if rot < 2 {
-		t.Errorf("only %d rotations during the run, want >= 2", rot)
-	}
+	load.checkResumedThroughRotations(t, watch) // the https load
 	for _, name := range []string{"TLS1.2", "TLS1.3"} {
-		r := results[name]
-		t.Logf("https %s: %s", name, r)
-		for _, c := range r.Conns {
+		for _, c := range load.results[name].Conns {
 			if c.HandshakeErr != "" || c.RequestErr != "" {
 				t.Logf("https %s: connection to node %d at %s: handshake error %q, request error %q", name, c.Addr, c.Start.Format("15:04:05.000"), c.HandshakeErr, c.RequestErr)
 			}
-		}
-		if r.Offered < 200 {
-			t.Errorf("https %s: only %d tickets offered; the load did not run", name, r.Offered)
-		}
-		if rate := r.ResumeRate(); rate < 0.999 {
-			t.Errorf("https %s: resume rate %.4f (%d of %d), want >= 0.999", name, rate, r.Resumed, r.Offered)
 		}
 		sr := streamRes[name]
 		rate := 0.0
