@@ -235,10 +235,20 @@ func TestTTLJitterIsAfterTheChange(t *testing.T) {
 	if got, want := resp.Data["ttl"], int64(50*60+30); got != want {
 		t.Fatalf("ttl = %v, want %v", got, want)
 	}
-	for _, n := range []int64{1, 2, 30, 31} {
-		if j := tb.backend.jitter; j(n) >= n {
-			t.Fatalf("jitter bound broken")
+
+	// The production jitter stays within that bound and does spread readers.
+	tb.jitter = newBackend(time.Now, nil).jitter
+	seen := map[int64]bool{}
+	for range 200 {
+		resp, _ := readWindow(t, tb, "web", "go")
+		ttl := resp.Data["ttl"].(int64)
+		if ttl < 50*60 || ttl > 50*60+30 {
+			t.Fatalf("ttl = %d, want between 3000 and 3030", ttl)
 		}
+		seen[ttl] = true
+	}
+	if len(seen) < 2 {
+		t.Fatal("200 reads all got the same ttl: no jitter")
 	}
 }
 
