@@ -152,6 +152,9 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 	}
 
 	var lastErr error
+	noWindow := func() error {
+		return fmt.Errorf("ticketkeys: no valid window from %s before the context ended (%v); last error: %w", s.path, ctx.Err(), lastErr)
+	}
 	for attempt := 1; ; attempt++ {
 		start := s.o.clock.Now()
 		w, err := s.fetch(ctx)
@@ -166,6 +169,11 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 			go s.loop(loopCtx, now.Add(wait))
 			return s, nil
 		}
+		if ctx.Err() != nil && lastErr != nil {
+			// This read was cut by the caller's deadline: the error worth
+			// reporting is the last one Vault actually gave.
+			return nil, noWindow()
+		}
 		lastErr = err
 		s.recordError(err, s.o.clock.Now())
 		if errors.Is(err, ErrKeyringNotFound) || errors.Is(err, ErrPermissionDenied) || isBadRequest(err) {
@@ -177,7 +185,7 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		select {
 		case <-ctx.Done():
 			stop()
-			return nil, fmt.Errorf("ticketkeys: no valid window from %s before the context ended (%v); last error: %w", s.path, ctx.Err(), lastErr)
+			return nil, noWindow()
 		case <-ch:
 		}
 	}
