@@ -25,7 +25,10 @@ device=${device%/}
 
 # `vault audit list` exits 2 when no device is enabled; its first column is
 # the device path.
-if { "$VAULT" audit list 2>/dev/null || true; } | awk '{print $1}' | grep -qx "$device/"; then
+# Read the list whole first, so that no early-closing pipe under pipefail
+# can turn "enabled" into "not enabled".
+devices=$("$VAULT" audit list 2>/dev/null || true)
+if awk '{print $1}' <<<"$devices" | grep -qx "$device/"; then
 	echo "an audit device is already enabled at $device/"
 	exit 0
 fi

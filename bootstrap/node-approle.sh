@@ -26,7 +26,10 @@ keyring=$1 node=$2 outdir=$3 mount=${4:-ticketkeys}
 
 policy=$("$here/reader-policy.sh" "$keyring" "$mount")
 
-if ! "$VAULT" auth list -format=json | grep -q '"approle/"'; then
+# Read the list whole first: `| grep -q` would close the pipe early and, under
+# pipefail, turn the CLI's SIGPIPE into "not enabled".
+auth_methods=$("$VAULT" auth list -format=json)
+if [[ $auth_methods != *'"approle/"'* ]]; then
 	"$VAULT" auth enable approle >/dev/null
 fi
 role=ticketkeys-$node
