@@ -28,7 +28,11 @@ device=${device%/}
 # Read the list whole first, so that no early-closing pipe under pipefail
 # can turn "enabled" into "not enabled".
 devices=$("$VAULT" audit list 2>/dev/null || true)
-if awk '{print $1}' <<<"$devices" | grep -qx "$device/"; then
+enabled=false
+while read -r path _; do
+	[[ $path == "$device/" ]] && enabled=true
+done <<<"$devices"
+if $enabled; then
 	echo "an audit device is already enabled at $device/"
 	exit 0
 fi
