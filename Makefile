@@ -25,7 +25,7 @@ E2E_PKGS    ?= ./e2e/... ./internal/vaulttest/...
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build test test-unit test-e2e vault dev clean fmt vet
+.PHONY: help build deps test test-unit test-e2e vault dev clean fmt vet
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,10 +38,13 @@ test: ## all tests: unit tests with -race, then the end-to-end tests
 	$(MAKE) --no-print-directory test-e2e; \
 	echo "make test: unit $${unit}s, e2e $$((SECONDS-start-unit))s, total $$((SECONDS-start))s"
 
-test-unit: ## unit tests with the race detector
+deps: ## install the Debian packages the tests need (scripts/debian-packages.txt; as root, services not started)
+	@scripts/debian-deps.sh
+
+test-unit: deps ## unit tests with the race detector
 	@start=$$SECONDS; $(GO) test -race -count=1 ./...; echo "test-unit: $$((SECONDS-start))s"
 
-test-e2e: ## end-to-end tests (tag e2e) against the pinned Vault binary
+test-e2e: deps ## end-to-end tests (tag e2e) against the pinned Vault binary
 	@start=$$SECONDS; VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
 	echo "test-e2e: VAULT_BIN=$$VAULT_BIN"; \
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) $(E2E_PKGS); \

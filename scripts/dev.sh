@@ -21,7 +21,14 @@ vault_bin=$(cd "$root" && scripts/vault-build.sh)
 work=$(mktemp -d "${TMPDIR:-/tmp}/ticketkeys-dev.XXXXXX")
 mkdir "$work/plugins"
 plugin=$work/plugins/vault-plugin-secrets-ticketkeys
-(cd "$root" && go build -o "$plugin" ./cmd/vault-plugin-secrets-ticketkeys)
+echo "dev.sh: building the plugin ..." >&2
+if ! (cd "$root" && go build -o "$plugin" ./cmd/vault-plugin-secrets-ticketkeys) >"$work/build.log" 2>&1; then
+	echo "dev.sh: building the plugin failed:" >&2
+	tail -n 40 "$work/build.log" >&2
+	rm -rf "$work"
+	exit 1
+fi
+echo "dev.sh: starting Vault on $listen ..." >&2
 
 vault_pid=
 stop() {
