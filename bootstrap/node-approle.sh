@@ -7,9 +7,14 @@
 #
 # - writes the reader policy of KEYRING (bootstrap/reader-policy.sh);
 # - enables the approle auth method at auth/approle if it is not enabled;
-# - writes role "ticketkeys-NODE" whose tokens carry only that policy
-#   (token_ttl 1h, token_max_ttl 24h: Agent renews and logs in again by itself);
-# - writes OUTDIR/role-id and OUTDIR/secret-id (mode 0600) and prints the role name.
+# - writes role "ticketkeys-NODE" whose tokens carry that policy and the
+#   ticketkeys reader policies the role already had, so running it again for
+#   a second keyring on the same node adds that keyring instead of replacing
+#   the first (token_ttl 1h, token_max_ttl 24h: Agent renews and logs in
+#   again by itself); policies that are not ticketkeys reader policies are
+#   never added to the role by this script, and are kept if an operator did;
+# - creates OUTDIR (mode 0700) when it does not exist, then writes
+#   OUTDIR/role-id and OUTDIR/secret-id (mode 0600) and prints the role name.
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to manage policies, auth methods
 # and AppRole roles. The Vault CLI is $VAULT (default: vault). The secret_id
 # is never printed.
@@ -22,6 +27,9 @@ die() { echo "node-approle.sh: $*" >&2; exit 1; }
 [[ $# -ge 3 && $# -le 4 ]] || die "usage: node-approle.sh KEYRING NODE OUTDIR [MOUNT]"
 keyring=$1 node=$2 outdir=$3 mount=${4:-ticketkeys}
 [[ $node =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "NODE '$node': want 1-64 characters of A-Z a-z 0-9 _ - . starting with a letter or digit"
+if [[ ! -e $outdir ]]; then
+	mkdir -p -m 0700 "$outdir" || die "cannot create OUTDIR '$outdir'"
+fi
 [[ -d $outdir ]] || die "OUTDIR '$outdir' is not a directory"
 
 policy=$("$here/reader-policy.sh" "$keyring" "$mount")
@@ -33,7 +41,27 @@ if [[ $auth_methods != *'"approle/"'* ]]; then
 	"$VAULT" auth enable approle >/dev/null
 fi
 role=ticketkeys-$node
-"$VAULT" write -f "auth/approle/role/$role" token_policies="$policy" token_ttl=1h token_max_ttl=24h >/dev/null
+
+# The policies the role carries today ("[a b]" from the CLI; empty when the
+# role does not exist yet), plus this keyring's, each once.
+# A failed read of an existing role stops the script: writing the role
+# without its current policies would cut the node off its other keyrings.
+policies=$policy
+# `vault list` exits 2 with "No value found" when there is no role yet.
+if ! roles=$("$VAULT" list -format=json auth/approle/role 2>&1); then
+	[[ $roles == *"No value found"* ]] || die "cannot list AppRole roles: $roles"
+	roles=
+fi
+if [[ $roles == *"\"$role\""* ]]; then
+	existing=$("$VAULT" read -field=token_policies "auth/approle/role/$role") ||
+		die "cannot read the policies of role $role; not changing it"
+	existing=${existing#[}
+	existing=${existing%]}
+	for p in $existing; do
+		[[ ,$policies, == *,"$p",* ]] || policies=$policies,$p
+	done
+fi
+"$VAULT" write -f "auth/approle/role/$role" token_policies="$policies" token_ttl=1h token_max_ttl=24h >/dev/null
 
 umask 077
 "$VAULT" read -field=role_id "auth/approle/role/$role/role-id" >"$outdir/role-id.tmp"

@@ -1,5 +1,6 @@
 // Command ticketkeys-agent-config prints the Vault Agent configuration (or the node policy) for one server
-// kind, rendered by package bootstrap/agent. Every flag defaults to the documented default of agent.Params.
+// kind, rendered by package bootstrap/agent. Every flag defaults to the documented default of agent.Params;
+// bootstrap/agent/README.md lists the flags (a test keeps that list equal to this file's).
 //
 //	go run ./bootstrap/agent/cmd/ticketkeys-agent-config -kind nginx -keyring web -vault https://vault:8200 > agent.hcl
 //	go run ./bootstrap/agent/cmd/ticketkeys-agent-config -policy -keyring web > ticketkeys-web.hcl
@@ -8,46 +9,75 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent"
 )
 
-func main() {
-	var p agent.Params
-	kind := flag.String("kind", "", "server kind: nginx, haproxy or envoy (required unless -policy)")
-	policy := flag.Bool("policy", false, "print the node's Vault policy instead of the Agent configuration")
-	command := flag.String("command", "", "command run after a change, arguments separated by spaces; default by kind; \"none\" for no command")
-	flag.StringVar(&p.VaultAddr, "vault", "", "Vault address (default https://vault.example.com:8200)")
-	flag.StringVar(&p.CACert, "ca-cert", "", "PEM file to verify Vault's certificate (default: system roots)")
-	flag.StringVar(&p.Mount, "mount", "", "engine mount path (default ticketkeys)")
-	flag.StringVar(&p.Keyring, "keyring", "", "keyring name (default web)")
-	flag.StringVar(&p.RoleIDFile, "role-id-file", "", "AppRole role_id file (default /etc/vault-agent/ticketkeys/role-id)")
-	flag.StringVar(&p.SecretIDFile, "secret-id-file", "", "AppRole secret_id file (default /etc/vault-agent/ticketkeys/secret-id)")
-	flag.StringVar(&p.TokenSink, "token-sink", "", "file sink for Agent's token (default: none)")
-	flag.StringVar(&p.PIDFile, "pid-file", "", "Agent pid file (default: none)")
-	flag.StringVar(&p.Dir, "dir", "", "output directory (default /etc/<kind>/ticketkeys)")
-	flag.IntVar(&p.Slots, "slots", 0, "nginx: number of key files (default 4)")
-	flag.StringVar(&p.SecretName, "secret-name", "", "envoy: SDS secret name (default session_ticket_keys)")
-	flag.Parse()
-	switch *command {
+// request is what the flags ask for.
+type request struct {
+	params  agent.Params
+	kind    string
+	policy  bool
+	command string
+}
+
+// newFlags declares the command's flags on a new FlagSet that fills req.
+func newFlags(req *request, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ticketkeys-agent-config", flag.ContinueOnError)
+	fs.SetOutput(output)
+	p := &req.params
+	fs.StringVar(&req.kind, "kind", "", "server kind: nginx, haproxy or envoy (required unless -policy)")
+	fs.BoolVar(&req.policy, "policy", false, "print the node's Vault policy instead of the Agent configuration")
+	fs.StringVar(&req.command, "command", "", "command run after a change, arguments separated by spaces; default by kind; \"none\" for no command")
+	fs.StringVar(&p.VaultAddr, "vault", "", "Vault address (default https://vault.example.com:8200)")
+	fs.StringVar(&p.CACert, "ca-cert", "", "PEM file to verify Vault's certificate (default: system roots)")
+	fs.StringVar(&p.Mount, "mount", "", "engine mount path (default ticketkeys)")
+	fs.StringVar(&p.Keyring, "keyring", "", "keyring name (default web)")
+	fs.StringVar(&p.RoleIDFile, "role-id-file", "", "AppRole role_id file (default /etc/vault-agent/ticketkeys/role-id)")
+	fs.StringVar(&p.SecretIDFile, "secret-id-file", "", "AppRole secret_id file (default /etc/vault-agent/ticketkeys/secret-id)")
+	fs.StringVar(&p.TokenSink, "token-sink", "", "file sink for Agent's token (default: none)")
+	fs.StringVar(&p.PIDFile, "pid-file", "", "Agent pid file (default: none)")
+	fs.StringVar(&p.Dir, "dir", "", "output directory (default /etc/<kind>/ticketkeys)")
+	fs.IntVar(&p.Slots, "slots", 0, "nginx: number of key files (default 4)")
+	fs.StringVar(&p.SecretName, "secret-name", "", "envoy: SDS secret name (default session_ticket_keys)")
+	return fs
+}
+
+// run renders what args ask for into stdout; errors go to stderr with exit status 2.
+func run(args []string, stdout, stderr io.Writer) int {
+	var req request
+	fs := newFlags(&req, stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ticketkeys-agent-config: unexpected argument %q (every setting is a flag; see -h)\n", fs.Arg(0))
+		return 2
+	}
+	p := req.params
+	switch req.command {
 	case "":
 	case "none":
 		p.Command = []string{}
 	default:
-		p.Command = strings.Fields(*command)
+		p.Command = strings.Fields(req.command)
 	}
 	var out string
 	var err error
-	if *policy {
+	if req.policy {
 		out, err = agent.Policy(p)
 	} else {
-		out, err = agent.Render(agent.Kind(*kind), p)
+		out, err = agent.Render(agent.Kind(req.kind), p)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "ticketkeys-agent-config: %v\n", err)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "ticketkeys-agent-config: %v\n", err)
+		return 2
 	}
-	fmt.Print(out)
+	fmt.Fprint(stdout, out)
+	return 0
 }
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
