@@ -21,6 +21,12 @@
 # secrets tune -plugin-version`, then a reload of that mount
 # (sys/plugins/reload/backend). A mount
 # already running this exact binary is left alone.
+#
+# Either way the mount's audit_non_hmac_response_keys then includes the
+# engine's fields that carry no key material (ids, states, times; the list
+# below, equal to ticketkeys.AuditNonHMACResponseKeys), so audit logs show
+# which key ids a client read while ticket_key and tls_ticket_keys stay
+# HMAC'd. Keys an operator added to that list are kept.
 set -euo pipefail
 
 VAULT=${VAULT:-vault}
@@ -30,6 +36,25 @@ mount=ticketkeys
 version=
 
 die() { echo "register.sh: $*" >&2; exit 1; }
+
+# Response fields without key material (ticketkeys.AuditNonHMACResponseKeys).
+non_hmac_keys=(id state publish_at not_before encrypt_until not_after destroyed_at reason name format mode)
+
+# tune_audit_keys: add non_hmac_keys to the mount's audit_non_hmac_response_keys.
+tune_audit_keys() {
+	local current missing=() k
+	current=$("$VAULT" read -field=audit_non_hmac_response_keys "sys/mounts/$mount/tune" 2>/dev/null || true)
+	current=${current#[}
+	current=${current%]}
+	for k in "${non_hmac_keys[@]}"; do
+		[[ " $current " == *" $k "* ]] || missing+=("$k")
+	done
+	[[ ${#missing[@]} -gt 0 ]] || return 0
+	local args=() k2
+	for k2 in $current "${missing[@]}"; do args+=("-audit-non-hmac-response-keys=$k2"); done
+	"$VAULT" secrets tune "${args[@]}" "$mount/" >/dev/null
+	echo "audit devices now show ${missing[*]} of $mount/ responses in clear (ticket_key stays HMAC'd)"
+}
 
 while getopts "n:p:v:h" opt; do
 	case $opt in
@@ -64,6 +89,7 @@ read_mount() { "$VAULT" read -field="$1" "sys/mounts/$mount" 2>/dev/null || true
 if ! "$VAULT" read "sys/mounts/$mount" >/dev/null 2>&1; then
 	"$VAULT" secrets enable -path="$mount" -plugin-version="$version" "$name" >/dev/null
 	echo "enabled $name $version at $mount/"
+	tune_audit_keys
 	exit 0
 fi
 
@@ -73,6 +99,7 @@ running_version=$(read_mount running_plugin_version)
 running_sha=$(read_mount running_sha256)
 if [[ $running_version == "$version" && $running_sha == "$sha" ]]; then
 	echo "$mount/ already runs $name $version (sha256 $sha)"
+	tune_audit_keys
 	exit 0
 fi
 "$VAULT" secrets tune -plugin-version="$version" "$mount/" >/dev/null
@@ -80,3 +107,4 @@ fi
 # outside a namespace to sys/plugins/reload/unknown/, which does not exist.
 "$VAULT" write sys/plugins/reload/backend mounts="$mount/" >/dev/null
 echo "upgraded $mount/ from ${running_version:-unversioned} (sha256 ${running_sha:-unknown}) to $name $version (sha256 $sha)"
+tune_audit_keys

@@ -3,11 +3,17 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/vault/api"
+
+	ticketkeys "github.com/ticketkeys/vault-plugin-secrets-ticketkeys"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
@@ -89,4 +95,100 @@ func TestBootstrapNodeAppRoleTwoKeyrings(t *testing.T) {
 	if len(got) != 2 {
 		t.Errorf("role ticketkeys-edge-7 policies %v; want exactly the alpha and beta reader policies", got)
 	}
+}
+
+// register.sh mounts the engine so that audit logs show key ids, states and
+// times in clear while key material stays HMAC'd, and keeps the non-HMAC
+// keys an operator added when it runs again.
+func TestBootstrapRegisterAuditFields(t *testing.T) {
+	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration(), vaulttest.WithAuditFile())
+	plugin := filepath.Join(s.PluginDir, vaulttest.PluginFile)
+	if _, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
+		t.Fatal(err)
+	}
+	createKeyring(t, s, "web")
+	w := readWindow(t, s, "web", "haproxy")
+
+	// The audit device writes the response entry of that read.
+	var entry struct {
+		Type    string `json:"type"`
+		Request struct {
+			Path string `json:"path"`
+		} `json:"request"`
+		Response struct {
+			Data struct {
+				Keys []struct {
+					ID        string `json:"id"`
+					State     string `json:"state"`
+					NotBefore string `json:"not_before"`
+					TicketKey string `json:"ticket_key"`
+				} `json:"keys"`
+				TLSTicketKeys []string `json:"tls_ticket_keys"`
+			} `json:"data"`
+		} `json:"response"`
+	}
+	found := false
+	for _, line := range strings.Split(readAuditLog(t, s), "\n") {
+		if !strings.Contains(line, `"type":"response"`) || !strings.Contains(line, `"path":"ticketkeys/keys/web"`) {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatal(err)
+		}
+		if len(entry.Response.Data.Keys) > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no audited response of the window read in the audit log")
+	}
+	data := entry.Response.Data
+	if len(data.Keys) != len(w.Keys) {
+		t.Fatalf("audit entry has %d keys, the read returned %d", len(data.Keys), len(w.Keys))
+	}
+	for i, k := range data.Keys {
+		if k.ID != w.Keys[i].ID || k.State != w.Keys[i].State {
+			t.Errorf("audited key %d: id %q state %q; want them in clear: %q %q", i, k.ID, k.State, w.Keys[i].ID, w.Keys[i].State)
+		}
+		if _, err := time.Parse(time.RFC3339, k.NotBefore); err != nil {
+			t.Errorf("audited key %d: not_before %q is not a clear RFC 3339 time", i, k.NotBefore)
+		}
+		if !strings.HasPrefix(k.TicketKey, "hmac-sha256:") {
+			t.Errorf("audited key %d: ticket_key is not HMAC'd", i)
+		}
+	}
+	for i, line := range data.TLSTicketKeys {
+		if !strings.HasPrefix(line, "hmac-sha256:") {
+			t.Errorf("audited tls_ticket_keys[%d] is not HMAC'd", i)
+		}
+	}
+
+	// An operator's own non-HMAC key survives a second register.sh (an upgrade).
+	if err := s.Client.Sys().TuneMount("ticketkeys", api.MountConfigInput{AuditNonHMACResponseKeys: []string{"operator_field"}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := eapiScript(t, s, "bootstrap/register.sh", plugin)
+	if err != nil || !strings.Contains(out, "in clear") {
+		t.Fatalf("register.sh again: %q, %v; want it to restore the engine's non-HMAC fields", out, err)
+	}
+	cfg, err := s.Client.Sys().MountConfig("ticketkeys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.AuditNonHMACResponseKeys
+	for _, k := range append([]string{"operator_field"}, ticketkeys.AuditNonHMACResponseKeys...) {
+		if !slices.Contains(got, k) {
+			t.Errorf("audit_non_hmac_response_keys %q after register.sh: missing %q", got, k)
+		}
+	}
+}
+
+// readAuditLog returns the audit log of s.
+func readAuditLog(t *testing.T, s *vaulttest.Server) string {
+	t.Helper()
+	b, err := os.ReadFile(s.AuditLogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -334,7 +334,8 @@ func (s *Server) registerAndMount() error {
 	}
 	err = s.Client.Sys().MountWithContext(ctx, MountPath, &api.MountInput{
 		Type:   PluginName,
-		Config: api.MountConfigInput{PluginVersion: ticketkeys.Version},
+		// As bootstrap/register.sh mounts it: fields without key material in clear in audit logs.
+		Config: api.MountConfigInput{PluginVersion: ticketkeys.Version, AuditNonHMACResponseKeys: ticketkeys.AuditNonHMACResponseKeys},
 	})
 	if err != nil {
 		return fmt.Errorf("enable plugin %s %s at %s/: %w", PluginName, ticketkeys.Version, MountPath, err)
