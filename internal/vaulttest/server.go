@@ -333,7 +333,7 @@ func (s *Server) registerAndMount() error {
 		return fmt.Errorf("register plugin %s %s (sha256 %s): %w", PluginName, ticketkeys.Version, s.PluginSHA256, err)
 	}
 	err = s.Client.Sys().MountWithContext(ctx, MountPath, &api.MountInput{
-		Type:   PluginName,
+		Type: PluginName,
 		// As bootstrap/register.sh mounts it: fields without key material in clear in audit logs.
 		Config: api.MountConfigInput{PluginVersion: ticketkeys.Version, AuditNonHMACResponseKeys: ticketkeys.AuditNonHMACResponseKeys},
 	})
