@@ -47,9 +47,10 @@ role=ticketkeys-$node
 # A failed read of an existing role stops the script: writing the role
 # without its current policies would cut the node off its other keyrings.
 policies=$policy
-# `vault list` exits 2 with "No value found" when there is no role yet.
+# `vault list` exits 2 when there is no role yet: "{}" with -format=json
+# (1.21), "No value found ..." in other versions.
 if ! roles=$("$VAULT" list -format=json auth/approle/role 2>&1); then
-	[[ $roles == *"No value found"* ]] || die "cannot list AppRole roles: $roles"
+	[[ $roles == "{}" || $roles == *"No value found"* ]] || die "cannot list AppRole roles: $roles"
 	roles=
 fi
 if [[ $roles == *"\"$role\""* ]]; then
