@@ -3,12 +3,13 @@ package client
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"time"
 )
 
 // ConfigureServer wires the Source into a server tls.Config by setting its
-// WrapSession and UnwrapSession (and wrapping its GetConfigForClient). The
-// caller keeps every other setting.
+// WrapSession and UnwrapSession (and wrapping its GetConfigForClient, if
+// any). The caller keeps every other setting.
 //
 // Function fields survive tls.Config.Clone, so this keeps working when
 // http.Server.ServeTLS, ListenAndServeTLS or tls.Listen clone cfg before
@@ -20,16 +21,24 @@ import (
 //
 // If cfg has a GetConfigForClient, it is wrapped: a Config it returns without
 // WrapSession and UnwrapSession of its own is cloned and given the Source's,
-// so tickets stay on the shared keys. While tickets are disabled (exhausted
-// with WithDisableTicketsOnExhaustion), the handshake's config is a clone
-// with SessionTicketsDisabled; when cfg has no GetConfigForClient that clone
-// is taken from cfg itself, so settings a server adds only to its own clone
-// (http.Server adds "h2" to NextProtos) are missing from those handshakes:
-// set NextProtos on cfg to keep HTTP/2 then.
+// so tickets stay on the shared keys.
 //
-// It returns an error, and changes nothing, when cfg is nil, already has
-// WrapSession or UnwrapSession, or has SessionTicketsDisabled set.
+// While tickets are disabled (exhausted with WithDisableTicketsOnExhaustion)
+// the Source never replaces the config crypto/tls serves (which may hold a
+// certificate or ALPN protocols only ServeTLS's own clone has): WrapSession
+// then returns a short ticket that names no key and that UnwrapSession never
+// accepts, and UnwrapSession accepts no ticket, so every handshake is a full
+// one and none fails.
+//
+// It returns an error, and changes nothing, when the Source is closed
+// (ErrClosed), or cfg is nil, already has WrapSession or UnwrapSession, or has
+// SessionTicketsDisabled set.
 func (s *Source) ConfigureServer(cfg *tls.Config) error {
+	select {
+	case <-s.closing:
+		return fmt.Errorf("%w: ConfigureServer: create a new Source", ErrClosed)
+	default:
+	}
 	switch {
 	case cfg == nil:
 		return errors.New("ticketkeys: ConfigureServer: cfg: required, got nil")
@@ -40,49 +49,41 @@ func (s *Source) ConfigureServer(cfg *tls.Config) error {
 	case cfg.SessionTicketsDisabled:
 		return errors.New("ticketkeys: ConfigureServer: cfg.SessionTicketsDisabled: must be false to use shared ticket keys, got true")
 	}
-	inner := cfg.GetConfigForClient
 	cfg.WrapSession = s.wrapSession
 	cfg.UnwrapSession = s.unwrapSession
-	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		var c *tls.Config
-		if inner != nil {
-			var err error
-			if c, err = inner(hello); err != nil {
-				return nil, err
+	if inner := cfg.GetConfigForClient; inner != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := inner(hello)
+			if err != nil || c == nil {
+				return c, err
 			}
-		}
-		disabled := s.keysetAt(s.o.clock.Now()).ticketsDisabled
-		if c == nil {
-			if !disabled {
-				return nil, nil
+			if c.WrapSession == nil && c.UnwrapSession == nil && !c.SessionTicketsDisabled {
+				c = c.Clone()
+				c.WrapSession = s.wrapSession
+				c.UnwrapSession = s.unwrapSession
 			}
-			c = cfg.Clone()
-			c.GetConfigForClient = nil
-			c.SessionTicketsDisabled = true
 			return c, nil
 		}
-		cloned := false
-		if c.WrapSession == nil && c.UnwrapSession == nil && !c.SessionTicketsDisabled {
-			c = c.Clone()
-			cloned = true
-			c.WrapSession = s.wrapSession
-			c.UnwrapSession = s.unwrapSession
-		}
-		if disabled && !c.SessionTicketsDisabled {
-			if !cloned {
-				c = c.Clone()
-			}
-			c.SessionTicketsDisabled = true
-		}
-		return c, nil
 	}
 	return nil
 }
+
+// inertTicketSize is the length of the tickets issued while tickets are
+// disabled: the Source's inert name and zero bytes, as long as the shortest
+// real ticket body, so that clients store it like any other.
+const inertTicketSize = TicketKeyNameSize + 16 + 32
 
 // wrapSession encrypts a session with the current key: the key's name, then
 // crypto/tls's own ticket under that key (see SealTicket).
 func (s *Source) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	ks := s.keysetAt(s.o.clock.Now())
+	if ks.ticketsDisabled {
+		// An error here would fail the handshake; an inert ticket costs the
+		// client one full handshake when it offers it.
+		t := make([]byte, inertTicketSize)
+		copy(t, s.inert[:])
+		return t, nil
+	}
 	s.issued.Add(1)
 	return sealTicket(ks.current.name, ks.current.cfg, ss)
 }
