@@ -68,11 +68,12 @@ type Source struct {
 	lastErrAt  time.Time
 	refreshes  uint64
 	refreshErr uint64
-	failures   int           // consecutive failed background reads
-	refreshAt  time.Time     // when the next background read is due
-	readMu     sync.Mutex    // serialises reads (background and Refresh)
-	kick       chan struct{} // Refresh moved refreshAt
-	pending    []notice      // logged and observed by emitNotices outside mu
+	failures   int       // consecutive failed background reads
+	refreshAt  time.Time // when the next background read is due
+	pending    []notice  // logged and observed by emitNotices outside mu
+
+	readMu sync.Mutex    // serialises reads (background and Refresh)
+	kick   chan struct{} // Refresh moved refreshAt
 
 	hits    [4]atomic.Uint64 // by stateIndex
 	misses  atomic.Uint64
