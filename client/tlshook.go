@@ -102,11 +102,15 @@ func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.Se
 	ks := s.keysetAt(now)
 	if !ks.ticketsDisabled {
 		if len(identity) > TicketKeyNameSize {
-			if k := ks.byName[keyName(identity[:TicketKeyNameSize])]; k != nil {
+			name := keyName(identity[:TicketKeyNameSize])
+			if k := ks.byName[name]; k != nil {
 				if ss, err := k.cfg.DecryptTicket(identity[TicketKeyNameSize:], cs); err == nil && ss != nil {
 					return s.hit(k.state, false, ss), nil
 				}
 				return s.miss(), nil
+			}
+			if name == s.inert {
+				return s.miss(), nil // issued while tickets were disabled
 			}
 		}
 		if s.acceptsLegacy(now) {
