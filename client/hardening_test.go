@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -494,5 +495,48 @@ func waitParked(t *testing.T, fc *fakeClock, before int) {
 			t.Fatal("the source loop did not park again within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLocalKeysOfEarlierOutagesKeepDecrypting: a second outage makes a new
+// local key without dropping the first one, which keeps decrypting for the
+// keyring's retain after its outage ended.
+func TestLocalKeysOfEarlierOutagesKeepDecrypting(t *testing.T) {
+	fv, fc, src, rec := newFakeSource(t, 10*time.Second)
+	cert := testcert.New(t, testcert.ECDSAP256)
+	addr := hookedServer(t, cert, src)
+	ss := serverSession(t, cert, addr, 0)
+
+	fv.setMode("down")
+	fc.step(t, 50*time.Second)
+	fc.step(t, 60*time.Second) // +120s: first outage, local key 1
+	first, err := src.wrapSession(tls.ConnectionState{}, ss)
+	if err != nil || !src.Status().Exhausted {
+		t.Fatalf("+120s: exhausted=%v err=%v", src.Status().Exhausted, err)
+	}
+	fv.setMode("ok")
+	fc.step(t, rec.lastRefresh(t).NextRefresh) // recovered: key 2 current, key 3 next
+	if st := src.Status(); st.Exhausted || st.Keys[StateLocal] != 1 {
+		t.Fatalf("recovery: exhausted=%v keys=%v", st.Exhausted, st.Keys)
+	}
+	recoveredAt := fc.Now()
+
+	fv.setMode("down")
+	fc.step(t, t0.Add(240*time.Second).Sub(fc.Now())) // +240s: key 3 ends, second outage
+	st := src.Status()
+	if !st.Exhausted || st.Keys[StateLocal] != 2 {
+		t.Fatalf("+240s: exhausted=%v keys=%v, want exhausted with two local keys (first one until %s)", st.Exhausted, st.Keys, recoveredAt.Add(retain))
+	}
+	second, err := src.wrapSession(tls.ConnectionState{}, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(first[:TicketKeyNameSize], second[:TicketKeyNameSize]) {
+		t.Fatal("the second outage reused the first outage's local key")
+	}
+	for i, ticket := range [][]byte{first, second} {
+		if got, _ := src.unwrapSession(ticket, tls.ConnectionState{}); got == nil {
+			t.Fatalf("a ticket of local key %d did not resume during the second outage", i+1)
+		}
 	}
 }

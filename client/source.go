@@ -60,7 +60,7 @@ type Source struct {
 
 	mu         sync.Mutex // guards the fields below
 	window     *Window
-	local      *localKey
+	locals     []*localKey // node-local keys of outages, oldest first; only the last may encrypt
 	keyCfgs    map[keyCfgID]*tls.Config
 	lastOK     time.Time
 	lastChange time.Time
@@ -110,6 +110,14 @@ type notice struct {
 	msg   string
 	attrs []slog.Attr
 	ev    AdvanceEvent
+}
+
+// encryptingLocal returns the local key that encrypts, or nil.
+func (s *Source) encryptingLocal() *localKey {
+	if n := len(s.locals); n > 0 && s.locals[n-1].encrypting {
+		return s.locals[n-1]
+	}
+	return nil
 }
 
 // localKey is the node-local random key of an exhaustion episode.
@@ -619,33 +627,49 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 		// No key encrypts or decrypts: see WithDisableTicketsOnExhaustion.
 		ks.ticketsDisabled = true
 	case ks.exhausted:
-		if s.local == nil || !s.local.encrypting {
+		// One local key per outage: it is made once and encrypts until the
+		// outage ends (or, past 168h, is replaced by a fresh one).
+		if lk := s.encryptingLocal(); lk == nil || !now.Before(lk.created.Add(maxKeyLifetime)) {
+			if lk != nil {
+				lk.encrypting, lk.notAfter = false, now
+			}
 			var seed [32]byte
 			if _, err := rand.Read(seed[:]); err != nil {
 				panic("ticketkeys: crypto/rand failed: " + err.Error())
 			}
 			c := keyConfig(seed)
 			clear(seed[:])
-			s.local = &localKey{name: randomName(), cfg: c, created: now, encrypting: true}
+			s.locals = append(s.locals, &localKey{name: randomName(), cfg: c, created: now, encrypting: true})
 		}
-		lk := &activeKey{state: StateLocal, name: s.local.name, cfg: s.local.cfg, notAfter: s.local.created.Add(maxKeyLifetime)}
-		soonest(lk.notAfter)
-		ks.current = lk
-		ks.decrypt = append(ks.decrypt, lk)
-	case s.local != nil:
-		if s.local.encrypting {
-			s.local.encrypting = false
-			s.local.notAfter = now.Add(w.Retain)
-			if lim := s.local.created.Add(maxKeyLifetime); s.local.notAfter.After(lim) {
-				s.local.notAfter = lim
+	default:
+		// An outage ended: its local key decrypts for the keyring's retain.
+		if lk := s.encryptingLocal(); lk != nil {
+			lk.encrypting = false
+			lk.notAfter = now.Add(w.Retain)
+			if lim := lk.created.Add(maxKeyLifetime); lk.notAfter.After(lim) {
+				lk.notAfter = lim
 			}
 		}
-		if now.Before(s.local.notAfter) {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StateLocal, name: s.local.name, cfg: s.local.cfg, notAfter: s.local.notAfter})
-			soonest(s.local.notAfter)
-		} else if !now.Before(s.local.notAfter) {
-			s.local = nil
+	}
+	// Local keys, newest first: the encrypting one, then those of earlier
+	// outages until their not_after (a new outage never drops them).
+	live := s.locals[:0]
+	for _, lk := range s.locals {
+		if lk.encrypting || now.Before(lk.notAfter) {
+			live = append(live, lk)
 		}
+	}
+	clear(s.locals[len(live):])
+	s.locals = live
+	for i := len(s.locals) - 1; i >= 0; i-- {
+		lk := s.locals[i]
+		ak := &activeKey{state: StateLocal, name: lk.name, cfg: lk.cfg, notAfter: lk.notAfter}
+		if lk.encrypting {
+			ak.notAfter = lk.created.Add(maxKeyLifetime)
+			ks.current = ak
+		}
+		ks.decrypt = append(ks.decrypt, ak)
+		soonest(ak.notAfter)
 	}
 	ks.byName = make(map[keyName]*activeKey, len(ks.decrypt))
 	for _, k := range ks.decrypt {
