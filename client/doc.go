@@ -106,7 +106,7 @@
 // ALPN protocols and a caller's GetConfigForClient are untouched. Either way,
 // when Vault returns the Source recovers by itself; the local key then keeps
 // decrypting for the keyring's retain (never more than 168h after it was
-// made).
+// made), even if a later outage makes another one.
 //
 // # Errors
 //
