@@ -41,13 +41,12 @@ type backend struct {
 	// jitter returns a number in [0, n): the spread added to ttl (tests pin it).
 	jitter func(n int64) int64
 
-	// locks serialise changes per keyring; reads take the read side.
+	// locks serialise changes per keyring; reads take the read side. Take
+	// them with lockKeyring and rlockKeyring, the only way to the cache.
 	locks []*locksutil.LockEntry
-	// cache holds the last decoded keyring per name (*keyring, never mutated
-	// once cached), so reads do not decode JSON. It is updated by this
-	// instance's own writes and dropped by Invalidate when storage changes
-	// underneath (replication, a new active node).
-	cache sync.Map
+	// cache holds the last decoded keyring per name (see cache.go for the
+	// rule that keeps it from going stale).
+	cache keyringCache
 
 	// configLock orders changes of the mount config against keyring writes, so
 	// a keyring is never saved against a max_key_lifetime that just changed.
@@ -93,53 +92,12 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 	return b
 }
 
-// lockFor returns the lock of a keyring.
-func (b *backend) lockFor(name string) *locksutil.LockEntry {
-	return locksutil.LockForKey(b.locks, name)
-}
-
 // invalidate drops the cached copy of a keyring whose storage entry changed
-// outside this instance.
+// outside this instance (replication, a new active node).
 func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, keyringStoragePrefix); ok {
-		b.cache.Delete(name)
+		b.cache.invalidate(name)
 	}
-}
-
-// cachedKeyring returns the keyring for reading: from the cache, or from
-// storage (then cached). The result must not be modified.
-func (b *backend) cachedKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	if kr, ok := b.cache.Load(name); ok {
-		return kr.(*keyring), nil
-	}
-	kr, err := loadKeyring(ctx, s, name)
-	if err != nil || kr == nil {
-		return nil, err
-	}
-	b.cache.Store(name, kr)
-	return kr, nil
-}
-
-// keyringForUpdate returns a private copy of the keyring to change. The
-// caller holds the keyring's write lock, so the cached copy is the stored
-// one (Invalidate drops it when storage changes elsewhere).
-func (b *backend) keyringForUpdate(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	kr, err := b.cachedKeyring(ctx, s, name)
-	if err != nil || kr == nil {
-		return nil, err
-	}
-	return kr.clone(), nil
-}
-
-// storeKeyring writes a keyring and makes it the cached copy. The caller
-// holds the keyring's write lock and must not modify kr afterwards.
-func (b *backend) storeKeyring(ctx context.Context, s logical.Storage, kr *keyring) error {
-	b.cache.Delete(kr.Name)
-	if err := saveKeyring(ctx, s, kr); err != nil {
-		return err
-	}
-	b.cache.Store(kr.Name, kr)
-	return nil
 }
 
 // initialize repairs every keyring as soon as the mount starts on an active
@@ -185,23 +143,20 @@ func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
 // maintainKeyring brings one keyring's schedule up to date, writing only when
 // something changed.
 func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name string) error {
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
+	l := b.lockKeyring(name)
+	defer l.unlock()
 	now := b.clock()
-	if cached, err := b.cachedKeyring(ctx, s, name); err != nil || cached == nil || !cached.due(now) {
+	cached, err := l.load(ctx, s)
+	if err != nil || cached == nil || !cached.due(now) {
 		return err
 	}
-	kr, err := b.keyringForUpdate(ctx, s, name)
-	if err != nil || kr == nil {
-		return err
-	}
+	kr := cached.clone()
 	changed, err := kr.maintain(now, b.random)
 	if err != nil || !changed {
 		return err
 	}
 	kr.UpdatedAt = now.UTC()
-	if err := b.storeKeyring(ctx, s, kr); err != nil {
+	if err := l.store(ctx, s, kr); err != nil {
 		return err
 	}
 	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))

@@ -104,7 +104,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, fmt.Errorf("listing keyrings: %w", err)
 	}
 	for _, name := range names {
-		kr, err := b.cachedKeyring(ctx, req.Storage, name)
+		l := b.rlockKeyring(name)
+		kr, err := l.load(ctx, req.Storage)
+		l.unlock()
 		if err != nil {
 			return nil, err
 		}

@@ -135,7 +135,9 @@ func (b *backend) keyringExists(ctx context.Context, req *logical.Request, d *fr
 	if validateName(name) != nil {
 		return false, nil // the handler reports the bad name
 	}
-	kr, err := b.cachedKeyring(ctx, req.Storage, name)
+	l := b.rlockKeyring(name)
+	defer l.unlock()
+	kr, err := l.load(ctx, req.Storage)
 	return kr != nil, err
 }
 
@@ -163,15 +165,14 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 
 	b.configLock.RLock()
 	defer b.configLock.RUnlock()
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
+	l := b.lockKeyring(name)
+	defer l.unlock()
 
 	cfg, err := loadConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
+	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +247,7 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	kr.PublishAheadSet = publishAheadSet
 	kr.UpdatedAt = now
-	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
+	if err := l.store(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	if creating {
@@ -286,10 +287,9 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 // write, the error is logical.ErrReadOnly so Vault forwards the request to the
 // active node.
 func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	lock := b.lockFor(name)
-	lock.RLock()
-	kr, err := b.cachedKeyring(ctx, s, name)
-	lock.RUnlock()
+	l := b.rlockKeyring(name)
+	kr, err := l.load(ctx, s)
+	l.unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -305,9 +305,9 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 		}
 		return nil, err
 	}
-	lock.RLock()
-	defer lock.RUnlock()
-	kr, err = b.cachedKeyring(ctx, s, name)
+	l = b.rlockKeyring(name)
+	defer l.unlock()
+	kr, err = l.load(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -430,12 +430,10 @@ func (b *backend) pathKeysDelete(ctx context.Context, req *logical.Request, d *f
 	if err := validateName(name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
-	b.cache.Delete(name)
-	if err := req.Storage.Delete(ctx, keyringPath(name)); err != nil {
-		return nil, fmt.Errorf("deleting keyring %q: %w", name, err)
+	l := b.lockKeyring(name)
+	defer l.unlock()
+	if err := l.delete(ctx, req.Storage); err != nil {
+		return nil, err
 	}
 	b.Logger().Info("keyring deleted", "keyring", name)
 	return nil, nil

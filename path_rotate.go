@@ -52,10 +52,9 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	// naming the field and the value.
 	purge := d.Get("purge_previous").(bool)
 
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
-	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
+	l := b.lockKeyring(name)
+	defer l.unlock()
+	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +67,7 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	kr.UpdatedAt = now
-	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
+	if err := l.store(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("keyring rotated", "keyring", name, "mode", mode, "purge_previous", purge,
