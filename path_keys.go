@@ -245,6 +245,9 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 			return nil, err
 		}
 	}
+	if err := kr.checkKeyCount(now); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	kr.PublishAheadSet = publishAheadSet
 	kr.UpdatedAt = now
 	if err := l.store(ctx, req.Storage, kr); err != nil {

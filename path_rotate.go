@@ -66,6 +66,10 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
+	if n := kr.peakKeys(now); n > maxKeysPerKeyring {
+		return logical.ErrorResponse("rotating keyring %q now would make it hold up to %d keys, over the cap of %d: every rotation adds a key and the keys it replaces keep decrypting until their not_after; rotate with purge_previous=true, or wait until older keys expire",
+			name, n, maxKeysPerKeyring), nil
+	}
 	kr.UpdatedAt = now
 	if err := l.store(ctx, req.Storage, kr); err != nil {
 		return nil, err
