@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"time"
 
@@ -218,6 +217,9 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse("publish_ahead must not exceed rotation_period (%s); got %s",
 			fmtDuration(settings.RotationPeriod), fmtDuration(settings.PublishAhead)), nil
 	}
+	if err := checkPublishAhead(settings); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	if raw, ok, err := d.GetOkErr("key_size"); err != nil {
 		return logical.ErrorResponse("key_size must be 48 or 80; got %q", fmt.Sprint(d.Raw["key_size"])), nil
 	} else if ok {
@@ -411,21 +413,6 @@ func keyFields(k windowKey) map[string]interface{} {
 		"not_before": k.NotBefore.Format(time.RFC3339),
 		"not_after":  k.NotAfter.Format(time.RFC3339),
 	}
-}
-
-// ttlSeconds is how long a reader may keep this window: until it next changes,
-// rounded up, plus a small random jitter so that a fleet does not re-read at
-// the same instant. It is never below 1 (0 would make consul-template spin).
-func ttlSeconds(kr *keyring, now time.Time, jitter func(n int64) int64) int64 {
-	period := kr.Settings.RotationPeriod
-	until := period
-	if t, ok := kr.nextChange(now); ok {
-		until = t.Sub(now)
-	}
-	ttl := int64(math.Ceil(until.Seconds()))
-	jitterMax := min(max(period/20, time.Second), 30*time.Second)
-	ttl += jitter(int64(jitterMax/time.Second) + 1)
-	return max(ttl, 1)
 }
 
 func (b *backend) pathKeysDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -132,6 +132,7 @@ func TestKeyringValidation(t *testing.T) {
 		{"retain too long", "keys/web", logical.UpdateOperation, map[string]interface{}{"retain": "200h"}, []string{"retain", "between 0s and 168h", "got 200h"}},
 		{"publish_ahead zero", "keys/web", logical.UpdateOperation, map[string]interface{}{"publish_ahead": 0}, []string{"publish_ahead", "between 1s and 24h", "got 0s"}},
 		{"publish_ahead over period", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "2h"}, []string{"publish_ahead", "must not exceed rotation_period (1h)", "got 2h"}},
+		{"publish_ahead shorter than a reader's lag", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "7s"}, []string{"publish_ahead must be more than 7s with rotation_period 1h", "reader delay up to 5s", "got 7s"}},
 		{"key_size 64", "keys/web", logical.UpdateOperation, map[string]interface{}{"key_size": 64}, []string{"key_size", "48 or 80", "got 64"}},
 		{"key_size text", "keys/web", logical.UpdateOperation, map[string]interface{}{"key_size": "big"}, []string{"key_size", "big"}},
 		{"lifetime over cap", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "24h", "retain": "150h"}, []string{"rotation_period + retain", "max_key_lifetime (168h", "24h + 150h = 174h"}},
