@@ -95,10 +95,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	if !ok {
+	if !ok || v == cfg.MaxKeyLifetime {
 		return b.pathConfigRead(ctx, req, d)
 	}
-	// Every existing keyring must still satisfy the new cap.
+	// Every existing keyring's settings must fit the new cap.
 	names, err := req.Storage.List(ctx, keyringStoragePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing keyrings: %w", err)
@@ -126,6 +126,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		return nil, fmt.Errorf("writing config: %w", err)
 	}
+	// A lower cap applies at once to the keys already published: their
+	// not_after moves earlier (never later). Should this stop half way, the
+	// periodic function finishes it.
+	for _, name := range names {
+		if err := b.maintainKeyring(ctx, req.Storage, name, v); err != nil {
+			return nil, fmt.Errorf("applying max_key_lifetime to keyring %q (the periodic function retries): %w", name, err)
+		}
+	}
 	return b.pathConfigRead(ctx, req, d)
 }
 
@@ -135,6 +143,8 @@ const pathConfigHelpDesc = `
 max_key_lifetime caps how long any key of this mount stays decryptable after it
 activates: every keyring must have rotation_period + retain <= max_key_lifetime.
 Keyring settings that would break it are rejected, and so is a lower cap that an
-existing keyring would break. The default, 168h, is the RFC 8446 cap on ticket
-lifetimes.
+existing keyring's settings would break. A lower cap applies at once to keys
+already published: their not_after moves to at most max_key_lifetime after their
+not_before (never later), and keys past it are destroyed. The default, 168h, is
+the RFC 8446 cap on ticket lifetimes.
 `

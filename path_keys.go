@@ -304,7 +304,11 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	if !kr.needsMaintenance(b.clock()) {
 		return kr, nil
 	}
-	if err := b.maintainKeyring(ctx, s, name); err != nil {
+	cfg, err := loadConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
 		if errors.Is(err, logical.ErrReadOnly) {
 			return nil, logical.ErrReadOnly
 		}

@@ -233,6 +233,34 @@ func wipe(k *ticketKey) {
 	clear(k.HMAC)
 }
 
+// overLifetime reports whether a key stays decryptable longer than maxLifetime
+// after it activates.
+func (kr *keyring) overLifetime(maxLifetime time.Duration) bool {
+	for _, k := range kr.Keys {
+		if k.NotAfter.Sub(k.NotBefore) > maxLifetime {
+			return true
+		}
+	}
+	return false
+}
+
+// capLifetime brings every key's not_after to at most maxLifetime after its
+// not_before (after max_key_lifetime was lowered), and reports whether any
+// moved. It only ever shortens; maintain then destroys keys it expired.
+func (kr *keyring) capLifetime(maxLifetime time.Duration) bool {
+	changed := false
+	for _, k := range kr.Keys {
+		if limit := k.NotBefore.Add(maxLifetime); k.NotAfter.After(limit) {
+			k.NotAfter = limit
+			if k.EncryptUntil.After(limit) {
+				k.EncryptUntil = limit
+			}
+			changed = true
+		}
+	}
+	return changed
+}
+
 // applySettings changes the settings of a live keyring. Keys that are already
 // readable keep every time they were published with; only keys not yet
 // readable are regenerated under the new settings.

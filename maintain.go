@@ -1,0 +1,78 @@
+package ticketkeys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// initialize repairs every keyring as soon as the mount starts on an active
+// node (after an unseal or a leader change), instead of waiting for the first
+// periodic tick.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	if err := b.maintainAll(ctx, req.Storage); err != nil {
+		// A failure here must not stop the mount from starting; the next tick retries.
+		b.Logger().Error("initial keyring maintenance failed; the periodic tick retries", "error", err)
+	}
+	return nil
+}
+
+// periodicFunc runs about once a minute on the active node: it generates keys
+// ahead, destroys material past not_after and applies max_key_lifetime.
+// Vault logs the error it returns.
+func (b *backend) periodicFunc(ctx context.Context, req *logical.Request) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	return b.maintainAll(ctx, req.Storage)
+}
+
+// maintainAll maintains every keyring, collecting errors per keyring so one
+// bad keyring does not stop the others.
+func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
+	names, err := s.List(ctx, keyringStoragePrefix)
+	if err != nil {
+		return fmt.Errorf("listing keyrings: %w", err)
+	}
+	cfg, err := loadConfig(ctx, s)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
+			errs = append(errs, fmt.Errorf("keyring %q: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// maintainKeyring brings one keyring's schedule up to date and within
+// maxLifetime, writing only when something changed.
+func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name string, maxLifetime time.Duration) error {
+	l := b.lockKeyring(name)
+	defer l.unlock()
+	now := b.clock()
+	cached, err := l.load(ctx, s)
+	if err != nil || cached == nil || (!cached.due(now) && !cached.overLifetime(maxLifetime)) {
+		return err
+	}
+	kr := cached.clone()
+	capped := kr.capLifetime(maxLifetime)
+	changed, err := kr.maintain(now, b.random)
+	if err != nil || !(changed || capped) {
+		return err
+	}
+	kr.UpdatedAt = now.UTC()
+	if err := l.store(ctx, s, kr); err != nil {
+		return err
+	}
+	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))
+	return nil
+}
