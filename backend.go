@@ -16,6 +16,7 @@ import (
 	mathrand "math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -45,6 +46,9 @@ type backend struct {
 	// cache holds the last decoded keyring per name (see cache.go for the
 	// rule that keeps it from going stale).
 	cache keyringCache
+
+	// behindLogged is set once logBehindOnce has logged.
+	behindLogged atomic.Bool
 
 	// configLock orders changes of the mount config against keyring writes, so
 	// a keyring is never saved against a max_key_lifetime that just changed.

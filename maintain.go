@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -75,4 +76,21 @@ func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name s
 	}
 	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))
 	return nil
+}
+
+// isReadOnly reports a write refused because storage is read-only. Over
+// gRPC the SDK's storage client returns the error as text, so errors.Is
+// never matches: compare the text, as Vault's own code does.
+func isReadOnly(err error) bool {
+	return err != nil && (errors.Is(err, logical.ErrReadOnly) || strings.Contains(err.Error(), logical.ErrReadOnly.Error()))
+}
+
+// logBehindOnce tells the operator, once per mount instance, that this node
+// sees a schedule that has fallen behind but cannot repair it. On a standby
+// whose active node is healthy, that is this node's clock running ahead.
+func (b *backend) logBehindOnce(name string) {
+	if b.behindLogged.CompareAndSwap(false, true) {
+		b.Logger().Warn("a keyring's schedule is behind this node's clock and this node cannot write storage (standby or replica): such reads are forwarded to the active node; if the active node is healthy, this node's clock runs ahead of it",
+			"keyring", name, "node_time", b.clock().UTC().Format(time.RFC3339))
+	}
 }

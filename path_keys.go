@@ -3,7 +3,6 @@ package ticketkeys
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -289,8 +288,8 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 // readKeyring loads a keyring for reading. A schedule that has fallen behind
 // (Vault sealed or its periodic function skipped for longer than the
 // generated margin) is repaired here with a write; on a node that cannot
-// write, the error is logical.ErrReadOnly so Vault forwards the request to the
-// active node.
+// write, the error is logical.ErrReadOnly so that Vault forwards the request
+// to the active node.
 func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
 	l := b.rlockKeyring(name)
 	kr, err := l.load(ctx, s)
@@ -304,12 +303,19 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	if !kr.needsMaintenance(b.clock()) {
 		return kr, nil
 	}
+	// Never attempt a write where storage cannot be written (a performance
+	// standby, a replica): no lock taken, no key drawn, the cache kept.
+	if !b.WriteSafeReplicationState() {
+		b.logBehindOnce(name)
+		return nil, logical.ErrReadOnly
+	}
 	cfg, err := loadConfig(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
-		if errors.Is(err, logical.ErrReadOnly) {
+		if isReadOnly(err) {
+			b.logBehindOnce(name)
 			return nil, logical.ErrReadOnly
 		}
 		return nil, err
