@@ -50,6 +50,9 @@ type backend struct {
 	// behindLogged is set once logBehindOnce has logged.
 	behindLogged atomic.Bool
 
+	// cfgCache holds the mount config for reads (see configCache).
+	cfgCache configCache
+
 	// configLock orders changes of the mount config against keyring writes, so
 	// a keyring is never saved against a max_key_lifetime that just changed.
 	configLock sync.RWMutex
@@ -99,6 +102,9 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, keyringStoragePrefix); ok {
 		b.cache.invalidate(name)
+	}
+	if key == configStorageKey {
+		b.cfgCache.invalidate()
 	}
 }
 

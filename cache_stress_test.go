@@ -265,6 +265,7 @@ func TestCacheNeverResurrectsKeys(t *testing.T) {
 					resp, err = send(active, activeStorage, logical.UpdateOperation, "config", map[string]any{"max_key_lifetime": []string{"1m", "1h"}[r.IntN(2)]})
 				case 7:
 					active.Invalidate(ctx, keyringStoragePrefix+name)
+					active.Invalidate(ctx, configStorageKey)
 				case 8, 9:
 					resp, err = send(active, activeStorage, logical.ReadOperation, path, map[string]any{"format": formats[r.IntN(len(formats))]})
 					checkIDs("active read of "+name, resp, snap)

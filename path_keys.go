@@ -114,7 +114,7 @@ var windowResponseFields = map[string]*framework.FieldSchema{
 	"rotation_period": {Type: framework.TypeInt, Description: "Seconds each key encrypts."},
 	"retain":          {Type: framework.TypeInt, Description: "Seconds a key keeps decrypting after it stops encrypting."},
 	"publish_ahead":   {Type: framework.TypeInt, Description: "Seconds before activation a key is readable."},
-	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change); >= 1."},
+	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change), at most the mount's max_read_ttl; >= 1."},
 	"keys": {
 		Type: framework.TypeSlice,
 		Description: "Readable keys: current first, then next by activation, then previous newest first. Each has id (hex key name), state, " +
@@ -281,7 +281,11 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
-	data["ttl"] = ttlSeconds(kr, now, b.jitter)
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	data["ttl"] = ttlSeconds(kr, now, cfg.readTTLCap(), b.jitter)
 	return &logical.Response{Data: data, Warnings: warnings}, nil
 }
 

@@ -30,7 +30,7 @@ func TestNewKeyringIsImmediatelyUsable(t *testing.T) {
 	if want := testStart.Add(13 * time.Hour); !keys[0].NotAfter.Equal(want) {
 		t.Fatalf("current not_after = %v, want rotation_period + retain later: %v", keys[0].NotAfter, want)
 	}
-	for field, want := range map[string]interface{}{"rotation_period": int64(3600), "retain": int64(43200), "publish_ahead": int64(3600), "key_size": 80, "ttl": int64(3600)} {
+	for field, want := range map[string]interface{}{"rotation_period": int64(3600), "retain": int64(43200), "publish_ahead": int64(3600), "key_size": 80, "ttl": int64(300)} {
 		if resp.Data[field] != want {
 			t.Errorf("%s = %#v, want %#v", field, resp.Data[field], want)
 		}
@@ -229,6 +229,7 @@ func TestListAndDelete(t *testing.T) {
 func TestTTLJitterIsAfterTheChange(t *testing.T) {
 	tb := getBackend(t)
 	tb.jitter = func(n int64) int64 { return n - 1 } // the largest jitter
+	tb.mustRequest(t, logical.UpdateOperation, "config", map[string]interface{}{"max_read_ttl": "24h"})
 	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "1h"})
 	tb.clock.Advance(10*time.Minute + 500*time.Millisecond)
 	resp, _ := readWindow(t, tb, "web", "go")

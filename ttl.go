@@ -59,8 +59,10 @@ func checkPublishAhead(s keyringSettings) error {
 // changes, rounded up, plus a small random jitter so that a fleet does not
 // re-read at one instant. It is never longer than rotation_period (plus
 // rounding and jitter), even while keys of older, longer settings are live,
-// and never below 1 (0 would make consul-template spin).
-func ttlSeconds(kr *keyring, now time.Time, jitter func(n int64) int64) int64 {
+// and never longer than maxTTL: past it the jitter is taken off instead, so
+// every reader re-reads within maxTTL. It is never below 1 (0 would make
+// consul-template spin).
+func ttlSeconds(kr *keyring, now time.Time, maxTTL time.Duration, jitter func(n int64) int64) int64 {
 	period := kr.Settings.RotationPeriod
 	until := period
 	if t, ok := kr.nextChange(now); ok && t.Sub(now) < period {
@@ -68,5 +70,9 @@ func ttlSeconds(kr *keyring, now time.Time, jitter func(n int64) int64) int64 {
 	}
 	ttl := int64(math.Ceil(until.Seconds()))
 	ttl += jitter(int64(ttlJitterMax(kr.Settings)/time.Second) + 1)
+	if capped := int64(maxTTL / time.Second); ttl > capped {
+		spread := min(maxTTL/10, maxTTLJitter).Truncate(time.Second)
+		ttl = capped - jitter(int64(spread/time.Second)+1)
+	}
 	return max(ttl, 1)
 }
