@@ -118,7 +118,7 @@ var windowResponseFields = map[string]*framework.FieldSchema{
 	"keys": {
 		Type: framework.TypeSlice,
 		Description: "Readable keys: current first, then next by activation, then previous newest first. Each has id (hex key name), state, " +
-			"not_before, not_after (RFC 3339) and " + keyMaterialField + " (base64 key material in the requested format).",
+			"not_before, encrypt_until (when it stops encrypting: its successor's not_before), not_after (RFC 3339) and " + keyMaterialField + " (base64 key material in the requested format).",
 		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 	},
 	haproxyLinesField: {
@@ -419,13 +419,17 @@ func keyMetadata(window []windowKey) []map[string]interface{} {
 	return keys
 }
 
-// keyFields describes one key of a window: id, state and times, never material.
+// keyFields describes one key of a window: id, state and times, never
+// material. encrypt_until is the stored time the key stops encrypting (a
+// rotation may have brought it forward), so readers need not derive it from
+// rotation_period.
 func keyFields(k windowKey) map[string]interface{} {
 	return map[string]interface{}{
-		"id":         k.ID(),
-		"state":      k.State,
-		"not_before": k.NotBefore.Format(time.RFC3339),
-		"not_after":  k.NotAfter.Format(time.RFC3339),
+		"id":            k.ID(),
+		"state":         k.State,
+		"not_before":    k.NotBefore.Format(time.RFC3339),
+		"encrypt_until": k.EncryptUntil.Format(time.RFC3339),
+		"not_after":     k.NotAfter.Format(time.RFC3339),
 	}
 }
 
