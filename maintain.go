@@ -35,7 +35,9 @@ func (b *backend) periodicFunc(ctx context.Context, req *logical.Request) error 
 }
 
 // maintainAll maintains every keyring, collecting errors per keyring so one
-// bad keyring does not stop the others.
+// bad keyring does not stop the others, and stops between keyrings when ctx
+// ends. It does not log: its callers log the returned error once (Vault logs
+// what periodicFunc returns).
 func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
 	names, err := s.List(ctx, keyringStoragePrefix)
 	if err != nil {
@@ -47,6 +49,10 @@ func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
 	}
 	var errs []error
 	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("keyring maintenance stopped before keyring %q: %w", name, err))
+			break
+		}
 		if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
 			errs = append(errs, fmt.Errorf("keyring %q: %w", name, err))
 		}

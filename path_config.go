@@ -14,8 +14,15 @@ import (
 // configStorageKey holds the mount-wide policy.
 const configStorageKey = "config"
 
+// configSchemaVersion is the layout of the config entry this plugin writes;
+// an entry without schema_version has layout 1.
+const configSchemaVersion = 1
+
 // mountConfig is the mount-wide policy every keyring must satisfy.
 type mountConfig struct {
+	// SchemaVersion is the layout of the entry (see configSchemaVersion).
+	SchemaVersion int `json:"schema_version,omitempty"`
+
 	// MaxKeyLifetime caps rotation_period + retain of every keyring: no key
 	// stays decryptable longer than this after it activates.
 	MaxKeyLifetime time.Duration `json:"max_key_lifetime"`
@@ -100,6 +107,10 @@ func loadConfig(ctx context.Context, s logical.Storage) (*mountConfig, error) {
 	}
 	if err := entry.DecodeJSON(cfg); err != nil {
 		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if cfg.SchemaVersion > configSchemaVersion {
+		return nil, fmt.Errorf("config was written by a newer plugin (schema_version %d; this plugin reads up to %d): upgrade the plugin on every node",
+			cfg.SchemaVersion, configSchemaVersion)
 	}
 	return cfg, nil
 }
@@ -199,6 +210,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 	next := *cfg
+	next.SchemaVersion = configSchemaVersion
 	next.MaxKeyLifetime = v
 	if ttlOK {
 		next.MaxReadTTL = ttlCap

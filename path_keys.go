@@ -63,7 +63,7 @@ func (b *backend) pathKeys() *framework.Path {
 			},
 			"publish_ahead": {
 				Type:        framework.TypeDurationSecond,
-				Description: "How long before activation the next key is readable, as decrypt-only. Defaults to rotation_period (and follows it while unset); 1s to rotation_period.",
+				Description: "How long before activation the next key is readable, as decrypt-only. Defaults to rotation_period and follows it while unset; 0 makes it follow rotation_period again. Otherwise up to rotation_period, and more than the reader lag (about 7s to 37s, see docs/api.md).",
 			},
 			"key_size": {
 				Type:          framework.TypeInt,
@@ -202,8 +202,11 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	} else if ok {
 		settings.Retain = v
 	}
-	if v, ok, err := durationField(d, "publish_ahead", minPublishAhead, maxRotationPeriod); err != nil {
+	if v, ok, err := durationField(d, "publish_ahead", 0, maxRotationPeriod); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
+	} else if ok && v == 0 { // follow rotation_period again
+		publishAheadSet = false
+		followsPeriod = true
 	} else if ok {
 		settings.PublishAhead = v
 		publishAheadSet = true
@@ -236,6 +239,9 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse(err.Error()), nil
 	}
 
+	if !creating && settings == kr.Settings && publishAheadSet == kr.PublishAheadSet {
+		return &logical.Response{Data: scheduleData(kr, now)}, nil // nothing changes: nothing is written
+	}
 	if creating {
 		kr = &keyring{Name: name, Settings: settings, CreatedAt: now}
 		if _, err := kr.maintain(now, b.random); err != nil {

@@ -130,7 +130,7 @@ func TestKeyringValidation(t *testing.T) {
 		{"rotation_period negative", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "-1h"}, []string{"rotation_period", "negative"}},
 		{"rotation_period not a duration", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "soon"}, []string{"rotation_period", "soon"}},
 		{"retain too long", "keys/web", logical.UpdateOperation, map[string]interface{}{"retain": "200h"}, []string{"retain", "between 0s and 168h", "got 200h"}},
-		{"publish_ahead zero", "keys/web", logical.UpdateOperation, map[string]interface{}{"publish_ahead": 0}, []string{"publish_ahead", "between 1s and 24h", "got 0s"}},
+		{"publish_ahead negative", "keys/web", logical.UpdateOperation, map[string]interface{}{"publish_ahead": "-5s"}, []string{"publish_ahead", "negative"}},
 		{"publish_ahead over period", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "2h"}, []string{"publish_ahead", "must not exceed rotation_period (1h)", "got 2h"}},
 		{"publish_ahead shorter than a reader's lag", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "7s"}, []string{"publish_ahead must be more than 7s with rotation_period 1h", "reader delay up to 5s", "got 7s"}},
 		{"key_size 64", "keys/web", logical.UpdateOperation, map[string]interface{}{"key_size": 64}, []string{"key_size", "48 or 80", "got 64"}},

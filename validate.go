@@ -15,7 +15,6 @@ const (
 	minRotationPeriod = 5 * time.Second
 	maxRotationPeriod = 24 * time.Hour
 	maxRetain         = 7 * 24 * time.Hour
-	minPublishAhead   = time.Second
 	minMaxKeyLifetime = time.Minute
 	minMaxReadTTL     = 5 * time.Second
 	maxMaxReadTTL     = 24 * time.Hour
