@@ -1299,3 +1299,47 @@ func TestEngineBootstrapACLAudit(t *testing.T) {
 		}
 	})
 }
+
+// eapiMeasurePurgePropagation runs `rotate mode=now purge_previous=true` on
+// keyring and polls every node's keys (held(i): what node i serves from,
+// e.g. its rendered files or its HAProxy ring) until none holds any purged
+// key, in raw or base64 form. It logs each node's propagation time and fails
+// when a node still holds a purged key after limit (issue 9 item 6).
+func eapiMeasurePurgePropagation(t *testing.T, s *vaulttest.Server, keyring, format string, names []string, held func(i int) []byte, limit time.Duration) {
+	t.Helper()
+	before := readWindow(t, s, keyring, format)
+	if _, err := s.Client.Logical().Write("ticketkeys/keys/"+keyring+"/rotate", map[string]any{"mode": "now", "purge_previous": true}); err != nil {
+		t.Fatalf("emergency rotation: %v", err)
+	}
+	start := time.Now()
+	holdsPurged := func(b []byte) bool {
+		for _, k := range before.Keys {
+			if bytes.Contains(b, k.Raw) || bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString(k.Raw))) {
+				return true
+			}
+		}
+		return false
+	}
+	took := make([]time.Duration, len(names))
+	for pending := len(names); pending > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > limit {
+			for i, d := range took {
+				if d == 0 {
+					t.Errorf("%s still holds a purged key %s after the emergency rotation", names[i], limit)
+				}
+			}
+			return
+		}
+		for i := range names {
+			if took[i] == 0 && !holdsPurged(held(i)) {
+				took[i] = time.Since(start)
+				pending--
+			}
+		}
+	}
+	var parts []string
+	for i, d := range took {
+		parts = append(parts, fmt.Sprintf("%s %s", names[i], d.Round(10*time.Millisecond)))
+	}
+	t.Logf("emergency rotation (mode=now purge_previous=true) reached every node: %s (bound: max_read_ttl + Agent 1s + render)", strings.Join(parts, ", "))
+}
