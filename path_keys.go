@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -71,13 +74,6 @@ func (b *backend) pathKeys() *framework.Path {
 				AllowedValues: []interface{}{48, 80},
 				Description:   "Key size in bytes as nginx and HAProxy count it: 80 (AES-256, HMAC-SHA256 with 32-byte keys) or 48 (AES-128). Fixed at creation. Default 80; Envoy needs 80.",
 			},
-			"format": {
-				Type:          framework.TypeString,
-				Default:       formatNginx,
-				Query:         true,
-				AllowedValues: []interface{}{formatNginx, formatHAProxy, formatEnvoy, formatGo},
-				Description:   "Read only: the byte layout of the returned keys: nginx (default), haproxy, envoy or go.",
-			},
 		},
 		ExistenceCheck: b.keyringExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -91,6 +87,8 @@ func (b *backend) pathKeys() *framework.Path {
 			},
 			logical.ReadOperation: &framework.PathOperation{
 				Callback:     b.pathKeysRead,
+				Summary:      "Read the window of a keyring.",
+				Description:  "Query parameter format: the byte layout of the returned keys, nginx (default), haproxy, envoy or go. It is a read parameter only: writes refuse it.",
 				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 				Responses: map[int][]framework.Response{
 					http.StatusOK: {{Description: "OK", Fields: windowResponseFields}},
@@ -273,7 +271,10 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 	if err := validateName(name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	format := d.Get("format").(string)
+	format := formatNginx
+	if f, ok := ctx.Value(readFormatKey{}).(string); ok {
+		format = f
+	}
 
 	kr, err := b.readKeyring(ctx, req.Storage, name)
 	if err != nil {
@@ -340,6 +341,33 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 		return nil, errKeyringNotFound(name)
 	}
 	return kr, nil
+}
+
+// readFormatKey carries the format query parameter of a keyring read from
+// HandleRequest to pathKeysRead.
+type readFormatKey struct{}
+
+// keyringReadPath matches a read of one keyring's window.
+var keyringReadPath = regexp.MustCompile(`^keys/[^/]+$`)
+
+// HandleRequest takes the format query parameter off a keyring read before
+// the framework sees it, so that format is a read parameter only: the SDK
+// has one field set per path, and its OpenAPI lists query fields in the
+// write body too. Every other request goes to the framework unchanged.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if req.Operation == logical.ReadOperation && keyringReadPath.MatchString(req.Path) {
+		if raw, ok := req.Data["format"]; ok {
+			format, isString := raw.(string)
+			if !isString {
+				return logical.ErrorResponse("format must be given once, as one of %s; got %v", strings.Join(formats, ", "), raw), nil
+			}
+			data := maps.Clone(req.Data)
+			delete(data, "format")
+			req.Data = data
+			ctx = context.WithValue(ctx, readFormatKey{}, format)
+		}
+	}
+	return b.Backend.HandleRequest(ctx, req)
 }
 
 // windowData renders the readable window at now in a format.
