@@ -25,7 +25,8 @@ const destroyedHistoryLimit = 100
 // The secret parts (name, AES and HMAC keys) are the same for every server
 // format; formats only change the byte layout (see format.go). All times are
 // fixed when the key is generated, except EncryptUntil, which an explicit
-// rotation may bring forward. NotAfter never moves once published.
+// rotation may bring forward. NotAfter never moves once published, except
+// that a lower max_key_lifetime shortens it.
 type ticketKey struct {
 	// Name is the 16-byte key name servers put in each ticket; its hex is the id.
 	Name []byte `json:"name"`

@@ -497,12 +497,16 @@ Write rotation_period, retain, publish_ahead and key_size to create or change
 a keyring. A new keyring has a current key at once and, with the default
 publish_ahead, a published next key. Changing settings never moves a key
 that is already readable: new settings apply from the first key that is not.
+publish_ahead=0 makes publish_ahead follow rotation_period again. Settings
+are refused when publish_ahead is not longer than the lag of a reader
+following ttl, or when the keyring could hold more than 256 keys.
 
 Read returns the window in the byte layout of one server kind with ?format=:
 nginx (default), haproxy, envoy or go, as base64 in each key's ticket_key
 field, current first, then next, then previous. ttl is the number of seconds
 until the window changes next, so Vault Agent re-renders right after each
-change. The haproxy format adds tls_ticket_keys, the three lines of a
+change, and never more than the mount's max_read_ttl (default 5m), so every
+reader drops keys purged by an emergency rotation within it. The haproxy format adds tls_ticket_keys, the three lines of a
 tls-ticket-keys file (previous, current, next).
 
 Delete destroys the keyring and all its keys at once.

@@ -233,7 +233,7 @@ func TestTTLJitterIsAfterTheChange(t *testing.T) {
 	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "1h"})
 	tb.clock.Advance(10*time.Minute + 500*time.Millisecond)
 	resp, _ := readWindow(t, tb, "web", "go")
-	// 49m59.5s until the next key is published, rounded up, plus at most min(max(1h/20, 1s), 30s).
+	// 49m59.5s until the next key is published, rounded up, plus at most min(1h/20, publish_ahead/10, 30s) = 30s.
 	if got, want := resp.Data["ttl"], int64(50*60+30); got != want {
 		t.Fatalf("ttl = %v, want %v", got, want)
 	}
