@@ -12,12 +12,11 @@ package ticketkeys
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"fmt"
 	"io"
 	mathrand "math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -41,13 +40,18 @@ type backend struct {
 	// jitter returns a number in [0, n): the spread added to ttl (tests pin it).
 	jitter func(n int64) int64
 
-	// locks serialise changes per keyring; reads take the read side.
+	// locks serialise changes per keyring; reads take the read side. Take
+	// them with lockKeyring and rlockKeyring, the only way to the cache.
 	locks []*locksutil.LockEntry
-	// cache holds the last decoded keyring per name (*keyring, never mutated
-	// once cached), so reads do not decode JSON. It is updated by this
-	// instance's own writes and dropped by Invalidate when storage changes
-	// underneath (replication, a new active node).
-	cache sync.Map
+	// cache holds the last decoded keyring per name (see cache.go for the
+	// rule that keeps it from going stale).
+	cache keyringCache
+
+	// behindLogged is set once logBehindOnce has logged.
+	behindLogged atomic.Bool
+
+	// cfgCache holds the mount config for reads (see configCache).
+	cfgCache configCache
 
 	// configLock orders changes of the mount config against keyring writes, so
 	// a keyring is never saved against a max_key_lifetime that just changed.
@@ -93,119 +97,15 @@ func newBackend(clock func() time.Time, random io.Reader) *backend {
 	return b
 }
 
-// lockFor returns the lock of a keyring.
-func (b *backend) lockFor(name string) *locksutil.LockEntry {
-	return locksutil.LockForKey(b.locks, name)
-}
-
 // invalidate drops the cached copy of a keyring whose storage entry changed
-// outside this instance.
+// outside this instance (replication, a new active node).
 func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, keyringStoragePrefix); ok {
-		b.cache.Delete(name)
+		b.cache.invalidate(name)
 	}
-}
-
-// cachedKeyring returns the keyring for reading: from the cache, or from
-// storage (then cached). The result must not be modified.
-func (b *backend) cachedKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	if kr, ok := b.cache.Load(name); ok {
-		return kr.(*keyring), nil
+	if key == configStorageKey {
+		b.cfgCache.invalidate()
 	}
-	kr, err := loadKeyring(ctx, s, name)
-	if err != nil || kr == nil {
-		return nil, err
-	}
-	b.cache.Store(name, kr)
-	return kr, nil
-}
-
-// keyringForUpdate returns a private copy of the keyring to change. The
-// caller holds the keyring's write lock, so the cached copy is the stored
-// one (Invalidate drops it when storage changes elsewhere).
-func (b *backend) keyringForUpdate(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	kr, err := b.cachedKeyring(ctx, s, name)
-	if err != nil || kr == nil {
-		return nil, err
-	}
-	return kr.clone(), nil
-}
-
-// storeKeyring writes a keyring and makes it the cached copy. The caller
-// holds the keyring's write lock and must not modify kr afterwards.
-func (b *backend) storeKeyring(ctx context.Context, s logical.Storage, kr *keyring) error {
-	b.cache.Delete(kr.Name)
-	if err := saveKeyring(ctx, s, kr); err != nil {
-		return err
-	}
-	b.cache.Store(kr.Name, kr)
-	return nil
-}
-
-// initialize repairs every keyring as soon as the mount starts on an active
-// node (after an unseal or a leader change), instead of waiting for the first
-// periodic tick.
-func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
-	if !b.WriteSafeReplicationState() {
-		return nil
-	}
-	if err := b.maintainAll(ctx, req.Storage); err != nil {
-		// A failure here must not stop the mount from starting; the next tick retries.
-		b.Logger().Error("initial keyring maintenance failed; the periodic tick retries", "error", err)
-	}
-	return nil
-}
-
-// periodicFunc runs about once a minute on the active node: it generates keys
-// ahead and destroys material past not_after.
-func (b *backend) periodicFunc(ctx context.Context, req *logical.Request) error {
-	if !b.WriteSafeReplicationState() {
-		return nil
-	}
-	return b.maintainAll(ctx, req.Storage)
-}
-
-// maintainAll maintains every keyring, collecting errors per keyring so one
-// bad keyring does not stop the others.
-func (b *backend) maintainAll(ctx context.Context, s logical.Storage) error {
-	names, err := s.List(ctx, keyringStoragePrefix)
-	if err != nil {
-		return fmt.Errorf("listing keyrings: %w", err)
-	}
-	var errs []error
-	for _, name := range names {
-		if err := b.maintainKeyring(ctx, s, name); err != nil {
-			b.Logger().Error("keyring maintenance failed", "keyring", name, "error", err)
-			errs = append(errs, fmt.Errorf("keyring %q: %w", name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// maintainKeyring brings one keyring's schedule up to date, writing only when
-// something changed.
-func (b *backend) maintainKeyring(ctx context.Context, s logical.Storage, name string) error {
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
-	now := b.clock()
-	if cached, err := b.cachedKeyring(ctx, s, name); err != nil || cached == nil || !cached.due(now) {
-		return err
-	}
-	kr, err := b.keyringForUpdate(ctx, s, name)
-	if err != nil || kr == nil {
-		return err
-	}
-	changed, err := kr.maintain(now, b.random)
-	if err != nil || !changed {
-		return err
-	}
-	kr.UpdatedAt = now.UTC()
-	if err := b.storeKeyring(ctx, s, kr); err != nil {
-		return err
-	}
-	b.Logger().Debug("keyring maintained", "keyring", name, "keys", len(kr.Keys))
-	return nil
 }
 
 const backendHelp = `

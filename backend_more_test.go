@@ -115,7 +115,7 @@ func TestInvalidateDropsCachedKeyring(t *testing.T) {
 func TestCachedKeyringIsNeverChangedInPlace(t *testing.T) {
 	tb := getBackend(t)
 	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "5m", "retain": "0s"})
-	cached, _ := tb.cachedKeyring(t.Context(), tb.storage, "web")
+	cached := tb.cached(t, "web")
 	firstName := append([]byte(nil), cached.Keys[0].Name...)
 	n := len(cached.Keys)
 
@@ -126,8 +126,20 @@ func TestCachedKeyringIsNeverChangedInPlace(t *testing.T) {
 	if len(cached.Keys) != n || string(cached.Keys[0].Name) != string(firstName) {
 		t.Fatal("an update changed a keyring that readers may still hold")
 	}
-	fresh, _ := tb.cachedKeyring(t.Context(), tb.storage, "web")
+	fresh := tb.cached(t, "web")
 	if fresh == cached {
 		t.Fatal("the cache still holds the old keyring after updates")
 	}
+}
+
+// cached returns the keyring a read would use (the cached copy).
+func (tb *testBackend) cached(t *testing.T, name string) *keyring {
+	t.Helper()
+	l := tb.rlockKeyring(name)
+	defer l.unlock()
+	kr, err := l.load(t.Context(), tb.storage)
+	if err != nil || kr == nil {
+		t.Fatalf("loading keyring %q: %v", name, err)
+	}
+	return kr
 }

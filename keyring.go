@@ -25,7 +25,8 @@ const destroyedHistoryLimit = 100
 // The secret parts (name, AES and HMAC keys) are the same for every server
 // format; formats only change the byte layout (see format.go). All times are
 // fixed when the key is generated, except EncryptUntil, which an explicit
-// rotation may bring forward. NotAfter never moves once published.
+// rotation may bring forward. NotAfter never moves once published, except
+// that a lower max_key_lifetime shortens it.
 type ticketKey struct {
 	// Name is the 16-byte key name servers put in each ticket; its hex is the id.
 	Name []byte `json:"name"`
@@ -71,8 +72,15 @@ type keyringSettings struct {
 	KeySize        int           `json:"key_size"`
 }
 
+// keyringSchemaVersion is the layout of keyring entries this plugin writes.
+// Entries without a schema_version (written before it existed) have layout 1.
+const keyringSchemaVersion = 1
+
 // keyring is the stored state of one named keyring.
 type keyring struct {
+	// SchemaVersion is the layout of the entry (see keyringSchemaVersion).
+	SchemaVersion int `json:"schema_version,omitempty"`
+
 	Name     string          `json:"name"`
 	Settings keyringSettings `json:"settings"`
 	// Keys are ordered by NotBefore, oldest first; consecutive keys chain
@@ -116,11 +124,16 @@ func loadKeyring(ctx context.Context, s logical.Storage, name string) (*keyring,
 	if err := entry.DecodeJSON(&kr); err != nil {
 		return nil, fmt.Errorf("decoding keyring %q from storage: %w", name, err)
 	}
+	if kr.SchemaVersion > keyringSchemaVersion {
+		return nil, fmt.Errorf("keyring %q was written by a newer plugin (schema_version %d; this plugin reads up to %d): upgrade the plugin on every node",
+			name, kr.SchemaVersion, keyringSchemaVersion)
+	}
 	return &kr, nil
 }
 
-// saveKeyring writes the whole keyring with one Put.
+// saveKeyring writes the whole keyring with one Put, in the current layout.
 func saveKeyring(ctx context.Context, s logical.Storage, kr *keyring) error {
+	kr.SchemaVersion = keyringSchemaVersion
 	entry, err := logical.StorageEntryJSON(keyringPath(kr.Name), kr)
 	if err != nil {
 		return fmt.Errorf("encoding keyring %q: %w", kr.Name, err)

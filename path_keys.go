@@ -3,10 +3,11 @@ package ticketkeys
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"math"
+	"maps"
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -65,20 +66,13 @@ func (b *backend) pathKeys() *framework.Path {
 			},
 			"publish_ahead": {
 				Type:        framework.TypeDurationSecond,
-				Description: "How long before activation the next key is readable, as decrypt-only. Defaults to rotation_period (and follows it while unset); 1s to rotation_period.",
+				Description: "How long before activation the next key is readable, as decrypt-only. Defaults to rotation_period and follows it while unset; 0 makes it follow rotation_period again. Otherwise up to rotation_period, and more than the reader lag (about 7s to 37s, see docs/api.md).",
 			},
 			"key_size": {
 				Type:          framework.TypeInt,
 				Default:       defaultKeySize,
 				AllowedValues: []interface{}{48, 80},
 				Description:   "Key size in bytes as nginx and HAProxy count it: 80 (AES-256, HMAC-SHA256 with 32-byte keys) or 48 (AES-128). Fixed at creation. Default 80; Envoy needs 80.",
-			},
-			"format": {
-				Type:          framework.TypeString,
-				Default:       formatNginx,
-				Query:         true,
-				AllowedValues: []interface{}{formatNginx, formatHAProxy, formatEnvoy, formatGo},
-				Description:   "Read only: the byte layout of the returned keys: nginx (default), haproxy, envoy or go.",
 			},
 		},
 		ExistenceCheck: b.keyringExists,
@@ -93,6 +87,8 @@ func (b *backend) pathKeys() *framework.Path {
 			},
 			logical.ReadOperation: &framework.PathOperation{
 				Callback:     b.pathKeysRead,
+				Summary:      "Read the window of a keyring.",
+				Description:  "Query parameter format: the byte layout of the returned keys, nginx (default), haproxy, envoy or go. It is a read parameter only: writes refuse it.",
 				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 				Responses: map[int][]framework.Response{
 					http.StatusOK: {{Description: "OK", Fields: windowResponseFields}},
@@ -116,11 +112,11 @@ var windowResponseFields = map[string]*framework.FieldSchema{
 	"rotation_period": {Type: framework.TypeInt, Description: "Seconds each key encrypts."},
 	"retain":          {Type: framework.TypeInt, Description: "Seconds a key keeps decrypting after it stops encrypting."},
 	"publish_ahead":   {Type: framework.TypeInt, Description: "Seconds before activation a key is readable."},
-	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change); >= 1."},
+	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change), at most the mount's max_read_ttl; >= 1."},
 	"keys": {
 		Type: framework.TypeSlice,
 		Description: "Readable keys: current first, then next by activation, then previous newest first. Each has id (hex key name), state, " +
-			"not_before, not_after (RFC 3339) and " + keyMaterialField + " (base64 key material in the requested format).",
+			"not_before, encrypt_until (when it stops encrypting: its successor's not_before), not_after (RFC 3339) and " + keyMaterialField + " (base64 key material in the requested format).",
 		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 	},
 	haproxyLinesField: {
@@ -135,7 +131,9 @@ func (b *backend) keyringExists(ctx context.Context, req *logical.Request, d *fr
 	if validateName(name) != nil {
 		return false, nil // the handler reports the bad name
 	}
-	kr, err := b.cachedKeyring(ctx, req.Storage, name)
+	l := b.rlockKeyring(name)
+	defer l.unlock()
+	kr, err := l.load(ctx, req.Storage)
 	return kr != nil, err
 }
 
@@ -163,15 +161,14 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 
 	b.configLock.RLock()
 	defer b.configLock.RUnlock()
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
+	l := b.lockKeyring(name)
+	defer l.unlock()
 
 	cfg, err := loadConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
+	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -203,8 +200,11 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	} else if ok {
 		settings.Retain = v
 	}
-	if v, ok, err := durationField(d, "publish_ahead", minPublishAhead, maxRotationPeriod); err != nil {
+	if v, ok, err := durationField(d, "publish_ahead", 0, maxRotationPeriod); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
+	} else if ok && v == 0 { // follow rotation_period again
+		publishAheadSet = false
+		followsPeriod = true
 	} else if ok {
 		settings.PublishAhead = v
 		publishAheadSet = true
@@ -216,6 +216,9 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 	if settings.PublishAhead > settings.RotationPeriod {
 		return logical.ErrorResponse("publish_ahead must not exceed rotation_period (%s); got %s",
 			fmtDuration(settings.RotationPeriod), fmtDuration(settings.PublishAhead)), nil
+	}
+	if err := checkPublishAhead(settings); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
 	if raw, ok, err := d.GetOkErr("key_size"); err != nil {
 		return logical.ErrorResponse("key_size must be 48 or 80; got %q", fmt.Sprint(d.Raw["key_size"])), nil
@@ -234,6 +237,9 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse(err.Error()), nil
 	}
 
+	if !creating && settings == kr.Settings && publishAheadSet == kr.PublishAheadSet {
+		return &logical.Response{Data: scheduleData(kr, now)}, nil // nothing changes: nothing is written
+	}
 	if creating {
 		kr = &keyring{Name: name, Settings: settings, CreatedAt: now}
 		if _, err := kr.maintain(now, b.random); err != nil {
@@ -244,9 +250,12 @@ func (b *backend) pathKeysWrite(ctx context.Context, req *logical.Request, d *fr
 			return nil, err
 		}
 	}
+	if err := kr.checkKeyCount(now); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	kr.PublishAheadSet = publishAheadSet
 	kr.UpdatedAt = now
-	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
+	if err := l.store(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	if creating {
@@ -262,7 +271,10 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 	if err := validateName(name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	format := d.Get("format").(string)
+	format := formatNginx
+	if f, ok := ctx.Value(readFormatKey{}).(string); ok {
+		format = f
+	}
 
 	kr, err := b.readKeyring(ctx, req.Storage, name)
 	if err != nil {
@@ -276,20 +288,23 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
-	data["ttl"] = ttlSeconds(kr, now, b.jitter)
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	data["ttl"] = ttlSeconds(kr, now, cfg.readTTLCap(), b.jitter)
 	return &logical.Response{Data: data, Warnings: warnings}, nil
 }
 
 // readKeyring loads a keyring for reading. A schedule that has fallen behind
 // (Vault sealed or its periodic function skipped for longer than the
 // generated margin) is repaired here with a write; on a node that cannot
-// write, the error is logical.ErrReadOnly so Vault forwards the request to the
-// active node.
+// write, the error is logical.ErrReadOnly so that Vault forwards the request
+// to the active node.
 func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name string) (*keyring, error) {
-	lock := b.lockFor(name)
-	lock.RLock()
-	kr, err := b.cachedKeyring(ctx, s, name)
-	lock.RUnlock()
+	l := b.rlockKeyring(name)
+	kr, err := l.load(ctx, s)
+	l.unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -299,15 +314,26 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	if !kr.needsMaintenance(b.clock()) {
 		return kr, nil
 	}
-	if err := b.maintainKeyring(ctx, s, name); err != nil {
-		if errors.Is(err, logical.ErrReadOnly) {
+	// Never attempt a write where storage cannot be written (a performance
+	// standby, a replica): no lock taken, no key drawn, the cache kept.
+	if !b.WriteSafeReplicationState() {
+		b.logBehindOnce(name)
+		return nil, logical.ErrReadOnly
+	}
+	cfg, err := loadConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
+		if isReadOnly(err) {
+			b.logBehindOnce(name)
 			return nil, logical.ErrReadOnly
 		}
 		return nil, err
 	}
-	lock.RLock()
-	defer lock.RUnlock()
-	kr, err = b.cachedKeyring(ctx, s, name)
+	l = b.rlockKeyring(name)
+	defer l.unlock()
+	kr, err = l.load(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -315,6 +341,33 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 		return nil, errKeyringNotFound(name)
 	}
 	return kr, nil
+}
+
+// readFormatKey carries the format query parameter of a keyring read from
+// HandleRequest to pathKeysRead.
+type readFormatKey struct{}
+
+// keyringReadPath matches a read of one keyring's window.
+var keyringReadPath = regexp.MustCompile(`^keys/[^/]+$`)
+
+// HandleRequest takes the format query parameter off a keyring read before
+// the framework sees it, so that format is a read parameter only: the SDK
+// has one field set per path, and its OpenAPI lists query fields in the
+// write body too. Every other request goes to the framework unchanged.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if req.Operation == logical.ReadOperation && keyringReadPath.MatchString(req.Path) {
+		if raw, ok := req.Data["format"]; ok {
+			format, isString := raw.(string)
+			if !isString {
+				return logical.ErrorResponse("format must be given once, as one of %s; got %v", strings.Join(formats, ", "), raw), nil
+			}
+			data := maps.Clone(req.Data)
+			delete(data, "format")
+			req.Data = data
+			ctx = context.WithValue(ctx, readFormatKey{}, format)
+		}
+	}
+	return b.Backend.HandleRequest(ctx, req)
 }
 
 // windowData renders the readable window at now in a format.
@@ -400,29 +453,18 @@ func keyMetadata(window []windowKey) []map[string]interface{} {
 	return keys
 }
 
-// keyFields describes one key of a window: id, state and times, never material.
+// keyFields describes one key of a window: id, state and times, never
+// material. encrypt_until is the stored time the key stops encrypting (a
+// rotation may have brought it forward), so readers need not derive it from
+// rotation_period.
 func keyFields(k windowKey) map[string]interface{} {
 	return map[string]interface{}{
-		"id":         k.ID(),
-		"state":      k.State,
-		"not_before": k.NotBefore.Format(time.RFC3339),
-		"not_after":  k.NotAfter.Format(time.RFC3339),
+		"id":            k.ID(),
+		"state":         k.State,
+		"not_before":    k.NotBefore.Format(time.RFC3339),
+		"encrypt_until": k.EncryptUntil.Format(time.RFC3339),
+		"not_after":     k.NotAfter.Format(time.RFC3339),
 	}
-}
-
-// ttlSeconds is how long a reader may keep this window: until it next changes,
-// rounded up, plus a small random jitter so that a fleet does not re-read at
-// the same instant. It is never below 1 (0 would make consul-template spin).
-func ttlSeconds(kr *keyring, now time.Time, jitter func(n int64) int64) int64 {
-	period := kr.Settings.RotationPeriod
-	until := period
-	if t, ok := kr.nextChange(now); ok {
-		until = t.Sub(now)
-	}
-	ttl := int64(math.Ceil(until.Seconds()))
-	jitterMax := min(max(period/20, time.Second), 30*time.Second)
-	ttl += jitter(int64(jitterMax/time.Second) + 1)
-	return max(ttl, 1)
 }
 
 func (b *backend) pathKeysDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -430,12 +472,10 @@ func (b *backend) pathKeysDelete(ctx context.Context, req *logical.Request, d *f
 	if err := validateName(name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
-	b.cache.Delete(name)
-	if err := req.Storage.Delete(ctx, keyringPath(name)); err != nil {
-		return nil, fmt.Errorf("deleting keyring %q: %w", name, err)
+	l := b.lockKeyring(name)
+	defer l.unlock()
+	if err := l.delete(ctx, req.Storage); err != nil {
+		return nil, err
 	}
 	b.Logger().Info("keyring deleted", "keyring", name)
 	return nil, nil
@@ -457,12 +497,16 @@ Write rotation_period, retain, publish_ahead and key_size to create or change
 a keyring. A new keyring has a current key at once and, with the default
 publish_ahead, a published next key. Changing settings never moves a key
 that is already readable: new settings apply from the first key that is not.
+publish_ahead=0 makes publish_ahead follow rotation_period again. Settings
+are refused when publish_ahead is not longer than the lag of a reader
+following ttl, or when the keyring could hold more than 256 keys.
 
 Read returns the window in the byte layout of one server kind with ?format=:
 nginx (default), haproxy, envoy or go, as base64 in each key's ticket_key
 field, current first, then next, then previous. ttl is the number of seconds
 until the window changes next, so Vault Agent re-renders right after each
-change. The haproxy format adds tls_ticket_keys, the three lines of a
+change, and never more than the mount's max_read_ttl (default 5m), so every
+reader drops keys purged by an emergency rotation within it. The haproxy format adds tls_ticket_keys, the three lines of a
 tls-ticket-keys file (previous, current, next).
 
 Delete destroys the keyring and all its keys at once.

@@ -30,7 +30,7 @@ func TestNewKeyringIsImmediatelyUsable(t *testing.T) {
 	if want := testStart.Add(13 * time.Hour); !keys[0].NotAfter.Equal(want) {
 		t.Fatalf("current not_after = %v, want rotation_period + retain later: %v", keys[0].NotAfter, want)
 	}
-	for field, want := range map[string]interface{}{"rotation_period": int64(3600), "retain": int64(43200), "publish_ahead": int64(3600), "key_size": 80, "ttl": int64(3600)} {
+	for field, want := range map[string]interface{}{"rotation_period": int64(3600), "retain": int64(43200), "publish_ahead": int64(3600), "key_size": 80, "ttl": int64(300)} {
 		if resp.Data[field] != want {
 			t.Errorf("%s = %#v, want %#v", field, resp.Data[field], want)
 		}
@@ -130,8 +130,9 @@ func TestKeyringValidation(t *testing.T) {
 		{"rotation_period negative", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "-1h"}, []string{"rotation_period", "negative"}},
 		{"rotation_period not a duration", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "soon"}, []string{"rotation_period", "soon"}},
 		{"retain too long", "keys/web", logical.UpdateOperation, map[string]interface{}{"retain": "200h"}, []string{"retain", "between 0s and 168h", "got 200h"}},
-		{"publish_ahead zero", "keys/web", logical.UpdateOperation, map[string]interface{}{"publish_ahead": 0}, []string{"publish_ahead", "between 1s and 24h", "got 0s"}},
+		{"publish_ahead negative", "keys/web", logical.UpdateOperation, map[string]interface{}{"publish_ahead": "-5s"}, []string{"publish_ahead", "negative"}},
 		{"publish_ahead over period", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "2h"}, []string{"publish_ahead", "must not exceed rotation_period (1h)", "got 2h"}},
+		{"publish_ahead shorter than a reader's lag", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "1h", "publish_ahead": "7s"}, []string{"publish_ahead must be more than 7s with rotation_period 1h", "reader delay up to 5s", "got 7s"}},
 		{"key_size 64", "keys/web", logical.UpdateOperation, map[string]interface{}{"key_size": 64}, []string{"key_size", "48 or 80", "got 64"}},
 		{"key_size text", "keys/web", logical.UpdateOperation, map[string]interface{}{"key_size": "big"}, []string{"key_size", "big"}},
 		{"lifetime over cap", "keys/web", logical.UpdateOperation, map[string]interface{}{"rotation_period": "24h", "retain": "150h"}, []string{"rotation_period + retain", "max_key_lifetime (168h", "24h + 150h = 174h"}},
@@ -228,10 +229,11 @@ func TestListAndDelete(t *testing.T) {
 func TestTTLJitterIsAfterTheChange(t *testing.T) {
 	tb := getBackend(t)
 	tb.jitter = func(n int64) int64 { return n - 1 } // the largest jitter
+	tb.mustRequest(t, logical.UpdateOperation, "config", map[string]interface{}{"max_read_ttl": "24h"})
 	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "1h"})
 	tb.clock.Advance(10*time.Minute + 500*time.Millisecond)
 	resp, _ := readWindow(t, tb, "web", "go")
-	// 49m59.5s until the next key is published, rounded up, plus at most min(max(1h/20, 1s), 30s).
+	// 49m59.5s until the next key is published, rounded up, plus at most min(1h/20, publish_ahead/10, 30s) = 30s.
 	if got, want := resp.Data["ttl"], int64(50*60+30); got != want {
 		t.Fatalf("ttl = %v, want %v", got, want)
 	}

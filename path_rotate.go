@@ -52,10 +52,9 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	// naming the field and the value.
 	purge := d.Get("purge_previous").(bool)
 
-	lock := b.lockFor(name)
-	lock.Lock()
-	defer lock.Unlock()
-	kr, err := b.keyringForUpdate(ctx, req.Storage, name)
+	l := b.lockKeyring(name)
+	defer l.unlock()
+	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +66,12 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
+	if n := kr.peakKeys(now); n > maxKeysPerKeyring {
+		return logical.ErrorResponse("rotating keyring %q now would make it hold up to %d keys, over the cap of %d: every rotation adds a key and the keys it replaces keep decrypting until their not_after; rotate with purge_previous=true, or wait until older keys expire",
+			name, n, maxKeysPerKeyring), nil
+	}
 	kr.UpdatedAt = now
-	if err := b.storeKeyring(ctx, req.Storage, kr); err != nil {
+	if err := l.store(ctx, req.Storage, kr); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("keyring rotated", "keyring", name, "mode", mode, "purge_previous", purge,

@@ -1,6 +1,7 @@
 package ticketkeys
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -212,6 +213,36 @@ func TestScheduleRepairedAfterLongOutage(t *testing.T) {
 	for _, k := range kr.Keys {
 		if !tb.clock.Now().Before(k.NotAfter) {
 			t.Fatal("the repairing read left expired material in storage")
+		}
+	}
+}
+
+// TestWindowPublishesEncryptUntil: every key of a read carries the stored
+// encrypt_until, which a scheduled rotation brings forward (so it cannot be
+// derived from not_before + rotation_period).
+func TestWindowPublishesEncryptUntil(t *testing.T) {
+	tb := getBackend(t)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "1h", "publish_ahead": "20m"})
+	tb.clock.Advance(10 * time.Minute)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web/rotate", nil)
+	stored := map[string]time.Time{}
+	for _, k := range tb.cached(t, "web").Keys {
+		stored[k.ID()] = k.EncryptUntil
+	}
+	for _, f := range formats {
+		resp, keys := readWindow(t, tb, "web", f)
+		raw := resp.Data["keys"].([]map[string]interface{})
+		for i, k := range keys {
+			got, err := time.Parse(time.RFC3339, fmt.Sprint(raw[i]["encrypt_until"]))
+			if err != nil {
+				t.Fatalf("format %s key %s: encrypt_until %v: %v", f, k.ID, raw[i]["encrypt_until"], err)
+			}
+			if !got.Equal(stored[k.ID]) {
+				t.Fatalf("format %s key %s: encrypt_until %s, stored %s", f, k.ID, got, stored[k.ID])
+			}
+		}
+		if cur := keys[0]; !stored[cur.ID].Equal(testStart.Add(30 * time.Minute)) {
+			t.Fatalf("the current key stops encrypting at %s, want the rotated key's not_before", stored[cur.ID])
 		}
 	}
 }

@@ -15,14 +15,17 @@ const (
 	minRotationPeriod = 5 * time.Second
 	maxRotationPeriod = 24 * time.Hour
 	maxRetain         = 7 * 24 * time.Hour
-	minPublishAhead   = time.Second
 	minMaxKeyLifetime = time.Minute
+	minMaxReadTTL     = 5 * time.Second
+	maxMaxReadTTL     = 24 * time.Hour
 	maxMaxKeyLifetime = 7 * 24 * time.Hour
 
 	defaultRotationPeriod = time.Hour
 	defaultRetain         = 12 * time.Hour
 	defaultKeySize        = 80
 	defaultMaxKeyLifetime = 7 * 24 * time.Hour // RFC 8446 §4.6.1 ticket lifetime cap
+	// defaultMaxReadTTL bounds how long a purged key stays in use by readers.
+	defaultMaxReadTTL = 5 * time.Minute
 )
 
 // keyringNameRule is the rule names must follow, spelled as users see it.

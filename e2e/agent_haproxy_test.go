@@ -116,6 +116,10 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 	s := vaulttest.Start(t)
 	const keyring = "haproxy-e2e"
 	createKeyring(t, s, keyring)
+	// Readers re-read at least every 5s, which bounds the emergency rotation measured at the end.
+	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
+		t.Fatal(err)
+	}
 	cert := testcert.New(t, testcert.ECDSAP256)
 	combined := cert.WriteCombinedPEM(t.TempDir())
 	push := pushBinary(t)
@@ -216,6 +220,15 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 		sent := strings.Count(string(log), " sent ")
 		t.Logf("%s: push log has %d runs that sent keys, e.g. %q", n.Name, sent, firstMatching(string(log), " sent "))
 	}
+	// Emergency rotation: every ring and file drops the purged keys within max_read_ttl + Agent + push.
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	eapiMeasurePurgePropagation(t, s, keyring, "haproxy", names, func(i int) []byte {
+		file, _ := os.ReadFile(nodes[i].Files[0])
+		return append(file, strings.Join(haproxyRing(t, sockets[i], nodes[i].Files[0]), "\n")...)
+	}, 30*time.Second)
 }
 
 func firstMatching(s, sub string) string {

@@ -114,6 +114,10 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 	s := vaulttest.Start(t)
 	const keyring = "nginx-e2e"
 	createKeyring(t, s, keyring)
+	// Readers re-read at least every 5s, which bounds the emergency rotation measured at the end.
+	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
+		t.Fatal(err)
+	}
 	cert := testcert.New(t, testcert.ECDSAP256)
 	certDir := t.TempDir()
 	certFile, keyFile, _ := cert.WritePEM(certDir)
@@ -224,4 +228,18 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 		checkNginxFiles(t, s, nodes[i], keyring)
 		watch.noKeyMaterial(t, append(nodes[i].AgentLogs(), procs[i].ErrorLog)...)
 	}
+	// Emergency rotation: every node's rendered key files drop the purged keys (and the Agent reloads
+	// nginx) within max_read_ttl + Agent + render.
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	eapiMeasurePurgePropagation(t, s, keyring, "nginx", names, func(i int) []byte {
+		var all []byte
+		for _, f := range nodes[i].Files {
+			b, _ := os.ReadFile(f)
+			all = append(all, b...)
+		}
+		return all
+	}, 30*time.Second)
 }

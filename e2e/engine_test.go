@@ -57,8 +57,10 @@ type eapiKey struct {
 	State     string    `json:"state"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
-	TicketKey string    `json:"ticket_key"`
-	Raw       []byte    `json:"-"`
+	// EncryptUntil is when the key stops encrypting (issue 9 item 10).
+	EncryptUntil time.Time `json:"encrypt_until"`
+	TicketKey    string    `json:"ticket_key"`
+	Raw          []byte    `json:"-"`
 }
 
 // eapiResp is a raw Vault API response.
@@ -542,7 +544,8 @@ func TestEngineFormats(t *testing.T) {
 			{"ok", map[string]any{"rotation_period": "soon"}, []string{"rotation_period", "duration", "soon"}},
 			{"ok", map[string]any{"retain": "200h"}, []string{"retain", "168h", "200h"}},
 			{"ok", map[string]any{"publish_ahead": "2h"}, []string{"publish_ahead", "rotation_period", "2h"}},
-			{"ok", map[string]any{"publish_ahead": "0s"}, []string{"publish_ahead", "1s", "0s"}},
+			{"ok", map[string]any{"rotation_period": "1h", "publish_ahead": "5s"}, []string{"publish_ahead", "more than 7s", "5s"}},
+			{"ok", map[string]any{"rotation_period": "5s", "retain": "72h"}, []string{"would hold up to", "keys", "rotation_period 5s", "retain 72h", "256"}},
 			{"ok", map[string]any{"key_size": 64}, []string{"key_size", "48 or 80", "64"}},
 			{"ok", map[string]any{"rotation_period": "24h", "retain": "168h"}, []string{"rotation_period + retain", "max_key_lifetime", "24h", "168h"}},
 		} {
@@ -584,6 +587,41 @@ func TestEngineFormats(t *testing.T) {
 		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_key_lifetime": "10h"}, "max_key_lifetime", "web", "13h", "10h")
 		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/config", map[string]any{"max_key_lifetime": "13h"})
 		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/keys/web", nil, map[string]any{"retain": "12h1s"}, "max_key_lifetime", "13h", "12h0m1s")
+	})
+
+	t.Run("guarantees", func(t *testing.T) {
+		// Every read's ttl is capped by max_read_ttl (default 5m) and every key
+		// carries its stored encrypt_until (issue 9 items 6 and 10).
+		r := eapiWant(t, http.StatusOK, addr, root, "GET", "ticketkeys/config", nil, nil)
+		var cfg struct {
+			MaxReadTTL int64 `json:"max_read_ttl"`
+		}
+		if err := json.Unmarshal(r.Data, &cfg); err != nil || cfg.MaxReadTTL != 300 {
+			t.Errorf("config max_read_ttl %d (%v), want 300", cfg.MaxReadTTL, err)
+		}
+		for _, f := range []string{"nginx", "go"} {
+			w := eapiRead(t, addr, root, "web", f)
+			if w.RotationPeriod != 3600 || w.TTL > 300 || w.TTL < 270 {
+				t.Errorf("format %s: ttl %d with rotation_period %d, want 270..300 (max_read_ttl 5m)", f, w.TTL, w.RotationPeriod)
+			}
+			for _, k := range w.Keys {
+				if k.EncryptUntil.Before(k.NotBefore) || k.EncryptUntil.After(k.NotAfter) {
+					t.Errorf("format %s key %s: encrypt_until %s outside [not_before %s, not_after %s]", f, k.ID, k.EncryptUntil, k.NotBefore, k.NotAfter)
+				}
+			}
+		}
+		eapiWantError(t, http.StatusBadRequest, addr, root, "POST", "ticketkeys/config", nil, map[string]any{"max_read_ttl": "1s"}, "max_read_ttl", "5s", "24h", "1s")
+		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/config", map[string]any{"max_read_ttl": "20s"})
+		if w := eapiRead(t, addr, root, "web", "go"); w.TTL > 20 || w.TTL < 18 {
+			t.Errorf("ttl %d after max_read_ttl=20s, want 18..20", w.TTL)
+		}
+		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/config", map[string]any{"max_read_ttl": "5m"})
+		// publish_ahead=0 follows rotation_period again.
+		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/keys/web", map[string]any{"publish_ahead": "20m"})
+		eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/keys/web", map[string]any{"publish_ahead": 0})
+		if w := eapiRead(t, addr, root, "web", "go"); w.PublishAhead != w.RotationPeriod {
+			t.Errorf("publish_ahead %d after publish_ahead=0, want rotation_period %d", w.PublishAhead, w.RotationPeriod)
+		}
 	})
 }
 
@@ -1260,4 +1298,48 @@ func TestEngineBootstrapACLAudit(t *testing.T) {
 			t.Errorf("after upgrade keyring other changed: %v -> %v", eapiIDs(before), eapiIDs(after))
 		}
 	})
+}
+
+// eapiMeasurePurgePropagation runs `rotate mode=now purge_previous=true` on
+// keyring and polls every node's keys (held(i): what node i serves from,
+// e.g. its rendered files or its HAProxy ring) until none holds any purged
+// key, in raw or base64 form. It logs each node's propagation time and fails
+// when a node still holds a purged key after limit (issue 9 item 6).
+func eapiMeasurePurgePropagation(t *testing.T, s *vaulttest.Server, keyring, format string, names []string, held func(i int) []byte, limit time.Duration) {
+	t.Helper()
+	before := readWindow(t, s, keyring, format)
+	if _, err := s.Client.Logical().Write("ticketkeys/keys/"+keyring+"/rotate", map[string]any{"mode": "now", "purge_previous": true}); err != nil {
+		t.Fatalf("emergency rotation: %v", err)
+	}
+	start := time.Now()
+	holdsPurged := func(b []byte) bool {
+		for _, k := range before.Keys {
+			if bytes.Contains(b, k.Raw) || bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString(k.Raw))) {
+				return true
+			}
+		}
+		return false
+	}
+	took := make([]time.Duration, len(names))
+	for pending := len(names); pending > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > limit {
+			for i, d := range took {
+				if d == 0 {
+					t.Errorf("%s still holds a purged key %s after the emergency rotation", names[i], limit)
+				}
+			}
+			return
+		}
+		for i := range names {
+			if took[i] == 0 && !holdsPurged(held(i)) {
+				took[i] = time.Since(start)
+				pending--
+			}
+		}
+	}
+	var parts []string
+	for i, d := range took {
+		parts = append(parts, fmt.Sprintf("%s %s", names[i], d.Round(10*time.Millisecond)))
+	}
+	t.Logf("emergency rotation (mode=now purge_previous=true) reached every node: %s (bound: max_read_ttl + Agent 1s + render)", strings.Join(parts, ", "))
 }

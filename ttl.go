@@ -1,0 +1,78 @@
+package ticketkeys
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// The window promise: a reader that re-reads when the ttl of its last read
+// runs out holds every key before it activates. These are the delays such a
+// reader adds after the ttl, which publish_ahead must cover.
+const (
+	// agentReadDelay: Vault Agent (consul-template) re-reads a non-leased
+	// secret 1s after its ttl.
+	agentReadDelay = time.Second
+	// goClientMaxDelay: the Go client (client/source.go refreshWait) re-reads
+	// up to min(max(ttl/20, 100ms), 5s) after the ttl.
+	goClientMaxDelay = 5 * time.Second
+	goClientMinDelay = 100 * time.Millisecond
+	// readAllowance is the time a read itself may take (Vault round trip).
+	readAllowance = time.Second
+	// ttlRounding: ttl is whole seconds, rounded up.
+	ttlRounding = time.Second
+	// maxTTLJitter caps the spread added to ttl.
+	maxTTLJitter = 30 * time.Second
+)
+
+// ttlJitterMax is the largest jitter added to a ttl: a twentieth of
+// rotation_period and a tenth of publish_ahead, at most 30s, in whole
+// seconds. Scaling it with publish_ahead keeps short publish_ahead settings
+// inside the promise.
+func ttlJitterMax(s keyringSettings) time.Duration {
+	return min(s.RotationPeriod/20, s.PublishAhead/10, maxTTLJitter).Truncate(time.Second)
+}
+
+// readerLag is the longest a reader following ttl takes, after the window
+// changed, to hold the new window: the ttl rounding, its jitter, the reader's
+// own delay after the ttl and the read itself. A ttl is never longer than
+// rotation_period plus rounding and jitter (see ttlSeconds), which bounds the
+// Go client's delay for short periods.
+func readerLag(s keyringSettings) time.Duration {
+	jitter := ttlJitterMax(s)
+	maxTTL := s.RotationPeriod + ttlRounding + jitter
+	goDelay := min(max(maxTTL/20, goClientMinDelay), goClientMaxDelay)
+	return ttlRounding + jitter + max(agentReadDelay, goDelay) + readAllowance
+}
+
+// checkPublishAhead enforces the window promise for settings s: publish_ahead
+// must be longer than the reader lag.
+func checkPublishAhead(s keyringSettings) error {
+	if lag := readerLag(s); s.PublishAhead <= lag {
+		return fmt.Errorf("publish_ahead must be more than %s with rotation_period %s, so that every reader following ttl holds the next key before it activates (ttl rounding 1s + ttl jitter %s + reader delay up to %s + 1s for the read); got %s",
+			fmtDuration(lag), fmtDuration(s.RotationPeriod), fmtDuration(ttlJitterMax(s)), fmtDuration(lag-2*time.Second-ttlJitterMax(s)), fmtDuration(s.PublishAhead))
+	}
+	return nil
+}
+
+// ttlSeconds is how long a reader may keep this window: until it next
+// changes, rounded up, plus a small random jitter so that a fleet does not
+// re-read at one instant. It is never longer than rotation_period (plus
+// rounding and jitter), even while keys of older, longer settings are live,
+// and never longer than maxTTL: past it the jitter is taken off instead, so
+// every reader re-reads within maxTTL. It is never below 1 (0 would make
+// consul-template spin).
+func ttlSeconds(kr *keyring, now time.Time, maxTTL time.Duration, jitter func(n int64) int64) int64 {
+	period := kr.Settings.RotationPeriod
+	until := period
+	if t, ok := kr.nextChange(now); ok && t.Sub(now) < period {
+		until = t.Sub(now)
+	}
+	ttl := int64(math.Ceil(until.Seconds()))
+	ttl += jitter(int64(ttlJitterMax(kr.Settings)/time.Second) + 1)
+	if capped := int64(maxTTL / time.Second); ttl > capped {
+		spread := min(maxTTL/10, maxTTLJitter).Truncate(time.Second)
+		ttl = capped - jitter(int64(spread/time.Second)+1)
+	}
+	return max(ttl, 1)
+}
