@@ -49,6 +49,10 @@ func (c *keyringCache) set(name string, kr *keyring, gen uint64) {
 		delete(c.entries, name)
 		return
 	}
+	if kr.renders == nil {
+		// From here on kr is shared and immutable: its renderings may be cached.
+		kr.renders = &windowRenders{}
+	}
 	c.entries[name] = kr
 }
 

@@ -92,6 +92,12 @@ type keyring struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 	// PublishAheadSet is true once an operator set publish_ahead; until then it follows rotation_period.
 	PublishAheadSet bool `json:"publish_ahead_set,omitempty"`
+
+	// renders caches this keyring's rendered windows (see render.go). The
+	// keyring cache attaches it when it takes the keyring, from which point
+	// the keyring is shared and never changed; a private copy has none, so
+	// nothing can be rendered from it and then changed. Never stored.
+	renders *windowRenders
 }
 
 // clone returns a deep copy, so a cached keyring is never changed in place.
@@ -106,6 +112,7 @@ func (kr *keyring) clone() *keyring {
 		c.Keys[i] = &kc
 	}
 	c.Destroyed = slices.Clone(kr.Destroyed)
+	c.renders = nil // a clone is private and mutable until the cache takes it
 	return &c
 }
 

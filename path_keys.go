@@ -284,7 +284,7 @@ func (b *backend) pathKeysRead(ctx context.Context, req *logical.Request, d *fra
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	now := b.clock().UTC()
-	data, warnings, err := windowData(kr, format, now)
+	data, warnings, err := kr.renderWindow(format, now)
 	if err != nil {
 		return nil, err
 	}
