@@ -475,7 +475,8 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 
-	// Evaluate.
+	// Evaluate. Graces count from now: the offers have just been made.
+	evalAt := time.Now()
 	for _, r := range c.retired {
 		r.acceptedThisTime = nil
 	}
@@ -506,8 +507,8 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 				switch {
 				case res.err != nil:
 					rc.Check = Check{Status: StatusFail, Detail: "could not offer a ticket under it: " + res.err.Error()}
-				case res.resumed && rep.Started.Sub(r.at) < cfg.Grace:
-					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (grace %s)", r.key.ID, rep.Started.Sub(r.at).Round(time.Millisecond), r.reason, cfg.Grace)}
+				case res.resumed && evalAt.Sub(r.at) < cfg.Grace:
+					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (grace %s)", r.key.ID, evalAt.Sub(r.at).Round(time.Millisecond), r.reason, cfg.Grace)}
 				case res.resumed:
 					rc.Check = Check{Status: StatusFail, Detail: fmt.Sprintf("resumes a ticket under retired key %s (%s at %s)", r.key.ID, r.reason, r.at.UTC().Format(time.RFC3339))}
 				default:

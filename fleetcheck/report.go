@@ -195,9 +195,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
 	for _, n := range r.Nodes {
-		errs := strings.Join(n.Errors, "; ")
-		if errs == "" {
-			errs = "-"
+		errs := "-"
+		if len(n.Errors) > 0 {
+			errs = n.Errors[0]
+			if len(errs) > 100 {
+				errs = errs[:97] + "..."
+			}
+			if len(n.Errors) > 1 {
+				errs += fmt.Sprintf(" (+%d more, below)", len(n.Errors)-1)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Retired,
 			ratio(n.MatrixRowOK, n.MatrixRowTotal), ratio(n.MatrixColOK, n.MatrixColTotal), errs)
