@@ -14,10 +14,33 @@
 // crypto/tls's SetSessionTicketKeys encrypts with the first key and tries all
 // of them to decrypt, per Config, and is lost by Clone. Instead every key of
 // the window gets a private tls.Config holding only that key; WrapSession
-// encrypts with the current key's EncryptTicket, and UnwrapSession tries the
-// current, next, previous (and local) keys' DecryptTicket in turn. Tickets
-// keep crypto/tls's own format, the function fields survive Clone, and each
-// decryption is attributed to a key state for metrics.
+// encrypts with the current key's EncryptTicket and UnwrapSession decrypts
+// with exactly the key the ticket names. The function fields survive Clone,
+// and each decryption is attributed to a key state for metrics.
+//
+// # Ticket format
+//
+// A ticket is the 16-byte name of the key that made it (the raw bytes whose
+// hex is the key's id in the window) followed by crypto/tls's own ticket
+// (tls.Config.EncryptTicket with that key's 32-byte `go` ticket_key alone):
+//
+//	ticket = name[16] || iv[16] || AES-CTR(session state) || HMAC-SHA256[32]
+//
+// UnwrapSession looks the name up among the keys in use and tries that key
+// only, so a forged or stale ticket costs one decryption attempt at most, not
+// one per key of the window. SealTicket, OpenTicket and TicketKeyID build and
+// read this format for tools.
+//
+// Release v0.1.0 issued tickets without the name. During a rolling upgrade
+// the Source still accepts those: a ticket whose first 16 bytes name no key in
+// use is tried against every published key, as v0.1.0 did, until
+// WithLegacyTickets' period (default 168h, the longest key lifetime; renewed
+// by every such ticket that decrypts) has passed without one; Status reports
+// LegacyUntil and counts them in Tickets.Legacy. Meanwhile a forged ticket
+// naming no key costs one attempt per published key (as in v0.1.0), and
+// afterwards a map lookup. Tickets issued by upgraded nodes do not resume on
+// nodes still running v0.1.0 (one full handshake there), so upgrade the
+// fleet within a short time.
 //
 // # Time, not reads, moves the keys
 //

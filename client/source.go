@@ -61,6 +61,15 @@ type Source struct {
 	issued  atomic.Uint64
 	updated chan struct{}
 
+	// Tickets of the previous release's format (no key name): see
+	// WithLegacyTickets. legacyFrom is when the legacy period started or was
+	// last renewed by a legacy ticket that decrypted (Unix nanoseconds).
+	legacyFrom atomic.Int64
+	legacyHits atomic.Uint64
+	// inert names the undecryptable tickets issued while tickets are
+	// disabled; it is never a key's name.
+	inert keyName
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	done      chan struct{}
@@ -69,6 +78,7 @@ type Source struct {
 
 // localKey is the node-local random key of an exhaustion episode.
 type localKey struct {
+	name       keyName // random; never in a window
 	cfg        *tls.Config
 	created    time.Time
 	encrypting bool
@@ -78,7 +88,8 @@ type localKey struct {
 // activeKey is one key in use at a given time.
 type activeKey struct {
 	state    KeyState
-	id       string // empty for the local key
+	id       string  // empty for the local key
+	name     keyName // in front of every ticket this key makes
 	cfg      *tls.Config
 	notAfter time.Time
 }
@@ -87,8 +98,9 @@ type activeKey struct {
 type keyset struct {
 	computedAt       time.Time
 	validUntil       time.Time
-	current          *activeKey   // encrypts (the local key while exhausted); never nil
-	decrypt          []*activeKey // current, next by activation, previous newest first, local
+	current          *activeKey             // encrypts (the local key while exhausted); never nil
+	decrypt          []*activeKey           // current, next by activation, previous newest first, local
+	byName           map[keyName]*activeKey // the decrypt keys by name
 	exhausted        bool
 	ticketsDisabled  bool
 	currentNotBefore time.Time
@@ -147,9 +159,11 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		log:     o.logger.With(slog.String("component", "ticketkeys"), slog.String("keyring", mount+"/"+name)),
 		keyCfgs: map[string]*tls.Config{},
 		updated: make(chan struct{}, 1),
+		inert:   randomName(),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.legacyFrom.Store(o.clock.Now().UnixNano())
 
 	var lastErr error
 	noWindow := func() error {
@@ -394,8 +408,7 @@ func (s *Source) keyConfigLocked(k *Key) *tls.Config {
 	if c, ok := s.keyCfgs[k.ID]; ok {
 		return c
 	}
-	c := &tls.Config{}
-	c.SetSessionTicketKeys([][32]byte{k.material})
+	c := keyConfig(k.material)
 	s.keyCfgs[k.ID] = c
 	return c
 }
@@ -439,7 +452,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 
 	if cur >= 0 {
 		k := &w.Keys[cur]
-		ks.current = &activeKey{state: StateCurrent, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter}
+		ks.current = &activeKey{state: StateCurrent, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter}
 		ks.decrypt = append(ks.decrypt, ks.current)
 		ks.currentNotBefore = k.NotBefore
 		ks.encryptUntil = w.encryptEnd(cur)
@@ -448,7 +461,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	for i := range w.Keys {
 		k := &w.Keys[i]
 		if i != cur && k.NotBefore.After(now) && now.Before(k.NotAfter) {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StateNext, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
+			ks.decrypt = append(ks.decrypt, &activeKey{state: StateNext, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 			if ks.nextActivation.IsZero() {
 				ks.nextActivation = k.NotBefore
 			}
@@ -457,7 +470,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	for i := len(w.Keys) - 1; i >= 0; i-- {
 		k := &w.Keys[i]
 		if i != cur && !k.NotBefore.After(now) && now.Before(k.NotAfter) {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StatePrevious, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
+			ks.decrypt = append(ks.decrypt, &activeKey{state: StatePrevious, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 		}
 	}
 
@@ -469,12 +482,11 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 			if _, err := rand.Read(seed[:]); err != nil {
 				panic("ticketkeys: crypto/rand failed: " + err.Error())
 			}
-			c := &tls.Config{}
-			c.SetSessionTicketKeys([][32]byte{seed})
+			c := keyConfig(seed)
 			clear(seed[:])
-			s.local = &localKey{cfg: c, created: now, encrypting: true}
+			s.local = &localKey{name: randomName(), cfg: c, created: now, encrypting: true}
 		}
-		lk := &activeKey{state: StateLocal, cfg: s.local.cfg, notAfter: s.local.created.Add(maxKeyLifetime)}
+		lk := &activeKey{state: StateLocal, name: s.local.name, cfg: s.local.cfg, notAfter: s.local.created.Add(maxKeyLifetime)}
 		soonest(lk.notAfter)
 		if s.o.disableTickets {
 			ks.ticketsDisabled = true
@@ -494,14 +506,16 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 			}
 		}
 		if now.Before(s.local.notAfter) && !s.o.disableTickets {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StateLocal, cfg: s.local.cfg, notAfter: s.local.notAfter})
+			ks.decrypt = append(ks.decrypt, &activeKey{state: StateLocal, name: s.local.name, cfg: s.local.cfg, notAfter: s.local.notAfter})
 			soonest(s.local.notAfter)
 		} else if !now.Before(s.local.notAfter) {
 			s.local = nil
 		}
 	}
+	ks.byName = make(map[keyName]*activeKey, len(ks.decrypt))
 	for _, k := range ks.decrypt {
 		ks.counts[k.state]++
+		ks.byName[k.name] = k
 	}
 	s.ks.Store(ks)
 
@@ -598,6 +612,10 @@ func (s *Source) Status() Status {
 		Local:    s.hits[3].Load(),
 		Miss:     s.misses.Load(),
 		Issued:   s.issued.Load(),
+		Legacy:   s.legacyHits.Load(),
+	}
+	if s.acceptsLegacy(now) {
+		st.LegacyUntil = s.legacyUntil()
 	}
 	return st
 }

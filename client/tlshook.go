@@ -3,6 +3,7 @@ package client
 import (
 	"crypto/tls"
 	"errors"
+	"time"
 )
 
 // ConfigureServer wires the Source into a server tls.Config by setting its
@@ -78,38 +79,80 @@ func (s *Source) ConfigureServer(cfg *tls.Config) error {
 	return nil
 }
 
-// wrapSession encrypts a session with the current key (crypto/tls's own
-// ticket format, via the key's private Config.EncryptTicket).
+// wrapSession encrypts a session with the current key: the key's name, then
+// crypto/tls's own ticket under that key (see SealTicket).
 func (s *Source) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	ks := s.keysetAt(s.o.clock.Now())
 	s.issued.Add(1)
-	return ks.current.cfg.EncryptTicket(cs, ss)
+	return sealTicket(ks.current.name, ks.current.cfg, ss)
 }
 
-// unwrapSession tries the keys in use (current, next, previous, local) and
-// reports which state decrypted the ticket, or a miss. A ticket no key
+// unwrapSession decrypts a ticket with exactly the key its name designates
+// and reports which state that key is in, or a miss. A ticket that names no
+// key in use is tried, in the previous release's format (no name), against
+// the published keys while legacy tickets are accepted (WithLegacyTickets),
+// and otherwise dropped at the cost of a map lookup. A ticket no key
 // decrypts is ignored (full handshake), never an error.
 func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	if len(identity) == 0 {
 		return nil, nil
 	}
-	ks := s.keysetAt(s.o.clock.Now())
+	now := s.o.clock.Now()
+	ks := s.keysetAt(now)
 	if !ks.ticketsDisabled {
-		for _, k := range ks.decrypt {
-			ss, err := k.cfg.DecryptTicket(identity, cs)
-			if err != nil || ss == nil {
-				continue
+		if len(identity) > TicketKeyNameSize {
+			if k := ks.byName[keyName(identity[:TicketKeyNameSize])]; k != nil {
+				if ss, err := k.cfg.DecryptTicket(identity[TicketKeyNameSize:], cs); err == nil && ss != nil {
+					return s.hit(k.state, false, ss), nil
+				}
+				return s.miss(), nil
 			}
-			s.hits[stateIndex(k.state)].Add(1)
-			if s.o.observer.Ticket != nil {
-				s.o.observer.Ticket(TicketEvent{Hit: true, State: k.state})
+		}
+		if s.acceptsLegacy(now) {
+			for _, k := range ks.decrypt {
+				if k.state == StateLocal {
+					continue // the local key never made a ticket without a name
+				}
+				if ss, err := k.cfg.DecryptTicket(identity, cs); err == nil && ss != nil {
+					s.legacyFrom.Store(now.UnixNano())
+					return s.hit(k.state, true, ss), nil
+				}
 			}
-			return ss, nil
 		}
 	}
+	return s.miss(), nil
+}
+
+// acceptsLegacy reports whether tickets of the previous release's format
+// are still tried at now.
+func (s *Source) acceptsLegacy(now time.Time) bool {
+	return s.o.legacyFor > 0 && now.Before(s.legacyUntil())
+}
+
+// legacyUntil is when legacy tickets stop being accepted unless one
+// decrypts before then.
+func (s *Source) legacyUntil() time.Time {
+	if s.o.legacyFor <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.legacyFrom.Load()).Add(s.o.legacyFor)
+}
+
+func (s *Source) hit(state KeyState, legacy bool, ss *tls.SessionState) *tls.SessionState {
+	s.hits[stateIndex(state)].Add(1)
+	if legacy {
+		s.legacyHits.Add(1)
+	}
+	if s.o.observer.Ticket != nil {
+		s.o.observer.Ticket(TicketEvent{Hit: true, State: state, Legacy: legacy})
+	}
+	return ss
+}
+
+func (s *Source) miss() *tls.SessionState {
 	s.misses.Add(1)
 	if s.o.observer.Ticket != nil {
 		s.o.observer.Ticket(TicketEvent{})
 	}
-	return nil, nil
+	return nil
 }

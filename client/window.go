@@ -60,6 +60,7 @@ type Key struct {
 	// after this instant.
 	NotAfter time.Time
 
+	name     keyName // the raw bytes of ID, in front of every ticket
 	material [goKeySize]byte
 }
 
@@ -179,7 +180,7 @@ func (w *wireWindow) validate() (*Window, error) {
 		return nil, fmt.Errorf("window: keys: must hold at most %d keys, got %d", maxWindowKeys, len(w.Keys))
 	}
 
-	ids := make(map[string]int, len(w.Keys))
+	ids := make(map[keyName]int, len(w.Keys))
 	materials := make(map[[goKeySize]byte]int, len(w.Keys))
 	activations := make(map[int64]int, len(w.Keys))
 	current := -1
@@ -189,10 +190,10 @@ func (w *wireWindow) validate() (*Window, error) {
 		if err != nil {
 			return nil, err
 		}
-		if j, dup := ids[k.ID]; dup {
+		if j, dup := ids[k.name]; dup {
 			return nil, fmt.Errorf("window: keys[%d].id: must be unique, same as keys[%d].id", i, j)
 		}
-		ids[k.ID] = i
+		ids[k.name] = i
 		if j, dup := materials[k.material]; dup {
 			return nil, fmt.Errorf("window: keys[%d].ticket_key: must be unique, same as keys[%d].ticket_key", i, j)
 		}
@@ -240,7 +241,7 @@ func (wk *wireKey) validate(i int) (Key, error) {
 	if len(*wk.ID) != idHexLen {
 		return k, fmt.Errorf("window: keys[%d].id: must be %d hex characters, got %d characters", i, idHexLen, len(*wk.ID))
 	}
-	if _, err := hex.DecodeString(*wk.ID); err != nil {
+	if _, err := hex.Decode(k.name[:], []byte(*wk.ID)); err != nil {
 		return k, fmt.Errorf("window: keys[%d].id: must be %d hex characters, got a non-hex character", i, idHexLen)
 	}
 	k.ID = *wk.ID
