@@ -364,3 +364,37 @@ func TestReportHoldsNoMaterial(t *testing.T) {
 		t.Errorf("formatting a key prints its material")
 	}
 }
+
+// TestCheckClientSources checks Go nodes running the real client package
+// (client.Source via ConfigureServer), with the window read through
+// VaultReader from a server answering as Vault does: a fleet on one window
+// is green; a node whose Source read a window without the next key (it lost
+// Vault before the key was published) is not ready, by address.
+func TestCheckClientSources(t *testing.T) {
+	cert := testcert.New(t, testcert.ECDSAP256)
+	s := newSchedule(t, FormatGo, 80, 3, time.Now().Add(-90*time.Minute), time.Hour, 2*time.Hour)
+	vc := vaultStub(t, s)
+	stale := &schedule{format: FormatGo, keySize: 80, period: time.Hour, publish: time.Hour, keys: s.keys[:2]}
+	var nodes []string
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startSourceNode(t, cert, vc))
+	}
+	staleNode := startSourceNode(t, cert, vaultStub(t, stale))
+	c, err := New(Config{Keyring: "test", Format: FormatGo, Read: VaultReader(vc, "ticketkeys", "test", FormatGo), Nodes: nodesOf(cert, nodes...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r := check(t, c); !r.OK || r.NodesReadyNext != 2 || r.Nodes[0].Versions[0].TicketKeyID != s.keys[1].ID {
+		t.Fatalf("Source fleet not green:\n%s", table(t, r))
+	}
+	c, err = New(Config{Keyring: "test", Format: FormatGo, Read: VaultReader(vc, "ticketkeys", "test", FormatGo), Nodes: nodesOf(cert, append(nodes, staleNode)...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := check(t, c)
+	if n := nodeReport(t, r, staleNode); r.OK || n.Next != StatusFail || n.Current != StatusOK || r.Matrix.Failures != 0 {
+		t.Fatalf("stale Source: OK %v, next %s, current %s, matrix failures %d; want a next-key failure only:\n%s", r.OK, n.Next, n.Current, r.Matrix.Failures, table(t, r))
+	}
+}

@@ -6,14 +6,21 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 )
 
@@ -192,4 +199,66 @@ func nodesOf(cert *testcert.Cert, addrs ...string) []Node {
 		out = append(out, Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool})
 	}
 	return out
+}
+
+// vaultStub serves the schedule's window the way Vault does
+// (GET /v1/ticketkeys/keys/test?format=F, the engine's JSON in "data"), for
+// real client.Sources and for VaultReader.
+func vaultStub(t testing.TB, s *schedule) *api.Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		format := r.URL.Query().Get("format")
+		if r.URL.Path != "/v1/ticketkeys/keys/test" || !slices.Contains(Formats, format) {
+			http.Error(rw, `{"errors":["no handler for route"]}`, http.StatusNotFound)
+			return
+		}
+		w := s.window(time.Now())
+		var keys []map[string]any
+		for _, k := range w.Keys {
+			keys = append(keys, map[string]any{"id": k.ID, "state": k.State,
+				"not_before": k.NotBefore.Format(time.RFC3339), "not_after": k.NotAfter.Format(time.RFC3339),
+				"ticket_key": base64.StdEncoding.EncodeToString(k.material(format))})
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(map[string]any{"data": map[string]any{
+			"name": "test", "format": format, "key_size": s.keySize, "rotation_period": int64(s.period / time.Second),
+			"retain": int64(time.Hour / time.Second), "publish_ahead": int64(s.publish / time.Second), "ttl": 3000, "keys": keys,
+		}})
+	}))
+	t.Cleanup(srv.Close)
+	cfg := api.DefaultConfig()
+	cfg.Address = srv.URL
+	cfg.MaxRetries = 0
+	vc, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken("test")
+	return vc
+}
+
+// startSourceNode runs a Go TLS server whose tickets come from a real
+// client.Source reading vc.
+func startSourceNode(t testing.TB, cert *testcert.Cert, vc *api.Client) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src, err := client.NewSource(ctx, vc, "ticketkeys", "test", client.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	cfg := cert.ServerConfig()
+	if err := src.ConfigureServer(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: cfg, ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
 }

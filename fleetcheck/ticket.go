@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 )
 
 // Ticket layouts.
@@ -27,7 +29,7 @@ import (
 //
 // Go (format go, nodes using package client): the key name in front of what
 // crypto/tls's Config.EncryptTicket makes under the key's 32-byte go-format
-// key:
+// key (client.SealTicket and client.OpenTicket, reused here):
 //
 //	key_name[16] || iv[16] || AES-CTR(session) || HMAC-SHA256[32]
 const (
@@ -169,27 +171,13 @@ func sealOpenSSL(s *session, k *Key) ([]byte, error) {
 	return mac.Sum(out), nil
 }
 
-// goConfig returns a tls.Config whose only ticket key is k's go key.
-func goConfig(k *Key) (*tls.Config, error) {
+func openGo(ticket []byte, k *Key) (*session, error) {
 	if len(k.gok) != goKeyLen {
 		return nil, fmt.Errorf("key %s has no go-format material", k.ID)
 	}
-	var raw [goKeyLen]byte
-	copy(raw[:], k.gok)
-	defer clear(raw[:])
-	cfg := &tls.Config{}
-	cfg.SetSessionTicketKeys([][goKeyLen]byte{raw})
-	return cfg, nil
-}
-
-func openGo(ticket []byte, k *Key) (*session, error) {
-	cfg, err := goConfig(k)
+	ss, err := client.OpenTicket(k.ID, k.gok, ticket)
 	if err != nil {
-		return nil, err
-	}
-	ss, err := cfg.DecryptTicket(ticket[keyNameLen:], tls.ConnectionState{})
-	if err != nil || ss == nil {
-		return nil, fmt.Errorf("%w: crypto/tls does not decrypt it with the go key of %s", ErrTicketAuth, k.ID)
+		return nil, fmt.Errorf("%w: %v", ErrTicketAuth, err)
 	}
 	return &session{gos: ss}, nil
 }
@@ -198,13 +186,8 @@ func sealGo(s *session, k *Key) ([]byte, error) {
 	if s == nil || s.gos == nil {
 		return nil, errors.New("no Go session to seal")
 	}
-	cfg, err := goConfig(k)
-	if err != nil {
-		return nil, err
+	if len(k.gok) != goKeyLen {
+		return nil, fmt.Errorf("key %s has no go-format material", k.ID)
 	}
-	enc, err := cfg.EncryptTicket(tls.ConnectionState{}, s.gos)
-	if err != nil {
-		return nil, fmt.Errorf("seal under key %s: %w", k.ID, err)
-	}
-	return append(append(make([]byte, 0, keyNameLen+len(enc)), k.name[:]...), enc...), nil
+	return client.SealTicket(k.ID, k.gok, s.gos)
 }
