@@ -45,7 +45,7 @@ type Config struct {
 	Grace time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
-	// publish_ahead/4, at least 2s and at most 2m.
+	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
 	NextGrace time.Duration
 	// MatrixFull is the largest fleet that gets the full cross-node matrix
 	// (every node's ticket offered to every node). Above it, each node's
@@ -187,10 +187,19 @@ func (c *Checker) Close() {
 }
 
 func (c *Checker) nextGrace(w *Window) time.Duration {
-	if c.cfg.NextGrace > 0 {
-		return c.cfg.NextGrace
+	return nextGrace(c.cfg, w.PublishAhead)
+}
+
+// nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
+// but at least Grace (a node fed by Vault Agent fetches a published key as
+// late as it switches at an activation) and at most 2 minutes and half of
+// publish_ahead, so that a missing key is still reported before it
+// activates.
+func nextGrace(cfg Config, publishAhead time.Duration) time.Duration {
+	if cfg.NextGrace > 0 {
+		return cfg.NextGrace
 	}
-	return min(max(w.PublishAhead/4, 2*time.Second), 2*time.Minute)
+	return min(max(publishAhead/4, cfg.Grace), 2*time.Minute, publishAhead/2)
 }
 
 func (c *Checker) retiredFor(w *Window) time.Duration {

@@ -58,10 +58,7 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 	if w := rep.Window; w != nil {
 		publishAhead := time.Duration(w.PublishAhead) * time.Second
 		period := time.Duration(w.RotationPeriod) * time.Second
-		nextGrace := c.cfg.NextGrace
-		if nextGrace == 0 {
-			nextGrace = min(max(publishAhead/4, 2*time.Second), 2*time.Minute)
-		}
+		nextGrace := nextGrace(c.cfg, publishAhead)
 		grace := c.cfg.Grace
 		var last time.Time
 		for _, k := range w.Keys {

@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ca, "ca", "", "default PEM file of CA certificates to verify the nodes; default: the system roots")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
 	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "tolerance around activations and retirements (clock skew, Agent re-read delay)")
-	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, 2s..2m)")
+	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
 	fs.DurationVar(&o.timeout, "timeout", fleetcheck.DefaultTimeout, "bound on each connection")
 	fs.DurationVar(&o.retiredFor, "retired-for", 0, "how long a retired key is still offered to the nodes (continuous mode; default: one rotation period, at least 1m)")
 	fs.IntVar(&o.matrixFull, "matrix-full", fleetcheck.DefaultMatrixFull, "largest fleet checked with the full cross-node matrix")
