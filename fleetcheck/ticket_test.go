@@ -253,3 +253,54 @@ func TestTicketsOfRealServers(t *testing.T) {
 		})
 	}
 }
+
+// TestGoTicketLayout: the go layout (key name, then crypto/tls's ticket)
+// opens under its key only and rejects truncated, corrupted and unknown-key
+// tickets with their errors.
+func TestGoTicketLayout(t *testing.T) {
+	cert := testcert.New(t, testcert.ECDSAP256)
+	now := time.Now()
+	a, other := newKey(t, 80, now, now.Add(time.Hour)), newKey(t, 80, now, now.Add(time.Hour))
+	g := startGoServer(t, cert, a)
+	f, err := fresh(context.Background(), nodesOf(cert, g.addr)[0], tls.VersionTLS13, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openTicket(FormatGo, f.ticket, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved, err := reencrypt(FormatGo, f.ticket, a, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := TicketKeyID(moved); id != other.ID {
+		t.Fatalf("re-encrypted ticket names %s, want %s", id, other.ID)
+	}
+	s2, err := openTicket(FormatGo, moved, other)
+	if err != nil {
+		t.Fatalf("re-encrypted ticket does not open under the target key: %v", err)
+	}
+	b1, _ := s.gos.Bytes()
+	b2, _ := s2.gos.Bytes()
+	if !bytes.Equal(b1, b2) {
+		t.Fatal("the re-encrypted ticket carries another session")
+	}
+	flipped := append([]byte(nil), f.ticket...)
+	flipped[keyNameLen+ivLen+2] ^= 1
+	for _, tc := range []struct {
+		name   string
+		ticket []byte
+		key    *Key
+		want   error
+	}{
+		{"truncated below the fixed parts", f.ticket[:minTicketLen-1], a, ErrTicketTruncated},
+		{"truncated by one byte", f.ticket[:len(f.ticket)-1], a, ErrTicketAuth},
+		{"unknown key", f.ticket, other, ErrTicketUnknownKey},
+		{"corrupted", flipped, a, ErrTicketAuth},
+	} {
+		if _, err := openTicket(FormatGo, tc.ticket, tc.key); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
