@@ -14,11 +14,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -420,4 +422,65 @@ func checkCommand(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fcF
 		t.Fatalf("%s: ticketkeys-fleetcheck: %v (report %v, ok %v, %d nodes)\n%s", f.kind, err, rerr, rep.OK, len(rep.Nodes), out)
 	}
 	t.Logf("%s: ticketkeys-fleetcheck (one round, token file, shipped policy) exit 0:\n%s", f.kind, out)
+
+	// Continuous mode as a Prometheus target: /metrics and /report.json answer, SIGTERM ends it with 0.
+	listen := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	cont := exec.Command(bin, append(args, "-continuous", "-interval", "1s", "-listen", listen, "-table=false")...)
+	cont.Env = cmd.Env
+	var logs bytes.Buffer
+	cont.Stdout, cont.Stderr = &logs, &logs
+	if err := cont.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited, done := make(chan error, 1), make(chan struct{})
+	go func() { exited <- cont.Wait(); close(done) }()
+	defer func() { // stop it by PID if a check below failed first
+		select {
+		case <-done:
+		default:
+			_ = cont.Process.Kill()
+			<-done
+		}
+	}()
+	want := fmt.Sprintf(`ticketkeys_fleetcheck_nodes_reachable{keyring=%q} 3`, f.keyring)
+	var metrics string
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(metrics, want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: /metrics never showed %s; last scrape:\n%s\nlog:\n%s", f.kind, want, metrics, logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+		if resp, err := http.Get("http://" + listen + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			metrics = string(b)
+		}
+	}
+	for _, m := range []string{"ticketkeys_fleetcheck_seconds_until_activation", "ticketkeys_fleetcheck_nodes_ready_next_key",
+		"ticketkeys_fleetcheck_matrix_failures", `ticketkeys_fleetcheck_node_next_key_ready{keyring="` + f.keyring + `",node="` + f.addrs[2] + `"}`} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("%s: /metrics has no %s", f.kind, m)
+		}
+	}
+	resp, err := http.Get("http://" + listen + "/report.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last struct {
+		Round int `json:"round"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&last); err != nil || last.Round < 1 {
+		t.Errorf("%s: /report.json: %v, round %d", f.kind, err, last.Round)
+	}
+	resp.Body.Close()
+	_ = cont.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("%s: continuous ticketkeys-fleetcheck exited with %v after SIGTERM\n%s", f.kind, err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: continuous ticketkeys-fleetcheck did not exit within 15s of SIGTERM", f.kind)
+	}
+	t.Logf("%s: continuous ticketkeys-fleetcheck served /metrics and /report.json (round %d) and exited 0 on SIGTERM", f.kind, last.Round)
 }
