@@ -52,11 +52,12 @@ type Key struct {
 	gok  []byte // go format: the 32-byte key for tls.Config.SetSessionTicketKeys
 }
 
-// String returns the key id and state: never material.
-func (k *Key) String() string { return k.ID + " (" + k.State + ")" }
+// String returns the key id and state: never material (%v and %+v of a Key
+// or a *Key print this).
+func (k Key) String() string { return k.ID + " (" + k.State + ")" }
 
 // GoString keeps %#v from printing material.
-func (k *Key) GoString() string { return "fleetcheck.Key{ID:" + k.ID + "}" }
+func (k Key) GoString() string { return "fleetcheck.Key{ID:" + k.ID + "}" }
 
 // wipe overwrites the key's material.
 func (k *Key) wipe() {
