@@ -90,6 +90,9 @@ func TestCheckHealthyFleet(t *testing.T) {
 	if !r.OK || len(r.Failures) > 0 {
 		t.Fatalf("healthy fleet not OK:\n%s", table(t, r))
 	}
+	if st := r.Settings; len(st.Versions) != 2 || st.Grace != 5 || st.NextGrace != 120 || st.MatrixFull != 16 {
+		t.Errorf("settings %+v; want both versions, grace 5s, next grace 2m (publish_ahead/4 capped), matrix_full 16", st)
+	}
 	if r.NodesReadyNext != 3 || r.Matrix.Pairs != 3*3*2 || r.Matrix.Failures != 0 || r.Matrix.Sampled {
 		t.Fatalf("ready %d, matrix %+v; want 3 ready and 18 pairs, none failed, not sampled", r.NodesReadyNext, r.Matrix)
 	}

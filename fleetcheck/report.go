@@ -63,6 +63,8 @@ type Report struct {
 	Finished time.Time `json:"finished"`
 	// OK is true when no check failed (pending and none are not failures).
 	OK bool `json:"ok"`
+	// Settings are the tolerances the round judged with.
+	Settings Settings `json:"settings"`
 	// Window is the schedule the round compared against (ids and times).
 	Window *WindowSummary `json:"window,omitempty"`
 	// VaultError is set when the window could not be read.
@@ -77,6 +79,16 @@ type Report struct {
 	Nodes   []NodeReport     `json:"nodes"`
 	// Failures lists every failed check in one line each.
 	Failures []string `json:"failures,omitempty"`
+}
+
+// Settings records how a round judged: TLS versions, graces (seconds) and
+// the matrix policy.
+type Settings struct {
+	Versions     []string `json:"versions"`
+	Grace        float64  `json:"grace_seconds"`
+	NextGrace    float64  `json:"next_grace_seconds"`
+	MatrixFull   int      `json:"matrix_full"`
+	MatrixSample int      `json:"matrix_sample"`
 }
 
 // WindowSummary is the part of a window a report keeps: no material.

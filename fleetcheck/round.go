@@ -45,6 +45,10 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	c.round++
 	r := &round{c: c, cfg: c.cfg, rep: &Report{Keyring: c.cfg.Keyring, Format: c.cfg.Format, Round: c.round, Started: time.Now()},
 		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}}
+	for _, v := range c.cfg.Versions {
+		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
+	}
+	r.rep.Settings.Grace, r.rep.Settings.MatrixFull, r.rep.Settings.MatrixSample = c.cfg.Grace.Seconds(), c.cfg.MatrixFull, c.cfg.MatrixSample
 	if err := r.readWindow(ctx); err != nil {
 		return nil, err
 	}
@@ -91,6 +95,7 @@ func (r *round) readWindow(ctx context.Context) error {
 	r.w = w
 	r.nxt = w.NextAfter(r.rep.Started)
 	r.rep.Window = summarize(w, r.rep.Started)
+	r.rep.Settings.NextGrace = r.c.nextGrace(w).Seconds()
 	if r.rep.Keyring == "" {
 		r.rep.Keyring = w.Keyring
 	}
