@@ -1,0 +1,377 @@
+package fleetcheck
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultGrace        = 5 * time.Second
+	DefaultMatrixFull   = 16
+	DefaultMatrixSample = 8
+	DefaultConcurrency  = 16
+	DefaultTimeout      = 5 * time.Second
+	DefaultMaxRetired   = 4
+)
+
+// Config says what to check and how hard.
+type Config struct {
+	// Keyring and Format name the keyring in reports; Format also selects
+	// the ticket layout (nginx, haproxy, envoy: OpenSSL; go: package client).
+	Keyring string
+	Format  string
+	// Read returns the keyring's window (VaultReader, or a fixed window in
+	// tests).
+	Read WindowReader
+	// Nodes are the servers, each addressed directly (not through a load
+	// balancer).
+	Nodes []Node
+	// Versions are the TLS versions every check runs in. If empty, TLS 1.2
+	// and TLS 1.3.
+	Versions []uint16
+	// Grace is the tolerance around a boundary: a fresh ticket under the
+	// adjacent key within Grace of an activation is on schedule, and a key
+	// retired less than Grace ago may still resume (pending). If zero,
+	// DefaultGrace (5s): clock skew plus a Vault Agent's re-read just after
+	// the change (ttl + 1 s + jitter).
+	Grace time.Duration
+	// NextGrace is how long after the next key is published a node may still
+	// miss it before that is a failure (until then: pending). If zero,
+	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
+	NextGrace time.Duration
+	// MatrixFull is the largest fleet that gets the full cross-node matrix
+	// (every node's ticket offered to every node). Above it, each node's
+	// ticket goes to itself and MatrixSample others, rotating each round so
+	// that every pair is covered within ceil((n-1)/MatrixSample) rounds.
+	// If zero, 16 and 8.
+	MatrixFull   int
+	MatrixSample int
+	// Concurrency bounds the handshakes in flight. If zero, 16.
+	Concurrency int
+	// Timeout bounds each connection (dial, handshake, first ticket). If
+	// zero, 5s.
+	Timeout time.Duration
+	// RetiredFor is how long after it retires a key is still offered to the
+	// nodes (its material held in memory only). If zero, one rotation
+	// period, at least 1m. MaxRetired bounds how many (newest first); if
+	// zero, 4.
+	RetiredFor time.Duration
+	MaxRetired int
+	// Logger receives one line per round (never material). If nil, nothing
+	// is logged.
+	Logger *slog.Logger
+}
+
+// Checker runs rounds of checks against one keyring's fleet and remembers,
+// between rounds, the keys it has seen so that it can offer tickets under
+// keys once they retire. Its methods are safe for concurrent use; rounds
+// run one at a time.
+type Checker struct {
+	cfg Config
+
+	mu      sync.Mutex
+	round   int
+	known   map[string]*Key // keys of the last window read
+	retired []*retiredKey
+	last    *Report
+}
+
+// retiredKey is a key gone from the window, still offered to the nodes for
+// RetiredFor.
+type retiredKey struct {
+	key              *Key
+	reason           string
+	at               time.Time
+	lastAcceptedAt   time.Time
+	lastAcceptedBy   []string
+	refusedSince     time.Time
+	acceptedThisTime []string
+}
+
+// New checks cfg and returns a Checker.
+func New(cfg Config) (*Checker, error) {
+	if !slices.Contains(Formats, cfg.Format) {
+		return nil, fmt.Errorf("fleetcheck: format: must be one of %v, got %q", Formats, cfg.Format)
+	}
+	if cfg.Read == nil {
+		return nil, errors.New("fleetcheck: Read: required, got nil")
+	}
+	if len(cfg.Nodes) == 0 {
+		return nil, errors.New("fleetcheck: nodes: at least one node is required, got 0")
+	}
+	seen := map[string]bool{}
+	for i, n := range cfg.Nodes {
+		if n.Addr == "" {
+			return nil, fmt.Errorf("fleetcheck: nodes[%d].addr: required (host:port), got \"\"", i)
+		}
+		if seen[n.Addr] {
+			return nil, fmt.Errorf("fleetcheck: nodes[%d].addr: must be unique, %q appears twice", i, n.Addr)
+		}
+		seen[n.Addr] = true
+	}
+	if len(cfg.Versions) == 0 {
+		cfg.Versions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
+	}
+	for _, v := range cfg.Versions {
+		if v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+			return nil, fmt.Errorf("fleetcheck: versions: each must be TLS 1.2 or TLS 1.3, got %#x", v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %s", d.name, d.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    int
+	}{{"matrix_full", cfg.MatrixFull}, {"matrix_sample", cfg.MatrixSample}, {"concurrency", cfg.Concurrency}, {"max_retired", cfg.MaxRetired}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %d", d.name, d.v)
+		}
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.MatrixFull == 0 {
+		cfg.MatrixFull = DefaultMatrixFull
+	}
+	if cfg.MatrixSample == 0 {
+		cfg.MatrixSample = DefaultMatrixSample
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxRetired == 0 {
+		cfg.MaxRetired = DefaultMaxRetired
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Checker{cfg: cfg, known: map[string]*Key{}}, nil
+}
+
+// Last returns the report of the last round, or nil.
+func (c *Checker) Last() *Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Close wipes every key the checker holds.
+func (c *Checker) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.known {
+		k.wipe()
+	}
+	for _, r := range c.retired {
+		r.key.wipe()
+	}
+	c.known, c.retired = map[string]*Key{}, nil
+}
+
+func (c *Checker) nextGrace(w *Window) time.Duration {
+	return nextGrace(c.cfg, w.PublishAhead)
+}
+
+// nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
+// but at least Grace (a node fed by Vault Agent fetches a published key as
+// late as it switches at an activation) and at most 2 minutes and half of
+// publish_ahead, so that a missing key is still reported before it
+// activates.
+func nextGrace(cfg Config, publishAhead time.Duration) time.Duration {
+	if cfg.NextGrace > 0 {
+		return cfg.NextGrace
+	}
+	return min(max(publishAhead/4, cfg.Grace), 2*time.Minute, publishAhead/2)
+}
+
+func (c *Checker) retiredFor(w *Window) time.Duration {
+	if c.cfg.RetiredFor > 0 {
+		return c.cfg.RetiredFor
+	}
+	return max(w.RotationPeriod, time.Minute)
+}
+
+// absorb takes a new window: keys of the last window that are gone from it
+// become retired keys; retired keys older than RetiredFor are wiped.
+func (c *Checker) absorb(w *Window) {
+	for id, k := range c.known {
+		if nk := w.ByID(id); nk != nil {
+			if nk != k {
+				k.wipe() // the new window holds its own copy
+			}
+			continue
+		}
+		r := &retiredKey{key: k, reason: "expired", at: k.NotAfter}
+		if w.ReadAt.Before(k.NotAfter) {
+			r.reason, r.at = "removed", w.ReadAt
+		}
+		c.retired = append(c.retired, r)
+	}
+	c.known = make(map[string]*Key, len(w.Keys))
+	for _, k := range w.Keys {
+		c.known[k.ID] = k
+	}
+	slices.SortFunc(c.retired, func(a, b *retiredKey) int { return b.at.Compare(a.at) }) // newest first
+	keep := c.retired[:0]
+	for i, r := range c.retired {
+		if i >= c.cfg.MaxRetired || w.ReadAt.Sub(r.at) > c.retiredFor(w) {
+			r.key.wipe()
+			continue
+		}
+		keep = append(keep, r)
+	}
+	clear(c.retired[len(keep):])
+	c.retired = keep
+}
+
+func (c *Checker) retiredByID(id string) *retiredKey {
+	for _, r := range c.retired {
+		if r.key.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// targets lists the nodes that node i's ticket is offered to this round.
+func (c *Checker) targets(i, n, round int) []int {
+	if n <= c.cfg.MatrixFull {
+		out := make([]int, n)
+		for j := range out {
+			out[j] = j
+		}
+		return out
+	}
+	s := min(c.cfg.MatrixSample, n-1)
+	out := []int{i}
+	for m := 0; m < s; m++ {
+		off := 1 + (round*s+m)%(n-1)
+		out = append(out, (i+off)%n)
+	}
+	return out
+}
+
+// parallel runs tasks with at most limit at once.
+func parallel(limit int, tasks []func()) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for _, t := range tasks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t()
+		}()
+	}
+	wg.Wait()
+}
+
+// keyByID finds a key the checker holds: in the window, or retired.
+func (c *Checker) keyByID(w *Window, id string) *Key {
+	if w != nil {
+		if k := w.ByID(id); k != nil {
+			return k
+		}
+	}
+	if r := c.retiredByID(id); r != nil {
+		return r.key
+	}
+	return nil
+}
+
+// checkCurrent compares the key of a fresh ticket with the schedule.
+func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Check {
+	if f.keyIDErr != nil {
+		return Check{Status: StatusFail, Detail: "malformed ticket: " + f.keyIDErr.Error()}
+	}
+	vr.TicketKeyID = f.keyID
+	if w == nil {
+		vr.TicketKeyState = "unknown"
+		return Check{Status: StatusNone, Detail: "window unknown (Vault read failed)"}
+	}
+	expected := w.KeyAt(f.at)
+	k := w.ByID(f.keyID)
+	switch {
+	case k == nil && c.retiredByID(f.keyID) != nil:
+		r := c.retiredByID(f.keyID)
+		vr.TicketKeyState = "retired"
+		k = r.key
+	case k == nil:
+		vr.TicketKeyState = "unknown"
+	case k == expected:
+		vr.TicketKeyState = "current"
+	case k.NotBefore.After(f.at):
+		vr.TicketKeyState = "next"
+	default:
+		vr.TicketKeyState = "previous"
+	}
+	if k != nil {
+		s, err := openTicket(c.cfg.Format, f.ticket, k)
+		if err != nil {
+			return Check{Status: StatusFail, Detail: fmt.Sprintf("its ticket names key %s but does not decrypt with that key's material: %v", f.keyID, err)}
+		}
+		s.wipe()
+	}
+	if expected == nil {
+		return Check{Status: StatusFail, Detail: fmt.Sprintf("the window has no key for %s; the node encrypts with %s (%s)", f.at.UTC().Format(time.RFC3339), f.keyID, vr.TicketKeyState)}
+	}
+	if f.keyID == expected.ID {
+		return Check{Status: StatusOK}
+	}
+	g := c.cfg.Grace
+	if i := slices.Index(w.Keys, expected); i > 0 && w.Keys[i-1].ID == f.keyID && f.at.Sub(expected.NotBefore) < g {
+		return Check{Status: StatusOK, Detail: fmt.Sprintf("still on the previous key %s, %s after the activation of %s (grace %s)", f.keyID, f.at.Sub(expected.NotBefore).Round(time.Millisecond), expected.ID, g)}
+	}
+	if n := w.NextAfter(f.at); n != nil && n.ID == f.keyID && n.NotBefore.Sub(f.at) < g {
+		return Check{Status: StatusOK, Detail: fmt.Sprintf("already on the next key %s, %s before its activation (grace %s)", f.keyID, n.NotBefore.Sub(f.at).Round(time.Millisecond), g)}
+	}
+	return Check{Status: StatusFail, Detail: fmt.Sprintf("encrypts with key %s (%s); the schedule says %s", f.keyID, vr.TicketKeyState, expected.ID)}
+}
+
+// checkNext judges whether a node resumed a ticket under the next key.
+func (c *Checker) checkNext(w *Window, nxt *Key, res offerResult, now time.Time) Check {
+	if res.resumed {
+		return Check{Status: StatusOK}
+	}
+	published := nxt.NotBefore.Add(-w.PublishAhead)
+	why := "does not resume a ticket under the next key " + nxt.ID
+	if res.err != nil {
+		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
+	}
+	if g := c.nextGrace(w); now.Before(published.Add(g)) {
+		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}
+	}
+	return Check{Status: StatusFail, Detail: fmt.Sprintf("%s, published at %s, activating at %s (in %s)", why,
+		published.UTC().Format(time.RFC3339), nxt.NotBefore.UTC().Format(time.RFC3339), nxt.NotBefore.Sub(now).Round(time.Millisecond))}
+}
+
+func summarize(w *Window, now time.Time) *WindowSummary {
+	s := &WindowSummary{ReadAt: w.ReadAt, RotationPeriod: int64(w.RotationPeriod / time.Second), PublishAhead: int64(w.PublishAhead / time.Second)}
+	if k := w.KeyAt(now); k != nil {
+		s.Current = k.ID
+	}
+	if k := w.NextAfter(now); k != nil {
+		s.Next, s.NextActivation = k.ID, k.NotBefore
+	}
+	for _, k := range w.Keys {
+		s.Keys = append(s.Keys, KeySummary{ID: k.ID, State: k.State, NotBefore: k.NotBefore, NotAfter: k.NotAfter})
+	}
+	return s
+}

@@ -1,0 +1,288 @@
+package fleetcheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Status is the outcome of one check.
+type Status string
+
+const (
+	// StatusOK: the check passed.
+	StatusOK Status = "ok"
+	// StatusPending: not passed yet, but still inside its grace (a node
+	// that has not fetched a just-published key, or still accepts a key
+	// retired seconds ago).
+	StatusPending Status = "pending"
+	// StatusFail: the check failed.
+	StatusFail Status = "fail"
+	// StatusNone: nothing to check (no next key published, no retired key
+	// known, no ticket from the source node).
+	StatusNone Status = "none"
+)
+
+// rank orders statuses from best to worst for aggregation.
+func (s Status) rank() int {
+	switch s {
+	case StatusNone:
+		return 0
+	case StatusOK:
+		return 1
+	case StatusPending:
+		return 2
+	default:
+		return 3
+	}
+}
+
+func worst(a, b Status) Status {
+	if b.rank() > a.rank() {
+		return b
+	}
+	return a
+}
+
+// Check is the outcome of one check with what it saw.
+type Check struct {
+	Status Status `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Report is the evidence of one round: times, key ids and results, never
+// key material.
+type Report struct {
+	Keyring  string    `json:"keyring"`
+	Format   string    `json:"format"`
+	Round    int       `json:"round"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// OK is true when no check failed (pending and none are not failures).
+	OK bool `json:"ok"`
+	// Settings are the tolerances the round judged with.
+	Settings Settings `json:"settings"`
+	// Window is the schedule the round compared against (ids and times).
+	Window *WindowSummary `json:"window,omitempty"`
+	// VaultError is set when the window could not be read.
+	VaultError string `json:"vault_error,omitempty"`
+	// Matrix says which pairs were offered.
+	Matrix MatrixSummary `json:"matrix"`
+	// NodesReadyNext counts nodes that resumed a ticket under the next key
+	// in every TLS version.
+	NodesReadyNext int `json:"nodes_ready_next"`
+	// Retired is what each retired key still in memory did this round.
+	Retired []RetiredSummary `json:"retired,omitempty"`
+	Nodes   []NodeReport     `json:"nodes"`
+	// Failures lists every failed check in one line each.
+	Failures []string `json:"failures,omitempty"`
+}
+
+// Settings records how a round judged: TLS versions, graces (seconds) and
+// the matrix policy.
+type Settings struct {
+	Versions     []string `json:"versions"`
+	Grace        float64  `json:"grace_seconds"`
+	NextGrace    float64  `json:"next_grace_seconds"`
+	MatrixFull   int      `json:"matrix_full"`
+	MatrixSample int      `json:"matrix_sample"`
+}
+
+// WindowSummary is the part of a window a report keeps: no material.
+type WindowSummary struct {
+	ReadAt         time.Time    `json:"read_at"`
+	RotationPeriod int64        `json:"rotation_period"`
+	PublishAhead   int64        `json:"publish_ahead"`
+	Current        string       `json:"current,omitempty"`
+	Next           string       `json:"next,omitempty"`
+	NextActivation time.Time    `json:"next_activation,omitzero"`
+	Keys           []KeySummary `json:"keys"`
+}
+
+// KeySummary is a key's id, state and times.
+type KeySummary struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// MatrixSummary describes the cross-node matrix of the round.
+type MatrixSummary struct {
+	// Sampled is true when the fleet is larger than Config.MatrixFull and
+	// each node's ticket went to a rotating sample of the others.
+	Sampled bool `json:"sampled"`
+	// Pairs is the number of (source, target, version) offers.
+	Pairs int `json:"pairs"`
+	// Failures is the number of offers that did not resume.
+	Failures int `json:"failures"`
+}
+
+// RetiredSummary follows one retired key across rounds.
+type RetiredSummary struct {
+	ID string `json:"id"`
+	// Reason is "expired" (past not_after) or "removed" (gone from the
+	// window before its not_after: purged, or a next key discarded by a
+	// rotation with mode=now).
+	Reason    string    `json:"reason"`
+	RetiredAt time.Time `json:"retired_at"`
+	// AcceptedBy lists the nodes that resumed a ticket under it this round.
+	AcceptedBy []string `json:"accepted_by,omitempty"`
+	// LastAcceptedAt and LastAcceptedBy: the last round in which a node
+	// still resumed it, and the nodes that did.
+	LastAcceptedAt time.Time `json:"last_accepted_at,omitzero"`
+	LastAcceptedBy []string  `json:"last_accepted_by,omitempty"`
+	// RefusedEverywhereSince is the start of the first round after which no
+	// node has resumed it.
+	RefusedEverywhereSince time.Time `json:"refused_everywhere_since,omitzero"`
+}
+
+// NodeReport is one node's results; the Current/Next/Retired statuses
+// aggregate its TLS versions (the worst wins).
+type NodeReport struct {
+	Addr       string `json:"addr"`
+	ServerName string `json:"server_name"`
+	Reachable  bool   `json:"reachable"`
+	Current    Status `json:"current"`
+	Next       Status `json:"next"`
+	Retired    Status `json:"retired"`
+	// MatrixRow counts this node's tickets resumed by the targets they were
+	// offered to; MatrixColumn counts other nodes' tickets this node resumed.
+	MatrixRowOK     int             `json:"matrix_row_ok"`
+	MatrixRowTotal  int             `json:"matrix_row_total"`
+	MatrixColOK     int             `json:"matrix_column_ok"`
+	MatrixColTotal  int             `json:"matrix_column_total"`
+	Versions        []VersionReport `json:"versions"`
+	Errors          []string        `json:"errors,omitempty"`
+	matrixRowFails  int
+	matrixColFails  int
+	retiredAccepted int
+}
+
+// VersionReport is one node's results in one TLS version.
+type VersionReport struct {
+	Version        string    `json:"version"`
+	HandshakeError string    `json:"handshake_error,omitempty"`
+	HandshakeAt    time.Time `json:"handshake_at,omitzero"`
+	// TicketKeyID is the key id at the front of the node's fresh ticket.
+	TicketKeyID string `json:"ticket_key_id,omitempty"`
+	// TicketKeyState is that key's state at the handshake: current, next,
+	// previous, retired or unknown.
+	TicketKeyState string         `json:"ticket_key_state,omitempty"`
+	Current        Check          `json:"current"`
+	Next           Check          `json:"next"`
+	NextKeyID      string         `json:"next_key_id,omitempty"`
+	Retired        []RetiredCheck `json:"retired,omitempty"`
+	// Matrix is this node's row: its ticket offered to each target.
+	Matrix []Cell `json:"matrix,omitempty"`
+}
+
+// RetiredCheck is a ticket under a retired key offered to the node.
+type RetiredCheck struct {
+	KeyID   string `json:"key_id"`
+	Resumed bool   `json:"resumed"`
+	Check
+}
+
+// Cell is a ticket from the row's node offered to target.
+type Cell struct {
+	To      string `json:"to"`
+	Resumed bool   `json:"resumed"`
+	Error   string `json:"error,omitempty"`
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes one line per node: reachability, current key, next
+// key, retired keys, matrix row and column, errors; then the fleet summary.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
+	for _, n := range r.Nodes {
+		errs := "-"
+		if len(n.Errors) > 0 {
+			errs = n.Errors[0]
+			if len(errs) > 100 {
+				errs = errs[:97] + "..."
+			}
+			if len(n.Errors) > 1 {
+				errs += fmt.Sprintf(" (+%d more, below)", len(n.Errors)-1)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Retired,
+			ratio(n.MatrixRowOK, n.MatrixRowTotal), ratio(n.MatrixColOK, n.MatrixColTotal), errs)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	verdict := "OK"
+	if !r.OK {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "%s: keyring %s (%s), round %d at %s, %d nodes, %d ready for the next key",
+		verdict, r.Keyring, r.Format, r.Round, r.Started.UTC().Format(time.RFC3339), len(r.Nodes), r.NodesReadyNext)
+	if r.Window != nil {
+		fmt.Fprintf(w, ", current key %s", short(r.Window.Current))
+		if r.Window.Next != "" {
+			fmt.Fprintf(w, ", next key %s activates %s (in %s)", short(r.Window.Next),
+				r.Window.NextActivation.UTC().Format(time.RFC3339), r.Window.NextActivation.Sub(r.Started).Round(time.Second))
+		} else {
+			fmt.Fprint(w, ", no next key published")
+		}
+	}
+	sampled := ""
+	if r.Matrix.Sampled {
+		sampled = " (sampled)"
+	}
+	fmt.Fprintf(w, "; matrix %d/%d resumed%s\n", r.Matrix.Pairs-r.Matrix.Failures, r.Matrix.Pairs, sampled)
+	if r.VaultError != "" {
+		fmt.Fprintf(w, "vault: %s\n", r.VaultError)
+	}
+	for _, rs := range r.Retired {
+		switch {
+		case len(rs.AcceptedBy) > 0:
+			fmt.Fprintf(w, "retired key %s (%s at %s): still accepted by %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), strings.Join(rs.AcceptedBy, ", "))
+		case !rs.LastAcceptedAt.IsZero():
+			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere since %s; last accepted at %s by %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), rs.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano),
+				rs.LastAcceptedAt.UTC().Format(time.RFC3339Nano), strings.Join(rs.LastAcceptedBy, ", "))
+		default:
+			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere\n", short(rs.ID), rs.Reason, rs.RetiredAt.UTC().Format(time.RFC3339))
+		}
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "FAIL %s\n", f)
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func ratio(ok, total int) string {
+	if total == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", ok, total)
+}
+
+// short abbreviates a key id for the table.
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
