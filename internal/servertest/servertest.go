@@ -1,4 +1,5 @@
-// Package servertest runs real nginx and HAProxy processes (Debian's packages) for tests.
+// Package servertest runs real nginx and HAProxy processes (Debian's packages, and OpenResty lines built
+// from the source kit: NginxBuild) for tests.
 //
 // Every instance gets a private directory under t.TempDir(): its configuration file, pid file, error log,
 // temp paths and sockets live there, so instances of several tests and engineers never share a file.
@@ -119,10 +120,19 @@ var userDirective = regexp.MustCompile(`(?m)^\s*user\s`)
 // The process is stopped at t.Cleanup.
 func StartNginx(t testing.TB, conf string) *Proc {
 	t.Helper()
-	bin := NginxBinary(t)
+	return StartNginxWith(t, &NginxBuild{Name: DebianName, Bin: NginxBinary(t), ModulesDir: "/usr/lib/nginx/modules"}, conf)
+}
+
+// StartNginxWith is StartNginx with a given nginx build (DebianNginx, OpenResty): its binary, and its
+// module directory linked as modules/ when it has one.
+func StartNginxWith(t testing.TB, b *NginxBuild, conf string) *Proc {
+	t.Helper()
+	bin := b.Bin
 	dir := privateDir(t, "nginx")
-	if err := os.Symlink("/usr/lib/nginx/modules", filepath.Join(dir, "modules")); err != nil {
-		t.Fatalf("servertest: nginx modules link in %s: %v", dir, err)
+	if b.ModulesDir != "" {
+		if err := os.Symlink(b.ModulesDir, filepath.Join(dir, "modules")); err != nil {
+			t.Fatalf("servertest: nginx modules link in %s: %v", dir, err)
+		}
 	}
 	p := &Proc{
 		Kind:     KindNginx,
