@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
@@ -316,6 +318,10 @@ func streamLoad(ctx context.Context, cert *testcert.Cert, version uint16, addrs 
 // killed worker comes back with the current window.
 func TestNginxLuaThreeNodes(t *testing.T) {
 	s := vaulttest.Start(t)
+	// AppRole is enabled once here: the subtests create their roles side by side.
+	if err := s.Client.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatalf("enable approle auth: %v", err)
+	}
 	cert := testcert.New(t, testcert.ECDSAP256)
 	for _, name := range servertest.NginxLines() {
 		t.Run(name, func(t *testing.T) {

@@ -84,9 +84,18 @@ func TestLayoutMatchesHeaders(t *testing.T) {
 		}
 		if d := layoutprobe.Diff(probe, &lua); len(d) > 0 {
 			t.Errorf("%s (nginx %s): the Lua layout %s disagrees with the headers:\n  %s", b.Name, b.Version, named.Layout, strings.Join(d, "\n  "))
+		} else {
+			pj, _ := json.Marshal(probe)
+			t.Logf("%s: layout %s matches the headers: %s", b.Name, named.Layout, pj)
 		}
-		pj, _ := json.Marshal(probe)
-		t.Logf("%s: layout %s matches the headers: %s", b.Name, named.Layout, pj)
+		// The comparison sees a one-field difference (it cannot pass vacuously).
+		wrong := *probe
+		wrongStream := *probe.Stream
+		wrongStream.CoreSrvCtx += 8
+		wrong.Stream = &wrongStream
+		if d := layoutprobe.Diff(probe, &wrong); len(d) != 1 || !strings.HasPrefix(d[0], "stream.core_srv_ctx: ") {
+			t.Errorf("Diff of a row with stream.core_srv_ctx moved by 8: %q, want exactly that field", d)
+		}
 	})
 }
 

@@ -84,7 +84,13 @@ build_line() {
 	# The build we waited for may have produced it.
 	if ! { [[ $(readlink "$link" 2>/dev/null) == "$(basename "$dir")" ]] && ready "$dir"; }; then
 		if ! ready "$dir"; then
-			rm -rf "$dir" # left over from an interrupted build
+			# Under the lock no other build of this line runs: remove what interrupted or failed builds
+			# left (never the published build).
+			local published entry
+			published=$(readlink "$link" 2>/dev/null || true)
+			for entry in "$cache/openresty-$line-"* "$cache/openresty-$line.work."*; do
+				[[ -e $entry && $(basename "$entry") != "$published" ]] && rm -rf "$entry"
+			done
 			work=$(mktemp -d "$cache/openresty-$line.work.XXXXXX")
 			echo "$me: building OpenResty $line into $dir (about 1-2 minutes on 2 cores)" >&2
 			local start=$SECONDS

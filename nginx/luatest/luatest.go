@@ -282,7 +282,8 @@ const LayoutLocation = `        location = /ticketkeys/layout {
         }
 `
 
-// Layout fetches the module's layout row for this nginx (a layoutprobe.Row in JSON) and the layout name.
+// Layout fetches the module's layout row for this nginx: a layoutprobe.Row in JSON plus "layout" (the
+// row's name), or "refused: REASON" for an nginx version the module does not know.
 func (i *Instance) Layout(t testing.TB) []byte {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
