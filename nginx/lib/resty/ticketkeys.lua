@@ -108,7 +108,8 @@ typedef struct {
     uint8_t     hmac_key[32];
     uint8_t     aes_key[32];
     int64_t     expire;
-    uint32_t    flags;
+    unsigned    size:8;
+    unsigned    shared:1;
 } tk_ngx_key_v2_t;
 
 extern tk_ngx_cycle_t *tk_ngx_cycle __asm__("ngx_cycle");
@@ -147,9 +148,25 @@ local u8_cp = ffi.typeof("const uint8_t *")
 --   v1 (< 1.23.2): ngx_ssl_session_ticket_key_t {size_t size; name[16]; hmac_key[32]; aes_key[32]}
 --   v2 (>= 1.23.2): ngx_ssl_ticket_key_t {name[16]; hmac_key[32]; aes_key[32]; time_t expire;
 --                   unsigned size:8, shared:1}
--- The v2 bitfield shares a 32-bit word with padding that nginx never initialises (pool memory), so the
--- module reads and writes only its bytes: size_byte holds size:8, shared_mask of shared_byte is shared:1
--- (the byte and bit gcc gives them on x86_64 and arm64, checked by nginx/layoutprobe).
+-- The v2 bitfield shares a 32-bit word with 23 bits nginx never initialises (pool memory): the module
+-- reads and writes size:8 and shared:1 only as FFI bitfields, which LuaJIT extracts with integer shifts
+-- before a value becomes a Lua number, so no uninitialised bit ever reaches a comparison (reading the
+-- word, or even byte 89 with its 7 padding bits, as a number does; valgrind reports it). The byte and
+-- bit of each field (bitfield_at) are compared with the C compiler's by the layout probe.
+local function bitfield_at(ctype, field, value)
+    local k = ffi.new(ctype)
+    k[field] = value
+    local b = ffi.cast("const uint8_t *", k)
+    for i = 0, ffi.sizeof(ctype) - 1 do
+        if b[i] ~= 0 then
+            return i, b[i]
+        end
+    end
+    return nil
+end
+local V2_SIZE_BYTE = bitfield_at("tk_ngx_key_v2_t", "size", 0xff)
+local V2_SHARED_BYTE, V2_SHARED_MASK = bitfield_at("tk_ngx_key_v2_t", "shared", 1)
+
 local KEY_TYPES = {
     v1 = {
         name = "v1",
@@ -162,9 +179,9 @@ local KEY_TYPES = {
         ptr = ffi.typeof("tk_ngx_key_v2_t *"),
         size = ffi.sizeof("tk_ngx_key_v2_t"),
         index_symbol = "tk_ngx_ssl_ticket_keys_index",
-        size_byte = ffi.offsetof("tk_ngx_key_v2_t", "flags"),
-        shared_byte = ffi.offsetof("tk_ngx_key_v2_t", "flags") + 1,
-        shared_mask = 1,
+        size_byte = V2_SIZE_BYTE,
+        shared_byte = V2_SHARED_BYTE,
+        shared_mask = V2_SHARED_MASK,
     },
 }
 
@@ -200,9 +217,9 @@ local LAYOUTS = {
     { name = "nginx-1.25.1", min = 1025001, max = 1025004, key = "v2",
       http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 8, stream_ssl_ctx = 16 },
     { name = "nginx-1.25.5", min = 1025005, max = 1029000, key = "v2",
-      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 24 },
-    { name = "nginx-1.29.1", min = 1029001, max = 1029999, key = "v2",
-      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 32 },
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 48, stream_ssl_ctx = 24 },
+    { name = "nginx-1.29.1", min = 1029001, max = 1031001, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 48, stream_ssl_ctx = 32 },
 }
 
 -- version_string renders nginx_version (1022001) as "1.22.1".
@@ -221,9 +238,19 @@ local function find_layout(v)
             return l
         end
     end
-    return nil, fmt("nginx %s (%d) has no known ticket-key layout (known: %s to %s); refusing to write, "
-        .. "nginx keeps its own keys", version_string(v), v, version_string(LAYOUTS[1].min),
-        version_string(LAYOUTS[#LAYOUTS].max))
+    local oldest, newest = LAYOUTS[1].min, LAYOUTS[#LAYOUTS].max
+    local where
+    if v > newest then
+        where = fmt("is newer than the newest nginx this module was checked against (%s)",
+            version_string(newest))
+    elseif v < oldest then
+        where = fmt("is older than the oldest nginx this module knows (%s)", version_string(oldest))
+    else
+        where = "falls in no known layout row"
+    end
+    return nil, fmt("nginx %s (%d) %s; known: nginx %s to %s; refusing to write, nginx keeps its own keys "
+        .. "(see docs/nginx-lua.md, supported versions)", version_string(v), v, where,
+        version_string(oldest), version_string(newest))
 end
 _M._find_layout = find_layout
 
@@ -355,13 +382,13 @@ local function ticket_keys_index(layout)
 end
 
 -- key_size returns the size field (48 or 80 for a key nginx loaded) and the shared flag of element i.
--- The v2 bitfield is read as bytes: the rest of its 32-bit word is uninitialised memory.
+-- The v2 fields are FFI bitfields: the rest of their 32-bit word is uninitialised memory.
 local function key_size(kt, elts, i)
     local k = ffi.cast(kt.ptr, elts) + i
     if kt.name == "v1" then
         return tonumber(k.size), 0
     end
-    return bit.band(k.flags, 0xff), bit.band(bit.rshift(k.flags, 8), 1)
+    return tonumber(k.size), tonumber(k.shared)
 end
 
 -- check_keys validates one server block's key array against the layout. It returns nil when the array
@@ -381,14 +408,19 @@ local function check_keys(arr, kt)
     if not plausible(arr.elts) then
         return "bad", "key array elements pointer is not plausible"
     end
+    local _, shared0 = key_size(kt, arr.elts, 0)
+    if shared0 ~= 0 then
+        return "skip", "its ticket keys are nginx's own, in the shared memory of ssl_session_cache "
+            .. "(no ssl_session_ticket_key placeholder applies to it): skipped, nginx keeps rotating "
+            .. "them per host; give the block placeholders to install the window there"
+    end
     for i = 0, nelts - 1 do
         local sz, shared = key_size(kt, arr.elts, i)
         if sz ~= 48 and sz ~= 80 then
             return "bad", fmt("existing key %d has size %d, want 48 or 80", i, sz)
         end
         if shared ~= 0 then
-            return "bad", "keys come from ssl_session_cache (shared, rotated by nginx), not from "
-                .. "ssl_session_ticket_key placeholders"
+            return "bad", fmt("existing key %d is marked shared but key 0 is not", i)
         end
     end
     return nil
@@ -673,8 +705,7 @@ local function fill_key(kt, k, raw)
         k.size = #raw
     else
         k.expire = 1 -- as nginx sets for keys from files: non-zero renews tickets of older keys
-        -- size:8 = 48|80; shared:1 stays 0 from the fill above.
-        k.flags = #raw
+        k.size = #raw -- size:8 = 48|80; shared:1 stays 0 from the fill above
     end
 end
 
