@@ -323,15 +323,11 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 		t.Fatalf("enable approle auth: %v", err)
 	}
 	cert := testcert.New(t, testcert.ECDSAP256)
-	for _, name := range servertest.NginxLines() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			b := servertest.NginxByName(t, name)
-			start := time.Now()
-			nginxLuaThreeNodes(t, s, cert, b, "web-"+name)
-			t.Logf("%s (nginx %s): %.0f s", name, b.Version, time.Since(start).Seconds())
-		})
-	}
+	servertest.EachNginx(t, func(t *testing.T, b *servertest.NginxBuild) {
+		start := time.Now()
+		nginxLuaThreeNodes(t, s, cert, b, "web-"+b.Name)
+		t.Logf("%s (nginx %s): %.0f s", b.Name, b.Version, time.Since(start).Seconds())
+	})
 }
 
 func nginxLuaThreeNodes(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *servertest.NginxBuild, keyring string) {

@@ -28,17 +28,11 @@ var versions = []struct {
 	v    uint16
 }{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
-// eachNginx runs body as a parallel subtest for every nginx build the module supports and the tests
-// run: Debian's nginx 1.22.1 and each OpenResty line (built from the source kit on first use; skipped
-// with a reason without the kit, failed in CI). Ports are picked free per instance, so lines can run
-// side by side.
+// eachNginx runs body as a subtest for every nginx build the module supports and the tests run, all
+// at the same time: Debian's nginx 1.22.1 and each OpenResty line (built from the source kit on first
+// use; skipped with a reason without the kit, failed in CI). Ports are picked free per instance.
 func eachNginx(t *testing.T, body func(t *testing.T, b *servertest.NginxBuild)) {
-	for _, name := range servertest.NginxLines() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			body(t, servertest.NginxByName(t, name))
-		})
-	}
+	servertest.EachNginx(t, body)
 }
 
 // wantLayout is the layout row the build's nginx version must select (layoutOf).

@@ -202,3 +202,20 @@ func NginxByName(t testing.TB, name string) *NginxBuild {
 	}
 	return OpenResty(t, line)
 }
+
+// EachNginx runs body as a subtest per nginx build of NginxLines, all at the same time (t.Run from one
+// goroutine each, so -parallel does not queue them behind each other), and returns when every subtest
+// has finished. Subtests of OpenResty lines skip without the source kit (see OpenResty). Tests that run
+// side by side must not share ports (FreePort per instance) or files.
+func EachNginx(t *testing.T, body func(t *testing.T, b *NginxBuild)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, name := range NginxLines() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name, func(t *testing.T) { body(t, NginxByName(t, name)) })
+		}()
+	}
+	wg.Wait()
+}
