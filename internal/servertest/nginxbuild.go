@@ -97,6 +97,12 @@ func RepoRoot(t testing.TB) string {
 // errNoKit marks an OpenResty build that cannot run because the source kit is missing.
 var errNoKit = errors.New("no OpenResty source kit")
 
+// noKitError is errNoKit with the build script's own one-line reason (where it looked, what to do).
+type noKitError string
+
+func (e noKitError) Error() string        { return string(e) }
+func (e noKitError) Is(target error) bool { return target == errNoKit }
+
 type buildResult struct {
 	mu    sync.Mutex
 	build *NginxBuild
@@ -133,7 +139,7 @@ func runBuildScript(root, line string) (*NginxBuild, error) {
 	err := cmd.Run()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 3 {
-		return nil, fmt.Errorf("%w: %s", errNoKit, strings.TrimSpace(stderr.String()))
+		return nil, noKitError(strings.TrimSpace(stderr.String()))
 	}
 	if err != nil {
 		tail := stderr.String()

@@ -1,6 +1,7 @@
 package servertest
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -132,3 +133,19 @@ func writeConf(p *Proc, conf string) error {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// TestOpenRestyBuildScriptErrors proves how the harness reads scripts/openresty-build.sh: a missing
+// source kit is errNoKit (the tests skip, or fail in CI) with the script's reason naming where it
+// looked; an unknown line is a plain failure.
+func TestOpenRestyBuildScriptErrors(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv("OPENRESTY_SRC", empty)
+	_, err := runBuildScript(RepoRoot(t), OpenRestyLines[0])
+	if !errors.Is(err, errNoKit) || !strings.Contains(err.Error(), empty) {
+		t.Fatalf("no kit: err %v, want errNoKit naming %s", err, empty)
+	}
+	_, err = runBuildScript(RepoRoot(t), "1.0.0")
+	if err == nil || errors.Is(err, errNoKit) || !strings.Contains(err.Error(), "unknown line '1.0.0'") {
+		t.Fatalf("unknown line: err %v, want a failure naming the line", err)
+	}
+}
