@@ -195,6 +195,7 @@ stream {
 	}
 	n.inst.Proc = servertest.StartNginxWith(t, b, conf)
 	n.inst.Proc.WaitListening(t, n.inst.HTTPS, n.inst.Stream, n.inst.StreamShared, n.inst.StreamPlain, fmt.Sprintf("127.0.0.1:%d", statusPort))
+	n.inst.Proc.WaitWorkers(t, 2)
 	return n
 }
 

@@ -367,6 +367,19 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 	return syscall.Kill(p.MasterPID, sig)
 }
 
+// WaitWorkers waits until the master has n live worker processes (nginx forks them one after the other,
+// so StartNginx may return with fewer), or fails the test after 15 s.
+func (p *Proc) WaitWorkers(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for len(p.WorkerPIDs()) != n {
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("servertest: %s master %d has workers %v, want %d; log:\n%s", p.Kind, p.MasterPID, p.WorkerPIDs(), n, p.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // WaitListening waits until every addr (host:port) accepts a TCP connection, or fails the test after 15 s.
 func (p *Proc) WaitListening(t testing.TB, addrs ...string) {
 	t.Helper()

@@ -268,6 +268,7 @@ http {
 		}
 	}
 	inst.Proc.WaitListening(t, addrs...)
+	inst.Proc.WaitWorkers(t, cfg.Workers)
 	return inst
 }
 

@@ -27,10 +27,11 @@
 -- nginx/layoutprobe). A version outside that range is refused, never guessed; any layout guard that
 -- fails (module version, element sizes, self-pointers, flag values, key sizes, counts) makes the module
 -- write nothing and log why: nginx then keeps the keys it has. A block whose keys nginx manages itself
--- (1.23.2+: ssl_session_cache shared:... without ssl_session_ticket_key) is skipped with one warning. A bad window file (unreadable, empty, truncated, bad base64, wrong or mixed sizes, duplicate
--- names, too many keys) leaves the installed keys in place and logs one error naming the rule. Key
--- material never reaches a log line or the status output; key ids (hex of the 16-byte key names, which
--- every ticket carries in clear) do.
+-- (1.23.2+: ssl_session_cache shared:... without ssl_session_ticket_key) is skipped with one warning
+-- naming it by file and line. A bad window file (unreadable, empty, truncated, bad base64, wrong or
+-- mixed sizes, duplicate names, too many keys) leaves the installed keys in place and logs one error
+-- naming the rule. Key material never reaches a log line or the status output; key ids (hex of the
+-- 16-byte key names, which every ticket carries in clear) do.
 --
 -- What it does not do: it cannot add a ticket callback to a server block without placeholders (nginx
 -- installs its callback only for blocks with ssl_session_ticket_key), and it runs only where the http Lua
