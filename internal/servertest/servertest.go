@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -95,15 +96,59 @@ func lookBinary(t testing.TB, name, fallback string) string {
 	return ""
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago (listen on :0, close).
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts
+// next. It picks at random below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where
+// the client sockets of concurrent tests never land: a port from the ephemeral range (":0") can be taken
+// by an outgoing connection between this check and the server's bind, which side-by-side tests with
+// load running make likely. A port is never handed out twice by one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if p, ok := pickBelowEphemeral(); ok {
+		return p
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("servertest: free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// pickBelowEphemeral tries random ports in the 16000 ports below the ephemeral range (at least 1024).
+func pickBelowEphemeral() (int, bool) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	base := max(lo-16000, 1024)
+	if lo-base < 1000 {
+		return 0, false
+	}
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := base + rand.IntN(lo-base)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p, true
+	}
+	return 0, false
 }
 
 // userDirective finds a main-context `user` directive in an nginx configuration.

@@ -149,3 +149,25 @@ func TestOpenRestyBuildScriptErrors(t *testing.T) {
 		t.Fatalf("unknown line: err %v, want a failure naming the line", err)
 	}
 }
+
+// TestFreePortBelowEphemeralRange proves FreePort hands out distinct ports below the kernel's
+// ephemeral range, where outgoing connections of concurrent tests cannot take them before the server
+// binds.
+func TestFreePortBelowEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skipf("no ephemeral port range to compare with: %v", err)
+	}
+	var lo int
+	if _, err := fmt.Sscan(string(b), &lo); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if p >= lo || p < 1024 || seen[p] {
+			t.Fatalf("FreePort gave %d (seen before: %t), want a new port in [1024, %d)", p, seen[p], lo)
+		}
+		seen[p] = true
+	}
+}
