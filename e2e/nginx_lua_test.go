@@ -2,16 +2,20 @@
 
 package e2e
 
-// End-to-end proof of issue 6 (nginx without reload): a real Vault server with the engine, one real Vault
-// Agent per node rendering the shipped template bootstrap/agent/nginx-lua/window.ctmpl with the shipped
-// agent.hcl, and three Debian nginx instances (two workers each) configured with the shipped snippets
-// ticketkeys.conf and stream.conf, running resty.ticketkeys from nginx/lib.
+// End-to-end proof of issues 6 and 10 (nginx without reload, on every supported nginx): a real Vault
+// server with the engine, one real Vault Agent per node rendering the shipped template
+// bootstrap/agent/nginx-lua/window.ctmpl with the shipped agent.hcl, and three nginx instances (two
+// workers each) configured with the shipped snippets ticketkeys.conf and stream.conf, running
+// resty.ticketkeys from nginx/lib; once per nginx build (Debian's 1.22.1 and each OpenResty line), the
+// builds side by side against one Vault, each with its own keyring.
 
 import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
@@ -67,23 +73,34 @@ type luaNode struct {
 	window string
 	agent  *vaulttest.Process
 	inst   *luatest.Instance
+	// sharedLine is the line of the stream TLS block with a shared session cache and no placeholder in
+	// the node's nginx.conf.
+	sharedLine int
 }
 
-// startLuaNode starts the node's Agent from the shipped agent.hcl and waits for the first window, then
-// starts nginx (2 workers) with the shipped snippets: https, a stream TLS block and a status server.
-func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, name string) *luaNode {
+// startLuaNode starts the node's Agent from the shipped agent.hcl and window.ctmpl (keyring "web"
+// renamed to keyring) and waits for the first window, then starts nginx b (2 workers) with the shipped
+// snippets: https and a status server in http{}; in stream{} a TLS block with the shipped placeholders
+// (stream.conf included in the block), a TLS block with `ssl_session_cache shared:` and no placeholder
+// (nginx 1.23.2+ gives it keys of its own, which the module must skip), and a plain TCP server.
+func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *servertest.NginxBuild, keyring, name string) *luaNode {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	n := &luaNode{name: name, dir: dir, window: filepath.Join(dir, "web.window")}
-	roleIDFile, secretIDFile := appRoleFiles(t, s, "web", "lua-"+name, dir)
+	roleIDFile, secretIDFile := appRoleFiles(t, s, keyring, "lua-"+keyring+"-"+name, dir)
+	tmpl := filepath.Join(dir, "window.ctmpl")
+	if err := os.WriteFile(tmpl, []byte(luaShipped(t, "bootstrap/agent/nginx-lua/window.ctmpl",
+		"ticketkeys/keys/web?", "ticketkeys/keys/"+keyring+"?")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	hcl := luaShipped(t, "bootstrap/agent/nginx-lua/agent.hcl",
 		"https://vault.example.com:8200", s.Addr,
 		"/etc/vault-agent/ticketkeys/role-id", roleIDFile,
 		"/etc/vault-agent/ticketkeys/secret-id", secretIDFile,
-		"/etc/vault-agent/ticketkeys/window.ctmpl", luaRepoFile(t, "bootstrap/agent/nginx-lua/window.ctmpl"),
+		"/etc/vault-agent/ticketkeys/window.ctmpl", tmpl,
 		"/etc/nginx/ticketkeys/web.window", n.window)
 	n.agent = vaulttest.StartAgent(t, s, hcl)
 	n.agent.WaitFor(t, 60*time.Second, "first render of "+n.window, func() bool {
@@ -109,10 +126,8 @@ func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, name s
 	}
 	certFile, keyFile, _ := cert.WritePEM(dir)
 	httpsPort, streamPort, statusPort := servertest.FreePort(t), servertest.FreePort(t), servertest.FreePort(t)
-	conf := fmt.Sprintf(`load_module modules/ndk_http_module.so;
-load_module modules/ngx_http_lua_module.so;
-load_module modules/ngx_stream_module.so;
-worker_processes 2;
+	sharedPort, plainPort := servertest.FreePort(t), servertest.FreePort(t)
+	conf := fmt.Sprintf(`%[8]sworker_processes 2;
 error_log {{DIR}}/error.log notice;
 events { worker_connections 1024; }
 http {
@@ -138,30 +153,99 @@ http {
     }
 }
 stream {
-    include %[6]s;
     server {
         listen 127.0.0.1:%[7]d ssl;
         ssl_certificate %[1]s;
         ssl_certificate_key %[2]s;
         ssl_protocols TLSv1.2 TLSv1.3;
+        include %[6]s;
         return "hello\n";
     }
+    server {
+        listen 127.0.0.1:%[9]d ssl;
+        ssl_certificate %[1]s;
+        ssl_certificate_key %[2]s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:streamcache:1m;
+        return "shared\n";
+    }
+    server {
+        listen 127.0.0.1:%[10]d;
+        return "plain\n";
+    }
 }
-`, certFile, keyFile, httpSnippet, httpsPort, statusPort, streamSnippet, streamPort)
+`, certFile, keyFile, httpSnippet, httpsPort, statusPort, streamSnippet, streamPort, b.LoadModules(true), sharedPort, plainPort)
 	n.inst = &luatest.Instance{
-		HTTPS:     fmt.Sprintf("127.0.0.1:%d", httpsPort),
-		Stream:    fmt.Sprintf("127.0.0.1:%d", streamPort),
-		StatusURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
+		HTTPS:        fmt.Sprintf("127.0.0.1:%d", httpsPort),
+		Stream:       fmt.Sprintf("127.0.0.1:%d", streamPort),
+		StreamShared: fmt.Sprintf("127.0.0.1:%d", sharedPort),
+		StreamPlain:  fmt.Sprintf("127.0.0.1:%d", plainPort),
+		StatusURL:    fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
 	}
-	n.inst.Proc = servertest.StartNginx(t, conf)
-	n.inst.Proc.WaitListening(t, n.inst.HTTPS, n.inst.Stream, fmt.Sprintf("127.0.0.1:%d", statusPort))
+	lines := strings.Split(conf, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "ssl_session_cache shared:streamcache") {
+			for j := i; j >= 0; j-- {
+				if strings.TrimSpace(lines[j]) == "server {" {
+					n.sharedLine = j + 1
+					break
+				}
+			}
+		}
+	}
+	n.inst.Proc = servertest.StartNginxWith(t, b, conf)
+	n.inst.Proc.WaitListening(t, n.inst.HTTPS, n.inst.Stream, n.inst.StreamShared, n.inst.StreamPlain, fmt.Sprintf("127.0.0.1:%d", statusPort))
+	n.inst.Proc.WaitWorkers(t, 2)
 	return n
 }
 
-// engineIDs returns the engine's current window ids in response order.
-func engineIDs(t *testing.T, s *vaulttest.Server) []string {
+// checkSkippedSharedBlock checks a node's workers: each left exactly the shared-cache stream block
+// alone (named by nginx.conf and line) and logged one warning naming it; the block still completes TLS
+// handshakes, and the plain stream server answers.
+func checkSkippedSharedBlock(t *testing.T, cert *testcert.Cert, n *luaNode) {
 	t.Helper()
-	w := readWindow(t, s, "web", "nginx")
+	where := fmt.Sprintf("%s:%d", n.inst.Proc.ConfPath, n.sharedLine)
+	for pid, st := range n.inst.StatusAll(t) {
+		if len(st.Skipped) != 1 || st.Skipped[0].Kind != "stream" || st.Skipped[0].Where != where {
+			t.Errorf("%s worker %d: skipped blocks %+v, want only the stream block at %s", n.name, pid, st.Skipped, where)
+		}
+		kinds := map[string]int{}
+		for _, blk := range st.Blocks {
+			kinds[blk.Kind]++
+		}
+		if kinds["http"] != 2 || kinds["stream"] != 1 {
+			t.Errorf("%s worker %d: window installed in blocks %v, want 2 http and 1 stream", n.name, pid, kinds)
+		}
+	}
+	warn := 0
+	for _, l := range strings.Split(n.inst.Proc.Log(), "\n") {
+		if strings.Contains(l, "[warn]") && strings.Contains(l, "ticketkeys: stream server 1 ("+where+")") {
+			warn++
+		}
+	}
+	if warn != 2 {
+		t.Errorf("%s: %d warnings naming the shared-cache block %s, want one per worker (2)", n.name, warn, where)
+	}
+	for _, v := range luaVersions() {
+		if _, err := luatest.Handshake(luatest.ClientConfig(cert, v), n.inst.StreamShared, true); err != nil {
+			t.Errorf("%s: TLS %x handshake with the shared-cache stream block: %v", n.name, v, err)
+		}
+	}
+	c, err := net.DialTimeout("tcp", n.inst.StreamPlain, 5*time.Second)
+	if err != nil {
+		t.Fatalf("%s: plain stream server: %v", n.name, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(c); err != nil || string(got) != "plain\n" {
+		t.Errorf("%s: plain stream server answered %q (%v), want \"plain\\n\"", n.name, got, err)
+	}
+}
+
+// engineIDs returns the engine's current window ids of keyring in response order.
+func engineIDs(t *testing.T, s *vaulttest.Server, keyring string) []string {
+	t.Helper()
+	w := readWindow(t, s, keyring, "nginx")
 	ids := make([]string, len(w.Keys))
 	for i, k := range w.Keys {
 		ids[i] = k.ID
@@ -171,11 +255,11 @@ func engineIDs(t *testing.T, s *vaulttest.Server) []string {
 
 // waitNodesHoldEngine waits until every worker of every node holds the engine's window (read again on
 // each try, since the window may move meanwhile), bounded by timeout.
-func waitNodesHoldEngine(t *testing.T, s *vaulttest.Server, nodes []*luaNode, timeout time.Duration) []string {
+func waitNodesHoldEngine(t *testing.T, s *vaulttest.Server, keyring string, nodes []*luaNode, timeout time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		want := engineIDs(t, s)
+		want := engineIDs(t, s, keyring)
 		ok := true
 		for _, n := range nodes {
 			if !luatest.AllBlocksHave(n.inst.StatusAll(t), want) {
@@ -225,21 +309,39 @@ func streamLoad(ctx context.Context, cert *testcert.Cert, version uint16, addrs 
 	return offered, resumed, failures
 }
 
-// TestNginxLuaThreeNodes is the end-to-end proof of issue 6: through at least two real rotations, a
-// client choosing a random node per connection resumes >= 0.999 of offered tickets in TLS 1.2 and 1.3 (on
-// https and on the stream TLS block); no reload happens (same master and worker PIDs); a long-lived
-// keep-alive connection on each node survives every rotation; a corrupt window file changes nothing; a
+// TestNginxLuaThreeNodes is the end-to-end proof of issue 6, on every nginx build (issue 10: Debian's
+// nginx 1.22.1 and the OpenResty lines, as parallel subtests against one Vault): through at least two
+// real rotations, a client choosing a random node per connection resumes >= 0.999 of offered tickets in
+// TLS 1.2 and 1.3 (on https and on the stream TLS block); no reload happens (same master and worker
+// PIDs); a long-lived keep-alive connection on each node survives every rotation; a stream TLS block
+// with a shared session cache and no placeholder is skipped with one warning per worker while every
+// other block holds the window, next to a plain stream server; a corrupt window file changes nothing; a
 // killed worker comes back with the current window.
 func TestNginxLuaThreeNodes(t *testing.T) {
 	s := vaulttest.Start(t)
-	createKeyring(t, s, "web")
+	// AppRole is enabled once here: the subtests create their roles side by side.
+	if err := s.Client.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatalf("enable approle auth: %v", err)
+	}
 	cert := testcert.New(t, testcert.ECDSAP256)
+	servertest.EachNginx(t, func(t *testing.T, b *servertest.NginxBuild) {
+		start := time.Now()
+		nginxLuaThreeNodes(t, s, cert, b, "web-"+b.Name)
+		t.Logf("%s (nginx %s): %.0f s", b.Name, b.Version, time.Since(start).Seconds())
+	})
+}
+
+func nginxLuaThreeNodes(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *servertest.NginxBuild, keyring string) {
+	createKeyring(t, s, keyring)
 	var nodes []*luaNode
 	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startLuaNode(t, s, cert, fmt.Sprintf("lua%d", i)))
+		nodes = append(nodes, startLuaNode(t, s, cert, b, keyring, fmt.Sprintf("lua%d", i)))
 	}
-	ids := waitNodesHoldEngine(t, s, nodes, 30*time.Second)
-	t.Logf("3 nodes x 2 workers hold the engine window %v", ids)
+	ids := waitNodesHoldEngine(t, s, keyring, nodes, 30*time.Second)
+	t.Logf("%s: 3 nodes x 2 workers hold the engine window %v", b.Name, ids)
+	for _, n := range nodes {
+		checkSkippedSharedBlock(t, cert, n)
+	}
 	masters := make([]int, 3)
 	workers := make([][]int, 3)
 	var https, streams []string
@@ -249,7 +351,7 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	}
 
 	// Phase 1: load through >= 2 rotations, with one long-lived connection per node.
-	watch := watchWindows(t, s, "web")
+	watch := watchWindows(t, s, keyring)
 	const loadFor = 32 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), loadFor+8*time.Second)
 	defer cancel()
@@ -322,7 +424,7 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 			t.Errorf("%s: only %d installs logged, want >= 6 (2 workers, start + 2 rotations)", n.name, installs)
 		}
 	}
-	waitNodesHoldEngine(t, s, nodes, 10*time.Second)
+	waitNodesHoldEngine(t, s, keyring, nodes, 10*time.Second)
 
 	// Phase 2: a corrupt window file on node 0 changes nothing; the Agent's next render repairs it. The
 	// corruption must not straddle the Agent's next rewrite, so it starts right after a window change and
@@ -333,7 +435,7 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		ino := luaInode(t, n0.window)
 		n0.agent.WaitFor(t, 25*time.Second, "a window change on "+n0.name, func() bool { return luaInode(t, n0.window) != ino })
-		held = waitNodesHoldEngine(t, s, nodes, 8*time.Second)
+		held = waitNodesHoldEngine(t, s, keyring, nodes, 8*time.Second)
 		good, err := os.ReadFile(n0.window)
 		if err != nil {
 			t.Fatal(err)
@@ -380,7 +482,7 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	n0.agent.WaitFor(t, 2*agentPeriod+10*time.Second, "the Agent's rewrite of the corrupt file on "+n0.name, func() bool {
 		return luaInode(t, n0.window) != corrupt
 	})
-	repaired := waitNodesHoldEngine(t, s, nodes, 10*time.Second)
+	repaired := waitNodesHoldEngine(t, s, keyring, nodes, 10*time.Second)
 	t.Logf("%s: the Agent's next render replaced the corrupt file; every worker of every node installed %v", n0.name, repaired)
 
 	// Phase 3: a killed worker comes back with the current window.
@@ -400,7 +502,7 @@ func TestNginxLuaThreeNodes(t *testing.T) {
 	if w := n1.inst.Proc.WorkerPIDs(); len(w) != 2 || slices.Contains(w, victim) {
 		t.Fatalf("%s: worker %d not respawned: workers %v", n1.name, victim, w)
 	}
-	want := waitNodesHoldEngine(t, s, []*luaNode{n1}, 5*time.Second)
+	want := waitNodesHoldEngine(t, s, keyring, []*luaNode{n1}, 5*time.Second)
 	respawned := 0
 	for pid, ws := range n1.inst.StatusAll(t) {
 		if !slices.Contains(workers[1], pid) {

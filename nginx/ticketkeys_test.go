@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +28,23 @@ var versions = []struct {
 	v    uint16
 }{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
+// eachNginx runs body as a subtest for every nginx build the module supports and the tests run, all
+// at the same time: Debian's nginx 1.22.1 and each OpenResty line (built from the source kit on first
+// use; skipped with a reason without the kit, failed in CI). Ports are picked free per instance.
+func eachNginx(t *testing.T, body func(t *testing.T, b *servertest.NginxBuild)) {
+	servertest.EachNginx(t, body)
+}
+
+// wantLayout is the layout row the build's nginx version must select (layoutOf).
+func wantLayout(t *testing.T, b *servertest.NginxBuild) string {
+	t.Helper()
+	l, ok := layoutOf[b.Version]
+	if !ok {
+		t.Fatalf("no expected layout for nginx %s (%s): add it to layoutOf and to docs/nginx-lua.md", b.Version, b.Name)
+	}
+	return l
+}
+
 // newWindow returns a temp window path holding keys.
 func newWindow(t *testing.T, keys [][]byte) string {
 	t.Helper()
@@ -37,18 +56,23 @@ func newWindow(t *testing.T, keys [][]byte) string {
 // TestInstallsWindowInEveryWorker proves that each worker, at start, holds the window in every http and
 // stream TLS server block, in file order, with the first key as the only encrypting one.
 func TestInstallsWindowInEveryWorker(t *testing.T) {
+	eachNginx(t, testInstallsWindowInEveryWorker)
+}
+
+func testInstallsWindowInEveryWorker(t *testing.T, b *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	keys := luatest.NewKeys(t, 3, 80)
-	inst := luatest.Start(t, luatest.Config{Window: newWindow(t, keys), Cert: cert, Stream: true})
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: newWindow(t, keys), Cert: cert, Stream: true})
+	layout := wantLayout(t, b)
 	st := inst.StatusAll(t)
 	if len(st) != 2 {
 		t.Fatalf("status from %d workers, want 2", len(st))
 	}
 	want := luatest.IDs(keys)
 	for pid, s := range st {
-		if s.Layout != "nginx-1.21.4" || s.LayoutError != "" || s.LastError != "" || s.Applies != 1 {
-			t.Errorf("worker %d: layout %q (error %q), last error %q, applies %d; want nginx-1.21.4, no errors, 1 apply",
-				pid, s.Layout, s.LayoutError, s.LastError, s.Applies)
+		if s.Layout != layout || s.LayoutError != "" || s.LastError != "" || s.Applies != 1 {
+			t.Errorf("worker %d: layout %q (error %q), last error %q, applies %d; want %s, no errors, 1 apply",
+				pid, s.Layout, s.LayoutError, s.LastError, s.Applies, layout)
 		}
 		kinds := map[string]int{}
 		for _, b := range s.Blocks {
@@ -71,26 +95,30 @@ func TestInstallsWindowInEveryWorker(t *testing.T) {
 			t.Errorf("worker %d: blocks %v, want 2 http and 1 stream", pid, kinds)
 		}
 	}
-	t.Logf("2 workers x 3 blocks hold ids %v", want)
+	t.Logf("%s (nginx %s, layout %s): 2 workers x 3 blocks hold ids %v", b.Name, b.Version, layout, want)
 }
 
 // TestCrossInstanceResumption proves the keys are really used: a ticket issued by one nginx resumes on
 // another nginx with the same window (https and stream, TLS 1.2 and 1.3, 80- and 48-byte keys), and not
 // on a control nginx that kept its own placeholder keys.
 func TestCrossInstanceResumption(t *testing.T) {
+	eachNginx(t, testCrossInstanceResumption)
+}
+
+func testCrossInstanceResumption(t *testing.T, b *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	for _, size := range []int{80, 48} {
 		t.Run(fmt.Sprintf("%dbytes", size), func(t *testing.T) {
 			window := newWindow(t, luatest.NewKeys(t, 3, size))
-			a := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true})
-			b := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true})
-			control := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true, NoStart: true})
+			a := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, Stream: true})
+			b2 := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, Stream: true})
+			control := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, Stream: true, NoStart: true})
 			for _, v := range versions {
 				for _, stream := range []bool{false, true} {
-					from, to, ctl := a.HTTPS, b.HTTPS, control.HTTPS
+					from, to, ctl := a.HTTPS, b2.HTTPS, control.HTTPS
 					kind := "https"
 					if stream {
-						from, to, ctl, kind = a.Stream, b.Stream, control.Stream, "stream"
+						from, to, ctl, kind = a.Stream, b2.Stream, control.Stream, "stream"
 					}
 					resumed := 0
 					const tries = 10
@@ -150,11 +178,15 @@ func (k *keepAlive) get(t *testing.T) {
 // connection keeps working, a ticket of the old current key resumes on the other node while that key is
 // in the window (as previous) and stops resuming once it leaves the window.
 func TestRotationWithoutReload(t *testing.T) {
+	eachNginx(t, testRotationWithoutReload)
+}
+
+func testRotationWithoutReload(t *testing.T, build *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	k1, k2, k3, k4 := luatest.NewKey(t, 80), luatest.NewKey(t, 80), luatest.NewKey(t, 80), luatest.NewKey(t, 80)
 	window := newWindow(t, [][]byte{k1, k2})
-	a := luatest.Start(t, luatest.Config{Window: window, Cert: cert})
-	b := luatest.Start(t, luatest.Config{Window: window, Cert: cert})
+	a := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert})
+	b := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert})
 	pidsA, pidsB := a.Proc.WorkerPIDs(), b.Proc.WorkerPIDs()
 	long := openKeepAlive(t, cert, a.HTTPS)
 	long.get(t)
@@ -221,10 +253,14 @@ func cloneCache(t *testing.T, cfg *tls.Config, addr string) *tls.Config {
 // TestBadWindowKeepsKeys proves that each kind of bad window file leaves the installed keys in place and
 // makes every worker log one error naming the rule, and that no key material reaches the log.
 func TestBadWindowKeepsKeys(t *testing.T) {
+	eachNginx(t, testBadWindowKeepsKeys)
+}
+
+func testBadWindowKeepsKeys(t *testing.T, b *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	good := luatest.NewKeys(t, 3, 80)
 	window := newWindow(t, good)
-	inst := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true})
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, Stream: true})
 	want := luatest.IDs(good)
 	inst.WaitIDs(t, want, 10*time.Second)
 
@@ -322,13 +358,17 @@ func assertNoMaterial(t *testing.T, log string, keys [][]byte) {
 // TestGrowAndShrink proves windows larger than the placeholder capacity (malloc'd arrays, grown twice)
 // and smaller ones (in place) install and are used, for 80- and 48-byte keys.
 func TestGrowAndShrink(t *testing.T) {
+	eachNginx(t, testGrowAndShrink)
+}
+
+func testGrowAndShrink(t *testing.T, build *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	for _, size := range []int{80, 48} {
 		t.Run(fmt.Sprintf("%dbytes", size), func(t *testing.T) {
 			first := luatest.NewKeys(t, 1, size)
 			window := newWindow(t, first)
-			a := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Capacity: 1, Stream: true})
-			b := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Capacity: 1, Stream: true})
+			a := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert, Capacity: 1, Stream: true})
+			b := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert, Capacity: 1, Stream: true})
 			for _, n := range []int{5, 2, 9, 1, 16, 3} {
 				keys := luatest.NewKeys(t, n, size)
 				luatest.WriteWindow(t, window, keys)
@@ -363,10 +403,14 @@ func TestGrowAndShrink(t *testing.T) {
 // installs the current window before serving: its status shows the window and tickets from another node
 // resume on it.
 func TestKilledWorkerComesBack(t *testing.T) {
+	eachNginx(t, testKilledWorkerComesBack)
+}
+
+func testKilledWorkerComesBack(t *testing.T, build *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	window := newWindow(t, luatest.NewKeys(t, 2, 80))
-	a := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true})
-	b := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Stream: true})
+	a := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert, Stream: true})
+	b := luatest.Start(t, luatest.Config{Nginx: build, Window: window, Cert: cert, Stream: true})
 	// Rotate once so that the current window differs from anything the master could have had.
 	keys := luatest.NewKeys(t, 3, 80)
 	luatest.WriteWindow(t, window, keys)
@@ -410,8 +454,9 @@ func TestKilledWorkerComesBack(t *testing.T) {
 	t.Logf("worker %d killed; workers now %v all hold the current window; 40/40 resumptions", victim, after)
 }
 
-// TestLayoutGate proves the version gate maps nginx versions to the known layouts and refuses the rest
-// with a reason.
+// TestLayoutGate proves the version gate maps nginx versions to the known layouts (every supported
+// line, up to OpenResty 1.31.1's nginx 1.31.1) and refuses the rest with a reason naming the version and
+// the known range: a newer nginx is never mapped to the newest row.
 func TestLayoutGate(t *testing.T) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	port := servertest.FreePort(t)
@@ -429,7 +474,6 @@ func TestLayoutGate(t *testing.T) {
 	inst := luatest.Start(t, luatest.Config{Window: newWindow(t, luatest.NewKeys(t, 1, 80)), Cert: cert, ExtraHTTP: extra})
 	_ = inst
 	cases := map[int]string{
-		1021003: "refused: nginx 1.21.3 (1021003) has no known ticket-key layout",
 		1021004: "nginx-1.21.4",
 		1022001: "nginx-1.21.4",
 		1023001: "nginx-1.21.4",
@@ -440,8 +484,13 @@ func TestLayoutGate(t *testing.T) {
 		1025005: "nginx-1.25.5",
 		1027001: "nginx-1.25.5",
 		1029001: "nginx-1.29.1",
+		1029002: "nginx-1.29.1",
 		1029999: "nginx-1.29.1",
-		1030000: "refused: nginx 1.30.0 (1030000) has no known ticket-key layout",
+		1030000: "nginx-1.29.1",
+		1031001: "nginx-1.29.1",
+		1031002: "refused: nginx 1.31.2 (1031002) is newer than the newest nginx this module was checked against (1.31.1); known: nginx 1.21.4 to 1.31.1; refusing to write, nginx keeps its own keys",
+		1033000: "refused: nginx 1.33.0 (1033000) is newer than the newest nginx this module was checked against (1.31.1)",
+		1021003: "refused: nginx 1.21.3 (1021003) is older than the oldest nginx this module knows (1.21.4); known: nginx 1.21.4 to 1.31.1",
 	}
 	for v, want := range cases {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/layout?v=%d", port, v))
@@ -459,8 +508,12 @@ func TestLayoutGate(t *testing.T) {
 // TestStatusOffByDefault proves the status handler exists only where a location calls it: the https
 // server answers its own content for the status path.
 func TestStatusOffByDefault(t *testing.T) {
+	eachNginx(t, testStatusOffByDefault)
+}
+
+func testStatusOffByDefault(t *testing.T, b *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
-	inst := luatest.Start(t, luatest.Config{Window: newWindow(t, luatest.NewKeys(t, 1, 80)), Cert: cert})
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: newWindow(t, luatest.NewKeys(t, 1, 80)), Cert: cert})
 	c, err := tls.Dial("tcp", inst.HTTPS, cert.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -476,10 +529,15 @@ func TestStatusOffByDefault(t *testing.T) {
 	}
 }
 
-// TestLayoutGuardsRefuse proves the layout guards: with a deliberately wrong layout (a wrong ssl flag
-// offset, a wrong core ctx offset, a wrong key struct generation) the worker writes nothing, keeps its
-// keys and says which guard failed; with the right layout again the next window installs.
+// TestLayoutGuardsRefuse proves the layout guards on every line: with a deliberately wrong layout (a
+// wrong ssl flag offset, a wrong core ctx offset, a stream SSL_CTX offset 8 bytes off, the other key
+// struct generation) the worker writes nothing, keeps its keys and says which guard failed; with the
+// right layout again the next window installs.
 func TestLayoutGuardsRefuse(t *testing.T) {
+	eachNginx(t, testLayoutGuardsRefuse)
+}
+
+func testLayoutGuardsRefuse(t *testing.T, b *servertest.NginxBuild) {
 	cert := testcert.New(t, testcert.ECDSAP256)
 	port := servertest.FreePort(t)
 	// One worker, so the hook and the status handler talk to the same process.
@@ -489,9 +547,13 @@ func TestLayoutGuardsRefuse(t *testing.T) {
             content_by_lua_block {
                 local tk = require("resty.ticketkeys")
                 local l = tk._find_layout(ngx.config.nginx_version)
-                local field, value = ngx.var.arg_field, ngx.var.arg_value
+                local field, value = ngx.var.arg_field, ngx.unescape_uri(ngx.var.arg_value)
                 local saved = l[field]
-                l[field] = tonumber(value) or value
+                if value:sub(1, 1) == "+" then
+                    l[field] = saved + tonumber(value:sub(2))
+                else
+                    l[field] = tonumber(value) or value
+                end
                 local ok, err = tk.refresh()
                 l[field] = saved
                 ngx.say(ok and "installed" or err)
@@ -501,26 +563,44 @@ func TestLayoutGuardsRefuse(t *testing.T) {
 `, port)
 	first := luatest.NewKeys(t, 2, 80)
 	window := newWindow(t, first)
-	inst := luatest.Start(t, luatest.Config{Window: window, Cert: cert, Workers: 1, Stream: true, ExtraHTTP: extra, Interval: 3600})
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, Workers: 1, Stream: true, ExtraHTTP: extra, Interval: 3600})
 	want := luatest.IDs(first)
 	inst.WaitIDs(t, want, 10*time.Second)
+	var row struct {
+		Stream struct {
+			SSLCtx int `json:"ssl_ctx"`
+		} `json:"stream"`
+		Key struct {
+			SizeField *int `json:"size_field"`
+		} `json:"key"`
+	}
+	if err := json.Unmarshal(inst.Layout(t), &row); err != nil {
+		t.Fatal(err)
+	}
+	// The other key struct generation names an index symbol this nginx does not export.
+	otherKey, otherSymbol := "v2", "ngx_ssl_ticket_keys_index"
+	if row.Key.SizeField == nil {
+		otherKey, otherSymbol = "v1", "ngx_ssl_session_ticket_keys_index"
+	}
 	cases := []struct{ field, value, reason string }{
 		{"http_ssl_enable", "8", "ssl enable flag is"},
 		{"http_core_ctx", "0", "does not point back at itself"},
+		{"stream_core_ctx", "+8", "does not point back at itself"},
 		{"stream_ssl_ctx", "0", "SSL_CTX pointer at offset 0 is not plausible"},
-		{"stream_ssl_ctx", "24", "ngx_ssl_t.log after the SSL_CTX at offset 24 is not a plausible pointer"},
-		{"key", "v2", "symbol ngx_ssl_ticket_keys_index not found"},
+		// 8 bytes on, the "SSL_CTX" is ngx_ssl_t.log and the "log" is buffer_size, a small number.
+		{"stream_ssl_ctx", "+8", fmt.Sprintf("ngx_ssl_t.log after the SSL_CTX at offset %d is not a plausible pointer", row.Stream.SSLCtx+8)},
+		{"key", otherKey, "symbol " + otherSymbol + " not found"},
 	}
 	for _, c := range cases {
 		luatest.WriteWindow(t, window, luatest.NewKeys(t, 3, 80))
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/break?field=%s&value=%s", port, c.field, c.value))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/break?field=%s&value=%s", port, c.field, url.QueryEscape(c.value)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if !strings.Contains(string(body), c.reason) || !strings.Contains(string(body), "refusing to write") {
-			t.Errorf("%s=%s: refresh answered %q, want a refusal naming %q", c.field, c.value, body, c.reason)
+			t.Fatalf("%s=%s: refresh answered %q, want a refusal naming %q; log:\n%s", c.field, c.value, body, c.reason, inst.Proc.Log())
 		}
 		if st := inst.StatusAll(t); !luatest.AllBlocksHave(st, want) {
 			t.Fatalf("%s=%s: keys changed despite the failed guard: %+v", c.field, c.value, st)

@@ -1,4 +1,5 @@
-// Package servertest runs real nginx and HAProxy processes (Debian's packages) for tests.
+// Package servertest runs real nginx and HAProxy processes (Debian's packages, and OpenResty lines built
+// from the source kit: NginxBuild) for tests.
 //
 // Every instance gets a private directory under t.TempDir(): its configuration file, pid file, error log,
 // temp paths and sockets live there, so instances of several tests and engineers never share a file.
@@ -17,6 +18,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -94,15 +96,59 @@ func lookBinary(t testing.TB, name, fallback string) string {
 	return ""
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago (listen on :0, close).
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts
+// next. It picks at random below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where
+// the client sockets of concurrent tests never land: a port from the ephemeral range (":0") can be taken
+// by an outgoing connection between this check and the server's bind, which side-by-side tests with
+// load running make likely. A port is never handed out twice by one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if p, ok := pickBelowEphemeral(); ok {
+		return p
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("servertest: free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// pickBelowEphemeral tries random ports in the 16000 ports below the ephemeral range (at least 1024).
+func pickBelowEphemeral() (int, bool) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	base := max(lo-16000, 1024)
+	if lo-base < 1000 {
+		return 0, false
+	}
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := base + rand.IntN(lo-base)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p, true
+	}
+	return 0, false
 }
 
 // userDirective finds a main-context `user` directive in an nginx configuration.
@@ -119,10 +165,19 @@ var userDirective = regexp.MustCompile(`(?m)^\s*user\s`)
 // The process is stopped at t.Cleanup.
 func StartNginx(t testing.TB, conf string) *Proc {
 	t.Helper()
-	bin := NginxBinary(t)
+	return StartNginxWith(t, &NginxBuild{Name: DebianName, Bin: NginxBinary(t), ModulesDir: "/usr/lib/nginx/modules"}, conf)
+}
+
+// StartNginxWith is StartNginx with a given nginx build (DebianNginx, OpenResty): its binary, and its
+// module directory linked as modules/ when it has one.
+func StartNginxWith(t testing.TB, b *NginxBuild, conf string) *Proc {
+	t.Helper()
+	bin := b.Bin
 	dir := privateDir(t, "nginx")
-	if err := os.Symlink("/usr/lib/nginx/modules", filepath.Join(dir, "modules")); err != nil {
-		t.Fatalf("servertest: nginx modules link in %s: %v", dir, err)
+	if b.ModulesDir != "" {
+		if err := os.Symlink(b.ModulesDir, filepath.Join(dir, "modules")); err != nil {
+			t.Fatalf("servertest: nginx modules link in %s: %v", dir, err)
+		}
 	}
 	p := &Proc{
 		Kind:     KindNginx,
@@ -355,6 +410,19 @@ func (p *Proc) TryReload() error {
 // Signal sends sig to the master process by PID.
 func (p *Proc) Signal(sig syscall.Signal) error {
 	return syscall.Kill(p.MasterPID, sig)
+}
+
+// WaitWorkers waits until the master has n live worker processes (nginx forks them one after the other,
+// so StartNginx may return with fewer), or fails the test after 15 s.
+func (p *Proc) WaitWorkers(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for len(p.WorkerPIDs()) != n {
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("servertest: %s master %d has workers %v, want %d; log:\n%s", p.Kind, p.MasterPID, p.WorkerPIDs(), n, p.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // WaitListening waits until every addr (host:port) accepts a TCP connection, or fails the test after 15 s.

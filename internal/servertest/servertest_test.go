@@ -1,6 +1,7 @@
 package servertest
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -132,3 +133,41 @@ func writeConf(p *Proc, conf string) error {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// TestOpenRestyBuildScriptErrors proves how the harness reads scripts/openresty-build.sh: a missing
+// source kit is errNoKit (the tests skip, or fail in CI) with the script's reason naming where it
+// looked; an unknown line is a plain failure.
+func TestOpenRestyBuildScriptErrors(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv("OPENRESTY_SRC", empty)
+	_, err := runBuildScript(RepoRoot(t), OpenRestyLines[0])
+	if !errors.Is(err, errNoKit) || !strings.Contains(err.Error(), empty) {
+		t.Fatalf("no kit: err %v, want errNoKit naming %s", err, empty)
+	}
+	_, err = runBuildScript(RepoRoot(t), "1.0.0")
+	if err == nil || errors.Is(err, errNoKit) || !strings.Contains(err.Error(), "unknown line '1.0.0'") {
+		t.Fatalf("unknown line: err %v, want a failure naming the line", err)
+	}
+}
+
+// TestFreePortBelowEphemeralRange proves FreePort hands out distinct ports below the kernel's
+// ephemeral range, where outgoing connections of concurrent tests cannot take them before the server
+// binds.
+func TestFreePortBelowEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skipf("no ephemeral port range to compare with: %v", err)
+	}
+	var lo int
+	if _, err := fmt.Sscan(string(b), &lo); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if p >= lo || p < 1024 || seen[p] {
+			t.Fatalf("FreePort gave %d (seen before: %t), want a new port in [1024, %d)", p, seen[p], lo)
+		}
+		seen[p] = true
+	}
+}

@@ -1,4 +1,5 @@
-// Package luatest runs Debian's nginx with the resty.ticketkeys Lua module (nginx/lib) for tests: it
+// Package luatest runs nginx (Debian's package or an OpenResty line, servertest.NginxBuild) with the
+// resty.ticketkeys Lua module (nginx/lib) for tests: it
 // writes window files, starts instances with placeholder ticket keys, reads each worker's status handler
 // and checks cross-instance session resumption with a Go TLS client.
 //
@@ -117,6 +118,8 @@ func WriteWindow(t testing.TB, path string, keys [][]byte) {
 
 // Config describes one nginx instance.
 type Config struct {
+	// Nginx is the nginx build to run. If nil, Debian's nginx.
+	Nginx *servertest.NginxBuild
 	// Window is the path of the window file the module reads.
 	Window string
 	// Cert is the TLS certificate every server block serves.
@@ -130,6 +133,12 @@ type Config struct {
 	Interval float64
 	// Stream adds a stream{} TLS server block (answering "hello\n") with its own placeholders.
 	Stream bool
+	// StreamPlain adds a stream{} server without TLS (answering "plain\n").
+	StreamPlain bool
+	// StreamSharedCache adds a stream{} TLS server block (answering "shared\n") with
+	// `ssl_session_cache shared:...` and no placeholder: nginx 1.23.2+ gives it keys of its own, which
+	// the module must leave alone.
+	StreamSharedCache bool
 	// NoStart leaves the init_worker_by_lua_block out (nginx keeps its placeholder keys): a control.
 	NoStart bool
 	// ExtraHTTP is appended inside http{} (e.g. more locations or servers).
@@ -144,6 +153,13 @@ type Instance struct {
 	HTTPS string
 	// Stream is the address of the stream TLS server block, if Config.Stream.
 	Stream string
+	// StreamPlain is the address of the non-TLS stream server, if Config.StreamPlain.
+	StreamPlain string
+	// StreamShared is the address of the stream TLS block with a shared session cache and no
+	// placeholder, if Config.StreamSharedCache.
+	StreamShared string
+	// LayoutURL answers the module's layout row for this nginx (_layout_row) as JSON.
+	LayoutURL string
 	// StatusURL is the plain-http status handler URL (reuseport, so connections reach every worker).
 	StatusURL string
 }
@@ -160,6 +176,9 @@ func Start(t testing.TB, cfg Config) *Instance {
 	if cfg.Interval == 0 {
 		cfg.Interval = 0.2
 	}
+	if cfg.Nginx == nil {
+		cfg.Nginx = servertest.DebianNginx(t)
+	}
 	files := t.TempDir()
 	certFile, keyFile, _ := cfg.Cert.WritePEM(files)
 	placeholder := filepath.Join(files, "placeholder.key")
@@ -174,31 +193,49 @@ func Start(t testing.TB, cfg Config) *Instance {
 	inst := &Instance{
 		HTTPS:     fmt.Sprintf("127.0.0.1:%d", httpsPort),
 		StatusURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
+		LayoutURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/layout", statusPort),
 	}
 	start := fmt.Sprintf("    init_worker_by_lua_block { require(\"resty.ticketkeys\").start{ file = %q, interval = %g } }\n",
 		cfg.Window, cfg.Interval)
 	if cfg.NoStart {
 		start = ""
 	}
-	var stream string
+	var streamServers strings.Builder
 	if cfg.Stream {
 		streamPort := servertest.FreePort(t)
 		inst.Stream = fmt.Sprintf("127.0.0.1:%d", streamPort)
-		stream = fmt.Sprintf(`stream {
-    server {
+		fmt.Fprintf(&streamServers, `    server {
         listen 127.0.0.1:%d ssl;
         ssl_certificate %s;
         ssl_certificate_key %s;
         ssl_protocols TLSv1.2 TLSv1.3;
 %s        return "hello\n";
     }
-}
 `, streamPort, certFile, keyFile, ph.String())
 	}
-	conf := fmt.Sprintf(`load_module modules/ndk_http_module.so;
-load_module modules/ngx_http_lua_module.so;
-load_module modules/ngx_stream_module.so;
-worker_processes %d;
+	if cfg.StreamSharedCache {
+		port := servertest.FreePort(t)
+		inst.StreamShared = fmt.Sprintf("127.0.0.1:%d", port)
+		fmt.Fprintf(&streamServers, `    server {
+        listen 127.0.0.1:%d ssl;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:tkstream:1m;
+        return "shared\n";
+    }
+`, port, certFile, keyFile)
+	}
+	if cfg.StreamPlain {
+		port := servertest.FreePort(t)
+		inst.StreamPlain = fmt.Sprintf("127.0.0.1:%d", port)
+		fmt.Fprintf(&streamServers, "    server {\n        listen 127.0.0.1:%d;\n        return \"plain\\n\";\n    }\n", port)
+	}
+	var stream string
+	if streamServers.Len() > 0 {
+		stream = "stream {\n" + streamServers.String() + "}\n"
+	}
+	conf := fmt.Sprintf(`%sworker_processes %d;
 error_log {{DIR}}/error.log notice;
 events { worker_connections 512; }
 http {
@@ -220,16 +257,47 @@ http {
     server {
         listen 127.0.0.1:%d reuseport;
         location = /ticketkeys/status { content_by_lua_block { require("resty.ticketkeys").status() } }
-    }
+%s    }
 %s}
-%s`, cfg.Workers, LibDir(t), certFile, keyFile, ph.String(), start, httpsPort, statusPort, cfg.ExtraHTTP, stream)
-	inst.Proc = servertest.StartNginx(t, conf)
+%s`, cfg.Nginx.LoadModules(true), cfg.Workers, LibDir(t), certFile, keyFile, ph.String(), start, httpsPort, statusPort, LayoutLocation, cfg.ExtraHTTP, stream)
+	inst.Proc = servertest.StartNginxWith(t, cfg.Nginx, conf)
 	addrs := []string{inst.HTTPS, fmt.Sprintf("127.0.0.1:%d", statusPort)}
-	if inst.Stream != "" {
-		addrs = append(addrs, inst.Stream)
+	for _, a := range []string{inst.Stream, inst.StreamShared, inst.StreamPlain} {
+		if a != "" {
+			addrs = append(addrs, a)
+		}
 	}
 	inst.Proc.WaitListening(t, addrs...)
+	inst.Proc.WaitWorkers(t, cfg.Workers)
 	return inst
+}
+
+// LayoutLocation is an http location that answers the module's layout row for the running nginx
+// (resty.ticketkeys._layout_row) as JSON, or "refused: REASON"; for a loopback test server.
+const LayoutLocation = `        location = /ticketkeys/layout {
+            content_by_lua_block {
+                local tk = require("resty.ticketkeys")
+                local row, err = tk._layout_row(ngx.config.nginx_version)
+                ngx.say(row and tk._json(row) or ("refused: " .. err))
+            }
+        }
+`
+
+// Layout fetches the module's layout row for this nginx: a layoutprobe.Row in JSON plus "layout" (the
+// row's name), or "refused: REASON" for an nginx version the module does not know.
+func (i *Instance) Layout(t testing.TB) []byte {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(i.LayoutURL)
+	if err != nil {
+		t.Fatalf("luatest: layout %s: %v", i.LayoutURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("luatest: layout %s: HTTP %d %q %v", i.LayoutURL, resp.StatusCode, body, err)
+	}
+	return body
 }
 
 // Key is one key of a server block as the status handler reports it.
@@ -243,6 +311,7 @@ type Key struct {
 type Block struct {
 	Kind     string `json:"kind"`
 	Server   int    `json:"server"`
+	Where    string `json:"where"`
 	Capacity int    `json:"capacity"`
 	Keys     []Key  `json:"keys"`
 }
@@ -267,6 +336,15 @@ type Status struct {
 	Applies     int     `json:"applies"`
 	LastError   string  `json:"last_error"`
 	Blocks      []Block `json:"blocks"`
+	Skipped     []Skip  `json:"skipped"`
+}
+
+// Skip is a TLS server block the module leaves alone, as the status handler reports it.
+type Skip struct {
+	Kind   string `json:"kind"`
+	Server int    `json:"server"`
+	Where  string `json:"where"`
+	Reason string `json:"reason"`
 }
 
 // Status fetches one worker's status (whichever worker accepts the connection).

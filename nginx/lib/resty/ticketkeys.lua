@@ -22,13 +22,16 @@
 -- synchronously at worker start (before the worker accepts a connection), then from a timer whenever the
 -- file's content changed.
 --
--- Safety: the structures are read through layouts known per nginx version (1.21.4 to 1.29.x). A version
--- outside that range, or any layout guard that fails (module version, element sizes, self-pointers,
--- flag values, key sizes, counts), makes the module write nothing and log why: nginx then keeps the keys
--- it has. A bad window file (unreadable, empty, truncated, bad base64, wrong or mixed sizes, duplicate
--- names, too many keys) leaves the installed keys in place and logs one error naming the rule. Key
--- material never reaches a log line or the status output; key ids (hex of the 16-byte key names, which
--- every ticket carries in clear) do.
+-- Safety: the structures are read through layouts known per nginx version (1.21.4 to 1.31.1, each
+-- compared by the tests with the offsets the C compiler gives for that nginx's headers, see
+-- nginx/layoutprobe). A version outside that range is refused, never guessed; any layout guard that
+-- fails (module version, element sizes, self-pointers, flag values, key sizes, counts) makes the module
+-- write nothing and log why: nginx then keeps the keys it has. A block whose keys nginx manages itself
+-- (1.23.2+: ssl_session_cache shared:... without ssl_session_ticket_key) is skipped with one warning
+-- naming it by file and line. A bad window file (unreadable, empty, truncated, bad base64, wrong or
+-- mixed sizes, duplicate names, too many keys) leaves the installed keys in place and logs one error
+-- naming the rule. Key material never reaches a log line or the status output; key ids (hex of the
+-- 16-byte key names, which every ticket carries in clear) do.
 --
 -- What it does not do: it cannot add a ticket callback to a server block without placeholders (nginx
 -- installs its callback only for blocks with ssl_session_ticket_key), and it runs only where the http Lua
@@ -106,7 +109,8 @@ typedef struct {
     uint8_t     hmac_key[32];
     uint8_t     aes_key[32];
     int64_t     expire;
-    uint32_t    flags;
+    unsigned    size:8;
+    unsigned    shared:1;
 } tk_ngx_key_v2_t;
 
 extern tk_ngx_cycle_t *tk_ngx_cycle __asm__("ngx_cycle");
@@ -136,6 +140,7 @@ end
 local void_pp = ffi.typeof("void **")
 local char_p = ffi.typeof("char *")
 local uintptr_p = ffi.typeof("uintptr_t *")
+local u8_p = ffi.typeof("uint8_t *")
 local array_p = ffi.typeof("tk_ngx_array_t *")
 local conf_ctx_p = ffi.typeof("tk_ngx_conf_ctx_t *")
 local u8_cp = ffi.typeof("const uint8_t *")
@@ -144,18 +149,52 @@ local u8_cp = ffi.typeof("const uint8_t *")
 --   v1 (< 1.23.2): ngx_ssl_session_ticket_key_t {size_t size; name[16]; hmac_key[32]; aes_key[32]}
 --   v2 (>= 1.23.2): ngx_ssl_ticket_key_t {name[16]; hmac_key[32]; aes_key[32]; time_t expire;
 --                   unsigned size:8, shared:1}
+-- The v2 bitfield shares a 32-bit word with 23 bits nginx never initialises (pool memory): the module
+-- reads and writes size:8 and shared:1 only as FFI bitfields, which LuaJIT extracts with integer shifts
+-- before a value becomes a Lua number, so no uninitialised bit ever reaches a comparison (reading the
+-- word, or even byte 89 with its 7 padding bits, as a number does; valgrind reports it). The byte and
+-- bit of each field (bitfield_at) are compared with the C compiler's by the layout probe.
+local function bitfield_at(ctype, field, value)
+    local k = ffi.new(ctype)
+    k[field] = value
+    local b = ffi.cast("const uint8_t *", k)
+    for i = 0, ffi.sizeof(ctype) - 1 do
+        if b[i] ~= 0 then
+            return i, b[i]
+        end
+    end
+    return nil
+end
+local V2_SIZE_BYTE = bitfield_at("tk_ngx_key_v2_t", "size", 0xff)
+local V2_SHARED_BYTE, V2_SHARED_MASK = bitfield_at("tk_ngx_key_v2_t", "shared", 1)
+
 local KEY_TYPES = {
     v1 = {
+        name = "v1",
         ptr = ffi.typeof("tk_ngx_key_v1_t *"),
         size = ffi.sizeof("tk_ngx_key_v1_t"),
         index_symbol = "tk_ngx_ssl_session_ticket_keys_index",
     },
     v2 = {
+        name = "v2",
         ptr = ffi.typeof("tk_ngx_key_v2_t *"),
         size = ffi.sizeof("tk_ngx_key_v2_t"),
         index_symbol = "tk_ngx_ssl_ticket_keys_index",
+        size_byte = V2_SIZE_BYTE,
+        shared_byte = V2_SHARED_BYTE,
+        shared_mask = V2_SHARED_MASK,
     },
 }
+
+-- Offsets every layout shares (the probe checks them per version too): the servers array is the first
+-- field of the http and stream core main configurations, and ngx_ssl_t starts with the SSL_CTX pointer
+-- followed by the log pointer (a guard reads it).
+local CORE_MAIN_SERVERS = 0
+local SSL_T = { ctx = 0, log = 8 }
+-- The core server configuration holds, right after ctx, the configuration file name and line of its
+-- server{} block (in http and stream, in every supported version): warnings name blocks with them.
+local CORE_SRV_FILE_NAME_AFTER_CTX = 8
+local CORE_SRV_LINE_AFTER_CTX = 16
 
 -- LAYOUTS lists the nginx versions whose structures this module knows (ngx.config.nginx_version,
 -- inclusive ranges) with the byte offsets it reads:
@@ -164,8 +203,13 @@ local KEY_TYPES = {
 --   http_ssl_ctx    ngx_http_ssl_srv_conf_t.ssl.ctx
 --   stream_core_ctx ngx_stream_core_srv_conf_t.ctx
 --   stream_ssl_ctx  ngx_stream_ssl_conf_t.ssl.ctx
--- The 1.21.4 row was checked on Debian 12's nginx 1.22.1; the others come from the nginx source and
--- carry the same guards. OpenResty 1.21.4.x, 1.25.3.x and 1.27.1.x bundle nginx 1.21.4, 1.25.3, 1.27.1.
+-- Each row is compared by the tests with the offsets the C compiler gives for an nginx of its range
+-- (nginx/layoutprobe): Debian 12's nginx 1.22.1 (nginx-1.21.4), OpenResty 1.25.3 (nginx-1.25.1), 1.27.1
+-- (nginx-1.25.5), 1.29.2 and 1.31.1 (nginx-1.29.1). The nginx-1.23.2 row has no tested build: it differs
+-- from nginx-1.21.4 only in the key element, whose v2 layout the OpenResty lines check. The ranges follow
+-- the nginx changes that moved a field: 1.23.2 the key element, 1.25.1 http ssl `enable` removed, 1.25.5
+-- stream core `server_names` and `handler` before `ctx`, 1.29.1 a flag before the stream `ssl`. The last
+-- row ends at the newest nginx checked; a newer nginx is refused until a row is checked for it.
 local LAYOUTS = {
     { name = "nginx-1.21.4", min = 1021004, max = 1023001, key = "v1",
       http_core_ctx = 40, http_ssl_enable = 0, http_ssl_ctx = 8, stream_core_ctx = 8, stream_ssl_ctx = 16 },
@@ -174,9 +218,9 @@ local LAYOUTS = {
     { name = "nginx-1.25.1", min = 1025001, max = 1025004, key = "v2",
       http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 8, stream_ssl_ctx = 16 },
     { name = "nginx-1.25.5", min = 1025005, max = 1029000, key = "v2",
-      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 24 },
-    { name = "nginx-1.29.1", min = 1029001, max = 1029999, key = "v2",
-      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 40, stream_ssl_ctx = 32 },
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 48, stream_ssl_ctx = 24 },
+    { name = "nginx-1.29.1", min = 1029001, max = 1031001, key = "v2",
+      http_core_ctx = 40, http_ssl_enable = nil, http_ssl_ctx = 0, stream_core_ctx = 48, stream_ssl_ctx = 32 },
 }
 
 -- version_string renders nginx_version (1022001) as "1.22.1".
@@ -184,7 +228,8 @@ local function version_string(v)
     return fmt("%d.%d.%d", math.floor(v / 1000000), math.floor(v / 1000) % 1000, v % 1000)
 end
 
--- find_layout returns the layout for an nginx version number, or nil and the reason.
+-- find_layout returns the layout for an nginx version number, or nil and the reason. A version outside
+-- the rows is refused, never mapped to the nearest row: a newer nginx may have moved a field.
 local function find_layout(v)
     if type(v) ~= "number" then
         return nil, "ngx.config.nginx_version is not available"
@@ -194,9 +239,19 @@ local function find_layout(v)
             return l
         end
     end
-    return nil, fmt("nginx %s (%d) has no known ticket-key layout (known: %s to %s); refusing to write, "
-        .. "nginx keeps its own keys", version_string(v), v, version_string(LAYOUTS[1].min),
-        version_string(LAYOUTS[#LAYOUTS].max))
+    local oldest, newest = LAYOUTS[1].min, LAYOUTS[#LAYOUTS].max
+    local where
+    if v > newest then
+        where = fmt("is newer than the newest nginx this module was checked against (%s)",
+            version_string(newest))
+    elseif v < oldest then
+        where = fmt("is older than the oldest nginx this module knows (%s)", version_string(oldest))
+    else
+        where = "falls in no known layout row"
+    end
+    return nil, fmt("nginx %s (%d) %s; known: nginx %s to %s; refusing to write, nginx keeps its own keys "
+        .. "(see docs/nginx-lua.md, supported versions)", version_string(v), v, where,
+        version_string(oldest), version_string(newest))
 end
 _M._find_layout = find_layout
 
@@ -289,6 +344,15 @@ local function plausible(p)
     return v >= 65536 and v % 8 == 0 and v < 0x800000000000ULL
 end
 
+-- plausible_any is plausible without the alignment rule, for byte pointers (strings).
+local function plausible_any(p)
+    if p == nil then
+        return false
+    end
+    local v = ffi.cast("uintptr_t", p)
+    return v >= 65536 and v < 0x800000000000ULL
+end
+
 local function addr(p)
     return tostring(ffi.cast("uintptr_t", p))
 end
@@ -318,38 +382,70 @@ local function ticket_keys_index(layout)
     return v
 end
 
--- check_keys validates one server block's key array against the layout and returns nil or the reason
--- this array must not be written.
+-- key_size returns the size field (48 or 80 for a key nginx loaded) and the shared flag of element i.
+-- The v2 fields are FFI bitfields: the rest of their 32-bit word is uninitialised memory.
+local function key_size(kt, elts, i)
+    local k = ffi.cast(kt.ptr, elts) + i
+    if kt.name == "v1" then
+        return tonumber(k.size), 0
+    end
+    return tonumber(k.size), tonumber(k.shared)
+end
+
+-- check_keys validates one server block's key array against the layout. It returns nil when the array
+-- can be written; "skip" and the reason when it holds keys nginx manages itself (1.23.2+: the 3-slot
+-- array of ssl_session_cache shared:... without placeholders, whose size nginx leaves uninitialised, so
+-- shared is read first); or "bad" and the reason when the array is not what the layout says.
 local function check_keys(arr, kt)
     local esize = tonumber(arr.size)
     if esize ~= kt.size then
-        return fmt("key array element size is %d, want %d", esize, kt.size)
+        return "bad", fmt("key array element size is %d, want %d", esize, kt.size)
     end
     local nelts, nalloc = tonumber(arr.nelts), tonumber(arr.nalloc)
     if nelts < 1 or nelts > nalloc or nalloc > MAX_CAPACITY then
-        return fmt("key array counts nelts=%d nalloc=%d are out of range (1 <= nelts <= nalloc <= %d)",
+        return "bad", fmt("key array counts nelts=%d nalloc=%d are out of range (1 <= nelts <= nalloc <= %d)",
             nelts, nalloc, MAX_CAPACITY)
     end
     if not plausible(arr.elts) then
-        return "key array elements pointer is not plausible"
+        return "bad", "key array elements pointer is not plausible"
     end
-    local k = ffi.cast(kt.ptr, arr.elts)
+    local _, shared0 = key_size(kt, arr.elts, 0)
+    if shared0 ~= 0 then
+        return "skip", "its ticket keys are nginx's own, in the shared memory of ssl_session_cache "
+            .. "(no ssl_session_ticket_key placeholder applies to it): skipped, nginx keeps rotating "
+            .. "them per host; give the block placeholders to install the window there"
+    end
     for i = 0, nelts - 1 do
-        local sz, shared
-        if kt == KEY_TYPES.v1 then
-            sz, shared = tonumber(k[i].size), 0
-        else
-            sz, shared = bit.band(k[i].flags, 0xff), bit.band(bit.rshift(k[i].flags, 8), 1)
-        end
+        local sz, shared = key_size(kt, arr.elts, i)
         if sz ~= 48 and sz ~= 80 then
-            return fmt("existing key %d has size %d, want 48 or 80", i, sz)
+            return "bad", fmt("existing key %d has size %d, want 48 or 80", i, sz)
         end
         if shared ~= 0 then
-            return "keys come from ssl_session_cache (shared, rotated by nginx), not from "
-                .. "ssl_session_ticket_key placeholders"
+            return "bad", fmt("existing key %d is marked shared but key 0 is not", i)
         end
     end
     return nil
+end
+
+-- MAX_FILE_NAME bounds the read of a block's configuration file name.
+local MAX_FILE_NAME = 4096
+
+-- block_where returns "file:line" of a server{} block from its core server configuration, or "" when
+-- the file name pointer is not plausible. It reads at most MAX_FILE_NAME bytes of the name.
+local function block_where(cscf, core_off)
+    local name = ptr_at(cscf, core_off + CORE_SRV_FILE_NAME_AFTER_CTX)
+    if not plausible_any(name) then
+        return ""
+    end
+    local p = ffi.cast(u8_p, name)
+    local n = 0
+    while n < MAX_FILE_NAME and p[n] ~= 0 do
+        n = n + 1
+    end
+    if n == 0 or n == MAX_FILE_NAME then
+        return ""
+    end
+    return fmt("%s:%d", ffi.string(p, n), uint_at(cscf, core_off + CORE_SRV_LINE_AFTER_CTX))
 end
 
 -- tk_keys fetches the key array pointer nginx attached to an SSL_CTX (NULL without placeholders).
@@ -358,7 +454,8 @@ local function tk_keys(sslctx, kidx)
 end
 
 -- collect_blocks walks the server blocks of one module family ("http" or "stream") and appends a target
--- {kind, index, keys} for each TLS block with a key array. It returns nil and the reason on a layout
+-- {kind, index, where, keys} for each TLS block with a writable key array, and a note for each TLS block
+-- it leaves alone (no array, or keys nginx manages itself). It returns nil and the reason on a layout
 -- guard failure (then nothing may be written anywhere).
 local function collect_blocks(kind, layout, kt, kidx, targets, notes)
     local main, core, ssl
@@ -401,7 +498,7 @@ local function collect_blocks(kind, layout, kt, kidx, targets, notes)
     if not plausible(cmcf) then
         return nil, fmt("%s core main configuration pointer is not plausible", kind)
     end
-    local servers = ffi.cast(array_p, cmcf) -- ngx_array_t servers is the first field
+    local servers = ffi.cast(array_p, ffi.cast(char_p, cmcf) + CORE_MAIN_SERVERS)
     local ptr_size = ffi.sizeof("void *")
     if tonumber(servers.size) ~= ptr_size then
         return nil, fmt("%s servers array element size is %d, want %d (pointer)", kind,
@@ -446,7 +543,7 @@ local function collect_blocks(kind, layout, kt, kidx, targets, notes)
                 return nil, fmt("%s server %d: SSL_CTX pointer at offset %d is not plausible", kind, i,
                     ssl_off)
             end
-            if sslctx ~= nil and not plausible(ptr_at(sscf, ssl_off + 8)) then
+            if sslctx ~= nil and not plausible(ptr_at(sscf, ssl_off - SSL_T.ctx + SSL_T.log)) then
                 return nil, fmt("%s server %d: ngx_ssl_t.log after the SSL_CTX at offset %d is not a "
                     .. "plausible pointer", kind, i, ssl_off)
             end
@@ -455,22 +552,92 @@ local function collect_blocks(kind, layout, kt, kidx, targets, notes)
                 if keys ~= nil and not plausible(keys) then
                     return nil, fmt("%s server %d: key array pointer is not plausible", kind, i)
                 end
+                local where = block_where(cscf, core_off)
+                local name = fmt("%s server %d%s", kind, i, where ~= "" and " (" .. where .. ")" or "")
                 if keys == nil then
-                    notes[#notes + 1] = fmt("%s server %d has TLS but no ssl_session_ticket_key "
-                        .. "placeholder: its keys stay nginx's own", kind, i)
+                    notes[#notes + 1] = { kind = kind, server = i, where = where,
+                        reason = "no ssl_session_ticket_key placeholder" }
+                    notes[#notes].text = fmt("%s has TLS but no ssl_session_ticket_key placeholder: where it "
+                        .. "is the default server of a listen socket, that socket's tickets use nginx's own "
+                        .. "keys", name)
                 else
                     local arr = ffi.cast(array_p, keys)
-                    local bad = check_keys(arr, kt)
-                    if bad then
-                        return nil, fmt("%s server %d: %s", kind, i, bad)
+                    local verdict, why = check_keys(arr, kt)
+                    if verdict == "bad" then
+                        return nil, fmt("%s: %s", name, why)
+                    elseif verdict == "skip" then
+                        notes[#notes + 1] = { kind = kind, server = i, where = where,
+                            reason = "ssl_session_cache shared keys", text = fmt("%s: %s", name, why) }
+                    else
+                        targets[#targets + 1] = { kind = kind, index = i, where = where, keys = arr }
                     end
-                    targets[#targets + 1] = { kind = kind, index = i, keys = arr }
                 end
             end
         end
     end
     return true
 end
+
+-- layout_row returns, for an nginx version, every offset and size the module uses, in the shape of
+-- nginx/layoutprobe's row (the C compiler's view of that nginx's headers), so the tests can compare them
+-- field by field; nil and the reason for an unknown version.
+local function layout_row(v)
+    local l, err = find_layout(v)
+    if not l then
+        return nil, err
+    end
+    local kt = KEY_TYPES[l.key]
+    local null = ngx and ngx.null
+    local function family(core_ctx, ssl_ctx, enable)
+        return {
+            conf_ctx_main_conf = ffi.offsetof("tk_ngx_conf_ctx_t", "main_conf"),
+            conf_ctx_srv_conf = ffi.offsetof("tk_ngx_conf_ctx_t", "srv_conf"),
+            core_main_servers = CORE_MAIN_SERVERS,
+            core_srv_ctx = core_ctx,
+            core_srv_file_name = core_ctx + CORE_SRV_FILE_NAME_AFTER_CTX,
+            core_srv_line = core_ctx + CORE_SRV_LINE_AFTER_CTX,
+            ssl_enable = enable == nil and null or enable,
+            ssl_ctx = ssl_ctx,
+        }
+    end
+    local key = { sizeof = kt.size }
+    local kname = kt.name == "v1" and "tk_ngx_key_v1_t" or "tk_ngx_key_v2_t"
+    key.name = ffi.offsetof(kname, "name")
+    key.hmac_key = ffi.offsetof(kname, "hmac_key")
+    key.aes_key = ffi.offsetof(kname, "aes_key")
+    if kt.name == "v1" then
+        key.size_field, key.expire, key.expire_size = ffi.offsetof(kname, "size"), null, null
+        key.size_byte, key.shared_byte, key.shared_mask = null, null, null
+    else
+        key.size_field = null
+        key.expire, key.expire_size = ffi.offsetof(kname, "expire"), ffi.sizeof("int64_t")
+        key.size_byte, key.shared_byte, key.shared_mask = kt.size_byte, kt.shared_byte, kt.shared_mask
+    end
+    return {
+        layout = l.name,
+        nginx_version = v,
+        pointer_size = ffi.sizeof("void *"),
+        cycle_conf_ctx = ffi.offsetof("tk_ngx_cycle_t", "conf_ctx"),
+        module = {
+            ctx_index = ffi.offsetof("tk_ngx_module_t", "ctx_index"),
+            index = ffi.offsetof("tk_ngx_module_t", "index"),
+            version = ffi.offsetof("tk_ngx_module_t", "version"),
+        },
+        array = {
+            elts = ffi.offsetof("tk_ngx_array_t", "elts"),
+            nelts = ffi.offsetof("tk_ngx_array_t", "nelts"),
+            size = ffi.offsetof("tk_ngx_array_t", "size"),
+            nalloc = ffi.offsetof("tk_ngx_array_t", "nalloc"),
+            sizeof = ffi.sizeof("tk_ngx_array_t"),
+        },
+        ssl = { ctx = SSL_T.ctx, log = SSL_T.log },
+        http = family(l.http_core_ctx, l.http_ssl_ctx, l.http_ssl_enable),
+        stream = family(l.stream_core_ctx, l.stream_ssl_ctx, nil),
+        key = key,
+        index_symbol = (kt.index_symbol:gsub("^tk_", "")),
+    }
+end
+_M._layout_row = layout_row
 
 -- state lives per worker: every worker has its own key arrays.
 local state = {
@@ -535,11 +702,11 @@ local function fill_key(kt, k, raw)
         ffi.copy(k.aes_key, src + 16, 16)
         ffi.copy(k.hmac_key, src + 32, 16)
     end
-    if kt == KEY_TYPES.v1 then
+    if kt.name == "v1" then
         k.size = #raw
     else
         k.expire = 1 -- as nginx sets for keys from files: non-zero renews tickets of older keys
-        k.flags = #raw -- size:8 = 48|80, shared:1 = 0
+        k.size = #raw -- size:8 = 48|80; shared:1 stays 0 from the fill above
     end
 end
 
@@ -598,7 +765,7 @@ local function apply_content(content)
     if not state.notes_logged then
         state.notes_logged = true
         for _, note in ipairs(found.notes) do
-            ngx.log(ngx.WARN, LOG_PREFIX, note)
+            ngx.log(ngx.WARN, LOG_PREFIX, note.text)
         end
     end
     if #found.targets == 0 then
@@ -772,6 +939,7 @@ function _M.snapshot()
         applied_at = state.applied_at,
         last_error = state.last_error,
         blocks = setmetatable({}, _M.array_mt),
+        skipped = setmetatable({}, _M.array_mt),
     }
     local found, err = discover()
     if not found then
@@ -780,12 +948,16 @@ function _M.snapshot()
     end
     s.layout = found.layout.name
     local kt = found.kt
+    for _, note in ipairs(found.notes) do
+        s.skipped[#s.skipped + 1] = { kind = note.kind, server = note.server, where = note.where,
+            reason = note.reason }
+    end
     for _, t in ipairs(found.targets) do
         local keys = setmetatable({}, _M.array_mt)
         local k = ffi.cast(kt.ptr, t.keys.elts)
         for i = 0, tonumber(t.keys.nelts) - 1 do
             local name = ffi.string(k[i].name, 16)
-            local size = kt == KEY_TYPES.v1 and tonumber(k[i].size) or bit.band(k[i].flags, 0xff)
+            local size = key_size(kt, t.keys.elts, i)
             keys[#keys + 1] = {
                 id = hex(name, 1, 16),
                 state = i == 0 and "current" or "decrypt-only",
@@ -795,6 +967,7 @@ function _M.snapshot()
         s.blocks[#s.blocks + 1] = {
             kind = t.kind,
             server = t.index,
+            where = t.where,
             capacity = tonumber(t.keys.nalloc),
             keys = keys,
         }
