@@ -621,3 +621,58 @@ func testLayoutGuardsRefuse(t *testing.T, b *servertest.NginxBuild) {
 	}
 	inst.WaitIDs(t, luatest.IDs(next), 5*time.Second)
 }
+
+// A failure that lasts is not logged once and then forgotten: while the window file stays unreadable,
+// every worker logs it again at error level every error_repeat seconds, naming the keys it serves
+// meanwhile; a worker that never had a window says it serves the placeholder keys.
+func TestLastingFailureIsLoggedPeriodically(t *testing.T) {
+	eachNginx(t, testLastingFailureIsLoggedPeriodically)
+}
+
+func testLastingFailureIsLoggedPeriodically(t *testing.T, b *servertest.NginxBuild) {
+	cert := testcert.New(t, testcert.ECDSAP256)
+	good := luatest.NewKeys(t, 3, 80)
+	window := newWindow(t, good)
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, ErrorRepeat: 1})
+	inst.WaitIDs(t, luatest.IDs(good), 10*time.Second)
+
+	before := len(inst.Proc.Log())
+	if err := os.Remove(window); err != nil {
+		t.Fatal(err)
+	}
+	// Two workers, a repeat every second: at least 3 lines each within 3.5 s (bounded wait).
+	deadline := time.Now().Add(10 * time.Second)
+	var lines []string
+	for time.Now().Before(deadline) {
+		if lines = errorLines(inst.Proc.Log()[before:]); len(lines) >= 6 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(lines) < 6 {
+		t.Fatalf("got %d ticketkeys error lines while the window file was missing, want repeats (>= 6 for 2 workers):\n%s",
+			len(lines), strings.Join(lines, "\n"))
+	}
+	current := luatest.IDs(good)[0]
+	for _, l := range lines {
+		if !strings.Contains(l, "cannot read window file") || !strings.Contains(l, "serves the window installed") ||
+			!strings.Contains(l, "current id "+current) {
+			t.Errorf("error line %q does not say the file is unreadable and which window the worker serves (current id %s)", l, current)
+		}
+	}
+
+	// A node whose file never existed says it serves nginx's placeholder keys.
+	missing := filepath.Join(t.TempDir(), "never.window")
+	cold := luatest.Start(t, luatest.Config{Nginx: b, Window: missing, Cert: cert, ErrorRepeat: 1})
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if lines = errorLines(cold.Proc.Log()); len(lines) >= 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(lines) == 0 || !strings.Contains(lines[0], "serves nginx's placeholder keys") {
+		t.Fatalf("a worker without a window logged %q; want it to say it serves the placeholder keys", lines)
+	}
+	assertNoMaterial(t, inst.Proc.Log(), good)
+}

@@ -131,6 +131,8 @@ type Config struct {
 	Workers int
 	// Interval is the module's polling interval in seconds. If zero, 0.2.
 	Interval float64
+	// ErrorRepeat is the module's error_repeat option in seconds. If zero, the module's default.
+	ErrorRepeat float64
 	// Stream adds a stream{} TLS server block (answering "hello\n") with its own placeholders.
 	Stream bool
 	// StreamPlain adds a stream{} server without TLS (answering "plain\n").
@@ -195,8 +197,12 @@ func Start(t testing.TB, cfg Config) *Instance {
 		StatusURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
 		LayoutURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/layout", statusPort),
 	}
-	start := fmt.Sprintf("    init_worker_by_lua_block { require(\"resty.ticketkeys\").start{ file = %q, interval = %g } }\n",
-		cfg.Window, cfg.Interval)
+	extra := ""
+	if cfg.ErrorRepeat > 0 {
+		extra = fmt.Sprintf(", error_repeat = %g", cfg.ErrorRepeat)
+	}
+	start := fmt.Sprintf("    init_worker_by_lua_block { require(\"resty.ticketkeys\").start{ file = %q, interval = %g%s } }\n",
+		cfg.Window, cfg.Interval, extra)
 	if cfg.NoStart {
 		start = ""
 	}

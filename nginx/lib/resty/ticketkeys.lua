@@ -65,6 +65,9 @@ local MAX_FILE_BYTES = 64 * 1024
 local MAX_CAPACITY = 4096
 -- DEFAULT_INTERVAL is how often (seconds) the file is checked for a change when start{} gets no interval.
 local DEFAULT_INTERVAL = 1
+-- A failure that lasts (unreadable or bad window file) is logged again at error level every
+-- DEFAULT_ERROR_REPEAT seconds, so a node serving stale or placeholder keys never goes quiet.
+local DEFAULT_ERROR_REPEAT = 60
 
 local LOG_PREFIX = "ticketkeys: "
 
@@ -648,6 +651,8 @@ local state = {
     digest = nil,        -- md5 of the last applied content
     bad_digest = nil,    -- md5 of the last rejected content (logged once)
     last_error = nil,
+    last_error_at = nil, -- ngx.now() when last_error was last logged
+    error_repeat = DEFAULT_ERROR_REPEAT,
     applied_at = nil,
     applied_ids = nil,
     applies = 0,
@@ -752,6 +757,28 @@ local function log_error(msg)
     ngx.log(ngx.ERR, LOG_PREFIX, msg)
 end
 
+-- serving says which keys this worker serves, for failure logs: ids only, never material.
+local function serving()
+    if not state.applied_ids then
+        return "this worker serves nginx's placeholder keys (no window installed yet): its tickets do "
+            .. "not resume on other nodes"
+    end
+    return fmt("this worker serves the window installed %ds ago (current id %s, %d keys)",
+        math.floor(ngx.now() - state.applied_at), state.applied_ids[1], #state.applied_ids)
+end
+
+-- log_failure logs a refresh failure at error level when it is new, and again every error_repeat
+-- seconds while it lasts, each time with the keys the worker serves meanwhile.
+local function log_failure(msg)
+    local now = ngx.now()
+    if msg == state.last_error and state.last_error_at and now - state.last_error_at < state.error_repeat then
+        return
+    end
+    state.last_error = msg
+    state.last_error_at = now
+    ngx.log(ngx.ERR, LOG_PREFIX, msg, "; ", serving())
+end
+
 -- apply_content validates content and installs it into every TLS server block of this worker.
 local function apply_content(content)
     local window, perr = parse_window(content, state.file)
@@ -790,9 +817,7 @@ local function refresh()
     local f, oerr = io.open(path, "rb")
     if not f then
         local msg = fmt("cannot read window file: %s; keeping the installed keys", oerr)
-        if msg ~= state.last_error then
-            log_error(msg)
-        end
+        log_failure(msg)
         return false, msg
     end
     local content = f:read(MAX_FILE_BYTES + 1)
@@ -803,20 +828,23 @@ local function refresh()
         -- The installed window is the file's (again, after a bad or missing file was replaced).
         state.bad_digest = nil
         state.last_error = nil
+        state.last_error_at = nil
         return true
     end
     if digest == state.bad_digest then
+        log_failure(state.last_error)
         return false, state.last_error
     end
     local res, err = apply_content(content)
     if not res then
         state.bad_digest = digest
-        log_error(err .. "; keeping the installed keys")
+        log_failure(err .. "; keeping the installed keys")
         return false, state.last_error
     end
     state.digest = digest
     state.bad_digest = nil
     state.last_error = nil
+    state.last_error_at = nil
     state.applied_at = ngx.now()
     state.applied_ids = res.window.ids
     state.applies = state.applies + 1
@@ -842,6 +870,7 @@ end
 -- Call it from init_worker_by_lua*. Options:
 --   file     (required) path of the window file rendered by Vault Agent; readable by the worker user.
 --   interval (optional) seconds between checks of the file; default 1, at least 0.1.
+--   error_repeat (optional) seconds between repeats of a lasting failure at error level; default 60.
 -- A configuration mistake raises an error (nginx logs it at worker start); a bad file or an unknown
 -- nginx layout only logs and leaves nginx's keys in place.
 function _M.start(opts)
@@ -859,12 +888,21 @@ function _M.start(opts)
         error(fmt("ticketkeys.start: interval must be a number of seconds from 0.1 to 3600, got %s",
             tostring(opts.interval)), 2)
     end
+    local error_repeat = opts.error_repeat
+    if error_repeat == nil then
+        error_repeat = DEFAULT_ERROR_REPEAT
+    end
+    if type(error_repeat) ~= "number" or error_repeat < 1 or error_repeat > 86400 then
+        error(fmt("ticketkeys.start: error_repeat must be a number of seconds from 1 to 86400, got %s",
+            tostring(opts.error_repeat)), 2)
+    end
     local phase = ngx.get_phase()
     if phase ~= "init_worker" then
         error(fmt("ticketkeys.start must run in init_worker_by_lua*, not in phase %s", phase), 2)
     end
     state.file = opts.file
     state.interval = interval
+    state.error_repeat = error_repeat
     local layout, lerr = find_layout(ngx.config.nginx_version)
     state.layout = layout
     if not layout then
