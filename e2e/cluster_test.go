@@ -321,37 +321,50 @@ func (l *clusterLoad) Stop() {
 	l.wg.Wait()
 }
 
-// check logs every load result and, when want100 is set, fails the test unless every offered ticket
-// resumed, with no failed handshake or request and a meaningful number of offers.
-func (l *clusterLoad) check(t *testing.T, scenario string, want100 bool) {
+// check logs the load of both fleets on connections started in [from, to) (zero times: the whole run)
+// and, when want100 is set, fails the test unless every offered ticket resumed, with no failed handshake
+// or request and a meaningful number of offers. Call it after Stop.
+func (l *clusterLoad) check(t *testing.T, phase string, from, to time.Time, want100 bool) {
 	t.Helper()
-	for fleet, fl := range map[string]*fleetLoad{"go": l.Go, "haproxy": l.HA} {
-		for _, err := range fl.errs {
-			t.Errorf("%s: %s load: %v", scenario, fleet, err)
+	if to.IsZero() {
+		to = time.Now().Add(time.Hour)
+	}
+	for _, fleet := range []struct {
+		name string
+		fl   *fleetLoad
+	}{{"go", l.Go}, {"haproxy", l.HA}} {
+		for _, err := range fleet.fl.errs {
+			t.Errorf("%s: %s load: %v", phase, fleet.name, err)
 		}
 		for _, ver := range []string{"TLS1.2", "TLS1.3"} {
-			r := fl.results[ver]
-			t.Logf("%s: %s fleet %s: offered %d resumed %d (%.4f), handshakes failed %d, requests failed %d, connections %d",
-				scenario, fleet, ver, r.Offered, r.Resumed, r.ResumeRate(), r.HandshakeFailures, r.RequestFailures, r.Connections)
+			r := fleet.fl.results[ver]
+			s := r.Between(from, to)
+			rate := 0.0
+			if s.Offered > 0 {
+				rate = float64(s.Resumed) / float64(s.Offered)
+			}
+			t.Logf("%s: %s fleet %s: offered %d resumed %d (%.4f), failed handshakes %d, failed requests %d, connections %d",
+				phase, fleet.name, ver, s.Offered, s.Resumed, rate, s.HandshakeFailures, s.RequestFailures, s.Connections)
 			if !want100 {
 				continue
 			}
-			if r.Offered < 100 {
-				t.Errorf("%s: %s fleet %s: only %d tickets offered; the load did not run", scenario, fleet, ver, r.Offered)
+			if s.Offered < 50 {
+				t.Errorf("%s: %s fleet %s: only %d tickets offered; the load did not run", phase, fleet.name, ver, s.Offered)
 			}
-			if r.Resumed != r.Offered || r.HandshakeFailures != 0 || r.RequestFailures != 0 {
+			if s.Resumed != s.Offered || s.HandshakeFailures != 0 || s.RequestFailures != 0 {
 				t.Errorf("%s: %s fleet %s: %d of %d offered tickets resumed, %d handshakes and %d requests failed; want all resumed, none failed; first failures %v; first misses %v",
-					scenario, fleet, ver, r.Resumed, r.Offered, r.HandshakeFailures, r.RequestFailures, firstFailures(r, 5), firstMisses(r, 5))
+					phase, fleet.name, ver, s.Resumed, s.Offered, s.HandshakeFailures, s.RequestFailures, firstFailures(r, 5), firstMisses(r, from, to, 5))
 			}
 		}
 	}
 }
 
-// firstMisses lists the first n offered tickets that did not resume (time and node index).
-func firstMisses(r resumption.Result, n int) []string {
+// firstMisses lists the first n offered tickets started in [from, to) that did not resume (time and node
+// index).
+func firstMisses(r resumption.Result, from, to time.Time, n int) []string {
 	var out []string
 	for _, c := range r.Conns {
-		if c.Offered && !c.Resumed && !c.Aborted && c.HandshakeErr == "" {
+		if c.Offered && !c.Resumed && !c.Aborted && c.HandshakeErr == "" && !c.Start.Before(from) && c.Start.Before(to) {
 			out = append(out, fmt.Sprintf("%s node=%d", c.Start.Format("15:04:05.000"), c.Addr))
 			if len(out) == n {
 				break

@@ -1,0 +1,491 @@
+//go:build e2e
+
+package e2e
+
+// Production scenarios on a 3-node Vault cluster with TLS (issue 14), each under the cross-node
+// resumption load of a Go fleet and an Agent-fed HAProxy fleet (cluster_test.go). Every scenario logs the
+// tickets offered and resumed, failed handshakes, the Vault errors the clients saw, and the key ids before
+// and after.
+//
+// TestClusterFailover (scenarios 1, 5 and 6), TestClusterPluginUpgrade (3) and TestClusterSnapshotRestore
+// (4) run in `make test`; TestClusterFullRestart (2) runs when TICKETKEYS_E2E_CLUSTER_ALL=1 (make
+// test-cluster-all).
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	ticketkeys "github.com/ticketkeys/vault-plugin-secrets-ticketkeys"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
+)
+
+// sleepUntil sleeps until at (returns at once when at has passed).
+func sleepUntil(at time.Time) { time.Sleep(time.Until(at)) }
+
+// goNames lists the Go nodes' names.
+func (f *clusterFleet) goNames() []string {
+	var names []string
+	for _, n := range f.Go {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// TestClusterFailover: (1) the active node is SIGKILLed just before a key activates, with a scheduled
+// rotation in flight on it: a standby takes over, every offered ticket resumes, the history shows no skipped
+// and no duplicated key and each Go node went through it in order, the new active node generates keys ahead,
+// and the killed node rejoins and serves the same window. (5) A standby is sealed for a rotation: every read
+// through it fails (no stale window), reads through the others and the load keep working. (6) An emergency
+// `rotate mode=now purge_previous=true`: the time until every node of the load dropped the purged keys.
+func TestClusterFailover(t *testing.T) {
+	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint())
+	set := clusterSettings{Period: 6 * time.Second, Ahead: 6 * time.Second, Retain: 12 * time.Second}
+	f := newClusterFleet(t, c, "failover", set)
+	w := f.watch(t)
+	g := f.trackGo(t)
+	load := f.startLoad(150 * time.Second)
+	defer load.Stop()
+
+	// (1) Kill the active node just before an activation, with a rotation in flight on it.
+	active := c.Active()
+	at := f.nextActivation(t, 3*time.Second)
+	sleepUntil(at.Add(-2 * time.Second))
+	before := f.history(t)
+	horizonBefore := f.stored(t).horizon()
+	sleepUntil(at.Add(-150 * time.Millisecond))
+	rotated := make(chan error, 1)
+	go func() {
+		_, err := c.Client(t, active, f.OpToken).Logical().Write("ticketkeys/keys/"+f.Keyring+"/rotate", nil)
+		rotated <- err
+	}()
+	time.Sleep(30 * time.Millisecond)
+	killedAt := time.Now()
+	active.Kill(t)
+	next := c.WaitActive(t, 30*time.Second, active)
+	takeover := time.Since(killedAt)
+	rotateErr := <-rotated
+	t.Logf("(1) %s killed %s before the activation at %s; the rotate in flight on it returned %v; %s active after %s",
+		active.Name, at.Sub(killedAt).Round(time.Millisecond), at.Format("15:04:05"), rotateErr, next.Name, takeover.Round(time.Millisecond))
+	t.Logf("(1) keys before: %s", before.ids())
+
+	// The new active node generates ahead: its start-up maintenance, then every periodic tick.
+	var horizonAfter time.Time
+	waitFor(t, 90*time.Second, "the new active node to generate keys beyond the old horizon", func() bool {
+		horizonAfter = f.stored(t).horizon()
+		return horizonAfter.After(horizonBefore)
+	})
+	t.Logf("(1) generated horizon %s before the kill, %s on %s (%s later)", horizonBefore.Format("15:04:05"), horizonAfter.Format("15:04:05"),
+		next.Name, horizonAfter.Sub(horizonBefore))
+
+	// One rotation with the killed node down, then it rejoins and catches up.
+	time.Sleep(set.Period)
+	active.Start(t)
+	active.Unseal(t)
+	c.WaitHealthy(t, 90*time.Second)
+	rejoined := time.Now()
+	waitFor(t, 30*time.Second, "the rejoined node to serve the active node's window", func() bool {
+		a, errA := c.Client(t, next, f.OpToken).Logical().Read("ticketkeys/keys/" + f.Keyring + "/history")
+		b, errB := c.Client(t, active, f.OpToken).Logical().Read("ticketkeys/keys/" + f.Keyring + "/history")
+		return errA == nil && errB == nil && a != nil && b != nil && sameKeyList(a.Data["keys"], b.Data["keys"])
+	})
+	t.Logf("(1) %s rejoined: autopilot healthy with 3 voters, its window equals the active node's", active.Name)
+	time.Sleep(set.Period)
+	phase1End := time.Now()
+	after := f.history(t)
+	t.Logf("(1) keys after: %s", after.ids())
+	if after.current() == before.current() {
+		t.Errorf("(1) the current key did not change across the failover (%s)", shortIDs(after.current()))
+	}
+	failedDuring := len(f.VaultErrors())
+	t.Logf("(1) Go nodes saw %d Vault errors up to the rejoin at %s", failedDuring, rejoined.Format("15:04:05"))
+
+	// (5) Seal a standby (a restart without unseal) for a rotation: it serves nothing, the others serve.
+	var sealed *vaulttest.Node
+	for _, n := range c.Nodes {
+		if n != c.Active() {
+			sealed = n
+			break
+		}
+	}
+	sealed.RestartSealed(t)
+	sealedAt := time.Now()
+	time.Sleep(set.Period + time.Second)
+	sealedEnd := time.Now()
+	var servedWhileSealed, otherFailed, otherOK int
+	for _, r := range w.Reads() {
+		if r.Start.Before(sealedAt) || r.Start.After(sealedEnd) {
+			continue
+		}
+		switch {
+		case r.Node == sealed.Name && r.Err == "":
+			servedWhileSealed++
+		case r.Node != sealed.Name && r.Err != "":
+			otherFailed++
+		case r.Node != sealed.Name:
+			otherOK++
+		}
+	}
+	t.Logf("(5) %s sealed for %s: %d reads through it answered (want 0), %d reads through the others answered, %d failed",
+		sealed.Name, sealedEnd.Sub(sealedAt).Round(time.Millisecond), servedWhileSealed, otherOK, otherFailed)
+	if servedWhileSealed != 0 || otherFailed != 0 || otherOK < 10 {
+		t.Errorf("(5) sealed standby answered %d reads; the others failed %d and answered %d reads; want 0, 0 and >= 10", servedWhileSealed, otherFailed, otherOK)
+	}
+	sealed.Unseal(t)
+	c.WaitHealthy(t, 90*time.Second)
+	phase5End := time.Now()
+
+	// (6) Emergency rotation: a new key encrypts now and every other key is destroyed.
+	hPurge := f.history(t)
+	purged := map[string]bool{}
+	for _, k := range hPurge.Keys {
+		if k.State != "next" {
+			purged[k.ID] = true
+		}
+	}
+	purgeStart := time.Now()
+	resp, err := f.lbClient(t, f.OpToken).Logical().Write("ticketkeys/keys/"+f.Keyring+"/rotate", map[string]any{"mode": "now", "purge_previous": true})
+	if err != nil || resp == nil {
+		t.Fatalf("(6) rotate mode=now purge_previous=true: %v", err)
+	}
+	purgedAt := time.Now()
+	hNew := f.history(t)
+	newCurrent := hNew.current()
+	for _, k := range hNew.Keys {
+		if purged[k.ID] {
+			t.Errorf("(6) purged key %s is still live after the rotation", shortIDs(k.ID))
+		}
+	}
+	dropped := map[string]time.Duration{}
+	waitFor(t, 3*set.Period+10*time.Second, "every node of the load to drop the purged keys", func() bool {
+		for _, n := range f.Go {
+			st := n.Src.Status()
+			if _, ok := dropped[n.Name]; !ok && st.CurrentID == newCurrent && st.Keys[client.StatePrevious] == 0 {
+				dropped[n.Name] = time.Since(purgedAt)
+			}
+		}
+		for _, n := range f.HAProxy {
+			if _, ok := dropped[n.Name]; ok {
+				continue
+			}
+			has := false
+			for _, id := range haproxyRingIDs(t, n) {
+				has = has || purged[id]
+			}
+			if !has {
+				dropped[n.Name] = time.Since(purgedAt)
+			}
+		}
+		return len(dropped) == len(f.Go)+len(f.HAProxy)
+	})
+	var slowest time.Duration
+	var report []string
+	for _, name := range append(f.goNames(), "haproxy0", "haproxy1", "haproxy2") {
+		report = append(report, name+"="+dropped[name].Round(10*time.Millisecond).String())
+		slowest = max(slowest, dropped[name])
+	}
+	t.Logf("(6) rotate mode=now purge_previous=true took %s; %d keys purged (%s -> %s); time until each node dropped them: %s; every node: %s (rotation period %s)",
+		purgedAt.Sub(purgeStart).Round(time.Millisecond), len(purged), shortIDs(hPurge.current()), shortIDs(newCurrent), strings.Join(report, " "),
+		slowest.Round(10*time.Millisecond), set.Period)
+	time.Sleep(2 * time.Second)
+
+	load.Stop()
+	g.Stop()
+	w.Stop()
+	final := f.history(t)
+	t.Logf("keys at the end: %s", final.ids())
+	for _, d := range final.Destroyed {
+		if purged[d.ID] && d.Reason != "purged" && d.Reason != "expired" {
+			t.Errorf("(6) key %s destroyed with reason %q, want purged", shortIDs(d.ID), d.Reason)
+		}
+	}
+	chain := final.chain(t, set.Period)
+	g.checkAgainst(t, chain, f.goNames())
+	load.check(t, "(1) active killed, rejoined", load.Start, phase1End, true)
+	load.check(t, "(5) sealed standby", phase1End, phase5End, true)
+	load.check(t, "(6) emergency purge (misses expected: purged tickets end on purpose)", purgeStart, time.Time{}, false)
+	w.checkNoExpiredKey(t)
+	f.reportVaultErrors(t, "whole run")
+	w.noKeyMaterial(t, f.leakFiles()...)
+}
+
+// sameKeyList compares two history key lists by id, state and times.
+func sameKeyList(a, b any) bool {
+	la, _ := a.([]any)
+	lb, _ := b.([]any)
+	if len(la) != len(lb) || len(la) == 0 {
+		return false
+	}
+	for i := range la {
+		ma, _ := la[i].(map[string]any)
+		mb, _ := lb[i].(map[string]any)
+		for _, k := range []string{"id", "state", "not_before", "not_after"} {
+			if ma[k] != mb[k] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkSameKeys fails the test unless h2 (read at t2) continues h1 (read at t1) unchanged: every key of h1
+// still live at t2 is in h2 with the same times, every key of h2 that was already published at t1 is in
+// h1, and nothing was destroyed in between except by expiry.
+func checkSameKeys(t *testing.T, what string, h1 keyHistory, t1 time.Time, h2 keyHistory, t2 time.Time, ahead time.Duration) {
+	t.Helper()
+	index := func(h keyHistory) map[string]histKey {
+		m := map[string]histKey{}
+		for _, k := range h.Keys {
+			m[k.ID] = k
+		}
+		return m
+	}
+	i1, i2 := index(h1), index(h2)
+	for id, k := range i1 {
+		if !k.NotAfter.After(t2) {
+			continue
+		}
+		if k2, ok := i2[id]; !ok || !k2.NotBefore.Equal(k.NotBefore) || !k2.NotAfter.Equal(k.NotAfter) {
+			t.Errorf("%s: key %s changed or vanished (before %s..%s, after %+v)", what, shortIDs(id), k.NotBefore.Format(time.RFC3339), k.NotAfter.Format(time.RFC3339), k2)
+		}
+	}
+	for id, k := range i2 {
+		if !k.NotBefore.Add(-ahead).After(t1) {
+			if _, ok := i1[id]; !ok {
+				t.Errorf("%s: key %s (not_before %s) was published before the change but appeared only after it", what, shortIDs(id), k.NotBefore.Format(time.RFC3339))
+			}
+		}
+	}
+	for _, d := range h2.Destroyed {
+		if !d.DestroyedAt.Before(t1.Truncate(time.Second)) && d.Reason != "expired" {
+			t.Errorf("%s: key %s destroyed at %s with reason %s", what, shortIDs(d.ID), d.DestroyedAt.Format(time.RFC3339), d.Reason)
+		}
+	}
+}
+
+// TestClusterPluginUpgrade (3): a second build of the plugin with another version string is installed on
+// every node, registered by sha256 and version, and the mount is tuned to it and reloaded
+// (bootstrap/register.sh) under load; then rolled back the same way. Reads fail at most while the script
+// runs, keys do not change, and every offered ticket resumes.
+func TestClusterPluginUpgrade(t *testing.T) {
+	const newVersion = "v0.1.1-e2e"
+	newBuild := vaulttest.BuildPluginVersion(t, newVersion)
+	c := vaulttest.StartCluster(t)
+	newFile := vaulttest.PluginFile + "-" + newVersion
+	newSHA := c.InstallPlugin(t, newBuild, newFile)
+	set := clusterSettings{Period: 6 * time.Second, Ahead: 6 * time.Second, Retain: 12 * time.Second}
+	f := newClusterFleet(t, c, "upgrade", set)
+	w := f.watch(t)
+	g := f.trackGo(t)
+	load := f.startLoad(120 * time.Second)
+	defer load.Stop()
+	time.Sleep(set.Period)
+
+	root := f.lbClient(t, c.RootToken)
+	move := func(label, version, file, sha string) {
+		t.Helper()
+		h1, t1 := f.history(t), time.Now()
+		errsBefore := len(f.VaultErrors())
+		start := time.Now()
+		out := c.Script(t, c.Nodes[1], c.RootToken, "register.sh", "-v", version, filepath.Join(c.Nodes[0].PluginDir, file))
+		end := time.Now()
+		t.Logf("%s: register.sh (through standby %s) took %s: %s", label, c.Nodes[1].Name, end.Sub(start).Round(time.Millisecond), strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
+		m, err := root.Sys().GetMount(vaulttest.MountPath)
+		if err != nil {
+			t.Fatalf("%s: read the mount: %v", label, err)
+		}
+		if m.RunningVersion != version || m.RunningSha256 != sha || m.PluginVersion != version {
+			t.Errorf("%s: mount runs %s (sha256 %s, tuned to %s); want %s (sha256 %s)", label, m.RunningVersion, m.RunningSha256, m.PluginVersion, version, sha)
+		}
+		time.Sleep(time.Second) // reads after the reload
+		h2, t2 := f.history(t), time.Now()
+		checkSameKeys(t, label, h1, t1, h2, t2, set.Ahead)
+		t.Logf("%s: keys before %s, after %s", label, h1.ids(), h2.ids())
+		var outside, inside []string
+		for _, r := range w.failedReads("") {
+			if r.End.Before(start) || r.Start.After(end) {
+				outside = append(outside, r.Node+" "+r.Start.Format("15:04:05.000")+": "+r.Err)
+			} else if r.Start.After(start.Add(-time.Second)) {
+				inside = append(inside, r.Node+": "+r.Err)
+			}
+		}
+		t.Logf("%s: %d observer reads failed while the script ran, %d outside it; Go nodes saw %d new Vault errors", label, len(inside), len(outside), len(f.VaultErrors())-errsBefore)
+		if len(outside) > 0 {
+			t.Errorf("%s: reads failed outside the upgrade: %v", label, outside[:min(5, len(outside))])
+		}
+		for _, e := range f.VaultErrors()[errsBefore:] {
+			if e.At.Before(start) || e.At.After(end.Add(time.Second)) {
+				t.Errorf("%s: %s got a Vault error outside the upgrade at %s: %s", label, e.Client, e.At.Format("15:04:05.000"), e.Err)
+			}
+		}
+	}
+	move("(3) upgrade to "+newVersion, newVersion, newFile, newSHA)
+	time.Sleep(set.Period) // a rotation on the new build
+	move("(3) rollback to "+ticketkeys.Version, ticketkeys.Version, vaulttest.PluginFile, c.PluginSHA256)
+	time.Sleep(set.Period)
+
+	load.Stop()
+	g.Stop()
+	w.Stop()
+	chain := f.history(t).chain(t, set.Period)
+	g.checkAgainst(t, chain, f.goNames())
+	load.check(t, "(3) plugin upgrade and rollback", time.Time{}, time.Time{}, true)
+	w.checkNoExpiredKey(t)
+	f.reportVaultErrors(t, "(3)")
+	w.noKeyMaterial(t, f.leakFiles()...)
+}
+
+// TestClusterSnapshotRestore (4): `vault operator raft snapshot save`, then the keys readable at the save
+// retire past not_after and are destroyed (a step-down makes the new active node's start-up maintenance do
+// it at once), then `vault operator raft snapshot restore` brings their material back into storage. No read
+// ever returns a key past its not_after, the next maintenance pass destroys the restored material (measured
+// in storage), the history records it, and every offered ticket resumes.
+func TestClusterSnapshotRestore(t *testing.T) {
+	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint())
+	set := clusterSettings{Period: 5 * time.Second, Ahead: 5 * time.Second, Retain: 5 * time.Second}
+	f := newClusterFleet(t, c, "restore", set)
+	w := f.watch(t)
+	g := f.trackGo(t)
+	load := f.startLoad(120 * time.Second)
+	defer load.Stop()
+	time.Sleep(set.Period)
+
+	snap := filepath.Join(t.TempDir(), "ticketkeys.snap")
+	h0 := f.history(t)
+	c.Vault(t, c.Nodes[1], c.RootToken, "operator", "raft", "snapshot", "save", snap)
+	savedAt := time.Now()
+	if fi, err := os.Stat(snap); err != nil || fi.Size() == 0 {
+		t.Fatalf("snapshot %s: %v", snap, err)
+	}
+	var retired time.Time
+	for _, k := range h0.Keys {
+		if k.NotAfter.After(retired) {
+			retired = k.NotAfter
+		}
+	}
+	t.Logf("(4) snapshot saved with keys %s; the last of them retires at %s", h0.ids(), retired.Format("15:04:05"))
+	sleepUntil(retired.Add(time.Second))
+	c.Vault(t, c.Active(), c.RootToken, "operator", "step-down")
+	waitFor(t, 60*time.Second, "the live cluster to destroy every key of the snapshot", func() bool {
+		return destroyedAll(f.history(t), h0.Keys, time.Time{})
+	})
+	live := f.history(t)
+	t.Logf("(4) before the restore: the live history lists the snapshot's keys as destroyed; keys now %s", live.ids())
+
+	restoreStart := time.Now()
+	c.Vault(t, c.Nodes[2], c.RootToken, "operator", "raft", "snapshot", "restore", snap)
+	restoredAt := time.Now()
+	c.WaitActive(t, 60*time.Second)
+	first := f.stored(t)
+	t.Logf("(4) restored the snapshot of %s at %s (took %s); first storage read after it: %d stored keys past not_after",
+		savedAt.Format("15:04:05"), restoredAt.Format("15:04:05"), restoredAt.Sub(restoreStart).Round(time.Millisecond), first.expired(time.Now()))
+	waitFor(t, 90*time.Second, "maintenance to destroy the restored material", func() bool {
+		return f.stored(t).expired(time.Now()) == 0
+	})
+	t.Logf("(4) no stored key past not_after %s after the restore", time.Since(restoredAt).Round(100*time.Millisecond))
+	waitFor(t, 30*time.Second, "the history to record the restored keys as destroyed again", func() bool {
+		return destroyedAll(f.history(t), h0.Keys, restoreStart.Truncate(time.Second))
+	})
+	h1 := f.history(t)
+	for _, k := range h0.Keys {
+		for _, d := range h1.Destroyed {
+			if d.ID == k.ID {
+				t.Logf("(4) key %s: destroyed at %s (%s), not_after %s", shortIDs(k.ID), d.DestroyedAt.Format("15:04:05"), d.Reason, d.NotAfter.Format("15:04:05"))
+			}
+		}
+	}
+	t.Logf("(4) keys after the restore: %s", h1.ids())
+	time.Sleep(set.Period)
+
+	load.Stop()
+	g.Stop()
+	w.Stop()
+	chain := f.history(t).chain(t, set.Period)
+	g.checkAgainst(t, chain, f.goNames())
+	load.check(t, "(4) snapshot restore", time.Time{}, time.Time{}, true)
+	w.checkNoExpiredKey(t)
+	f.reportVaultErrors(t, "(4)")
+	w.noKeyMaterial(t, append(f.leakFiles(), snap)...)
+}
+
+// destroyedAll reports whether h records every key of keys as destroyed by expiry, at or after since.
+func destroyedAll(h keyHistory, keys []histKey, since time.Time) bool {
+	for _, k := range keys {
+		if !slices.ContainsFunc(h.Destroyed, func(d histKey) bool {
+			return d.ID == k.ID && d.Reason == "expired" && !d.DestroyedAt.Before(since)
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestClusterFullRestart (2): all three nodes are stopped a few seconds before a key activates and started
+// and unsealed after it. Every Go node switches at the published time while Vault is down, every offered
+// ticket resumes, and after the unseal the schedule continues from storage without a gap. It takes about
+// two minutes: set TICKETKEYS_E2E_CLUSTER_ALL=1 (make test-cluster-all) to run it.
+func TestClusterFullRestart(t *testing.T) {
+	if os.Getenv("TICKETKEYS_E2E_CLUSTER_ALL") != "1" {
+		t.Skip("set TICKETKEYS_E2E_CLUSTER_ALL=1 (make test-cluster-all) to run the full-restart scenario")
+	}
+	c := vaulttest.StartCluster(t)
+	set := clusterSettings{Period: 10 * time.Second, Ahead: 10 * time.Second, Retain: 20 * time.Second}
+	f := newClusterFleet(t, c, "restart", set)
+	w := f.watch(t)
+	g := f.trackGo(t)
+	load := f.startLoad(150 * time.Second)
+	defer load.Stop()
+	time.Sleep(set.Period)
+
+	at := f.nextActivation(t, 4*time.Second)
+	sleepUntil(at.Add(-3 * time.Second))
+	before := f.history(t)
+	currentBefore := make([]string, len(f.Go))
+	for i, n := range f.Go {
+		currentBefore[i] = n.Src.Status().CurrentID
+	}
+	stoppedAt := time.Now()
+	c.Stop()
+	t.Logf("(2) all nodes stopped %s before the activation at %s; keys before: %s", at.Sub(stoppedAt).Round(time.Millisecond), at.Format("15:04:05"), before.ids())
+	sleepUntil(at.Add(2 * time.Second))
+	for i, n := range f.Go {
+		st := n.Src.Status()
+		if !st.CurrentNotBefore.Equal(at) || st.CurrentID == currentBefore[i] || st.Exhausted {
+			t.Errorf("(2) %s did not switch at %s with Vault down (current not_before %s, changed %t, exhausted %t)",
+				n.Name, at.Format("15:04:05"), st.CurrentNotBefore.Format("15:04:05"), st.CurrentID != currentBefore[i], st.Exhausted)
+		}
+	}
+	for _, n := range c.Nodes {
+		n.Start(t)
+	}
+	for _, n := range c.Nodes {
+		n.Unseal(t)
+	}
+	c.WaitHealthy(t, 90*time.Second)
+	back := time.Now()
+	t.Logf("(2) cluster healthy again %s after the stop", back.Sub(stoppedAt).Round(time.Millisecond))
+	waitFor(t, 60*time.Second, "every Go node to read a window again", func() bool {
+		for _, n := range f.Go {
+			if st := n.Src.Status(); st.LastError != nil || st.LastRefresh.Before(back) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(set.Period)
+
+	load.Stop()
+	g.Stop()
+	w.Stop()
+	after := f.history(t)
+	t.Logf("(2) keys after: %s", after.ids())
+	chain := after.chain(t, set.Period)
+	g.checkAgainst(t, chain, f.goNames())
+	load.check(t, "(2) full restart", time.Time{}, time.Time{}, true)
+	w.checkNoExpiredKey(t)
+	f.reportVaultErrors(t, "(2)")
+}
