@@ -246,11 +246,17 @@ func (f *clusterFleet) startHAProxyNode(t *testing.T, name, push, combinedPEM st
 	if err := os.WriteFile(script, []byte(sh), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := agent.Render(agent.HAProxy, p)
+	// The configuration as docs/production.md renders it: the ticketkeys-agent-config command.
+	out, err := exec.Command(agentConfigBinary(t), "-kind", "haproxy", "-vault", p.VaultAddr, "-ca-cert", p.CACert,
+		"-keyring", p.Keyring, "-role-id-file", p.RoleIDFile, "-secret-id-file", p.SecretIDFile, "-dir", p.Dir,
+		"-command", "/bin/sh "+script).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("ticketkeys-agent-config for %s: %v", name, err)
 	}
-	n.Agent = f.C.StartAgent(t, f.C.Nodes[0], cfg)
+	if want, err := agent.Render(agent.HAProxy, p); err != nil || string(out) != want {
+		t.Fatalf("ticketkeys-agent-config output differs from agent.Render (%v)", err)
+	}
+	n.Agent = f.C.StartAgent(t, f.C.Nodes[0], string(out))
 	n.Agent.WaitFor(t, 60*time.Second, "first render of "+name, func() bool {
 		_, err := os.Stat(n.KeysFile)
 		return err == nil
@@ -264,6 +270,33 @@ func (f *clusterFleet) startHAProxyNode(t *testing.T, name, push, combinedPEM st
 		t.Fatalf("initial push to %s: %v\n%s", name, err, out)
 	}
 	return n
+}
+
+// agentConfigBinary builds bootstrap/agent/cmd/ticketkeys-agent-config once per test binary.
+var (
+	agentConfigOnce sync.Once
+	agentConfigBin  string
+	agentConfigErr  error
+)
+
+func agentConfigBinary(t *testing.T) string {
+	t.Helper()
+	agentConfigOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ticketkeys-agent-config-")
+		if err != nil {
+			agentConfigErr = err
+			return
+		}
+		agentConfigBin = filepath.Join(dir, "ticketkeys-agent-config")
+		out, err := exec.Command("go", "build", "-o", agentConfigBin, "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent/cmd/ticketkeys-agent-config").CombinedOutput()
+		if err != nil {
+			agentConfigErr = fmt.Errorf("go build ticketkeys-agent-config: %v\n%s", err, out)
+		}
+	})
+	if agentConfigErr != nil {
+		t.Fatal(agentConfigErr)
+	}
+	return agentConfigBin
 }
 
 // GoAddrs and HAProxyAddrs are the TLS addresses of each fleet.

@@ -99,6 +99,17 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("approle login of node web-1: %v (auth %+v)", err, login)
 	}
 
+	// The auditor policy reads history, never a keyring.
+	c.Vault(t, c.Nodes[0], c.RootToken, "policy", "write", "ticketkeys-auditor", c.ScriptPath("bootstrap/policies/ticketkeys-auditor.hcl"))
+	auditorToken := strings.TrimSpace(c.Vault(t, c.Nodes[0], c.RootToken, "token", "create", "-policy=ticketkeys-auditor", "-field=token"))
+	auditor := c.Client(t, c.Nodes[2], auditorToken)
+	if h, err := auditor.Logical().Read(MountPath + "/keys/harness/history"); err != nil || h == nil {
+		t.Errorf("auditor cannot read the history: %v", err)
+	}
+	if _, err := auditor.Logical().Read(MountPath + "/keys/harness"); !isForbidden(err) {
+		t.Errorf("auditor read the keyring (its material): err = %v, want 403", err)
+	}
+
 	// SIGKILL the active node: a standby takes over, reads keep working
 	// through the survivors, and the killed node rejoins.
 	old := c.Nodes[0]
@@ -135,6 +146,17 @@ func TestCluster(t *testing.T) {
 	}
 	readAll("with a sealed standby", standby)
 	standby.Unseal(t)
+	c.WaitHealthy(t, healthyTimeout)
+
+	// `vault operator seal` on the active node: it steps down and another node takes over.
+	a := c.Active()
+	a.Seal(t)
+	if h, err := c.Health(a); err != nil || !h.Sealed {
+		t.Errorf("%s after operator seal: health %+v, %v; want sealed", a.Name, h, err)
+	}
+	c.WaitActive(t, 30*time.Second, a)
+	readAll("with the sealed former active node", a)
+	a.Unseal(t)
 	c.WaitHealthy(t, healthyTimeout)
 
 	// Stop leaves no server and no plugin process.
