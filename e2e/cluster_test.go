@@ -487,16 +487,27 @@ func (h keyHistory) ids() string {
 }
 
 // chain returns every key that ever encrypted or was published (live and destroyed keys except those
-// discarded unused), ordered by not_before, and fails the test if an id appears twice (a duplicated key),
-// two keys share a not_before (two keys for one slot) or two consecutive keys are more than one rotation
-// period apart (a skipped key).
+// discarded unused), ordered by not_before, and fails the test for every problem chainProblems finds.
 func (h keyHistory) chain(t *testing.T, period time.Duration) []histKey {
 	t.Helper()
+	all, problems := h.chainProblems(period)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("history: %d keys in one chain, none skipped or duplicated", len(all))
+	return all
+}
+
+// chainProblems orders the keys as chain does and lists what is wrong: an id that appears twice (a
+// duplicated key), two keys with one not_before (two keys for one slot), or consecutive keys more than one
+// rotation period apart (a skipped key).
+func (h keyHistory) chainProblems(period time.Duration) ([]histKey, []string) {
+	var problems []string
 	seen := map[string]bool{}
 	var all []histKey
 	for _, k := range append(slices.Clone(h.Keys), h.Destroyed...) {
 		if seen[k.ID] {
-			t.Errorf("history: key %s appears twice (a duplicated key)", shortIDs(k.ID))
+			problems = append(problems, fmt.Sprintf("history: key %s appears twice (a duplicated key)", shortIDs(k.ID)))
 			continue
 		}
 		seen[k.ID] = true
@@ -510,13 +521,14 @@ func (h keyHistory) chain(t *testing.T, period time.Duration) []histKey {
 		gap := all[i].NotBefore.Sub(all[i-1].NotBefore)
 		switch {
 		case gap <= 0:
-			t.Errorf("history: keys %s and %s both start at %s (a duplicated slot)", shortIDs(all[i-1].ID), shortIDs(all[i].ID), all[i].NotBefore.Format(time.RFC3339))
+			problems = append(problems, fmt.Sprintf("history: keys %s and %s both start at %s (a duplicated slot)",
+				shortIDs(all[i-1].ID), shortIDs(all[i].ID), all[i].NotBefore.Format(time.RFC3339)))
 		case gap > period:
-			t.Errorf("history: %s between key %s (%s) and key %s (%s), more than the rotation period %s (a skipped key)",
-				gap, shortIDs(all[i-1].ID), all[i-1].NotBefore.Format(time.RFC3339), shortIDs(all[i].ID), all[i].NotBefore.Format(time.RFC3339), period)
+			problems = append(problems, fmt.Sprintf("history: %s between key %s (%s) and key %s (%s), more than the rotation period %s (a skipped key)",
+				gap, shortIDs(all[i-1].ID), all[i-1].NotBefore.Format(time.RFC3339), shortIDs(all[i].ID), all[i].NotBefore.Format(time.RFC3339), period))
 		}
 	}
-	return all
+	return all, problems
 }
 
 // windowRead is one read of the keyring's window through one node by the observer.
@@ -707,31 +719,51 @@ func (g *goTrack) Stop() {
 	<-g.done
 }
 
-// checkAgainst fails the test unless every Go node went through the chain's keys in order, without
-// skipping one and without a key the chain does not have.
-func (g *goTrack) checkAgainst(t *testing.T, chain []histKey, names []string) {
+// Sequences returns a copy of each Go node's sequence of current keys so far.
+func (g *goTrack) Sequences() [][]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([][]string, len(g.seqs))
+	for i, s := range g.seqs {
+		out[i] = slices.Clone(s)
+	}
+	return out
+}
+
+// checkSequences fails the test for every problem sequenceProblems finds.
+func checkSequences(t *testing.T, chain []histKey, names []string, seqs [][]string) {
 	t.Helper()
+	for _, p := range sequenceProblems(chain, names, seqs) {
+		t.Error(p)
+	}
+	for i, seq := range seqs {
+		t.Logf("%s: %d current keys, each the history's next", names[i], len(seq))
+	}
+}
+
+// sequenceProblems lists every place where a Go node's sequence of current keys leaves the chain: a key
+// the chain does not have, or a step that skips keys of the chain (or goes back).
+func sequenceProblems(chain []histKey, names []string, seqs [][]string) []string {
+	var problems []string
 	pos := map[string]int{}
 	for i, k := range chain {
 		pos[k.ID] = i
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for i, seq := range g.seqs {
+	for i, seq := range seqs {
 		for j, id := range seq {
 			p, ok := pos[id]
 			if !ok {
-				t.Errorf("%s used current key %s, which the history does not list", names[i], shortIDs(id))
+				problems = append(problems, fmt.Sprintf("%s used current key %s, which the history does not list", names[i], shortIDs(id)))
 				continue
 			}
 			if j > 0 {
 				if q, ok := pos[seq[j-1]]; ok && p != q+1 {
-					t.Errorf("%s went from key %s to key %s: %d key(s) of the history skipped", names[i], shortIDs(seq[j-1]), shortIDs(id), p-q-1)
+					problems = append(problems, fmt.Sprintf("%s went from key %s to key %s: %d key(s) of the history skipped", names[i], shortIDs(seq[j-1]), shortIDs(id), p-q-1))
 				}
 			}
 		}
-		t.Logf("%s: %d current keys in order, each the history's next", names[i], len(seq))
 	}
+	return problems
 }
 
 // storedKeyring is the keyring as the engine stored it (sys/raw, test clusters only): times of every
@@ -865,4 +897,46 @@ func haproxyRingIDs(t *testing.T, n *clusterHAProxyNode) []string {
 		ids = append(ids, keyID(raw))
 	}
 	return ids
+}
+
+// TestClusterChecksCatchDefects proves, without Vault, that the history and sequence checks the cluster
+// scenarios rely on can fail: a skipped key, a duplicated key, two keys for one slot, and a node that
+// skipped a key or used one the history does not list.
+func TestClusterChecksCatchDefects(t *testing.T) {
+	at := func(s int) time.Time { return time.Unix(1_800_000_000+int64(s), 0).UTC() }
+	key := func(id string, nb int) histKey { return histKey{ID: id, NotBefore: at(nb), NotAfter: at(nb + 30)} }
+	const period = 10 * time.Second
+	for _, tc := range []struct {
+		name string
+		h    keyHistory
+		want string
+	}{
+		{"good", keyHistory{Keys: []histKey{key("c", 20), key("d", 30)}, Destroyed: []histKey{key("a", 0), key("b", 10)}}, ""},
+		{"discarded keys are not slots", keyHistory{Keys: []histKey{key("c", 20)}, Destroyed: []histKey{key("b", 10), {ID: "x", NotBefore: at(20), Reason: "discarded"}}}, ""},
+		{"skipped", keyHistory{Keys: []histKey{key("a", 0), key("c", 20)}}, "skipped"},
+		{"duplicated id", keyHistory{Keys: []histKey{key("a", 0)}, Destroyed: []histKey{key("a", 0)}}, "appears twice"},
+		{"two keys for one slot", keyHistory{Keys: []histKey{key("a", 0), key("b", 0)}}, "duplicated slot"},
+	} {
+		_, problems := tc.h.chainProblems(period)
+		got := strings.Join(problems, "; ")
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: problems %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	chain := []histKey{key("a", 0), key("b", 10), key("c", 20)}
+	for _, tc := range []struct {
+		name string
+		seq  []string
+		want string
+	}{
+		{"in order", []string{"a", "b", "c"}, ""},
+		{"skipped", []string{"a", "c"}, "skipped"},
+		{"unknown key", []string{"a", "z"}, "does not list"},
+		{"back", []string{"b", "a"}, "skipped"},
+	} {
+		got := strings.Join(sequenceProblems(chain, []string{"go0"}, [][]string{tc.seq}), "; ")
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: problems %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }
