@@ -5,7 +5,9 @@ package vaulttest
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,8 +171,14 @@ func TestCluster(t *testing.T) {
 		if !processGone(pid) {
 			t.Errorf("server pid %d still exists after Stop", pid)
 		}
+		// Plugin processes were SIGKILLed with the group; give init a moment to reap them.
+		deadline := time.Now().Add(5 * time.Second)
+		for !errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process group %d still has members after Stop (kill -0: %v)", pid, err)
+			out, _ := exec.Command("ps", "-o", "pid,ppid,stat,comm", "-g", strconv.Itoa(pid)).CombinedOutput()
+			t.Errorf("process group %d still has members 5s after Stop (kill -0: %v):\n%s", pid, err, out)
 		}
 	}
 }
