@@ -121,6 +121,11 @@ func newClusterFleet(t *testing.T, c *vaulttest.Cluster, keyring string, s clust
 	lb := servertest.StartHAProxy(t, vaultLBConf(lbPort, c.CAFile, c.Nodes))
 	f.LBAddr = fmt.Sprintf("https://127.0.0.1:%d", lbPort)
 	lb.WaitListening(t, strings.TrimPrefix(f.LBAddr, "https://"))
+	var addrs []string
+	for _, n := range c.Nodes {
+		addrs = append(addrs, n.Name+"="+n.Addr)
+	}
+	t.Logf("cluster %s behind the load balancer %s", strings.Join(addrs, " "), f.LBAddr)
 
 	// The operator policy and a token for it, as docs/production.md does it.
 	n0 := c.Nodes[0]
@@ -242,7 +247,7 @@ func (f *clusterFleet) startHAProxyNode(t *testing.T, name, push, combinedPEM st
 	}
 	n.KeysFile = files[0]
 	// Until HAProxy runs, a push fails (no socket) and is logged; HAProxy loads the file at start.
-	sh := fmt.Sprintf("#!/bin/sh\nexec %s -socket %s -file %s >> %s 2>&1\n", push, n.Socket, n.KeysFile, n.PushLog)
+	sh := fmt.Sprintf("#!/bin/sh\nprintf '%%s ' \"$(date +%%H:%%M:%%S.%%3N)\" >> %[4]s\nexec %[1]s -socket %[2]s -file %[3]s >> %[4]s 2>&1\n", push, n.Socket, n.KeysFile, n.PushLog)
 	if err := os.WriteFile(script, []byte(sh), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -864,6 +869,30 @@ func (f *clusterFleet) reportVaultErrors(t *testing.T, scenario string) {
 			break
 		}
 		t.Logf("  %s", l)
+	}
+}
+
+// reportPushes logs, per HAProxy node, when its Agent pushed a new window and the longest time between two
+// pushes (an Agent that could not read Vault pushes nothing).
+func (f *clusterFleet) reportPushes(t *testing.T, scenario string) {
+	t.Helper()
+	for _, n := range f.HAProxy {
+		b, _ := os.ReadFile(n.PushLog)
+		var times []string
+		var longest time.Duration
+		var prev time.Time
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			at, err := time.Parse("15:04:05.000", strings.Fields(l + " x")[0])
+			if err != nil {
+				continue
+			}
+			times = append(times, strings.Fields(l)[0])
+			if !prev.IsZero() && at.Sub(prev) > longest {
+				longest = at.Sub(prev)
+			}
+			prev = at
+		}
+		t.Logf("%s: %s Agent pushed %d windows, longest gap %s: %s", scenario, n.Name, len(times), longest, strings.Join(times, " "))
 	}
 }
 
