@@ -431,7 +431,6 @@ type keyHistory struct {
 func (f *clusterFleet) history(t *testing.T) keyHistory {
 	t.Helper()
 	cl := f.lbClient(t, f.OpToken)
-	var h keyHistory
 	var sec *api.Secret
 	var err error
 	deadline := time.Now().Add(30 * time.Second)
@@ -445,6 +444,11 @@ func (f *clusterFleet) history(t *testing.T) keyHistory {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	return parseHistory(sec)
+}
+
+// parseHistory decodes a keys/:name/history response.
+func parseHistory(sec *api.Secret) keyHistory {
 	parse := func(v any) []histKey {
 		var out []histKey
 		list, _ := v.([]any)
@@ -461,9 +465,7 @@ func (f *clusterFleet) history(t *testing.T) keyHistory {
 		}
 		return out
 	}
-	h.Keys = parse(sec.Data["keys"])
-	h.Destroyed = parse(sec.Data["destroyed"])
-	return h
+	return keyHistory{Keys: parse(sec.Data["keys"]), Destroyed: parse(sec.Data["destroyed"])}
 }
 
 func parseTime(v any) time.Time {
@@ -534,6 +536,86 @@ func (h keyHistory) chainProblems(period time.Duration) ([]histKey, []string) {
 		}
 	}
 	return all, problems
+}
+
+// historyTrack reads the keyring's history every second and keeps every key any read listed. One read
+// does not show a key that passed not_after before the next maintenance pass destroyed it (the history
+// lists readable keys and destroyed keys only), so the chain checks run on the union of all reads: a key
+// that was skipped appears in none of them.
+type historyTrack struct {
+	mu       sync.Mutex
+	keys     map[string]histKey
+	problems []string
+	reads    int
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func (f *clusterFleet) trackHistory(t *testing.T) *historyTrack {
+	cl := f.lbClient(t, f.OpToken)
+	h := &historyTrack{keys: map[string]histKey{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			if sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring + "/history"); err == nil && sec != nil {
+				h.add(parseHistory(sec))
+			}
+			select {
+			case <-h.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// add merges one history read: a destroyed entry replaces what a live entry said about the same key.
+func (h *historyTrack) add(kh keyHistory) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reads++
+	seen := map[string]bool{}
+	for _, k := range append(slices.Clone(kh.Keys), kh.Destroyed...) {
+		if seen[k.ID] {
+			h.problems = append(h.problems, fmt.Sprintf("history: key %s appears twice in one read (a duplicated key)", shortIDs(k.ID)))
+		}
+		seen[k.ID] = true
+		if old, ok := h.keys[k.ID]; ok && old.Reason != "" && k.Reason == "" {
+			continue
+		}
+		h.keys[k.ID] = k
+	}
+}
+
+// Stop ends the polling; it is safe to call more than once.
+func (h *historyTrack) Stop() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	<-h.done
+}
+
+// chain is keyHistory.chain over every key the reads listed, plus the problems single reads showed.
+func (h *historyTrack) chain(t *testing.T, period time.Duration) []histKey {
+	t.Helper()
+	h.mu.Lock()
+	var union keyHistory
+	for _, k := range h.keys {
+		union.Keys = append(union.Keys, k)
+	}
+	problems, reads := slices.Clone(h.problems), h.reads
+	h.mu.Unlock()
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("history: %d reads", reads)
+	return union.chain(t, period)
 }
 
 // windowRead is one read of the keyring's window through one node by the observer.
