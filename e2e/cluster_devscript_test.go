@@ -83,42 +83,42 @@ func TestDevClusterScript(t *testing.T) {
 	printed := out.String()
 	mu.Unlock()
 
-	env := regexp.MustCompile(`export VAULT_ADDR=(\S+) VAULT_CACERT=(\S+) VAULT_TOKEN=(\S+)`).FindStringSubmatch(printed)
 	pidsLine := regexp.MustCompile(`\(pids (\d+) (\d+) (\d+)\)`).FindStringSubmatch(printed)
 	workDir := regexp.MustCompile(`removes (\S+)\.`).FindStringSubmatch(printed)
-	if env == nil || pidsLine == nil || workDir == nil {
-		t.Fatalf("dev-cluster.sh did not print the export line, the pids and its directory:\n%s", printed)
+	_, usage, ok1 := strings.Cut(printed, "In another shell:\n")
+	usage, _, ok2 := strings.Cut(usage, "\nNode logs:")
+	if pidsLine == nil || workDir == nil || !ok1 || !ok2 {
+		t.Fatalf("dev-cluster.sh did not print its pids, its directory and the usage block:\n%s", printed)
 	}
-	vault := func(args ...string) (string, error) {
-		c := exec.Command(vaultBin, args...)
-		c.Env = append(os.Environ(), "VAULT_ADDR="+env[1], "VAULT_CACERT="+env[2], "VAULT_TOKEN="+env[3])
-		b, err := c.CombinedOutput()
-		return string(b), err
+	if !strings.Contains(usage, "export VAULT_ADDR=https://127.0.0.1:") {
+		t.Errorf("the usage block does not export a TLS loopback VAULT_ADDR:\n%s", usage)
 	}
-	if !strings.HasPrefix(env[1], "https://127.0.0.1:") {
-		t.Errorf("the printed VAULT_ADDR %s is not a TLS loopback address", env[1])
+
+	// Run the printed commands as they are, in one shell, as a user would paste them.
+	shell := filepath.Join(t.TempDir(), "usage.sh")
+	if err := os.WriteFile(shell, []byte("set -euo pipefail\n"+usage+"\n"), 0o700); err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"operator", "raft", "list-peers"}, "voter"},
-		{[]string{"read", "-field=healthy", "sys/storage/raft/autopilot/state"}, "true"},
-		{[]string{"read", "ticketkeys/keys/web", "format=haproxy"}, "tls_ticket_keys"},
-		{[]string{"read", "ticketkeys/keys/web/history"}, "created_at"},
-		{[]string{"operator", "raft", "snapshot", "save", filepath.Join(t.TempDir(), "ticketkeys.snap")}, ""},
-	} {
-		got, err := vault(c.args...)
-		if err != nil || !strings.Contains(got, c.want) {
-			// The read of the keyring prints key material: never log the output of a successful read.
-			if strings.Contains(got, "ticket_key") {
-				got = "(output withheld: it holds key material)"
-			}
-			t.Errorf("vault %s: %v, output %q does not contain %q", strings.Join(c.args, " "), err, got, c.want)
+	run := exec.Command("bash", "-O", "expand_aliases", shell)
+	run.Env = os.Environ()
+	got, err := run.CombinedOutput()
+	// The keyring read prints key material: the output is checked, never logged.
+	if err != nil {
+		t.Fatalf("the printed commands failed: %v (output withheld: it holds key material)", err)
+	}
+	for _, want := range []string{"voter", "failure_tolerance", "tls_ticket_keys", "created_at", "Success! Stepped down"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("the printed commands' output has no %q", want)
 		}
 	}
-	if got, _ := vault("operator", "raft", "list-peers"); strings.Count(got, "voter") != 3 && strings.Count(got, "voter")+strings.Count(got, "leader") != 3 {
-		t.Errorf("list-peers does not show three voters:\n%s", got)
+	if n := strings.Count(string(got), "voter"); n < 3 {
+		t.Errorf("list-peers shows %d voters, want 3", n)
+	}
+	if m := regexp.MustCompile(`(?m)^healthy\s+(\S+)`).FindStringSubmatch(string(got)); m == nil || m[1] != "true" {
+		t.Errorf("autopilot state: healthy = %v, want true", m)
+	}
+	if fi, err := os.Stat(filepath.Join(workDir[1], "ticketkeys.snap")); err != nil || fi.Size() == 0 {
+		t.Errorf("the printed snapshot command wrote no snapshot: %v", err)
 	}
 
 	// Ctrl-C: the script stops every server by PID and removes its directory.

@@ -176,8 +176,9 @@ In another shell:
   vault read sys/storage/raft/autopilot/state       # healthy, failure_tolerance 1
   vault read ticketkeys/keys/web format=haproxy     # through a standby: it forwards to the active node
   vault read ticketkeys/keys/web/history
-  vault operator raft snapshot save /tmp/ticketkeys.snap
-  vault operator step-down                          # against the active node: another node takes over
+  # snapshots and step-down go to the active node (a standby cannot stream a snapshot)
+  VAULT_ADDR=\$(vault read -field=leader_address sys/leader) vault operator raft snapshot save $work/ticketkeys.snap
+  VAULT_ADDR=\$(vault read -field=leader_address sys/leader) vault operator step-down
 
 Node logs: $work/node{0,1,2}/vault.log   Audit log: $work/audit.log
 Ctrl-C stops the cluster and removes $work.
