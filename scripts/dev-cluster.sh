@@ -146,7 +146,7 @@ export VAULT_ADDR=$(addr 0) VAULT_TOKEN=$root_token
 healthy=false
 for _ in $(seq 1 180); do
 	if [[ $("$vault_bin" read -field=healthy sys/storage/raft/autopilot/state 2>/dev/null) == true ]] &&
-		[[ $("$vault_bin" operator raft list-peers 2>/dev/null | grep -c voter) -eq 3 ]]; then
+		[[ $("$vault_bin" operator raft list-peers 2>/dev/null | awk 'NR > 2 && $4 == "true"' | wc -l) -eq 3 ]]; then
 		healthy=true
 		break
 	fi
@@ -172,7 +172,7 @@ In another shell:
 
   export VAULT_ADDR=$(addr 1) VAULT_CACERT=$tls/ca.pem VAULT_TOKEN=$root_token
   alias vault=$vault_bin
-  vault operator raft list-peers                    # three voters
+  vault operator raft list-peers                    # three nodes, Voter true
   vault read sys/storage/raft/autopilot/state       # healthy, failure_tolerance 1
   vault read ticketkeys/keys/web format=haproxy     # through a standby: it forwards to the active node
   vault read ticketkeys/keys/web/history
