@@ -665,10 +665,30 @@ func (n *Node) Start(t testing.TB) {
 	}
 }
 
-// Unseal submits the unseal key to the node, retrying while a joining node
-// has not fetched its join challenge yet, and waits until the node is
-// unsealed and either active or a standby that knows the leader.
+// Unseal submits the unseal key to the node (SubmitUnsealKey) and waits
+// until the node is either active or a standby that knows the leader. A
+// cluster with every node sealed elects no leader until a quorum is unsealed:
+// call SubmitUnsealKey on each node there, then Cluster.WaitActive.
 func (n *Node) Unseal(t testing.TB) {
+	t.Helper()
+	n.SubmitUnsealKey(t)
+	deadline := time.Now().Add(activeTimeout)
+	for {
+		h, err := n.c.Health(n)
+		if err == nil && !h.Sealed && (!h.Standby || n.knowsLeader()) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vaulttest: %s unsealed but neither active nor a standby with a leader within %s (health %+v, %v)", n.Name, activeTimeout, h, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// SubmitUnsealKey submits the unseal key to the node, retrying while a
+// joining node has not fetched its join challenge yet, until the node reports
+// itself unsealed.
+func (n *Node) SubmitUnsealKey(t testing.TB) {
 	t.Helper()
 	cl := n.c.Client(t, n, "")
 	deadline := time.Now().Add(activeTimeout)
@@ -690,16 +710,6 @@ func (n *Node) Unseal(t testing.TB) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("vaulttest: unseal %s within %s: %v\n%s", n.Name, activeTimeout, last, fileTail(n.LogPath, logTailLines))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	for {
-		h, err := n.c.Health(n)
-		if err == nil && !h.Sealed && (!h.Standby || n.knowsLeader()) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vaulttest: %s unsealed but neither active nor a standby with a leader within %s (health %+v, %v)", n.Name, activeTimeout, h, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
