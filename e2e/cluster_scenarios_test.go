@@ -548,7 +548,7 @@ func TestClusterFullRestart(t *testing.T) {
 	t.Logf("(2) cluster healthy again %s after the stop", back.Sub(stoppedAt).Round(time.Millisecond))
 	waitFor(t, 60*time.Second, "every Go node to read a window again", func() bool {
 		for _, n := range f.Go {
-			if st := n.Src.Status(); st.LastError != nil || st.LastRefresh.Before(back) {
+			if st := n.Src.Status(); st.LastError != nil || st.LastRefresh.Before(stoppedAt) {
 				return false
 			}
 		}
