@@ -120,6 +120,8 @@ func TestClusterFailover(t *testing.T) {
 	// Sealed across an activation, so that a stale window would show.
 	sealAt := f.nextActivation(t, 6*time.Second)
 	sleepUntil(sealAt.Add(-5 * time.Second))
+	keysBeforeSeal := f.history(t).ids()
+	errsBeforeSeal := len(f.VaultErrors())
 	sealed.RestartSealed(t)
 	sealedAt := time.Now()
 	sleepUntil(sealAt.Add(3 * time.Second))
@@ -146,6 +148,8 @@ func TestClusterFailover(t *testing.T) {
 	sealed.Unseal(t)
 	c.WaitHealthy(t, 90*time.Second)
 	phase5End := time.Now()
+	t.Logf("(5) keys before the seal %s, after the unseal %s; Go nodes saw %d Vault errors meanwhile",
+		keysBeforeSeal, f.history(t).ids(), len(f.VaultErrors())-errsBeforeSeal)
 
 	// (6) Emergency rotation: a new key encrypts now and every other key is destroyed.
 	hPurge := f.history(t)
