@@ -10,7 +10,8 @@
 #   -n NAME        catalog name (default: ticketkeys)
 #   -p PATH        mount path (default: ticketkeys)
 #   -v VERSION     plugin version; it must equal the version the binary
-#                  reports (default: ticketkeys.Version from version.go).
+#                  reports (default: ticketkeys.Version from version.go; a
+#                  build stamped with -ldflags -X reports its own, see version.go).
 #
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to write sys/plugins/catalog and
 # sys/mounts (and sys/plugins/reload on upgrade). The Vault CLI is $VAULT
@@ -72,8 +73,8 @@ binary=$1
 [[ -n ${VAULT_ADDR:-} ]] || die "VAULT_ADDR is not set"
 
 if [[ -z $version ]]; then
-	version=$(sed -n 's/^const Version = "\(v[^"]*\)".*/\1/p' "$root/version.go")
-	[[ -n $version ]] || die "no -v VERSION and no 'const Version = \"v...\"' in $root/version.go"
+	version=$(sed -n 's/^\(const\|var\) Version = "\(v[^"]*\)".*/\2/p' "$root/version.go")
+	[[ -n $version ]] || die "no -v VERSION and no 'var Version = \"v...\"' in $root/version.go"
 fi
 [[ $version =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]*)?$ ]] || die "version $version: want a semantic version like v1.2.3"
 

@@ -19,12 +19,19 @@ const agentStartCheck = 500 * time.Millisecond
 // files); paths in it should live in t.TempDir().
 func StartAgent(t testing.TB, s *Server, configHCL string) *Process {
 	t.Helper()
+	return startAgent(t, s.VaultBin, configHCL, []string{"VAULT_ADDR=" + s.Addr})
+}
+
+// startAgent runs `vault agent` from vaultBin with configHCL and the extra
+// environment env; see StartAgent.
+func startAgent(t testing.TB, vaultBin, configHCL string, env []string) *Process {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.hcl")
 	if err := os.WriteFile(cfg, []byte(configHCL), 0o600); err != nil {
 		t.Fatalf("vaulttest: write agent config: %v", err)
 	}
-	p, err := startProcess("vault agent", s.VaultBin, []string{"agent", "-config=" + cfg}, []string{"VAULT_ADDR=" + s.Addr}, filepath.Join(dir, "agent.log"))
+	p, err := startProcess("vault agent", vaultBin, []string{"agent", "-config=" + cfg}, env, filepath.Join(dir, "agent.log"))
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}

@@ -16,6 +16,11 @@
 // engine never logs key material, so printing Vault's log is safe; a test
 // must still never print key material itself.
 //
-// What it does not do: TLS listeners, HA clusters, or anything that needs a
-// network address other than 127.0.0.1.
+// StartCluster (cluster.go) runs three such servers as a production-like
+// cluster instead: Raft storage joined with retry_join, TLS listeners whose
+// certificate clients verify, the plugin registered through
+// bootstrap/register.sh, and per-node kill, stop, start, seal and unseal.
+//
+// What it does not do: anything that needs a network address other than
+// 127.0.0.1.
 package vaulttest

@@ -1,0 +1,177 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
+)
+
+// TestDevClusterScript runs scripts/dev-cluster.sh (make dev-cluster) as a user would: it waits for the
+// script to report the cluster ready, runs the commands the script prints (and docs/production.md shows)
+// against it, then sends SIGINT (Ctrl-C) and proves every Vault server it started is gone and its
+// directory removed.
+func TestDevClusterScript(t *testing.T) {
+	vaultBin := vaulttest.VaultBinary(t)
+	script, err := filepath.Abs("../scripts/dev-cluster.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := devClusterPorts(t)
+	cmd := exec.Command(script)
+	cmd.Env = append(os.Environ(), "TICKETKEYS_DEV_CLUSTER_PORT="+strconv.Itoa(base), "VAULT_BIN="+vaultBin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var mu sync.Mutex
+	var out strings.Builder
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			mu.Lock()
+			out.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if sc.Text() == "dev-cluster: ready" {
+				close(ready)
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGINT)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dev-cluster.sh exited before it was ready: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("dev-cluster.sh not ready within 5 minutes\nstdout:\n%s\nstderr:\n%s", out.String(), stderr.String())
+	}
+	mu.Lock()
+	printed := out.String()
+	mu.Unlock()
+
+	pidsLine := regexp.MustCompile(`\(pids (\d+) (\d+) (\d+)\)`).FindStringSubmatch(printed)
+	workDir := regexp.MustCompile(`removes (\S+)\.`).FindStringSubmatch(printed)
+	_, usage, ok1 := strings.Cut(printed, "In another shell:\n")
+	usage, _, ok2 := strings.Cut(usage, "\nNode logs:")
+	if pidsLine == nil || workDir == nil || !ok1 || !ok2 {
+		t.Fatalf("dev-cluster.sh did not print its pids, its directory and the usage block:\n%s", printed)
+	}
+	if !strings.Contains(usage, "export VAULT_ADDR=https://127.0.0.1:") {
+		t.Errorf("the usage block does not export a TLS loopback VAULT_ADDR:\n%s", usage)
+	}
+
+	// Run the printed commands as they are, in one shell, as a user would paste them.
+	shell := filepath.Join(t.TempDir(), "usage.sh")
+	if err := os.WriteFile(shell, []byte("set -euo pipefail\n"+usage+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command("bash", "-O", "expand_aliases", shell)
+	run.Env = os.Environ()
+	got, err := run.CombinedOutput()
+	// The keyring read prints key material: the output is checked, never logged.
+	if err != nil {
+		t.Fatalf("the printed commands failed: %v (output withheld: it holds key material)", err)
+	}
+	for _, want := range []string{"failure_tolerance", "tls_ticket_keys", "created_at", "Success! Stepped down"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("the printed commands' output has no %q", want)
+		}
+	}
+	if n := len(regexp.MustCompile(`(?m)^node\d\s+127\.0\.0\.1:\d+\s+(leader|follower)\s+true$`).FindAllString(string(got), -1)); n != 3 {
+		t.Errorf("list-peers shows %d voters, want 3", n)
+	}
+	if m := regexp.MustCompile(`(?m)^healthy\s+(\S+)`).FindStringSubmatch(string(got)); m == nil || m[1] != "true" {
+		t.Errorf("autopilot state: healthy = %v, want true", m)
+	}
+	if fi, err := os.Stat(filepath.Join(workDir[1], "ticketkeys.snap")); err != nil || fi.Size() == 0 {
+		t.Errorf("the printed snapshot command wrote no snapshot: %v", err)
+	}
+
+	// Ctrl-C: the script stops every server by PID and removes its directory.
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Errorf("dev-cluster.sh after SIGINT: %v, want exit status 130", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("dev-cluster.sh did not stop within 60s of SIGINT")
+	}
+	for _, p := range pidsLine[1:] {
+		pid, _ := strconv.Atoi(p)
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("vault server pid %d still exists after Ctrl-C (kill -0: %v)", pid, err)
+		}
+	}
+	if _, err := os.Stat(workDir[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dev-cluster.sh left %s behind (%v)", workDir[1], err)
+	}
+}
+
+// devClusterPorts finds a base port P such that P, P+1, P+10, P+11, P+20 and P+21 are free on 127.0.0.1.
+func devClusterPorts(t *testing.T) int {
+	t.Helper()
+	for attempt := 0; attempt < 50; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if base > 65500 {
+			continue
+		}
+		free := true
+		for _, off := range []int{0, 1, 10, 11, 20, 21} {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no free block of ports for dev-cluster.sh")
+	return 0
+}
