@@ -199,11 +199,11 @@ func luaFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
 	f := &fcFleet{kind: "nginx-lua", keyring: "web", format: "nginx"}
 	var nodes []*luaNode
 	for i := 0; i < 3; i++ {
-		n := startLuaNode(t, s, cert, fmt.Sprintf("fc-lua%d", i))
+		n := startLuaNode(t, s, cert, servertest.DebianNginx(t), "web", fmt.Sprintf("fc-lua%d", i))
 		nodes = append(nodes, n)
 		f.addrs = append(f.addrs, n.inst.HTTPS)
 	}
-	waitNodesHoldEngine(t, s, nodes, 30*time.Second)
+	waitNodesHoldEngine(t, s, "web", nodes, 30*time.Second)
 	f.cutOff = func(t *testing.T) { nodes[2].agent.Stop() }
 	f.restore = func(t *testing.T) {
 		hcl, err := os.ReadFile(filepath.Join(filepath.Dir(nodes[2].agent.LogPath), "agent.hcl"))
