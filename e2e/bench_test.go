@@ -102,8 +102,11 @@ func TestBenchHarnessQuick(t *testing.T) {
 	if rep.Reads == nil || rep.Reads.Keys.Reads == 0 || rep.Reads.KV.Reads == 0 || rep.Reads.Keys.DataBytes != rep.Reads.KV.DataBytes {
 		t.Errorf("read cost: %+v, want reads of both paths at the same data size", rep.Reads)
 	}
-	if len(rep.Decrypt) != 2 || rep.Decrypt[1].NsPerOp <= rep.Decrypt[0].NsPerOp {
-		t.Errorf("decryption benchmark %+v: want window=4 slower than window=1", rep.Decrypt)
+	// Tickets name their key, so a larger window need not cost more: the ratio is the benchmark's
+	// to report (make bench), not a test's to time; here both sizes must have been measured.
+	if len(rep.Decrypt) != 2 || rep.Decrypt[0].N == 0 || rep.Decrypt[1].N == 0 || rep.Decrypt[0].NsPerOp <= 0 || rep.Decrypt[1].NsPerOp <= 0 ||
+		rep.Decrypt[1].Window <= rep.Decrypt[0].Window {
+		t.Errorf("decryption benchmark %+v: want a measurement of a one-key and of a larger window", rep.Decrypt)
 	}
 
 	md, err := os.ReadFile(filepath.Join(out, "benchmark.md"))
