@@ -70,6 +70,7 @@ type Source struct {
 // localKey is the node-local random key of an exhaustion episode.
 type localKey struct {
 	cfg        *tls.Config
+	seed       [32]byte // the key itself, for TicketKeys (keys.go)
 	created    time.Time
 	encrypting bool
 	notAfter   time.Time // set when the episode ends
@@ -471,8 +472,8 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 			}
 			c := &tls.Config{}
 			c.SetSessionTicketKeys([][32]byte{seed})
+			s.local = &localKey{cfg: c, seed: seed, created: now, encrypting: true}
 			clear(seed[:])
-			s.local = &localKey{cfg: c, created: now, encrypting: true}
 		}
 		lk := &activeKey{state: StateLocal, cfg: s.local.cfg, notAfter: s.local.created.Add(maxKeyLifetime)}
 		soonest(lk.notAfter)

@@ -1,0 +1,76 @@
+package client
+
+// TicketKeys hands the keys in use to servers that install session-ticket
+// keys themselves with tls.Config.SetSessionTicketKeys (Caddy's tls.stek key
+// sources, for example) instead of letting ConfigureServer hook WrapSession
+// and UnwrapSession.
+
+// TicketKeys returns the keys in use now, in the order
+// tls.Config.SetSessionTicketKeys wants them: the key that encrypts new
+// tickets first, then the keys that only decrypt (next keys by activation,
+// then previous keys newest first, then the node-local key of an exhaustion
+// episode while it still decrypts). It never returns a key at or past its
+// not_after, and never an empty list: while the schedule is exhausted the
+// node-local random key comes first.
+//
+// The list is computed from the window and the clock at the call, so it is
+// only right until the keys next change: call it again on every signal of
+// Updated, or from an Observer's Advance hook, which both fire at every
+// local activation and retirement and whenever a read changes the window.
+//
+// Tickets made this way use crypto/tls's own format (no key identifier), so
+// a server fed by TicketKeys and one wired with ConfigureServer share
+// tickets only if both produce the same ticket format.
+//
+// WithDisableTicketsOnExhaustion has no effect on this list:
+// SetSessionTicketKeys cannot turn tickets off, so while exhausted the
+// local key encrypts. The returned slice is the caller's; it holds secret
+// key material: never log it, and clear it when done if it is kept.
+func (s *Source) TicketKeys() [][32]byte {
+	for {
+		ks := s.keysetAt(s.o.clock.Now())
+		s.mu.Lock()
+		if s.ks.Load() != ks {
+			// A refresh or a timer replaced the keys between the two
+			// steps: take the newer set.
+			s.mu.Unlock()
+			continue
+		}
+		keys := s.ticketKeysLocked(ks)
+		s.mu.Unlock()
+		return keys
+	}
+}
+
+// ticketKeysLocked returns the material of ks's keys, current first. ks must
+// be the keyset in s.ks, so that s.window and s.local are the ones ks was
+// computed from.
+func (s *Source) ticketKeysLocked(ks *keyset) [][32]byte {
+	material := func(k *activeKey) ([32]byte, bool) {
+		if k.state == StateLocal {
+			if s.local != nil && s.local.cfg == k.cfg {
+				return s.local.seed, true
+			}
+			return [32]byte{}, false
+		}
+		for i := range s.window.Keys {
+			if s.window.Keys[i].ID == k.id {
+				return s.window.Keys[i].material, true
+			}
+		}
+		return [32]byte{}, false
+	}
+	out := make([][32]byte, 0, len(ks.decrypt)+1)
+	if m, ok := material(ks.current); ok {
+		out = append(out, m)
+	}
+	for _, k := range ks.decrypt {
+		if k == ks.current {
+			continue
+		}
+		if m, ok := material(k); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
