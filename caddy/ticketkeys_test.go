@@ -218,7 +218,7 @@ func TestKeyListCurrentFirstNeverPastNotAfter(t *testing.T) {
 		select {
 		case keys := <-next:
 			lists++
-			checkList(t, f, keys, time.Now(), 250*time.Millisecond)
+			checkList(t, f, keys, time.Now(), 500*time.Millisecond)
 			seenCurrent[f.number(keys[0])] = true
 		case <-deadline:
 			t.Fatal("test deadline")
