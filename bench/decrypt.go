@@ -4,13 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 )
 
@@ -19,21 +28,39 @@ import (
 // previous), the engine's defaults.
 const MaxWindow = 14
 
-// DecryptFixture holds a window of n ticket keys laid out as the client hook
-// holds them (one private tls.Config per key, tried newest first) and a
-// ticket encrypted with the oldest key, the worst case: every key is tried.
+// DecryptFixture is a client.Source holding a window of n keys (the newest
+// current, the others previous), wired into a tls.Config by ConfigureServer,
+// and a real session ticket made with the oldest key: before tickets carried
+// their key's name this was the worst case, every key tried in turn; now the
+// name picks the one key. The window is served by a loopback HTTP server
+// answering the engine's `go` format read, so the Source is the real one.
 type DecryptFixture struct {
 	// Window is the number of keys.
 	Window int
-	keys   []*tls.Config
+	cfg    *tls.Config
 	ticket []byte
 	cs     tls.ConnectionState
+	src    *client.Source
 }
 
-// NewDecryptFixture makes a window of n random keys and a real session
-// ticket: one TLS 1.3 handshake over loopback captures a genuine
-// tls.SessionState, which the oldest key then encrypts.
+// NewDecryptFixture makes a window of n random keys behind a Source and a
+// real session ticket: one TLS 1.3 handshake over loopback captures a
+// genuine tls.SessionState, which client.SealTicket then encrypts under the
+// oldest key, in the format the Source issues (key name, then crypto/tls's
+// ticket).
 func NewDecryptFixture(t testing.TB, n int) (*DecryptFixture, error) {
+	return newDecryptFixture(t, n, false)
+}
+
+// NewLegacyDecryptFixture is NewDecryptFixture with a ticket in the previous
+// release's format (no key name) and a Source that accepts such tickets:
+// each key of the window is tried in turn, as every ticket was before key
+// names (also the cost of a forged ticket during a rolling upgrade).
+func NewLegacyDecryptFixture(t testing.TB, n int) (*DecryptFixture, error) {
+	return newDecryptFixture(t, n, true)
+}
+
+func newDecryptFixture(t testing.TB, n int, legacy bool) (*DecryptFixture, error) {
 	if n < 1 || n > 1024 {
 		return nil, fmt.Errorf("decrypt fixture: window: must be 1..1024, got %d", n)
 	}
@@ -41,36 +68,58 @@ func NewDecryptFixture(t testing.TB, n int) (*DecryptFixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &DecryptFixture{Window: n, cs: cs}
-	for i := 0; i < n; i++ {
-		var k [32]byte
-		if _, err := rand.Read(k[:]); err != nil {
-			return nil, fmt.Errorf("decrypt fixture: random key: %w", err)
-		}
-		c := &tls.Config{}
-		c.SetSessionTicketKeys([][32]byte{k})
-		f.keys = append(f.keys, c)
-	}
-	f.ticket, err = f.keys[n-1].EncryptTicket(cs, ss)
+	w, err := newFixtureWindow(n, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("decrypt fixture: encrypt ticket: %w", err)
+		return nil, err
+	}
+	srv := httptest.NewServer(w)
+	t.Cleanup(srv.Close)
+	vcfg := api.DefaultConfig()
+	vcfg.Address = srv.URL
+	vcfg.MaxRetries = 0
+	vc, err := api.NewClient(vcfg)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt fixture: vault client: %w", err)
+	}
+	vc.SetToken("bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts := []client.Option{client.WithLogger(slog.New(slog.DiscardHandler))}
+	if !legacy {
+		opts = append(opts, client.WithLegacyTickets(0))
+	}
+	src, err := client.NewSource(ctx, vc, "ticketkeys", "bench", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt fixture: %w", err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	f := &DecryptFixture{Window: n, cs: cs, src: src, cfg: &tls.Config{}}
+	if err := src.ConfigureServer(f.cfg); err != nil {
+		return nil, fmt.Errorf("decrypt fixture: %w", err)
+	}
+	oldest := w.keys[0]
+	f.ticket, err = client.SealTicket(oldest.ID, oldest.material, ss)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt fixture: %w", err)
+	}
+	if legacy {
+		f.ticket = f.ticket[client.TicketKeyNameSize:]
 	}
 	return f, nil
 }
 
-// Decrypt tries the keys in order, as the hook does, and returns the
-// session and the number of keys tried.
-func (f *DecryptFixture) Decrypt() (*tls.SessionState, int, error) {
-	for i, c := range f.keys {
-		ss, err := c.DecryptTicket(f.ticket, f.cs)
-		if err != nil {
-			return nil, i + 1, err
-		}
-		if ss != nil {
-			return ss, i + 1, nil
-		}
+// Decrypt runs the ticket through the server config's UnwrapSession (the
+// Source's hook) and returns the session, or an error when the ticket did not
+// decrypt.
+func (f *DecryptFixture) Decrypt() (*tls.SessionState, error) {
+	ss, err := f.cfg.UnwrapSession(f.ticket, f.cs)
+	if err != nil {
+		return nil, err
 	}
-	return nil, len(f.keys), errors.New("decrypt fixture: no key decrypted the ticket")
+	if ss == nil {
+		return nil, errors.New("decrypt fixture: no key decrypted the ticket")
+	}
+	return ss, nil
 }
 
 // BenchmarkDecrypt is the body of BenchmarkDecryptTicket/window=n, shared
@@ -79,11 +128,69 @@ func BenchmarkDecrypt(b *testing.B, f *DecryptFixture) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		ss, _, err := f.Decrypt()
+		ss, err := f.Decrypt()
 		if err != nil || ss == nil {
 			b.Fatalf("decrypt, window=%d: %v", f.Window, err)
 		}
 	}
+}
+
+// fixtureKey is one key of the fixture's window.
+type fixtureKey struct {
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	NotBefore string `json:"not_before"`
+	NotAfter  string `json:"not_after"`
+	Until     string `json:"encrypt_until"`
+	TicketKey string `json:"ticket_key"`
+	material  []byte
+}
+
+// fixtureWindow answers GET /v1/ticketkeys/keys/bench?format=go with a
+// window of hourly keys, oldest first, the newest current since a minute.
+type fixtureWindow struct {
+	keys []fixtureKey
+	body []byte
+}
+
+func newFixtureWindow(n int, now time.Time) (*fixtureWindow, error) {
+	const period = time.Hour
+	retain := time.Duration(n) * period
+	w := &fixtureWindow{}
+	newest := now.Add(-time.Minute).Truncate(time.Second)
+	for i := 0; i < n; i++ {
+		var name [16]byte
+		m := make([]byte, 32)
+		if _, err := rand.Read(name[:]); err != nil {
+			return nil, fmt.Errorf("decrypt fixture: random key name: %w", err)
+		}
+		if _, err := rand.Read(m); err != nil {
+			return nil, fmt.Errorf("decrypt fixture: random key: %w", err)
+		}
+		nb := newest.Add(-time.Duration(n-1-i) * period)
+		state := "previous"
+		if i == n-1 {
+			state = "current"
+		}
+		w.keys = append(w.keys, fixtureKey{ID: hex.EncodeToString(name[:]), State: state,
+			NotBefore: nb.UTC().Format(time.RFC3339), NotAfter: nb.Add(period + retain).UTC().Format(time.RFC3339),
+			Until: nb.Add(period).UTC().Format(time.RFC3339), TicketKey: base64.StdEncoding.EncodeToString(m), material: m})
+	}
+	var err error
+	w.body, err = json.Marshal(map[string]any{"data": map[string]any{
+		"name": "bench", "format": "go", "key_size": 80, "rotation_period": int64(period / time.Second),
+		"retain": int64(retain / time.Second), "publish_ahead": int64(period / time.Second), "ttl": 3000, "keys": w.keys,
+	}})
+	return w, err
+}
+
+func (w *fixtureWindow) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/ticketkeys/keys/bench" || r.URL.Query().Get("format") != "go" {
+		http.Error(rw, `{"errors":["no such path"]}`, http.StatusNotFound)
+		return
+	}
+	rw.Header().Set("Content-Type", "application/json")
+	_, _ = rw.Write(w.body)
 }
 
 // captureSession makes one TLS 1.3 handshake on 127.0.0.1 and returns the

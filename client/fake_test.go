@@ -112,10 +112,18 @@ type fakeVault struct {
 	retain time.Duration
 	ahead  time.Duration
 	// mode: "ok", "down" (503), "malformed" (not JSON), "twocurrent",
-	// "shortkey", "nokeys", "purged" (only the current key is returned)
-	mode      string
-	failFirst int64 // answer 503 to this many first requests
-	requests  atomic.Int64
+	// "shortkey", "nokeys", "purged" (only the current key is returned),
+	// "badrequest" (400, as an engine without the go format answers),
+	// "rekey" (the same ids with other material)
+	mode string
+	// ttl, if set, replaces the computed ttl; reportPeriod, if set, is the
+	// rotation_period the window reports (a setting changed after the keys
+	// were made); noEncryptUntil leaves encrypt_until out (an older engine).
+	ttl            time.Duration
+	reportPeriod   time.Duration
+	noEncryptUntil bool
+	failFirst      int64 // answer 503 to this many first requests
+	requests       atomic.Int64
 }
 
 func newFakeVault(t *testing.T, clock func() time.Time, t0 time.Time, period, retain time.Duration) *fakeVault {
@@ -160,11 +168,12 @@ func keyID(n int64) string {
 }
 
 type fakeKey struct {
-	ID        string `json:"id"`
-	State     string `json:"state"`
-	NotBefore string `json:"not_before"`
-	NotAfter  string `json:"not_after"`
-	TicketKey string `json:"ticket_key"`
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	NotBefore    string `json:"not_before"`
+	EncryptUntil string `json:"encrypt_until,omitempty"`
+	NotAfter     string `json:"not_after"`
+	TicketKey    string `json:"ticket_key"`
 }
 
 // window computes the engine's answer at now.
@@ -177,12 +186,20 @@ func (fv *fakeVault) window(now time.Time) map[string]any {
 	}
 	key := func(n int64, state string) fakeKey {
 		nb := fv.t0.Add(time.Duration(n) * fv.period)
-		return fakeKey{
+		material := keyMaterial(n)
+		if fv.mode == "rekey" {
+			material = keyMaterial(n + 1000)
+		}
+		k := fakeKey{
 			ID: keyID(n), State: state,
 			NotBefore: nb.UTC().Format(time.RFC3339),
 			NotAfter:  nb.Add(fv.period + fv.retain).UTC().Format(time.RFC3339),
-			TicketKey: base64.StdEncoding.EncodeToString(keyMaterial(n)),
+			TicketKey: base64.StdEncoding.EncodeToString(material),
 		}
+		if !fv.noEncryptUntil {
+			k.EncryptUntil = nb.Add(fv.period).UTC().Format(time.RFC3339)
+		}
+		return k
 	}
 	keys := []fakeKey{key(curN, "current")}
 	change := fv.t0.Add(time.Duration(curN+1) * fv.period) // next activation
@@ -211,6 +228,13 @@ func (fv *fakeVault) window(now time.Time) map[string]any {
 	}
 	ttl := int64((change.Sub(now) + time.Second - 1) / time.Second)
 	ttl = max(ttl, 1)
+	if fv.ttl > 0 {
+		ttl = int64(fv.ttl / time.Second)
+	}
+	reported := fv.period
+	if fv.reportPeriod > 0 {
+		reported = fv.reportPeriod
+	}
 	switch fv.mode {
 	case "twocurrent":
 		keys = append(keys, keys[0])
@@ -225,7 +249,7 @@ func (fv *fakeVault) window(now time.Time) map[string]any {
 	}
 	return map[string]any{
 		"name": fv.name, "format": "go", "key_size": 80,
-		"rotation_period": int64(fv.period / time.Second), "retain": int64(fv.retain / time.Second),
+		"rotation_period": int64(reported / time.Second), "retain": int64(fv.retain / time.Second),
 		"publish_ahead": int64(fv.ahead / time.Second), "ttl": ttl, "keys": keys,
 	}
 }
@@ -248,6 +272,10 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	fv.mu.Unlock()
 	if mode == "down" || n <= failFirst {
 		fail(503, "Vault is sealed")
+		return
+	}
+	if mode == "badrequest" {
+		fail(400, `format: must be one of nginx, haproxy, envoy; got "go"`)
 		return
 	}
 	if r.Header.Get("X-Vault-Token") != token {

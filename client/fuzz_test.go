@@ -52,7 +52,7 @@ func FuzzDecodeWindow(f *testing.F) {
 		}
 
 		// Derive the keys in use at every boundary of every key.
-		s := &Source{o: defaultOptions(), keyCfgs: map[string]*tls.Config{}, updated: make(chan struct{}, 1),
+		s := &Source{o: defaultOptions(), keyCfgs: map[keyCfgID]*tls.Config{}, updated: make(chan struct{}, 1),
 			log: slog.New(slog.NewTextHandler(io.Discard, nil)), window: w}
 		s.o.logger = s.log
 		var instants []time.Time

@@ -11,20 +11,23 @@ package client
 // then previous keys newest first, then the node-local key of an exhaustion
 // episode while it still decrypts). It never returns a key at or past its
 // not_after, and never an empty list: while the schedule is exhausted the
-// node-local random key comes first.
+// node-local random key of the outage comes first (local keys of earlier
+// outages follow the published keys until their not_after).
 //
 // The list is computed from the window and the clock at the call, so it is
 // only right until the keys next change: call it again on every signal of
 // Updated, or from an Observer's Advance hook, which both fire at every
 // local activation and retirement and whenever a read changes the window.
 //
-// Tickets made this way use crypto/tls's own format (no key identifier), so
-// a server fed by TicketKeys and one wired with ConfigureServer share
-// tickets only if both produce the same ticket format.
+// Tickets made this way use crypto/tls's own format, without the key name
+// that a Source's own tickets start with (see "Ticket format" in the
+// package documentation). A server fed by TicketKeys and a server wired
+// with ConfigureServer on the same keyring therefore do not resume each
+// other's tickets; servers fed by TicketKeys resume each other's.
 //
-// WithDisableTicketsOnExhaustion has no effect on this list:
-// SetSessionTicketKeys cannot turn tickets off, so while exhausted the
-// local key encrypts. The returned slice is the caller's; it holds secret
+// SetSessionTicketKeys cannot turn tickets off: do not combine TicketKeys
+// with WithDisableTicketsOnExhaustion, under which it returns nil while
+// tickets are disabled. The returned slice is the caller's; it holds secret
 // key material: never log it, and clear it when done if it is kept.
 func (s *Source) TicketKeys() [][32]byte {
 	for {
@@ -48,8 +51,10 @@ func (s *Source) TicketKeys() [][32]byte {
 func (s *Source) ticketKeysLocked(ks *keyset) [][32]byte {
 	material := func(k *activeKey) ([32]byte, bool) {
 		if k.state == StateLocal {
-			if s.local != nil && s.local.cfg == k.cfg {
-				return s.local.seed, true
+			for _, lk := range s.locals {
+				if lk.cfg == k.cfg {
+					return lk.seed, true
+				}
 			}
 			return [32]byte{}, false
 		}
@@ -59,6 +64,9 @@ func (s *Source) ticketKeysLocked(ks *keyset) [][32]byte {
 			}
 		}
 		return [32]byte{}, false
+	}
+	if ks.current == nil {
+		return nil // tickets are disabled (WithDisableTicketsOnExhaustion)
 	}
 	out := make([][32]byte, 0, len(ks.decrypt)+1)
 	if m, ok := material(ks.current); ok {

@@ -134,7 +134,9 @@ func TestTicketKeysChangeSignals(t *testing.T) {
 
 // TestTicketKeysResumeAcrossServers: two crypto/tls servers that install
 // TicketKeys with SetSessionTicketKeys resume each other's tickets; one with
-// crypto/tls's own random keys does not (so the check can fail).
+// crypto/tls's own random keys does not (so the check can fail). Named
+// tickets of a server wired with ConfigureServer do not resume on them;
+// their unnamed tickets resume there only through the Source's legacy path.
 func TestTicketKeysResumeAcrossServers(t *testing.T) {
 	_, _, src, _ := newFakeSource(t, 10*time.Second)
 	cert := testcert.New(t, testcert.ECDSAP256)
@@ -146,6 +148,7 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 		return serveTLSListen(t, cfg)
 	}
 	a, b, own := serve(src.TicketKeys()), serve(src.TicketKeys()), serve(nil)
+	hooked := hookedServer(t, cert, src)
 	for _, v := range versions {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
 			c := newCache()
@@ -157,6 +160,17 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 			}
 			if get(t, cert, own, c, v) {
 				t.Fatal("a server with its own keys resumed a shared-key ticket")
+			}
+			h := newCache()
+			get(t, cert, hooked, h, v)
+			if get(t, cert, a, h, v) {
+				t.Fatal("a SetSessionTicketKeys server resumed a named ticket of a ConfigureServer server")
+			}
+			legacyBefore := src.Status().Tickets.Legacy
+			u := newCache()
+			get(t, cert, a, u, v)
+			if !get(t, cert, hooked, u, v) || src.Status().Tickets.Legacy != legacyBefore+1 {
+				t.Fatal("the ConfigureServer server did not resume an unnamed ticket through its legacy path")
 			}
 		})
 	}

@@ -37,6 +37,9 @@ type TicketEvent struct {
 	Hit bool
 	// State is the state of that key (empty on a miss).
 	State KeyState
+	// Legacy is true when the ticket was in the previous release's format
+	// (no key name; see WithLegacyTickets).
+	Legacy bool
 }
 
 // AdvanceEvent describes a change of the keys in use.
@@ -88,6 +91,10 @@ type Status struct {
 	Refreshes, RefreshErrors uint64
 	// Tickets counts ticket decryption outcomes since the Source started.
 	Tickets TicketCounts
+	// LegacyUntil is when tickets of the previous release's format (no key
+	// name) stop being accepted, unless one resumes before then; zero when
+	// they are not accepted (see WithLegacyTickets).
+	LegacyUntil time.Time
 }
 
 // TicketCounts counts ticket decryption outcomes by key state, and misses
@@ -96,4 +103,8 @@ type TicketCounts struct {
 	Current, Next, Previous, Local, Miss uint64
 	// Issued counts tickets the server encrypted.
 	Issued uint64
+	// Legacy counts the decrypted tickets (included above by state) that
+	// were in the previous release's format: while it grows, nodes of the
+	// previous release still issue tickets.
+	Legacy uint64
 }

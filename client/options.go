@@ -18,6 +18,7 @@ type options struct {
 	backoffMax        time.Duration
 	fetchTimeout      time.Duration
 	maxRefresh        time.Duration
+	legacyFor         time.Duration
 	clock             clock
 	jitter            func(max time.Duration) time.Duration
 	invalidOptionErrs []error
@@ -30,6 +31,7 @@ func defaultOptions() options {
 		backoffMax:   30 * time.Second,
 		fetchTimeout: 30 * time.Second,
 		maxRefresh:   time.Hour,
+		legacyFor:    maxKeyLifetime,
 		clock:        realClock{},
 		jitter:       randomJitter,
 	}
@@ -113,6 +115,31 @@ func WithMaxRefreshInterval(d time.Duration) Option {
 			return
 		}
 		o.maxRefresh = d
+	}
+}
+
+// WithLegacyTickets sets how long the Source keeps accepting session tickets
+// in the format of the previous release (v0.1.0: crypto/tls's ticket with no
+// key name in front), so that a rolling upgrade costs no resumption: those
+// tickets are tried against every published key of the window, as that
+// release did. The period runs from NewSource and starts again whenever such
+// a ticket decrypts, so it ends only after no node of the previous release
+// has issued a ticket that resumed here for d. If not given, d is 168h (the
+// longest key lifetime the engine allows, so every ticket such a node issued
+// has expired when it ends). 0 turns legacy tickets off.
+//
+// While legacy tickets are accepted, a forged ticket whose first 16 bytes
+// name no key in use costs one decryption attempt per published key (at most
+// five tickets per TLS 1.3 ClientHello); afterwards it costs a map lookup,
+// and a ticket naming a key always costs exactly one attempt.
+func WithLegacyTickets(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.invalidOptionErrs = append(o.invalidOptionErrs,
+				fmt.Errorf("ticketkeys: WithLegacyTickets: must be >= 0 (0 turns legacy tickets off), got %s", d))
+			return
+		}
+		o.legacyFor = d
 	}
 }
 

@@ -19,15 +19,29 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// Errors the constructor returns for problems that retrying cannot fix.
+// Errors of NewSource, Refresh and ConfigureServer. Errors that come from a
+// Vault response also wrap Vault's *api.ResponseError, so errors.As gives
+// its status code and messages.
 var (
 	// ErrKeyringNotFound: the mount or the keyring does not exist (HTTP 404).
+	// NewSource fails at once with it.
 	ErrKeyringNotFound = errors.New("ticketkeys: keyring not found")
 	// ErrPermissionDenied: the token may not read the keyring (HTTP 403).
+	// NewSource retries it until its context ends (see NewSource).
 	ErrPermissionDenied = errors.New("ticketkeys: permission denied")
-	// ErrClosed: the Source was closed.
+	// ErrClosed: the Source was closed; Refresh and ConfigureServer return it.
 	ErrClosed = errors.New("ticketkeys: source closed")
 )
+
+// vaultError is an error of a Vault response: a message of this package that
+// wraps the package's sentinel (if any) and Vault's *api.ResponseError.
+type vaultError struct {
+	msg  string
+	errs []error
+}
+
+func (e *vaultError) Error() string   { return e.msg }
+func (e *vaultError) Unwrap() []error { return e.errs }
 
 var keyringNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
@@ -46,20 +60,34 @@ type Source struct {
 
 	mu         sync.Mutex // guards the fields below
 	window     *Window
-	local      *localKey
-	keyCfgs    map[string]*tls.Config
+	locals     []*localKey // node-local keys of outages, oldest first; only the last may encrypt
+	keyCfgs    map[keyCfgID]*tls.Config
 	lastOK     time.Time
 	lastChange time.Time
 	lastErr    error
 	lastErrAt  time.Time
 	refreshes  uint64
 	refreshErr uint64
-	pending    []AdvanceEvent // emitted by emitAdvances outside mu
+	failures   int       // consecutive failed background reads
+	refreshAt  time.Time // when the next background read is due
+	pending    []notice  // logged and observed by emitNotices outside mu
+
+	readMu sync.Mutex    // serialises reads (background and Refresh)
+	kick   chan struct{} // Refresh moved refreshAt
 
 	hits    [4]atomic.Uint64 // by stateIndex
 	misses  atomic.Uint64
 	issued  atomic.Uint64
 	updated chan struct{}
+
+	// Tickets of the previous release's format (no key name): see
+	// WithLegacyTickets. legacyFrom is when the legacy period started or was
+	// last renewed by a legacy ticket that decrypted (Unix nanoseconds).
+	legacyFrom atomic.Int64
+	legacyHits atomic.Uint64
+	// inert names the undecryptable tickets issued while tickets are
+	// disabled; it is never a key's name.
+	inert keyName
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -67,8 +95,34 @@ type Source struct {
 	cancel    context.CancelFunc
 }
 
+// keyCfgID identifies a key's private config: its id and its material, so
+// that a window bringing a known id with other material gets a new config.
+type keyCfgID struct {
+	id       string
+	material [goKeySize]byte
+}
+
+// notice is a key change recorded under mu, logged and passed to the Advance
+// observer by emitNotices once mu is released: a log handler or observer
+// that calls Status (or takes a lock a handshake also takes) cannot deadlock.
+type notice struct {
+	level slog.Level
+	msg   string
+	attrs []slog.Attr
+	ev    AdvanceEvent
+}
+
+// encryptingLocal returns the local key that encrypts, or nil.
+func (s *Source) encryptingLocal() *localKey {
+	if n := len(s.locals); n > 0 && s.locals[n-1].encrypting {
+		return s.locals[n-1]
+	}
+	return nil
+}
+
 // localKey is the node-local random key of an exhaustion episode.
 type localKey struct {
+	name       keyName // random; never in a window
 	cfg        *tls.Config
 	seed       [32]byte // the key itself, for TicketKeys (keys.go)
 	created    time.Time
@@ -79,7 +133,8 @@ type localKey struct {
 // activeKey is one key in use at a given time.
 type activeKey struct {
 	state    KeyState
-	id       string // empty for the local key
+	id       string  // empty for the local key
+	name     keyName // in front of every ticket this key makes
 	cfg      *tls.Config
 	notAfter time.Time
 }
@@ -88,8 +143,9 @@ type activeKey struct {
 type keyset struct {
 	computedAt       time.Time
 	validUntil       time.Time
-	current          *activeKey   // encrypts (the local key while exhausted); never nil
-	decrypt          []*activeKey // current, next by activation, previous newest first, local
+	current          *activeKey             // encrypts (the local key while exhausted); nil only while tickets are disabled
+	decrypt          []*activeKey           // current, next by activation, previous newest first, local
+	byName           map[keyName]*activeKey // the decrypt keys by name
 	exhausted        bool
 	ticketsDisabled  bool
 	currentNotBefore time.Time
@@ -114,8 +170,16 @@ func stateIndex(s KeyState) int {
 // NewSource reads the keyring name at mount (for example "ticketkeys")
 // through c in the `go` format, and returns once it holds a first valid
 // window. It retries transient errors (network, 5xx, malformed windows) with
-// backoff until ctx ends; it fails at once with ErrKeyringNotFound or
-// ErrPermissionDenied (wrapped) when retrying cannot help.
+// backoff until ctx ends, and fails at once when retrying cannot help: a
+// missing mount or keyring (ErrKeyringNotFound) or a request Vault refuses
+// (HTTP 400, for example an engine without the go format).
+//
+// A 403 (ErrPermissionDenied) is retried too, until ctx ends: a Vault Agent
+// or Proxy sidecar often starts after the server and answers 403 until its
+// auto-auth has logged in, and a token set by KeepLogin may arrive late. A
+// token that truly lacks the policy therefore fails NewSource only when ctx
+// ends, with an error that wraps ErrPermissionDenied, Vault's response and
+// the context's error; give ctx a deadline (each retry is logged at Warn).
 //
 // Authentication is the caller's: c carries the token (set it directly, use
 // KeepLogin with an auth method, or point c at a local Vault Agent or Proxy,
@@ -146,28 +210,31 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		path:    mount + "/keys/" + name,
 		o:       o,
 		log:     o.logger.With(slog.String("component", "ticketkeys"), slog.String("keyring", mount+"/"+name)),
-		keyCfgs: map[string]*tls.Config{},
+		keyCfgs: map[keyCfgID]*tls.Config{},
 		updated: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		inert:   randomName(),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.legacyFrom.Store(o.clock.Now().UnixNano())
 
 	var lastErr error
 	noWindow := func() error {
-		return fmt.Errorf("ticketkeys: no valid window from %s before the context ended (%v); last error: %w", s.path, ctx.Err(), lastErr)
+		return fmt.Errorf("ticketkeys: no valid window from %s before the context ended (%w); last error: %w", s.path, ctx.Err(), lastErr)
 	}
 	for attempt := 1; ; attempt++ {
 		start := s.o.clock.Now()
 		w, err := s.fetch(ctx)
 		if err == nil {
 			now := s.o.clock.Now()
-			wait := s.refreshWait(w)
-			s.swap(w, now)
+			wait := s.refreshWait(w, now)
+			s.swap(w, now, wait)
 			s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Changed: true, NextRefresh: wait})
 			s.log.Info("first ticket-key window read", slog.Int("keys", len(w.Keys)), slog.Duration("next_refresh", wait))
 			loopCtx, cancel := context.WithCancel(context.Background())
 			s.cancel = cancel
-			go s.loop(loopCtx, now.Add(wait))
+			go s.loop(loopCtx)
 			return s, nil
 		}
 		if ctx.Err() != nil && lastErr != nil {
@@ -177,11 +244,15 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		}
 		lastErr = err
 		s.recordError(err, s.o.clock.Now())
-		if errors.Is(err, ErrKeyringNotFound) || errors.Is(err, ErrPermissionDenied) || isBadRequest(err) {
+		if errors.Is(err, ErrKeyringNotFound) || isBadRequest(err) {
 			return nil, err
 		}
 		wait := s.backoff(attempt)
-		s.log.Warn("first read of the ticket-key window failed; retrying", slog.Int("attempt", attempt), slog.Duration("retry_in", wait), slog.String("error", err.Error()))
+		msg := "first read of the ticket-key window failed; retrying"
+		if errors.Is(err, ErrPermissionDenied) {
+			msg = "first read of the ticket-key window refused (HTTP 403); retrying until the start-up deadline, in case a Vault Agent or login is not ready yet"
+		}
+		s.log.Warn(msg, slog.Int("attempt", attempt), slog.Duration("retry_in", wait), slog.String("error", err.Error()))
 		ch, stop := s.o.clock.After(wait)
 		select {
 		case <-ctx.Done():
@@ -205,13 +276,15 @@ func (s *Source) fetch(ctx context.Context) (*Window, error) {
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) {
+			detail := strings.Join(re.Errors, "; ")
 			switch re.StatusCode {
 			case http.StatusForbidden:
-				return nil, fmt.Errorf("%w: reading %s: the token may not read it (HTTP 403)", ErrPermissionDenied, s.path)
+				return nil, &vaultError{fmt.Sprintf("%v: reading %s: the token may not read it (HTTP 403: %s)", ErrPermissionDenied, s.path, detail),
+					[]error{ErrPermissionDenied, re}}
 			case http.StatusNotFound:
-				return nil, fmt.Errorf("%w: %s (HTTP 404)", ErrKeyringNotFound, s.path)
+				return nil, &vaultError{fmt.Sprintf("%v: %s (HTTP 404)", ErrKeyringNotFound, s.path), []error{ErrKeyringNotFound, re}}
 			}
-			return nil, fmt.Errorf("ticketkeys: reading %s: HTTP %d: %s", s.path, re.StatusCode, strings.Join(re.Errors, "; "))
+			return nil, &vaultError{fmt.Sprintf("ticketkeys: reading %s: HTTP %d: %s", s.path, re.StatusCode, detail), []error{re}}
 		}
 		return nil, fmt.Errorf("ticketkeys: reading %s: %w", s.path, err)
 	}
@@ -233,12 +306,29 @@ func (s *Source) fetch(ctx context.Context) (*Window, error) {
 	return w, nil
 }
 
-// refreshWait is the wait after a good read: the window's ttl plus a small
-// positive jitter (the window only changes after ttl), capped.
-func (s *Source) refreshWait(w *Window) time.Duration {
-	j := w.TTL / 20
-	j = min(max(j, 100*time.Millisecond), 5*time.Second)
-	return min(w.TTL+s.o.jitter(j), s.o.maxRefresh)
+// refreshWait is the wait after a good read at now. The window only changes
+// after its ttl, so the Source reads at the ttl plus a small positive jitter;
+// but also, whatever the ttl, ahead of the end of the schedule it holds (the
+// last published key's encrypt_until), by half the publish_ahead before it
+// (the next key is readable from publish_ahead before that instant), minus a
+// jitter. The wait is capped by WithMaxRefreshInterval, minus a jitter, so a
+// fleet started together does not read in lockstep.
+func (s *Source) refreshWait(w *Window, now time.Time) time.Duration {
+	jit := func(d time.Duration) time.Duration {
+		return s.o.jitter(min(max(d/20, 100*time.Millisecond), 5*time.Second))
+	}
+	wait := w.TTL + jit(w.TTL)
+	if len(w.Keys) > 0 {
+		end := w.encryptEnd(len(w.Keys) - 1)
+		ahead := end.Add(-w.PublishAhead / 2).Sub(now)
+		if ahead >= time.Second && ahead < wait {
+			wait = max(ahead-jit(ahead), time.Second)
+		}
+	}
+	if wait > s.o.maxRefresh {
+		wait = s.o.maxRefresh - jit(s.o.maxRefresh)
+	}
+	return max(wait, 0)
 }
 
 // backoff is the wait after the attempt-th consecutive failure: capped
@@ -259,56 +349,112 @@ func randomJitter(max time.Duration) time.Duration {
 	return time.Duration(mrand.Int64N(int64(max) + 1))
 }
 
-// loop refreshes at the window's ttl (or backs off on errors) and advances
-// the keys in use at every activation and retirement time, until Close.
-func (s *Source) loop(ctx context.Context, refreshAt time.Time) {
+// loop reads the keyring when the next refresh is due (see refreshWait; or
+// backs off on errors) and advances the keys in use at every activation and
+// retirement time, until Close. Refresh moves the next refresh and kicks the
+// loop.
+func (s *Source) loop(ctx context.Context) {
 	defer close(s.done)
-	failures := 0
 	for {
 		now := s.o.clock.Now()
 		ks := s.keysetAt(now)
-		wait := max(min(ks.validUntil.Sub(now), refreshAt.Sub(now)), 0)
+		wait := max(min(ks.validUntil.Sub(now), s.nextRefresh().Sub(now)), 0)
 		ch, stop := s.o.clock.After(wait)
 		select {
 		case <-s.closing:
 			stop()
 			return
+		case <-s.kick:
+			stop()
+			continue
 		case <-ch:
 		}
-		now = s.o.clock.Now()
-		if !now.Before(refreshAt) {
-			start := now
-			w, err := s.fetch(ctx)
-			now = s.o.clock.Now()
-			if ctx.Err() != nil {
+		if !s.o.clock.Now().Before(s.nextRefresh()) {
+			if err := s.read(ctx, false); err != nil && ctx.Err() != nil {
 				return
-			}
-			if err != nil {
-				failures++
-				s.recordError(err, now)
-				wait := s.backoff(failures)
-				refreshAt = now.Add(wait)
-				s.log.Error("ticket-key window refresh failed; keeping the last good window",
-					slog.Int("consecutive_failures", failures), slog.Duration("retry_in", wait), slog.String("error", err.Error()))
-				s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Err: err, NextRefresh: wait})
-			} else {
-				if failures > 0 {
-					s.log.Info("ticket-key window refresh recovered", slog.Int("failed_attempts", failures))
-				}
-				failures = 0
-				wait := s.refreshWait(w)
-				refreshAt = now.Add(wait)
-				changed := s.swap(w, now)
-				if changed {
-					s.log.Info("ticket-key window changed", slog.Int("keys", len(w.Keys)), slog.Duration("next_refresh", wait))
-				} else {
-					s.log.Debug("ticket-key window unchanged", slog.Duration("next_refresh", wait))
-				}
-				s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Changed: changed, NextRefresh: wait})
 			}
 		}
 		s.keysetAt(s.o.clock.Now())
 	}
+}
+
+func (s *Source) nextRefresh() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshAt
+}
+
+// Refresh reads the keyring now, as the background loop would, and returns
+// once the window read is in use (or the read failed: the last good window
+// stays in use and the error is returned, wrapping Vault's response if
+// any). The next background read is then due after the new window's ttl.
+// Use it after an emergency rotation (rotate mode=now purge_previous=true) to
+// drop a purged key without waiting for the ttl. It returns ErrClosed after
+// Close.
+func (s *Source) Refresh(ctx context.Context) error {
+	select {
+	case <-s.closing:
+		return fmt.Errorf("%w: Refresh: create a new Source", ErrClosed)
+	default:
+	}
+	if err := s.read(ctx, true); err != nil {
+		return err
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// read fetches, validates and swaps in one window, serialised with other
+// reads so that an older answer never replaces a newer one. A failed
+// background read backs off; a failed Refresh leaves the schedule alone.
+func (s *Source) read(ctx context.Context, manual bool) error {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	start := s.o.clock.Now()
+	w, err := s.fetch(ctx)
+	now := s.o.clock.Now()
+	if err != nil {
+		if !manual && ctx.Err() != nil {
+			return err // closing
+		}
+		s.mu.Lock()
+		s.lastErr, s.lastErrAt = err, now
+		s.refreshErr++
+		wait := time.Duration(0)
+		if !manual {
+			s.failures++
+			wait = s.backoff(s.failures)
+			s.refreshAt = now.Add(wait)
+		}
+		failures := s.failures
+		s.mu.Unlock()
+		if manual {
+			s.log.Warn("ticket-key window refresh (Refresh) failed; keeping the last good window", slog.String("error", err.Error()))
+		} else {
+			s.log.Error("ticket-key window refresh failed; keeping the last good window",
+				slog.Int("consecutive_failures", failures), slog.Duration("retry_in", wait), slog.String("error", err.Error()))
+		}
+		s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Err: err, NextRefresh: s.nextRefresh().Sub(now)})
+		return err
+	}
+	s.mu.Lock()
+	failures := s.failures
+	s.mu.Unlock()
+	if failures > 0 {
+		s.log.Info("ticket-key window refresh recovered", slog.Int("failed_attempts", failures))
+	}
+	wait := s.refreshWait(w, now)
+	changed := s.swap(w, now, wait)
+	if changed {
+		s.log.Info("ticket-key window changed", slog.Int("keys", len(w.Keys)), slog.Duration("next_refresh", wait))
+	} else {
+		s.log.Debug("ticket-key window unchanged", slog.Duration("next_refresh", wait))
+	}
+	s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Changed: changed, NextRefresh: wait})
+	return nil
 }
 
 func (s *Source) recordError(err error, now time.Time) {
@@ -326,12 +472,14 @@ func (s *Source) notifyRefresh(ev RefreshEvent) {
 }
 
 // swap installs w if it differs from the held window and reports whether it
-// did. The status is updated either way.
-func (s *Source) swap(w *Window, now time.Time) bool {
+// did. The status and the next refresh (now+wait) are updated either way.
+func (s *Source) swap(w *Window, now time.Time, wait time.Duration) bool {
 	s.mu.Lock()
 	s.lastOK = now
 	s.lastErr = nil
 	s.refreshes++
+	s.failures = 0
+	s.refreshAt = now.Add(wait)
 	if s.window.sameKeys(w) {
 		s.window.TTL = w.TTL
 		s.mu.Unlock()
@@ -340,9 +488,9 @@ func (s *Source) swap(w *Window, now time.Time) bool {
 	s.window = w
 	s.lastChange = now
 	// Drop private configs of keys that left the window.
-	live := make(map[string]bool, len(w.Keys))
+	live := make(map[keyCfgID]bool, len(w.Keys))
 	for _, k := range w.Keys {
-		live[k.ID] = true
+		live[keyCfgID{k.ID, k.material}] = true
 	}
 	for id := range s.keyCfgs {
 		if !live[id] {
@@ -351,22 +499,24 @@ func (s *Source) swap(w *Window, now time.Time) bool {
 	}
 	s.recomputeLocked(now, "refresh")
 	s.mu.Unlock()
-	s.emitAdvances()
+	s.emitNotices()
 	return true
 }
 
-// emitAdvances calls the Advance observer for changes recorded under mu, so
-// that an observer may call Status without deadlocking.
-func (s *Source) emitAdvances() {
-	if s.o.observer.Advance == nil {
-		return
-	}
+// emitNotices logs and reports the key changes recorded under mu, once mu
+// is released.
+func (s *Source) emitNotices() {
 	s.mu.Lock()
-	evs := s.pending
+	ns := s.pending
 	s.pending = nil
 	s.mu.Unlock()
-	for _, ev := range evs {
-		s.o.observer.Advance(ev)
+	for _, n := range ns {
+		if n.msg != "" {
+			s.log.LogAttrs(context.Background(), n.level, n.msg, n.attrs...)
+		}
+		if s.o.observer.Advance != nil {
+			s.o.observer.Advance(n.ev)
+		}
 	}
 }
 
@@ -374,30 +524,36 @@ func (s *Source) emitAdvances() {
 // activation, end of encryption or not_after has passed since the last
 // computation. This check on every handshake is what guarantees that no key
 // is used past its not_after even if the timer goroutine runs late.
+//
+// The key set never moves backwards: a handshake whose clock reading is
+// earlier than the instant of the set already in use (it read the clock
+// before another handshake that got here first) uses that newer set, so no
+// key change is undone and redone, and an exhaustion episode keeps its one
+// local key.
 func (s *Source) keysetAt(now time.Time) *keyset {
-	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) && !now.Before(ks.computedAt) {
+	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) {
 		return ks
 	}
 	s.mu.Lock()
-	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) && !now.Before(ks.computedAt) {
+	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) {
 		s.mu.Unlock()
 		return ks
 	}
 	ks := s.recomputeLocked(now, "schedule")
 	s.mu.Unlock()
-	s.emitAdvances()
+	s.emitNotices()
 	return ks
 }
 
 // keyConfigLocked returns the private tls.Config holding only k, which is
 // used for its EncryptTicket/DecryptTicket.
 func (s *Source) keyConfigLocked(k *Key) *tls.Config {
-	if c, ok := s.keyCfgs[k.ID]; ok {
+	id := keyCfgID{k.ID, k.material}
+	if c, ok := s.keyCfgs[id]; ok {
 		return c
 	}
-	c := &tls.Config{}
-	c.SetSessionTicketKeys([][32]byte{k.material})
-	s.keyCfgs[k.ID] = c
+	c := keyConfig(k.material)
+	s.keyCfgs[id] = c
 	return c
 }
 
@@ -407,6 +563,9 @@ func (s *Source) keyConfigLocked(k *Key) *tls.Config {
 func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	w := s.window
 	prev := s.ks.Load()
+	if prev != nil && now.Before(prev.computedAt) {
+		now = prev.computedAt // never backwards (see keysetAt)
+	}
 	ks := &keyset{computedAt: now, validUntil: now.Add(24 * time.Hour), counts: map[KeyState]int{}}
 	soonest := func(t time.Time) {
 		if t.After(now) && t.Before(ks.validUntil) {
@@ -440,7 +599,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 
 	if cur >= 0 {
 		k := &w.Keys[cur]
-		ks.current = &activeKey{state: StateCurrent, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter}
+		ks.current = &activeKey{state: StateCurrent, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter}
 		ks.decrypt = append(ks.decrypt, ks.current)
 		ks.currentNotBefore = k.NotBefore
 		ks.encryptUntil = w.encryptEnd(cur)
@@ -449,7 +608,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	for i := range w.Keys {
 		k := &w.Keys[i]
 		if i != cur && k.NotBefore.After(now) && now.Before(k.NotAfter) {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StateNext, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
+			ks.decrypt = append(ks.decrypt, &activeKey{state: StateNext, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 			if ks.nextActivation.IsZero() {
 				ks.nextActivation = k.NotBefore
 			}
@@ -458,81 +617,99 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	for i := len(w.Keys) - 1; i >= 0; i-- {
 		k := &w.Keys[i]
 		if i != cur && !k.NotBefore.After(now) && now.Before(k.NotAfter) {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StatePrevious, id: k.ID, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
+			ks.decrypt = append(ks.decrypt, &activeKey{state: StatePrevious, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 		}
 	}
 
 	// Exhaustion: no published key may encrypt.
 	ks.exhausted = cur < 0
-	if ks.exhausted {
-		if s.local == nil || !s.local.encrypting {
+	switch {
+	case ks.exhausted && s.o.disableTickets:
+		// No key encrypts or decrypts: see WithDisableTicketsOnExhaustion.
+		ks.ticketsDisabled = true
+	case ks.exhausted:
+		// One local key per outage: it is made once and encrypts until the
+		// outage ends (or, past 168h, is replaced by a fresh one).
+		if lk := s.encryptingLocal(); lk == nil || !now.Before(lk.created.Add(maxKeyLifetime)) {
+			if lk != nil {
+				lk.encrypting, lk.notAfter = false, now
+			}
 			var seed [32]byte
 			if _, err := rand.Read(seed[:]); err != nil {
 				panic("ticketkeys: crypto/rand failed: " + err.Error())
 			}
-			c := &tls.Config{}
-			c.SetSessionTicketKeys([][32]byte{seed})
-			s.local = &localKey{cfg: c, seed: seed, created: now, encrypting: true}
+			c := keyConfig(seed)
+			s.locals = append(s.locals, &localKey{name: randomName(), cfg: c, seed: seed, created: now, encrypting: true})
 			clear(seed[:])
 		}
-		lk := &activeKey{state: StateLocal, cfg: s.local.cfg, notAfter: s.local.created.Add(maxKeyLifetime)}
-		soonest(lk.notAfter)
-		if s.o.disableTickets {
-			ks.ticketsDisabled = true
-			// WrapSession only runs if a caller's config bypassed the hook's
-			// GetConfigForClient; its tickets are then never accepted.
-			ks.current = lk
-		} else {
-			ks.current = lk
-			ks.decrypt = append(ks.decrypt, lk)
-		}
-	} else if s.local != nil {
-		if s.local.encrypting {
-			s.local.encrypting = false
-			s.local.notAfter = now.Add(w.Retain)
-			if lim := s.local.created.Add(maxKeyLifetime); s.local.notAfter.After(lim) {
-				s.local.notAfter = lim
+	default:
+		// An outage ended: its local key decrypts for the keyring's retain.
+		if lk := s.encryptingLocal(); lk != nil {
+			lk.encrypting = false
+			lk.notAfter = now.Add(w.Retain)
+			if lim := lk.created.Add(maxKeyLifetime); lk.notAfter.After(lim) {
+				lk.notAfter = lim
 			}
 		}
-		if now.Before(s.local.notAfter) && !s.o.disableTickets {
-			ks.decrypt = append(ks.decrypt, &activeKey{state: StateLocal, cfg: s.local.cfg, notAfter: s.local.notAfter})
-			soonest(s.local.notAfter)
-		} else if !now.Before(s.local.notAfter) {
-			s.local = nil
+	}
+	// Local keys, newest first: the encrypting one, then those of earlier
+	// outages until their not_after (a new outage never drops them).
+	live := s.locals[:0]
+	for _, lk := range s.locals {
+		if lk.encrypting || now.Before(lk.notAfter) {
+			live = append(live, lk)
 		}
 	}
+	clear(s.locals[len(live):])
+	s.locals = live
+	for i := len(s.locals) - 1; i >= 0; i-- {
+		lk := s.locals[i]
+		ak := &activeKey{state: StateLocal, name: lk.name, cfg: lk.cfg, notAfter: lk.notAfter}
+		if lk.encrypting {
+			ak.notAfter = lk.created.Add(maxKeyLifetime)
+			ks.current = ak
+		}
+		ks.decrypt = append(ks.decrypt, ak)
+		soonest(ak.notAfter)
+	}
+	ks.byName = make(map[keyName]*activeKey, len(ks.decrypt))
 	for _, k := range ks.decrypt {
 		ks.counts[k.state]++
+		ks.byName[k.name] = k
 	}
 	s.ks.Store(ks)
 
-	// Report transitions (states and counts only).
+	// Report transitions (states and counts only), once mu is released.
 	if prev == nil || prev.exhausted != ks.exhausted || curID(prev) != curID(ks) || !sameDecrypt(prev, ks) {
+		n := notice{level: slog.LevelDebug}
 		switch {
 		case ks.exhausted && (prev == nil || !prev.exhausted):
 			reason = "exhausted"
+			n.level = slog.LevelError
 			if s.o.disableTickets {
-				s.log.Error("ticket-key schedule exhausted: no published key may encrypt and Vault could not be read; session tickets are disabled until it can")
+				n.msg = "ticket-key schedule exhausted: no published key may encrypt and Vault could not be read; session tickets are disabled until it can"
 			} else {
-				s.log.Error("ticket-key schedule exhausted: no published key may encrypt and Vault could not be read; using a node-local random key (resumption stays on this node)")
+				n.msg = "ticket-key schedule exhausted: no published key may encrypt and Vault could not be read; using a node-local random key (resumption stays on this node)"
 			}
 		case !ks.exhausted && prev != nil && prev.exhausted:
 			reason = "recovered"
-			s.log.Info("ticket-key schedule recovered: published keys encrypt again")
+			n.level, n.msg = slog.LevelInfo, "ticket-key schedule recovered: published keys encrypt again"
 		case reason == "schedule":
-			s.log.Info("ticket keys advanced on schedule", slog.Int("current", ks.counts[StateCurrent]),
-				slog.Int("next", ks.counts[StateNext]), slog.Int("previous", ks.counts[StatePrevious]), slog.Int("local", ks.counts[StateLocal]))
+			n.level, n.msg = slog.LevelInfo, "ticket keys advanced on schedule"
+			n.attrs = []slog.Attr{slog.Int("current", ks.counts[StateCurrent]), slog.Int("next", ks.counts[StateNext]),
+				slog.Int("previous", ks.counts[StatePrevious]), slog.Int("local", ks.counts[StateLocal])}
 		}
 		select {
 		case s.updated <- struct{}{}:
 		default:
 		}
-		if s.o.observer.Advance != nil {
-			counts := make(map[KeyState]int, len(ks.counts))
-			for k, v := range ks.counts {
-				counts[k] = v
-			}
-			s.pending = append(s.pending, AdvanceEvent{Time: now, Reason: reason, Exhausted: ks.exhausted, Keys: counts})
+		counts := make(map[KeyState]int, len(ks.counts))
+		for k, v := range ks.counts {
+			counts[k] = v
+		}
+		n.ev = AdvanceEvent{Time: now, Reason: reason, Exhausted: ks.exhausted, Keys: counts}
+		if n.msg != "" || s.o.observer.Advance != nil {
+			s.pending = append(s.pending, n)
 		}
 	}
 	return ks
@@ -599,6 +776,10 @@ func (s *Source) Status() Status {
 		Local:    s.hits[3].Load(),
 		Miss:     s.misses.Load(),
 		Issued:   s.issued.Load(),
+		Legacy:   s.legacyHits.Load(),
+	}
+	if s.acceptsLegacy(now) {
+		st.LegacyUntil = s.legacyUntil()
 	}
 	return st
 }

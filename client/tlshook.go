@@ -3,11 +3,13 @@ package client
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"time"
 )
 
 // ConfigureServer wires the Source into a server tls.Config by setting its
-// WrapSession and UnwrapSession (and wrapping its GetConfigForClient). The
-// caller keeps every other setting.
+// WrapSession and UnwrapSession (and wrapping its GetConfigForClient, if
+// any). The caller keeps every other setting.
 //
 // Function fields survive tls.Config.Clone, so this keeps working when
 // http.Server.ServeTLS, ListenAndServeTLS or tls.Listen clone cfg before
@@ -19,16 +21,24 @@ import (
 //
 // If cfg has a GetConfigForClient, it is wrapped: a Config it returns without
 // WrapSession and UnwrapSession of its own is cloned and given the Source's,
-// so tickets stay on the shared keys. While tickets are disabled (exhausted
-// with WithDisableTicketsOnExhaustion), the handshake's config is a clone
-// with SessionTicketsDisabled; when cfg has no GetConfigForClient that clone
-// is taken from cfg itself, so settings a server adds only to its own clone
-// (http.Server adds "h2" to NextProtos) are missing from those handshakes:
-// set NextProtos on cfg to keep HTTP/2 then.
+// so tickets stay on the shared keys.
 //
-// It returns an error, and changes nothing, when cfg is nil, already has
-// WrapSession or UnwrapSession, or has SessionTicketsDisabled set.
+// While tickets are disabled (exhausted with WithDisableTicketsOnExhaustion)
+// the Source never replaces the config crypto/tls serves (which may hold a
+// certificate or ALPN protocols only ServeTLS's own clone has): WrapSession
+// then returns a short ticket that names no key and that UnwrapSession never
+// accepts, and UnwrapSession accepts no ticket, so every handshake is a full
+// one and none fails.
+//
+// It returns an error, and changes nothing, when the Source is closed
+// (ErrClosed), or cfg is nil, already has WrapSession or UnwrapSession, or has
+// SessionTicketsDisabled set.
 func (s *Source) ConfigureServer(cfg *tls.Config) error {
+	select {
+	case <-s.closing:
+		return fmt.Errorf("%w: ConfigureServer: create a new Source", ErrClosed)
+	default:
+	}
 	switch {
 	case cfg == nil:
 		return errors.New("ticketkeys: ConfigureServer: cfg: required, got nil")
@@ -39,77 +49,115 @@ func (s *Source) ConfigureServer(cfg *tls.Config) error {
 	case cfg.SessionTicketsDisabled:
 		return errors.New("ticketkeys: ConfigureServer: cfg.SessionTicketsDisabled: must be false to use shared ticket keys, got true")
 	}
-	inner := cfg.GetConfigForClient
 	cfg.WrapSession = s.wrapSession
 	cfg.UnwrapSession = s.unwrapSession
-	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		var c *tls.Config
-		if inner != nil {
-			var err error
-			if c, err = inner(hello); err != nil {
-				return nil, err
+	if inner := cfg.GetConfigForClient; inner != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := inner(hello)
+			if err != nil || c == nil {
+				return c, err
 			}
-		}
-		disabled := s.keysetAt(s.o.clock.Now()).ticketsDisabled
-		if c == nil {
-			if !disabled {
-				return nil, nil
+			if c.WrapSession == nil && c.UnwrapSession == nil && !c.SessionTicketsDisabled {
+				c = c.Clone()
+				c.WrapSession = s.wrapSession
+				c.UnwrapSession = s.unwrapSession
 			}
-			c = cfg.Clone()
-			c.GetConfigForClient = nil
-			c.SessionTicketsDisabled = true
 			return c, nil
 		}
-		cloned := false
-		if c.WrapSession == nil && c.UnwrapSession == nil && !c.SessionTicketsDisabled {
-			c = c.Clone()
-			cloned = true
-			c.WrapSession = s.wrapSession
-			c.UnwrapSession = s.unwrapSession
-		}
-		if disabled && !c.SessionTicketsDisabled {
-			if !cloned {
-				c = c.Clone()
-			}
-			c.SessionTicketsDisabled = true
-		}
-		return c, nil
 	}
 	return nil
 }
 
-// wrapSession encrypts a session with the current key (crypto/tls's own
-// ticket format, via the key's private Config.EncryptTicket).
+// inertTicketSize is the length of the tickets issued while tickets are
+// disabled: the Source's inert name and zero bytes, as long as the shortest
+// real ticket body, so that clients store it like any other.
+const inertTicketSize = TicketKeyNameSize + 16 + 32
+
+// wrapSession encrypts a session with the current key: the key's name, then
+// crypto/tls's own ticket under that key (see SealTicket).
 func (s *Source) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	ks := s.keysetAt(s.o.clock.Now())
+	if ks.ticketsDisabled {
+		// An error here would fail the handshake; an inert ticket costs the
+		// client one full handshake when it offers it.
+		t := make([]byte, inertTicketSize)
+		copy(t, s.inert[:])
+		return t, nil
+	}
 	s.issued.Add(1)
-	return ks.current.cfg.EncryptTicket(cs, ss)
+	return sealTicket(ks.current.name, ks.current.cfg, ss)
 }
 
-// unwrapSession tries the keys in use (current, next, previous, local) and
-// reports which state decrypted the ticket, or a miss. A ticket no key
+// unwrapSession decrypts a ticket with exactly the key its name designates
+// and reports which state that key is in, or a miss. A ticket that names no
+// key in use is tried, in the previous release's format (no name), against
+// the published keys while legacy tickets are accepted (WithLegacyTickets),
+// and otherwise dropped at the cost of a map lookup. A ticket no key
 // decrypts is ignored (full handshake), never an error.
 func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	if len(identity) == 0 {
 		return nil, nil
 	}
-	ks := s.keysetAt(s.o.clock.Now())
+	now := s.o.clock.Now()
+	ks := s.keysetAt(now)
 	if !ks.ticketsDisabled {
-		for _, k := range ks.decrypt {
-			ss, err := k.cfg.DecryptTicket(identity, cs)
-			if err != nil || ss == nil {
-				continue
+		if len(identity) > TicketKeyNameSize {
+			name := keyName(identity[:TicketKeyNameSize])
+			if k := ks.byName[name]; k != nil {
+				if ss, err := k.cfg.DecryptTicket(identity[TicketKeyNameSize:], cs); err == nil && ss != nil {
+					return s.hit(k.state, false, ss), nil
+				}
+				return s.miss(), nil
 			}
-			s.hits[stateIndex(k.state)].Add(1)
-			if s.o.observer.Ticket != nil {
-				s.o.observer.Ticket(TicketEvent{Hit: true, State: k.state})
+			if name == s.inert {
+				return s.miss(), nil // issued while tickets were disabled
 			}
-			return ss, nil
+		}
+		if s.acceptsLegacy(now) {
+			for _, k := range ks.decrypt {
+				if k.state == StateLocal {
+					continue // the local key never made a ticket without a name
+				}
+				if ss, err := k.cfg.DecryptTicket(identity, cs); err == nil && ss != nil {
+					s.legacyFrom.Store(now.UnixNano())
+					return s.hit(k.state, true, ss), nil
+				}
+			}
 		}
 	}
+	return s.miss(), nil
+}
+
+// acceptsLegacy reports whether tickets of the previous release's format
+// are still tried at now.
+func (s *Source) acceptsLegacy(now time.Time) bool {
+	return s.o.legacyFor > 0 && now.Before(s.legacyUntil())
+}
+
+// legacyUntil is when legacy tickets stop being accepted unless one
+// decrypts before then.
+func (s *Source) legacyUntil() time.Time {
+	if s.o.legacyFor <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.legacyFrom.Load()).Add(s.o.legacyFor)
+}
+
+func (s *Source) hit(state KeyState, legacy bool, ss *tls.SessionState) *tls.SessionState {
+	s.hits[stateIndex(state)].Add(1)
+	if legacy {
+		s.legacyHits.Add(1)
+	}
+	if s.o.observer.Ticket != nil {
+		s.o.observer.Ticket(TicketEvent{Hit: true, State: state, Legacy: legacy})
+	}
+	return ss
+}
+
+func (s *Source) miss() *tls.SessionState {
 	s.misses.Add(1)
 	if s.o.observer.Ticket != nil {
 		s.o.observer.Ticket(TicketEvent{})
 	}
-	return nil, nil
+	return nil
 }

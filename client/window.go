@@ -56,10 +56,16 @@ type Key struct {
 	State KeyState
 	// NotBefore is when the key starts encrypting.
 	NotBefore time.Time
+	// EncryptUntil is when the key stops encrypting, as the engine stored it
+	// (encrypt_until; the next key's NotBefore). Zero when the engine did not
+	// publish it (v0.1.0): the Source then computes it from the next key's
+	// NotBefore or, for the last key, one RotationPeriod after NotBefore.
+	EncryptUntil time.Time
 	// NotAfter is when the key stops decrypting; it is never used at or
 	// after this instant.
 	NotAfter time.Time
 
+	name     keyName // the raw bytes of ID, in front of every ticket
 	material [goKeySize]byte
 }
 
@@ -95,11 +101,12 @@ type wireWindow struct {
 }
 
 type wireKey struct {
-	ID        *string `json:"id"`
-	State     *string `json:"state"`
-	NotBefore *string `json:"not_before"`
-	NotAfter  *string `json:"not_after"`
-	TicketKey *string `json:"ticket_key"`
+	ID           *string `json:"id"`
+	State        *string `json:"state"`
+	NotBefore    *string `json:"not_before"`
+	EncryptUntil *string `json:"encrypt_until"` // optional: absent from engines before v0.2.0
+	NotAfter     *string `json:"not_after"`
+	TicketKey    *string `json:"ticket_key"`
 }
 
 // decodeWindow decodes and fully validates the JSON response data of a `go`
@@ -179,7 +186,7 @@ func (w *wireWindow) validate() (*Window, error) {
 		return nil, fmt.Errorf("window: keys: must hold at most %d keys, got %d", maxWindowKeys, len(w.Keys))
 	}
 
-	ids := make(map[string]int, len(w.Keys))
+	ids := make(map[keyName]int, len(w.Keys))
 	materials := make(map[[goKeySize]byte]int, len(w.Keys))
 	activations := make(map[int64]int, len(w.Keys))
 	current := -1
@@ -189,10 +196,10 @@ func (w *wireWindow) validate() (*Window, error) {
 		if err != nil {
 			return nil, err
 		}
-		if j, dup := ids[k.ID]; dup {
+		if j, dup := ids[k.name]; dup {
 			return nil, fmt.Errorf("window: keys[%d].id: must be unique, same as keys[%d].id", i, j)
 		}
-		ids[k.ID] = i
+		ids[k.name] = i
 		if j, dup := materials[k.material]; dup {
 			return nil, fmt.Errorf("window: keys[%d].ticket_key: must be unique, same as keys[%d].ticket_key", i, j)
 		}
@@ -240,7 +247,7 @@ func (wk *wireKey) validate(i int) (Key, error) {
 	if len(*wk.ID) != idHexLen {
 		return k, fmt.Errorf("window: keys[%d].id: must be %d hex characters, got %d characters", i, idHexLen, len(*wk.ID))
 	}
-	if _, err := hex.DecodeString(*wk.ID); err != nil {
+	if _, err := hex.Decode(k.name[:], []byte(*wk.ID)); err != nil {
 		return k, fmt.Errorf("window: keys[%d].id: must be %d hex characters, got a non-hex character", i, idHexLen)
 	}
 	k.ID = *wk.ID
@@ -268,6 +275,15 @@ func (wk *wireKey) validate(i int) (Key, error) {
 	}
 	if life := k.NotAfter.Sub(k.NotBefore); life > maxKeyLifetime {
 		return k, fmt.Errorf("window: keys[%d].not_after: must be at most %s after not_before, got %s", i, maxKeyLifetime, life)
+	}
+	if wk.EncryptUntil != nil {
+		if k.EncryptUntil, err = rfc3339(i, "encrypt_until", wk.EncryptUntil); err != nil {
+			return k, err
+		}
+		if k.EncryptUntil.Before(k.NotBefore) {
+			return k, fmt.Errorf("window: keys[%d].encrypt_until: must not be before not_before (%s), got %s",
+				i, k.NotBefore.Format(time.RFC3339), k.EncryptUntil.Format(time.RFC3339))
+		}
 	}
 
 	if wk.TicketKey == nil {
@@ -310,27 +326,32 @@ func (w *Window) sameKeys(o *Window) bool {
 	}
 	for i := range w.Keys {
 		a, b := &w.Keys[i], &o.Keys[i]
-		if a.ID != b.ID || !a.NotBefore.Equal(b.NotBefore) || !a.NotAfter.Equal(b.NotAfter) || a.material != b.material {
+		if a.ID != b.ID || !a.NotBefore.Equal(b.NotBefore) || !a.EncryptUntil.Equal(b.EncryptUntil) || !a.NotAfter.Equal(b.NotAfter) || a.material != b.material {
 			return false
 		}
 	}
 	return true
 }
 
-// encryptEnd is when keys[i] stops encrypting: when the next key in the
-// schedule activates, or, for the last published key, one rotation period
-// after its own activation (capped at its not_after).
+// encryptEnd is when keys[i] stops encrypting: its encrypt_until as the
+// engine stored it when published; otherwise (an engine before v0.2.0) when
+// the next key in the schedule activates or, for the last published key,
+// one rotation period after its own activation (the current rotation_period,
+// which may differ from the one the key was made with). Never after its
+// not_after.
 func (w *Window) encryptEnd(i int) time.Time {
-	if i+1 < len(w.Keys) {
-		end := w.Keys[i+1].NotBefore
-		if end.After(w.Keys[i].NotAfter) {
-			end = w.Keys[i].NotAfter
-		}
-		return end
+	k := &w.Keys[i]
+	var end time.Time
+	switch {
+	case !k.EncryptUntil.IsZero():
+		end = k.EncryptUntil
+	case i+1 < len(w.Keys):
+		end = w.Keys[i+1].NotBefore
+	default:
+		end = k.NotBefore.Add(w.RotationPeriod)
 	}
-	end := w.Keys[i].NotBefore.Add(w.RotationPeriod)
-	if end.After(w.Keys[i].NotAfter) {
-		end = w.Keys[i].NotAfter
+	if end.After(k.NotAfter) {
+		end = k.NotAfter
 	}
 	return end
 }

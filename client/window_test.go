@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // readCorpus returns the data of one committed fuzz seed.
@@ -31,26 +32,28 @@ func readCorpus(t *testing.T, name string) []byte {
 // rule. This also keeps the fuzz corpus meaningful (valid seeds exist).
 func TestDecodeWindowCorpus(t *testing.T) {
 	cases := map[string]string{
-		"valid_three":         "",
-		"valid_new_keyring":   "",
-		"valid_only_current":  "",
-		"valid_many_previous": "",
-		"valid_unordered":     "",
-		"two_current":         "exactly one key must be \"current\"",
-		"no_current":          "exactly one key must be \"current\", got none",
-		"dup_id":              "keys[1].id: must be unique",
-		"short_key":           "keys[0].ticket_key: must decode to 32 bytes",
-		"bad_time":            `keys[0].not_before: must be an RFC 3339 time, got "yesterday"`,
-		"reversed_times":      "keys[0].not_after: must be after not_before",
-		"next_before_current": `keys[1].not_before: a "next" key must activate after the current key`,
-		"wrong_format":        `format: must be "go", got "nginx"`,
-		"zero_ttl":            "ttl: must be 1..604800 seconds, got 0",
-		"ttl_string":          `field "ttl": want int64, got JSON string`,
-		"bad_state":           `keys[1].state: must be current, next or previous, got "pending"`,
-		"not_json":            "not a JSON object",
-		"empty":               "not a JSON object",
-		"array":               "not a JSON object",
-		"null":                "format",
+		"valid_three":                     "",
+		"valid_new_keyring":               "",
+		"valid_only_current":              "",
+		"valid_many_previous":             "",
+		"valid_unordered":                 "",
+		"valid_encrypt_until":             "",
+		"encrypt_until_before_not_before": "keys[0].encrypt_until: must not be before not_before",
+		"two_current":                     "exactly one key must be \"current\"",
+		"no_current":                      "exactly one key must be \"current\", got none",
+		"dup_id":                          "keys[1].id: must be unique",
+		"short_key":                       "keys[0].ticket_key: must decode to 32 bytes",
+		"bad_time":                        `keys[0].not_before: must be an RFC 3339 time, got "yesterday"`,
+		"reversed_times":                  "keys[0].not_after: must be after not_before",
+		"next_before_current":             `keys[1].not_before: a "next" key must activate after the current key`,
+		"wrong_format":                    `format: must be "go", got "nginx"`,
+		"zero_ttl":                        "ttl: must be 1..604800 seconds, got 0",
+		"ttl_string":                      `field "ttl": want int64, got JSON string`,
+		"bad_state":                       `keys[1].state: must be current, next or previous, got "pending"`,
+		"not_json":                        "not a JSON object",
+		"empty":                           "not a JSON object",
+		"array":                           "not a JSON object",
+		"null":                            "format",
 	}
 	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzDecodeWindow"))
 	if err != nil {
@@ -91,5 +94,24 @@ func TestEncryptEnd(t *testing.T) {
 	}
 	if got := w.encryptEnd(2); !got.Equal(w.Keys[2].NotBefore.Add(w.RotationPeriod)) {
 		t.Fatalf("last key ends at %v, want one period after its activation", got)
+	}
+}
+
+// TestEncryptEndFromEngine: a published encrypt_until is the end of
+// encryption, also for the last key (here 30s before not_before +
+// rotation_period, as after a rotation_period change).
+func TestEncryptEndFromEngine(t *testing.T) {
+	w, err := decodeWindow(readCorpus(t, "valid_encrypt_until"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := w.encryptEnd(1), w.Keys[2].NotBefore; !got.Equal(want) || !w.Keys[1].EncryptUntil.Equal(want) {
+		t.Fatalf("current key ends at %v, want its encrypt_until %v", got, want)
+	}
+	if got, want := w.encryptEnd(2), w.Keys[2].NotBefore.Add(30*time.Second); !got.Equal(want) {
+		t.Fatalf("last key ends at %v, want its encrypt_until %v", got, want)
+	}
+	if !w.Keys[0].EncryptUntil.IsZero() {
+		t.Fatal("a key without encrypt_until got one")
 	}
 }

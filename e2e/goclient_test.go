@@ -153,11 +153,16 @@ func TestGoClientFleet(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	opts := []client.Option{client.WithLogger(logger), client.WithRetryBackoff(200*time.Millisecond, 2*time.Second)}
 
-	// Errors the constructor must report against the real server.
+	// Errors the constructor must report against the real server. A 403 is
+	// retried until the deadline (an Agent sidecar may not be ready yet).
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := client.NewSource(ctx, vaultClient(t, s, s.NewToken(t, "default")), "ticketkeys", goKeyring, opts...); !errors.Is(err, client.ErrPermissionDenied) {
-		t.Fatalf("token without the policy: got %v, want ErrPermissionDenied", err)
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	_, err := client.NewSource(short, vaultClient(t, s, s.NewToken(t, "default")), "ticketkeys", goKeyring, opts...)
+	cancelShort()
+	var re *api.ResponseError
+	if !errors.Is(err, client.ErrPermissionDenied) || !errors.As(err, &re) || re.StatusCode != 403 {
+		t.Fatalf("token without the policy: got %v, want ErrPermissionDenied wrapping Vault's 403", err)
 	}
 	if _, err := client.NewSource(ctx, vaultClient(t, s, s.RootToken), "ticketkeys", "missing", opts...); !errors.Is(err, client.ErrKeyringNotFound) {
 		t.Fatalf("missing keyring: got %v, want ErrKeyringNotFound", err)
@@ -170,7 +175,8 @@ func TestGoClientFleet(t *testing.T) {
 		t.Fatalf("shorten approle token ttl: %v", err)
 	}
 	loginClient := vaultClient(t, s, "")
-	auth, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID})
+	var auth *approle.AppRoleAuth
+	auth, err = approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +389,184 @@ func TestGoClientFleet(t *testing.T) {
 		t.Errorf("KeepLogin: %d logins in total, want >= 3 (tokens live at most 8s)", n)
 	}
 
+	t.Run("purge-propagation", func(t *testing.T) { checkPurgePropagation(t, s, nodes, cert) })
+	t.Run("purge-propagation-ttl-cap", func(t *testing.T) { checkPurgeWithinReadTTLCap(t, s) })
 	t.Run("example-server", func(t *testing.T) { checkExampleServer(t, s, cert, roleID, secretID) })
+}
+
+// checkPurgePropagation measures, against the real engine, the time from
+// `rotate mode=now purge_previous=true` until every Go node has dropped the
+// purged keys: first as the nodes find out by themselves (their next read,
+// at the window's ttl, here at most one rotation period; with a ttl cap on
+// the engine, at most that cap), then with Source.Refresh called on every
+// node right after the rotation (what an operator's tooling does in an
+// emergency). A ticket issued under a purged key resumes on no node after.
+func checkPurgePropagation(t *testing.T, s *vaulttest.Server, nodes []goNode, cert *testcert.Cert) {
+	for _, refresh := range []bool{false, true} {
+		how := "ttl"
+		if refresh {
+			how = "Refresh"
+		}
+		// Tickets under the key that is current now, which the purge ends:
+		// one client cache per node.
+		caches := make([]tls.ClientSessionCache, len(nodes))
+		resumed := func(cache tls.ClientSessionCache, addr string) bool {
+			cfg := cert.ClientConfig()
+			cfg.ClientSessionCache = cache
+			c, err := tls.Dial("tcp", addr, cfg)
+			if err != nil {
+				t.Fatalf("%s: handshake with %s: %v", how, addr, err)
+			}
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			_, _ = c.Read(make([]byte, 1)) // the TLS 1.3 ticket follows the handshake
+			return c.ConnectionState().DidResume
+		}
+		for i := range caches {
+			caches[i] = tls.NewLRUClientSessionCache(1)
+			resumed(caches[i], nodes[0].addr)
+		}
+		rotatedAt := time.Now()
+		resp, err := s.Client.Logical().Write("ticketkeys/keys/"+goKeyring+"/rotate", map[string]any{"mode": "now", "purge_previous": true})
+		if err != nil || resp == nil {
+			t.Fatalf("%s: rotate mode=now purge_previous=true: %v", how, err)
+		}
+		purged := purgedIDs(t, s, rotatedAt)
+		if len(purged) == 0 {
+			t.Fatalf("%s: history lists no key purged by the rotation", how)
+		}
+		if refresh {
+			var wg sync.WaitGroup
+			for i, n := range nodes {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := n.src.Refresh(context.Background()); err != nil {
+						t.Errorf("Refresh on node %d: %v", i, err)
+					}
+				}()
+			}
+			wg.Wait()
+			// Refresh returns once the new window is in use.
+			for i, n := range nodes {
+				if holdsAny(n.src.Window(), purged) {
+					t.Errorf("node %d still holds a purged key after Refresh returned", i)
+				}
+			}
+		}
+		dropped := make([]time.Duration, len(nodes))
+		waitFor(t, 2*goPeriod+5*time.Second, how+": every node to drop the purged keys", func() bool {
+			all := true
+			for i, n := range nodes {
+				if dropped[i] != 0 {
+					continue
+				}
+				if holdsAny(n.src.Window(), purged) {
+					all = false
+				} else {
+					dropped[i] = time.Since(rotatedAt)
+				}
+			}
+			return all
+		})
+		worst := max(dropped[0], dropped[1], dropped[2])
+		t.Logf("purge propagation (%s): every Go node dropped the %d purged keys %s after rotate mode=now purge_previous=true (per node %v)",
+			how, len(purged), worst.Round(time.Millisecond), dropped)
+		for i, n := range nodes {
+			if resumed(caches[i], n.addr) {
+				t.Errorf("%s: a ticket under a purged key resumed on node %d", how, i)
+			}
+		}
+	}
+}
+
+// checkPurgeWithinReadTTLCap measures emergency propagation where the
+// rotation period is long (1h, so a ttl could be up to an hour): with the
+// mount's max_read_ttl at its minimum (5s), three Sources following the ttl
+// alone drop the purged key within the cap plus their jitter. An engine
+// without max_read_ttl skips it (Refresh is then the bound, see
+// checkPurgePropagation).
+func checkPurgeWithinReadTTLCap(t *testing.T, s *vaulttest.Server) {
+	const keyring, readTTLCap = "gocap", 5 * time.Second
+	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": int(readTTLCap / time.Second)}); err != nil {
+		t.Fatalf("set max_read_ttl: %v", err)
+	}
+	cfg, err := s.Client.Logical().Read("ticketkeys/config")
+	if err != nil || cfg == nil {
+		t.Fatalf("read config: %v", err)
+	}
+	if _, ok := cfg.Data["max_read_ttl"]; !ok {
+		t.Skip("the engine has no max_read_ttl: emergency propagation is bounded by Refresh (purge-propagation)")
+	}
+	t.Cleanup(func() { _, _ = s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": 300}) })
+	if _, err := s.Client.Logical().Write("ticketkeys/keys/"+keyring, map[string]any{"rotation_period": "1h", "retain": "2h"}); err != nil {
+		t.Fatalf("create keyring: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var srcs []*client.Source
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		src, err := client.NewSource(ctx, vaultClient(t, s, s.RootToken), "ticketkeys", keyring, client.WithLogger(logger))
+		cancel()
+		if err != nil {
+			t.Fatalf("NewSource %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = src.Close() })
+		srcs = append(srcs, src)
+	}
+	if w := srcs[0].Window(); w.TTL > readTTLCap {
+		t.Fatalf("read ttl %s, want at most max_read_ttl %s", w.TTL, readTTLCap)
+	}
+	purgedID := srcs[0].Status().CurrentID
+	rotatedAt := time.Now()
+	if _, err := s.Client.Logical().Write("ticketkeys/keys/"+keyring+"/rotate", map[string]any{"mode": "now", "purge_previous": true}); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	dropped := make([]time.Duration, len(srcs))
+	// Without the cap the ttl would be up to an hour: 3 caps tell them apart
+	// on a busy machine.
+	waitFor(t, 3*readTTLCap, "every Source to drop the purged key by following the ttl", func() bool {
+		all := true
+		for i, src := range srcs {
+			if dropped[i] == 0 && !holdsAny(src.Window(), map[string]bool{purgedID: true}) {
+				dropped[i] = time.Since(rotatedAt)
+			}
+			all = all && dropped[i] != 0
+		}
+		return all
+	})
+	worst := max(dropped[0], dropped[1], dropped[2])
+	t.Logf("purge propagation (ttl, rotation_period=1h, max_read_ttl=%s): every Source dropped the purged key %s after the rotation (per Source %v)",
+		readTTLCap, worst.Round(time.Millisecond), dropped)
+}
+
+// purgedIDs returns the ids the keyring's history lists as purged at or
+// after since.
+func purgedIDs(t *testing.T, s *vaulttest.Server, since time.Time) map[string]bool {
+	t.Helper()
+	hist, err := s.Client.Logical().Read("ticketkeys/keys/" + goKeyring + "/history")
+	if err != nil || hist == nil {
+		t.Fatalf("read history: %v", err)
+	}
+	out := map[string]bool{}
+	destroyed, _ := hist.Data["destroyed"].([]any)
+	for _, d := range destroyed {
+		m, _ := d.(map[string]any)
+		at, _ := time.Parse(time.RFC3339, fmt.Sprint(m["destroyed_at"]))
+		if m["reason"] == "purged" && !at.Before(since.Truncate(time.Second)) {
+			out[fmt.Sprint(m["id"])] = true
+		}
+	}
+	return out
+}
+
+func holdsAny(w *client.Window, ids map[string]bool) bool {
+	for _, k := range w.Keys {
+		if ids[k.ID] {
+			return true
+		}
+	}
+	return false
 }
 
 // checkExampleServer builds cmd/ticketkeys-example-server, runs two of them
@@ -401,20 +584,24 @@ func checkExampleServer(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, 
 	if err := os.WriteFile(secretFile, []byte(secretID), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var addrs []string
-	for i := 0; i < 2; i++ {
+	var addrs, adminAddrs []string
+	freeAddr := func() string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := ln.Addr().String()
-		ln.Close()
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	for i := 0; i < 2; i++ {
+		addr, adminAddr := freeAddr(), freeAddr()
+		adminAddrs = append(adminAddrs, adminAddr)
 		logPath := filepath.Join(dir, fmt.Sprintf("example-%d.log", i))
 		logf, err := os.Create(logPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "-addr", addr, "-cert", certFile, "-key", keyFile, "-keyring", goKeyring,
+		cmd := exec.Command(bin, "-addr", addr, "-admin-addr", adminAddr, "-cert", certFile, "-key", keyFile, "-keyring", goKeyring,
 			"-approle-role-id", roleID, "-approle-secret-id-file", secretFile)
 		cmd.Env = append(os.Environ(), "VAULT_ADDR="+s.Addr, "VAULT_TOKEN=", "VAULT_AGENT_ADDR=")
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -465,7 +652,8 @@ func checkExampleServer(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, 
 		t.Errorf("example servers: %s, want no failures, >= 300 offered and a rate >= %.3f; failures %v", res, goMinResumeRate, firstFailures(res, 3))
 	}
 
-	// The status page works and shows no key id.
+	// The status page is on the loopback admin listener only, and shows no
+	// key id.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}}
 	resp, err := hc.Get("https://" + addrs[0] + "/ticketkeys/status")
 	if err != nil {
@@ -473,12 +661,30 @@ func checkExampleServer(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, 
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if strings.Contains(string(body), "refreshes") {
+		t.Fatalf("the public TLS port serves the status page: %s", body)
+	}
+	resp, err = hc.Get("http://" + adminAddrs[0] + "/ticketkeys/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
 	var st struct {
 		Exhausted bool   `json:"exhausted"`
 		Refreshes uint64 `json:"refreshes"`
 	}
 	if err := json.Unmarshal(body, &st); err != nil || resp.StatusCode != 200 || st.Exhausted || st.Refreshes < 1 {
 		t.Fatalf("status page: HTTP %d, decode error %v, exhausted=%v refreshes=%d", resp.StatusCode, err, st.Exhausted, st.Refreshes)
+	}
+	mresp, err := hc.Get("http://" + adminAddrs[0] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `ticketkeys_refreshes_total{keyring="goweb",result="success"}`) {
+		t.Fatalf("admin /metrics lacks ticketkeys_refreshes_total:\n%s", metrics)
 	}
 	hist, err := s.Client.Logical().Read("ticketkeys/keys/" + goKeyring + "/history")
 	if err != nil || hist == nil {

@@ -3,22 +3,31 @@
 // not depend on Prometheus.
 //
 // The collector reads Source.Status at scrape time; it keeps no state of its
-// own and never labels by key id or carries key material. Metrics (with the
-// optional constant labels given to New):
+// own and never labels by key id or carries key material. Instants are Unix
+// timestamps (compute ages in PromQL: time() - metric), counters end in
+// _total. Metrics (with the optional constant labels given to New):
 //
-//	ticketkeys_window_age_seconds                      seconds since the window was last read successfully
-//	ticketkeys_next_activation_seconds                 seconds until the next published key activates (absent when none is known)
-//	ticketkeys_last_refresh_success_timestamp_seconds  Unix time of the last successful read
-//	ticketkeys_refreshes_total                         successful reads
-//	ticketkeys_refresh_errors_total                    failed or invalid reads
-//	ticketkeys_exhausted                               1 while no published key may encrypt
-//	ticketkeys_keys{state}                             keys that decrypt now, by state
-//	ticketkeys_ticket_decryptions_total{state}         tickets decrypted, by the state of the key
-//	ticketkeys_ticket_misses_total                     tickets no key decrypted
-//	ticketkeys_tickets_issued_total                    tickets encrypted
+//	ticketkeys_last_refresh_success_timestamp_seconds   last successful read of the window
+//	ticketkeys_last_window_change_timestamp_seconds     last read that changed the window
+//	ticketkeys_next_activation_timestamp_seconds        next published key's activation (absent when none is known)
+//	ticketkeys_encrypt_until_timestamp_seconds          when the current key stops encrypting (absent while exhausted)
+//	ticketkeys_legacy_tickets_until_timestamp_seconds   when previous-release tickets stop being accepted (absent when off)
+//	ticketkeys_refreshes_total{result}                  reads of the window: result="success" or "error"
+//	ticketkeys_exhausted                                1 while no published key may encrypt
+//	ticketkeys_tickets_disabled                         1 while tickets are off (exhausted with WithDisableTicketsOnExhaustion)
+//	ticketkeys_keys{state}                              keys that decrypt now, by state
+//	ticketkeys_ticket_decryptions_total{result,state}   tickets offered: result="hit" by the key's state, or result="miss" with state="none"
+//	ticketkeys_legacy_ticket_decryptions_total          hits on tickets in the previous release's format (no key name)
+//	ticketkeys_tickets_issued_total                     tickets encrypted
+//
+// Useful alerts: time() > ticketkeys_encrypt_until_timestamp_seconds - 600
+// (the schedule runs out in 10 minutes without a read), ticketkeys_exhausted
+// == 1, and a rising rate of result="miss".
 package promcollector
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
@@ -32,8 +41,8 @@ type StatusSource interface {
 type collector struct {
 	src StatusSource
 
-	age, nextActivation, lastSuccess, refreshes, refreshErrors, exhausted,
-	keys, decryptions, misses, issued *prometheus.Desc
+	lastSuccess, lastChange, nextActivation, encryptUntil, legacyUntil,
+	refreshes, exhausted, disabled, keys, decryptions, legacy, issued *prometheus.Desc
 }
 
 // New returns a collector for src. constLabels (may be nil) are added to every
@@ -44,15 +53,17 @@ func New(src StatusSource, constLabels prometheus.Labels) prometheus.Collector {
 	}
 	return &collector{
 		src:            src,
-		age:            d("window_age_seconds", "Seconds since the ticket-key window was last read successfully from Vault."),
-		nextActivation: d("next_activation_seconds", "Seconds until the next published ticket key activates."),
 		lastSuccess:    d("last_refresh_success_timestamp_seconds", "Unix time of the last successful read of the ticket-key window."),
-		refreshes:      d("refreshes_total", "Successful reads of the ticket-key window."),
-		refreshErrors:  d("refresh_errors_total", "Failed or invalid reads of the ticket-key window."),
+		lastChange:     d("last_window_change_timestamp_seconds", "Unix time of the last read that changed the ticket-key window."),
+		nextActivation: d("next_activation_timestamp_seconds", "Unix time at which the next published ticket key activates."),
+		encryptUntil:   d("encrypt_until_timestamp_seconds", "Unix time at which the current ticket key stops encrypting, as far as the held window knows."),
+		legacyUntil:    d("legacy_tickets_until_timestamp_seconds", "Unix time until which session tickets of the previous release's format are accepted."),
+		refreshes:      d("refreshes_total", "Reads of the ticket-key window, by result (success, error).", "result"),
 		exhausted:      d("exhausted", "1 while no published ticket key may encrypt (Vault unreachable beyond the schedule)."),
+		disabled:       d("tickets_disabled", "1 while session tickets are off (exhausted with WithDisableTicketsOnExhaustion)."),
 		keys:           d("keys", "Ticket keys that decrypt now, by state.", "state"),
-		decryptions:    d("ticket_decryptions_total", "Session tickets decrypted, by the state of the key that decrypted them.", "state"),
-		misses:         d("ticket_misses_total", "Session tickets that no key decrypted (unknown, retired or forged)."),
+		decryptions:    d("ticket_decryptions_total", "Session tickets offered by clients, by result (hit, miss) and the state of the key that decrypted them (none for a miss).", "result", "state"),
+		legacy:         d("legacy_ticket_decryptions_total", "Session tickets in the previous release's format (no key name) that decrypted."),
 		issued:         d("tickets_issued_total", "Session tickets encrypted."),
 	}
 }
@@ -61,8 +72,8 @@ var states = []client.KeyState{client.StateCurrent, client.StateNext, client.Sta
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.age, c.nextActivation, c.lastSuccess, c.refreshes, c.refreshErrors,
-		c.exhausted, c.keys, c.decryptions, c.misses, c.issued} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastChange, c.nextActivation, c.encryptUntil, c.legacyUntil,
+		c.refreshes, c.exhausted, c.disabled, c.keys, c.decryptions, c.legacy, c.issued} {
 		ch <- d
 	}
 }
@@ -76,20 +87,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
 	}
-	if !st.LastRefresh.IsZero() {
-		gauge(c.age, st.Now.Sub(st.LastRefresh).Seconds())
-		gauge(c.lastSuccess, float64(st.LastRefresh.UnixNano())/1e9)
+	timestamp := func(d *prometheus.Desc, t time.Time) {
+		if !t.IsZero() {
+			gauge(d, float64(t.UnixNano())/1e9)
+		}
 	}
-	if !st.NextActivation.IsZero() {
-		gauge(c.nextActivation, st.NextActivation.Sub(st.Now).Seconds())
+	bit := func(d *prometheus.Desc, b bool) {
+		v := 0.0
+		if b {
+			v = 1
+		}
+		gauge(d, v)
 	}
-	counter(c.refreshes, st.Refreshes)
-	counter(c.refreshErrors, st.RefreshErrors)
-	ex := 0.0
-	if st.Exhausted {
-		ex = 1
-	}
-	gauge(c.exhausted, ex)
+	timestamp(c.lastSuccess, st.LastRefresh)
+	timestamp(c.lastChange, st.LastChange)
+	timestamp(c.nextActivation, st.NextActivation)
+	timestamp(c.encryptUntil, st.EncryptUntil)
+	timestamp(c.legacyUntil, st.LegacyUntil)
+	counter(c.refreshes, st.Refreshes, "success")
+	counter(c.refreshes, st.RefreshErrors, "error")
+	bit(c.exhausted, st.Exhausted)
+	bit(c.disabled, st.TicketsDisabled)
 	hits := map[client.KeyState]uint64{
 		client.StateCurrent:  st.Tickets.Current,
 		client.StateNext:     st.Tickets.Next,
@@ -98,8 +116,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range states {
 		gauge(c.keys, float64(st.Keys[s]), string(s))
-		counter(c.decryptions, hits[s], string(s))
+		counter(c.decryptions, hits[s], "hit", string(s))
 	}
-	counter(c.misses, st.Tickets.Miss)
+	counter(c.decryptions, st.Tickets.Miss, "miss", "none")
+	counter(c.legacy, st.Tickets.Legacy)
 	counter(c.issued, st.Tickets.Issued)
 }

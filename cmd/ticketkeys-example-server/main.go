@@ -11,8 +11,11 @@
 //	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... \
 //	  ticketkeys-example-server -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -keyring web
 //
-// GET / answers "hello"; GET /ticketkeys/status answers the source's state as
-// JSON (times, counts and states; never keys or key ids).
+// GET / answers "hello" on the HTTPS address. With -admin-addr (a loopback
+// address; off by default) a separate plain-HTTP listener serves
+// GET /ticketkeys/status, the source's state as JSON (times, counts and
+// states; never keys or key ids), and GET /metrics, the client/promcollector
+// metrics. Neither is served on the public TLS port.
 package main
 
 import (
@@ -32,8 +35,11 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client/promcollector"
 )
 
 func main() {
@@ -45,6 +51,7 @@ func main() {
 
 func run() error {
 	addr := flag.String("addr", "127.0.0.1:8443", "HTTPS listen address")
+	adminAddr := flag.String("admin-addr", "", "loopback address of a plain-HTTP listener for /ticketkeys/status and /metrics (off when empty)")
 	certFile := flag.String("cert", "", "PEM certificate chain file (required)")
 	keyFile := flag.String("key", "", "PEM private key file (required)")
 	mount := flag.String("mount", "ticketkeys", "mount path of the ticketkeys engine")
@@ -56,6 +63,9 @@ func run() error {
 	flag.Parse()
 	if *certFile == "" || *keyFile == "" {
 		return errors.New("-cert and -key: required, got empty")
+	}
+	if err := checkAdminAddr(*adminAddr); err != nil {
+		return err
 	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -99,23 +109,25 @@ func run() error {
 		return err
 	}
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "hello")
-	})
-	mux.HandleFunc("/ticketkeys/status", func(w http.ResponseWriter, r *http.Request) {
-		st := src.Status()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(statusJSON(st))
-	})
-	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: publicHandler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
 	logger.Info("serving HTTPS", slog.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }() // ServeTLS clones tlsCfg: the hook survives
+	servers := []*http.Server{srv}
+	if *adminAddr != "" {
+		adminLn, err := net.Listen("tcp", *adminAddr)
+		if err != nil {
+			return fmt.Errorf("-admin-addr: %w", err)
+		}
+		admin := &http.Server{Handler: adminHandler(src, *keyring), ReadHeaderTimeout: 10 * time.Second}
+		logger.Info("serving status and metrics over HTTP", slog.String("admin_addr", adminLn.Addr().String()))
+		go func() { errc <- admin.Serve(adminLn) }()
+		servers = append(servers, admin)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -123,7 +135,50 @@ func run() error {
 	}
 	shutdown, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
-	return srv.Shutdown(shutdown)
+	var errs []error
+	for _, s := range servers {
+		errs = append(errs, s.Shutdown(shutdown))
+	}
+	return errors.Join(errs...)
+}
+
+// publicHandler is what the HTTPS port serves: the application only.
+func publicHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello")
+	})
+	return mux
+}
+
+// adminHandler serves the source's status and Prometheus metrics, on the
+// loopback admin listener only.
+func adminHandler(src promcollector.StatusSource, keyring string) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(promcollector.New(src, prometheus.Labels{"keyring": keyring}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ticketkeys/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(statusJSON(src.Status()))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// checkAdminAddr accepts "" (no admin listener) or a loopback host:port:
+// the status page and metrics are for the node's own monitoring agent.
+func checkAdminAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-admin-addr: must be host:port, got %q: %v", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("-admin-addr: must be a loopback address (127.0.0.1, ::1 or localhost), got %q", addr)
+	}
+	return nil
 }
 
 // statusJSON keeps the status free of key ids.
@@ -138,6 +193,7 @@ func statusJSON(st client.Status) map[string]any {
 		"tickets_disabled":   st.TicketsDisabled,
 		"current_not_before": st.CurrentNotBefore,
 		"encrypt_until":      st.EncryptUntil,
+		"legacy_until":       st.LegacyUntil,
 		"next_activation":    st.NextActivation,
 		"keys":               st.Keys,
 		"last_refresh":       st.LastRefresh,
