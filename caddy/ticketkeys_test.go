@@ -280,12 +280,12 @@ func TestReloadSharesSource(t *testing.T) {
 	}
 }
 
-// TestInitializeErrors: a token that may not read the keyring fails at
-// once with an error naming the keyring; Vault down fails after
-// first_window_timeout.
+// TestInitializeErrors: a token that may not read the keyring, and Vault
+// down, fail after first_window_timeout with an error that says why and
+// holds no credential.
 func TestInitializeErrors(t *testing.T) {
 	f := newFakeEngine(t, 30*time.Second, 30*time.Second)
-	k := newKeySource(t, f, "")
+	k := newKeySource(t, f, `, "first_window_timeout": "1s"`)
 	if err := os.WriteFile(k.TokenFile, []byte("wrong-token"), 0o600); err != nil {
 		t.Fatal(err)
 	}
