@@ -175,3 +175,22 @@ func TestTicketKeysResumeAcrossServers(t *testing.T) {
 		})
 	}
 }
+
+// TestTicketKeysWhenTheTimerIsLate: the list is computed at the call, so a
+// caller gets the keys of the moment even when the Source's timer has not
+// run yet (a busy machine): here time passes an activation and a not_after
+// without waking the loop.
+func TestTicketKeysWhenTheTimerIsLate(t *testing.T) {
+	_, fc, src, _ := newFakeSource(t, 10*time.Second)
+	fc.step(t, 50*time.Second) // key 1 activates; the loop reads key 2
+	fc.step(t, 60*time.Second) // key 2 activates
+	if got := describeKeys(src.TicketKeys()); got != "2,3,1,0" {
+		t.Fatalf("t0+120s: keys %s, want 2,3,1,0", got)
+	}
+	fc.mu.Lock()
+	fc.now = fc.now.Add(60 * time.Second) // t0+180s: key 3 activates, key 0 retires; no timer fires
+	fc.mu.Unlock()
+	if got := describeKeys(src.TicketKeys()); got != "3,2,1" {
+		t.Fatalf("t0+180s with the timer late: keys %s, want 3,2,1 (no read of key 4 yet, key 0 retired)", got)
+	}
+}
