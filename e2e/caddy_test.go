@@ -231,6 +231,35 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// startProxyAgent starts a real Vault Agent that logs in with AppRole and proxies requests with its
+// token (api_proxy use_auto_auth_token), and returns its address.
+func startProxyAgent(t *testing.T, s *vaulttest.Server, roleIDFile, secretIDFile string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	hcl := fmt.Sprintf(`vault {
+  address = %q
+}
+auto_auth {
+  method "approle" {
+    config = {
+      role_id_file_path                   = %q
+      secret_id_file_path                 = %q
+      remove_secret_id_file_after_reading = false
+    }
+  }
+}
+api_proxy {
+  use_auto_auth_token = true
+}
+listener "tcp" {
+  address     = %q
+  tls_disable = true
+}
+`, s.Addr, roleIDFile, secretIDFile, addr)
+	vaulttest.StartAgent(t, s, hcl)
+	return "http://" + addr
+}
+
 // nextActivation reads the keyring (root token) and returns the activation time of its next key.
 func nextActivation(t *testing.T, s *vaulttest.Server, keyring string) time.Time {
 	t.Helper()
@@ -319,8 +348,8 @@ func (c comparisonRow) String() string {
 
 // TestCaddyTicketkeys is the end-to-end proof of the Caddy key source (tls.stek.ticketkeys):
 //
-//  1. three real Caddy processes, each logged in to a real Vault with its own AppRole, serve HTTPS on
-//     loopback; the random-node load (TLS 1.2 and 1.3 at once) resumes every offered ticket through at
+//  1. three real Caddy processes, each with its own AppRole login to a real Vault (two log in themselves,
+//     the third reads through a local Vault Agent: agent_address), serve HTTPS on loopback; the random-node load (TLS 1.2 and 1.3 at once) resumes every offered ticket through at
 //     least three rotations, while every node is reloaded (`caddy reload`) mid-run: the new config serves
 //     and keeps the running window (no resumption lost across the reload);
 //  2. Vault is stopped 3s before an activation: every node switches at the activation with Vault down
@@ -348,11 +377,19 @@ func TestCaddyTicketkeys(t *testing.T) {
 		name := fmt.Sprintf("caddy-%d", i)
 		credDir := t.TempDir()
 		roleIDFile, secretIDFile := appRoleFiles(t, s, caddyKeyring, "node-"+caddyKeyring+"-"+name, credDir)
-		n := startCaddyNode(t, bin, name, cert, map[string]any{"key_source": map[string]any{
-			"provider": "ticketkeys", "address": s.Addr, "mount": "ticketkeys", "keyring": caddyKeyring,
-			"approle":           map[string]any{"role_id_file": roleIDFile, "secret_id_file": secretIDFile},
+		source := map[string]any{
+			"provider": "ticketkeys", "mount": "ticketkeys", "keyring": caddyKeyring,
 			"retry_backoff_min": "200ms", "retry_backoff_max": "2s",
-		}})
+		}
+		if i < 2 {
+			// Nodes 0 and 1 log in themselves.
+			source["address"] = s.Addr
+			source["approle"] = map[string]any{"role_id_file": roleIDFile, "secret_id_file": secretIDFile}
+		} else {
+			// Node 2 reads through a local Vault Agent that logs in with the node's AppRole.
+			source["agent_address"] = startProxyAgent(t, s, roleIDFile, secretIDFile)
+		}
+		n := startCaddyNode(t, bin, name, cert, map[string]any{"key_source": source})
 		nodes = append(nodes, n)
 		addrs = append(addrs, n.addr)
 	}
@@ -428,11 +465,16 @@ func TestCaddyTicketkeys(t *testing.T) {
 	s.Restart(t)
 	restartedAt := time.Now()
 	t.Logf("phase 3: vault back after %s", restartedAt.Sub(stoppedAt).Round(time.Millisecond))
+	// A good read after the restart shows as "recovered" after failed reads, or as a changed window (the
+	// window changes every period). The Agent node may see no failure at all: Vault Agent retries a
+	// proxied request while Vault is down, so its read waits there and succeeds after the restart.
 	waitFor(t, 30*time.Second, "every node to read Vault again", func() bool {
 		for _, n := range nodes {
 			recovered := false
-			for _, at := range n.logEntries("ticket-key window refresh recovered") {
-				recovered = recovered || at.After(restartedAt)
+			for _, msg := range []string{"ticket-key window refresh recovered", "ticket-key window changed"} {
+				for _, at := range n.logEntries(msg) {
+					recovered = recovered || at.After(restartedAt)
+				}
 			}
 			if !recovered {
 				return false
