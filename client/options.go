@@ -69,10 +69,12 @@ func WithObserver(obs Observer) Option {
 	return func(o *options) { o.observer = obs }
 }
 
-// WithDisableTicketsOnExhaustion makes the server stop issuing and accepting
-// session tickets while the schedule is exhausted (no published key may
-// encrypt any more because Vault could not be read), instead of the default:
-// a node-local random key whose tickets resume only on this node. Either way
+// WithDisableTicketsOnExhaustion makes the server stop accepting session
+// tickets, and issue only an inert one that never resumes, while the schedule
+// is exhausted (no published key may encrypt any more because Vault could not
+// be read), instead of the default: a node-local random key whose tickets
+// resume only on this node. The config crypto/tls serves is never replaced,
+// so its certificates and ALPN protocols stay as they are. Either way
 // handshakes never fail for lack of a key.
 func WithDisableTicketsOnExhaustion() Option {
 	return func(o *options) { o.disableTickets = true }

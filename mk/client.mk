@@ -13,6 +13,6 @@ fuzz-client: ## fuzz the client's window decoding and validation for FUZZTIME (d
 example-server: ## build cmd/ticketkeys-example-server into bin/
 	$(GO) build -o $(BIN_DIR)/ticketkeys-example-server ./cmd/ticketkeys-example-server
 
-test-client-e2e: ## e2e: three Go servers with Sources through real rotations, a Vault outage and recovery
+test-client-e2e: ## e2e: three Go servers with Sources through real rotations, a Vault outage and recovery, purge propagation (ttl, max_read_ttl, Refresh), the example server
 	@VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
 	$(GO) test -tags e2e -count=1 -timeout 15m -run '^TestGoClient' -v ./e2e/
