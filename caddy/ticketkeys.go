@@ -237,6 +237,12 @@ func (k *KeySource) Initialize(*caddytls.SessionTicketService) ([][32]byte, erro
 	k.shared.setLogger(k.slogHandler())
 	k.sub = k.shared.subscribe()
 	k.initial = k.shared.src.TicketKeys()
+	if len(k.initial) == 0 {
+		// Only a Source with tickets disabled returns no keys, and this module never asks for that;
+		// crypto/tls panics on an empty list, so refuse it here.
+		_ = k.Cleanup()
+		return nil, errors.New("tls.stek.ticketkeys: the Source returned no session ticket keys")
+	}
 	if loaded {
 		k.logger.Info("reusing the running ticket-key source of a previous config", zap.String("keyring", k.Mount+"/"+k.Keyring), zap.Int("keys", len(k.initial)))
 	} else {
@@ -259,7 +265,7 @@ func (k *KeySource) Next(done <-chan struct{}) <-chan [][32]byte {
 			case <-k.sub:
 			}
 			keys := k.shared.src.TicketKeys()
-			if sameKeys(keys, last) {
+			if len(keys) == 0 || sameKeys(keys, last) {
 				clear(keys)
 				continue
 			}
