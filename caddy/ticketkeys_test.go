@@ -345,3 +345,29 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestProvisionPlaceholdersAndDefaults: global placeholders are replaced and
+// empty fields get their documented defaults.
+func TestProvisionPlaceholdersAndDefaults(t *testing.T) {
+	t.Setenv("TICKETKEYS_TEST_VAULT_ADDR", "https://vault.example:8200")
+	var k KeySource
+	if err := json.Unmarshal([]byte(`{"address": "{env.TICKETKEYS_TEST_VAULT_ADDR}", "keyring": "web", "approle": {"role_id": "r", "secret_id_file": "/s"}}`), &k); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := k.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.Address != "https://vault.example:8200" {
+		t.Errorf("address %q, want the environment's value", k.Address)
+	}
+	if k.Mount != "ticketkeys" || k.AppRole.MountPath != "approle" || time.Duration(k.FirstWindowTimeout) != time.Minute ||
+		time.Duration(k.RetryBackoffMin) != 500*time.Millisecond || time.Duration(k.RetryBackoffMax) != 30*time.Second {
+		t.Errorf("defaults: mount %q, approle mount %q, first_window_timeout %s, backoff %s..%s", k.Mount, k.AppRole.MountPath,
+			time.Duration(k.FirstWindowTimeout), time.Duration(k.RetryBackoffMin), time.Duration(k.RetryBackoffMax))
+	}
+	if err := k.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
