@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +40,35 @@ func newFakeEngine(t *testing.T, period, retain time.Duration) *fakeEngine {
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// newFakeEngineTLS is newFakeEngine over HTTPS, with the PEM file of the
+// certificate that verifies it.
+func newFakeEngineTLS(t *testing.T, period, retain time.Duration) (*fakeEngine, string) {
+	f := &fakeEngine{t0: time.Now().Truncate(time.Second).Add(-period), period: period, retain: retain}
+	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+	if err := os.WriteFile(caFile, block, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, caFile
+}
+
+// TestCAFile: a Vault over HTTPS is reached with ca_file, and refused
+// without it.
+func TestCAFile(t *testing.T) {
+	f, caFile := newFakeEngineTLS(t, 30*time.Second, 30*time.Second)
+	k := newKeySource(t, f, fmt.Sprintf(`, "ca_file": %q`, caFile))
+	if _, err := k.Initialize(nil); err != nil {
+		t.Fatalf("with ca_file: %v", err)
+	}
+	_ = k.Cleanup()
+	k = newKeySource(t, f, `, "first_window_timeout": "1s"`)
+	if _, err := k.Initialize(nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without ca_file: got %v, want a certificate error", err)
+	}
 }
 
 func material(n int64) [32]byte { return sha256.Sum256([]byte(fmt.Sprint("caddy test key ", n))) }
