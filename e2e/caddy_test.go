@@ -311,14 +311,30 @@ func caddyLoad(t *testing.T, addrs []string, cert *testcert.Cert, d time.Duratio
 }
 
 // checkAllResumed fails unless every offered ticket resumed, with no failed connection and a load large
-// enough to mean something.
-func checkAllResumed(t *testing.T, phase string, results map[string]resumption.Result, minOffered int) {
+// enough to mean something. A failed HTTP exchange after a good handshake is tolerated only when
+// tolerated says so (the connection overlapped a `caddy reload`); it is logged either way.
+func checkAllResumed(t *testing.T, phase string, results map[string]resumption.Result, minOffered int, tolerated func(resumption.Conn) bool) {
 	t.Helper()
 	for _, name := range []string{"TLS1.2", "TLS1.3"} {
 		r := results[name]
 		t.Logf("%s %s: %s", phase, name, r)
-		if r.HandshakeFailures != 0 || r.RequestFailures != 0 {
-			t.Errorf("%s %s: failed connections: %v", phase, name, firstFailures(r, 5))
+		var failed, excused []string
+		for _, c := range r.Conns {
+			if c.Aborted || (c.HandshakeErr == "" && c.RequestErr == "") {
+				continue
+			}
+			line := fmt.Sprintf("%s node=%d %s%s", c.Start.Format("15:04:05.000"), c.Addr, c.HandshakeErr, c.RequestErr)
+			if c.HandshakeErr == "" && tolerated != nil && tolerated(c) {
+				excused = append(excused, line)
+			} else {
+				failed = append(failed, line)
+			}
+		}
+		if len(excused) > 0 {
+			t.Logf("%s %s: %d request(s) cut by a caddy reload (handshake done, ticket counted): %v", phase, name, len(excused), excused)
+		}
+		if len(failed) > 0 {
+			t.Errorf("%s %s: %d failed connections: %v", phase, name, len(failed), failed[:min(len(failed), 5)])
 		}
 		if r.Offered < minOffered {
 			t.Errorf("%s %s: only %d tickets offered, want >= %d", phase, name, r.Offered, minOffered)
@@ -398,10 +414,16 @@ func TestCaddyTicketkeys(t *testing.T) {
 	phase1 := time.Duration(3.5 * float64(caddyPeriod))
 	start := time.Now()
 	reloadErrs := make(chan error, len(nodes))
+	var reloadFrom, reloadTo time.Time // all reloads happen in between; read after reloadErrs
 	go func() {
 		time.Sleep(phase1 / 3)
-		for _, n := range nodes {
-			reloadErrs <- n.reload(2)
+		reloadFrom = time.Now()
+		for i, n := range nodes {
+			err := n.reload(2)
+			if i == len(nodes)-1 {
+				reloadTo = time.Now()
+			}
+			reloadErrs <- err
 		}
 	}()
 	res1 := caddyLoad(t, addrs, cert, phase1, 1)
@@ -411,7 +433,12 @@ func TestCaddyTicketkeys(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	checkAllResumed(t, "phase 1 (rotations and reloads)", res1, 300)
+	// Caddy's reload can cut an HTTP/1.1 exchange in flight on the old server (unexpected EOF after the
+	// handshake); that is Caddy's, not the key source's, and costs no ticket.
+	duringReload := func(c resumption.Conn) bool {
+		return c.End.After(reloadFrom.Add(-time.Second)) && c.Start.Before(reloadTo.Add(time.Second))
+	}
+	checkAllResumed(t, "phase 1 (rotations and reloads)", res1, 300, duringReload)
 	rot1 := rotationsBetween(watch, start, end)
 	t.Logf("phase 1: %d rotations during the load", rot1)
 	if rot1 < 3 {
@@ -443,7 +470,7 @@ func TestCaddyTicketkeys(t *testing.T) {
 	stoppedAt := time.Now()
 	t.Logf("phase 2: vault stopped %s before the activation at %s", activation.Sub(stoppedAt).Round(time.Millisecond), activation.Format(time.RFC3339))
 	res2 := caddyLoad(t, addrs, cert, time.Until(activation)+3*time.Second, 2)
-	checkAllResumed(t, "phase 2 (vault down across an activation)", res2, 100)
+	checkAllResumed(t, "phase 2 (vault down across an activation)", res2, 100, nil)
 	for name, r := range res2 {
 		if after := r.Between(activation, activation.Add(3*time.Second)); after.Offered < 20 || after.Resumed != after.Offered {
 			t.Errorf("phase 2 %s: after the activation %d of %d offered tickets resumed, want all (and >= 20)", name, after.Resumed, after.Offered)
@@ -498,7 +525,7 @@ func TestCaddyTicketkeys(t *testing.T) {
 		}
 	}
 	res3 := caddyLoad(t, addrs, cert, caddyPeriod+time.Second, 3)
-	checkAllResumed(t, "phase 3 (recovered)", res3, 100)
+	checkAllResumed(t, "phase 3 (recovered)", res3, 100, nil)
 
 	// No key material in any Caddy log.
 	var logs []string
@@ -568,8 +595,40 @@ func TestCaddyTicketkeys(t *testing.T) {
 	}
 
 	t.Logf("caddy-compare: same load (3 Caddy nodes, random node per connection, %s, rotation every %s):", phase1.Round(time.Second), caddyPeriod)
+	var rows []comparisonRow
 	for _, v := range []string{"TLS1.2", "TLS1.3"} {
-		t.Log(comparisonRow{"ticketkeys", v, rot1, res1[v]})
-		t.Log(comparisonRow{"distributed", v, rot4, res4[v]})
+		rows = append(rows, comparisonRow{"ticketkeys", v, rot1, res1[v]}, comparisonRow{"distributed", v, rot4, res4[v]})
 	}
+	for _, r := range rows {
+		t.Log(r)
+	}
+	if out := os.Getenv("CADDY_COMPARE_OUT"); out != "" {
+		writeComparison(t, out, phase1, rows)
+	}
+}
+
+// writeComparison writes the side-by-side table as markdown (make caddy-compare).
+func writeComparison(t *testing.T, path string, d time.Duration, rows []comparisonRow) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Caddy session-ticket key sources: ticketkeys vs distributed\n\n")
+	fmt.Fprintf(&b, "Same load against 3 Caddy nodes on 127.0.0.1 (a random node per connection, TLS 1.2 and 1.3 at once), %s, a rotation every %s; "+
+		"the ticketkeys run also reloads every node mid-run. Written by TestCaddyTicketkeys (e2e/caddy_test.go) on %s.\n\n",
+		d.Round(time.Second), caddyPeriod, time.Now().UTC().Format(time.RFC3339))
+	b.WriteString("| source | TLS | rotations | offered | resumed | rate | failed | failed per rotation | failed handshakes |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		failed := r.r.Offered - r.r.Resumed
+		per := "n/a"
+		if r.rotations > 0 {
+			per = fmt.Sprintf("%.1f", float64(failed)/float64(r.rotations))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %.4f | %d | %s | %d |\n", r.source, r.version, r.rotations, r.r.Offered, r.r.Resumed, r.r.ResumeRate(), failed, per, r.r.HandshakeFailures)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("caddy-compare: table written to %s", path)
 }

@@ -23,6 +23,7 @@ test-caddy-e2e: ## e2e: 3 Caddy with tls.stek.ticketkeys through rotations, relo
 	@VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; CADDY_BIN=$$(scripts/caddy-build.sh); export CADDY_BIN; \
 	$(GO) test -tags e2e -count=1 -timeout 10m -run '^TestCaddy' -v ./e2e/
 
-caddy-compare: ## run the Caddy e2e test and print its table: ticketkeys vs Caddy's distributed key source
+caddy-compare: ## run the Caddy e2e test; print and write (results/caddy-compare.md) ticketkeys vs Caddy's distributed keys
 	@mkdir -p $(BIN_DIR); VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; CADDY_BIN=$$(scripts/caddy-build.sh); export CADDY_BIN; \
+	CADDY_COMPARE_OUT=$(abspath $(or $(BENCH_OUT),results))/caddy-compare.md; export CADDY_COMPARE_OUT; \
 	$(GO) test -tags e2e -count=1 -timeout 10m -run '^TestCaddyTicketkeys$$' -v ./e2e/ | tee $(BIN_DIR)/caddy-compare.log | grep -E 'caddy-compare:|^(--- |ok|FAIL)'
