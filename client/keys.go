@@ -10,20 +10,23 @@ package client
 // tickets first, then the keys that only decrypt (next keys by activation,
 // then previous keys newest first, then the node-local key of an exhaustion
 // episode while it still decrypts). It never returns a key at or past its
-// not_after, and never an empty list: while the schedule is exhausted the
-// node-local random key of the outage comes first (local keys of earlier
-// outages follow the published keys until their not_after).
+// not_after. While the schedule is exhausted the node-local random key of
+// the outage comes first (local keys of earlier outages follow the
+// published keys until their not_after), so the list is never empty, except
+// as said below.
 //
 // The list is computed from the window and the clock at the call, so it is
-// only right until the keys next change: call it again on every signal of
-// Updated, or from an Observer's Advance hook, which both fire at every
-// local activation and retirement and whenever a read changes the window.
+// only right until the keys next change: call it again whenever Updated
+// signals (one consumer only) or an Observer's Advance hook fires (signal a
+// goroutine from the hook); both fire at every local activation and
+// retirement and whenever a read changes the window.
 //
 // Tickets made this way use crypto/tls's own format, without the key name
 // that a Source's own tickets start with (see "Ticket format" in the
-// package documentation). A server fed by TicketKeys and a server wired
-// with ConfigureServer on the same keyring therefore do not resume each
-// other's tickets; servers fed by TicketKeys resume each other's.
+// package documentation). Servers fed by TicketKeys resume each other's
+// tickets; a ticket of a server wired with ConfigureServer never resumes on
+// them, and theirs resume on it only through its legacy path for unnamed
+// tickets (WithLegacyTickets).
 //
 // SetSessionTicketKeys cannot turn tickets off: do not combine TicketKeys
 // with WithDisableTicketsOnExhaustion, under which it returns nil while
