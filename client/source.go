@@ -124,6 +124,7 @@ func (s *Source) encryptingLocal() *localKey {
 type localKey struct {
 	name       keyName // random; never in a window
 	cfg        *tls.Config
+	seed       [32]byte // the key itself, for TicketKeys (keys.go)
 	created    time.Time
 	encrypting bool
 	notAfter   time.Time // set when the episode ends
@@ -638,8 +639,8 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 				panic("ticketkeys: crypto/rand failed: " + err.Error())
 			}
 			c := keyConfig(seed)
+			s.locals = append(s.locals, &localKey{name: randomName(), cfg: c, seed: seed, created: now, encrypting: true})
 			clear(seed[:])
-			s.locals = append(s.locals, &localKey{name: randomName(), cfg: c, created: now, encrypting: true})
 		}
 	default:
 		// An outage ended: its local key decrypts for the keyring's retain.
