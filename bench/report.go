@@ -66,6 +66,11 @@ type Report struct {
 	Hook      []HookCost      `json:"hook"`
 	Decrypt   []DecryptResult `json:"decrypt"`
 	Reads     *ReadResult     `json:"reads,omitempty"`
+	// RTT is the time to first byte behind latency proxies (RTTSettings
+	// describes the load); TTFBPlotFile its plot ("" when none was drawn).
+	RTT          []RTTResult `json:"rtt,omitempty"`
+	RTTSettings  RTTSettings `json:"rtt_settings"`
+	TTFBPlotFile string      `json:"ttfb_plot_file,omitempty"`
 	// Notes are skipped steps and errors, in order.
 	Notes []string `json:"notes"`
 	// PlotFile is the PNG's file name, relative to the report ("" when no
@@ -124,6 +129,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.writeHook(&b)
 	r.writeDecrypt(&b)
 	r.writeReads(&b)
+	r.writeRTT(&b)
 	r.writeMethod(&b)
 
 	if len(r.Notes) > 0 {

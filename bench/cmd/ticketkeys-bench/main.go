@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,7 +79,18 @@ type options struct {
 	decryptTime     string
 	seed            int64
 	fromJSON        string
+	only            string
+	parts           map[string]bool
+	rttList         string
+	rtts            []time.Duration
+	rttUsers        int
+	rttConcurrency  int
+	rttWarmup       time.Duration
+	rttDuration     time.Duration
 }
+
+// allParts are the parts of a run, in order; -only selects some.
+var allParts = []string{"cluster", "hook", "reads", "decrypt", "rtt", "fleet"}
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
@@ -114,6 +126,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.decryptTime, "decrypt-benchtime", "500ms", "decryption benchmark: -test.benchtime per window size")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the load's choices of users and nodes")
 	fs.StringVar(&o.fromJSON, "from-json", "", "measure nothing: rewrite benchmark.md and resumption.png in -out from this benchmark.json")
+	fs.StringVar(&o.only, "only", strings.Join(allParts, ","), "parts to run, comma-separated: "+strings.Join(allParts, ", "))
+	fs.StringVar(&o.rttList, "rtts", "50ms,150ms", "time to first byte: round-trip times the latency proxies add, comma-separated")
+	fs.IntVar(&o.rttUsers, "rtt-users", 64, "time to first byte: simulated users")
+	fs.IntVar(&o.rttConcurrency, "rtt-concurrency", 16, "time to first byte: connections in flight")
+	fs.DurationVar(&o.rttWarmup, "rtt-warmup", 2*time.Second, "time to first byte: uncounted load before each measured RTT")
+	fs.DurationVar(&o.rttDuration, "rtt-duration", 6*time.Second, "time to first byte: measured load per scenario, TLS version and RTT")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,6 +143,25 @@ func parseFlags(args []string) (*options, error) {
 		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
 		o.readSegment, o.readRounds = time.Second, 1
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
+		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
+	}
+	o.parts = map[string]bool{}
+	for _, f := range strings.Split(o.only, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(allParts, f) {
+			return nil, fmt.Errorf("only: want parts among %s, got %q in %q", strings.Join(allParts, ", "), f, o.only)
+		}
+		o.parts[f] = true
+	}
+	for _, f := range strings.Split(o.rttList, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 || d > 2*time.Second {
+			return nil, fmt.Errorf("rtts: want durations in (0, 2s], got %q in %q", f, o.rttList)
+		}
+		o.rtts = append(o.rtts, d)
+	}
+	if o.rttUsers < o.rttConcurrency || o.rttConcurrency < 1 {
+		return nil, fmt.Errorf("rtt-users, rtt-concurrency: must be rtt-users >= rtt-concurrency >= 1, got %d and %d", o.rttUsers, o.rttConcurrency)
 	}
 	if o.rotationPeriod < 5*time.Second || o.rotationPeriod%time.Second != 0 {
 		return nil, fmt.Errorf("rotation-period: must be whole seconds >= 5s (the engine's minimum), got %s", o.rotationPeriod)
@@ -324,6 +361,9 @@ func run(args []string) int {
 
 	// Cluster scenarios.
 	for _, v := range tlsVersions {
+		if !o.parts["cluster"] {
+			break
+		}
 		for _, c := range certs {
 			for _, sc := range scenarios {
 				if ctx.Err() != nil {
@@ -366,7 +406,7 @@ func run(args []string) int {
 	bench.SetRelSingle(h.rep.Runs)
 
 	// Hook cost: one node, plain single key vs the client hook.
-	if vault != nil && ctx.Err() == nil {
+	if vault != nil && ctx.Err() == nil && o.parts["hook"] {
 		hookCert := certs[len(certs)-1] // ECDSA when both are measured: resumed handshakes do not use the certificate
 		for _, v := range tlsVersions {
 			name := "hook cost TLS " + bench.TLSName(v)
@@ -388,7 +428,7 @@ func run(args []string) int {
 	}
 
 	// Vault read cost: keyring vs KV v2 of the same size.
-	if vault != nil && ctx.Err() == nil {
+	if vault != nil && ctx.Err() == nil && o.parts["reads"] {
 		need := time.Duration(2*o.readRounds)*o.readSegment + 5*time.Second
 		if h.fits("Vault read cost", need) {
 			progress("Vault read cost (%d readers, %d rounds of %s per path)", o.readConcurrency, o.readRounds, o.readSegment)
@@ -402,7 +442,7 @@ func run(args []string) int {
 	}
 
 	// Ticket decryption by window size.
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && o.parts["decrypt"] {
 		testing.Init()
 		if err := flag.CommandLine.Set("test.benchtime", o.decryptTime); err != nil {
 			h.fail("decrypt-benchtime %q: %v", o.decryptTime, err)
@@ -429,6 +469,11 @@ func run(args []string) int {
 				h.rep.Decrypt[0].Window, h.rep.Decrypt[0].NsPerOp, h.rep.Decrypt[len(h.rep.Decrypt)-1].Window, h.rep.Decrypt[len(h.rep.Decrypt)-1].NsPerOp)
 		}
 	}
+	// Time to first byte behind latency proxies.
+	if ctx.Err() == nil && o.parts["rtt"] {
+		h.measureRTT(ctx, rn, vault, tlsVersions, certs[len(certs)-1])
+	}
+
 	if ctx.Err() != nil {
 		h.fail("interrupted (%v): the report holds what was measured before", context.Cause(ctx))
 	}
@@ -444,6 +489,53 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// measureRTT runs the time-to-first-byte measurement: own keys and
+// ticketkeys (3 nodes), each TLS version, every RTT.
+func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench.Vault, tlsVersions []uint16, cert bench.CertSet) {
+	o := h.o
+	h.rep.RTTSettings = bench.RTTSettings{RTTs: o.rtts, Users: o.rttUsers, Concurrency: o.rttConcurrency,
+		Warmup: o.rttWarmup, Duration: o.rttDuration, Cert: cert.Kind}
+	for _, v := range tlsVersions {
+		for _, id := range []string{"own", "ticketkeys"} {
+			sc, _ := bench.ScenarioByID(id)
+			name := fmt.Sprintf("time to first byte TLS %s %s", bench.TLSName(v), id)
+			if ctx.Err() != nil {
+				return
+			}
+			if sc.Mode == bench.ModeTicketkeys && vault == nil {
+				continue
+			}
+			need := time.Duration(len(o.rtts))*(o.rttWarmup+o.rttDuration+time.Second) + 3*time.Second
+			if !h.fits(name, need) {
+				continue
+			}
+			spec := bench.RTTSpec{Scenario: sc, TLS: v, Cert: cert, RTTs: o.rtts, Users: o.rttUsers, Concurrency: o.rttConcurrency,
+				Warmup: o.rttWarmup, Duration: o.rttDuration, MaxConnections: o.maxConns, Seed: o.seed}
+			if sc.Mode == bench.ModeTicketkeys {
+				spec.Keyring = "bench-rtt-tls" + strings.ReplaceAll(bench.TLSName(v), ".", "")
+				if err := vault.CreateKeyring(ctx, spec.Keyring, o.rotationPeriod, o.retain); err != nil {
+					h.fail("%s: %v", name, err)
+					continue
+				}
+			}
+			progress("%s (RTT %v, %s warm-up + %s each)", name, o.rtts, o.rttWarmup, o.rttDuration)
+			res, err := rn.RunRTT(ctx, spec)
+			if err != nil {
+				h.fail("%s: %v", name, err)
+				continue
+			}
+			for _, r := range res {
+				if r.Err != "" {
+					h.fail("%s at %s: %s", name, r.RTT, r.Err)
+				}
+				progress("  RTT %s: conns=%d resumed=%d errors=%d ttfb p50 %sms p99 %sms (full p50 %sms, resumed p50 %sms)", r.RTT,
+					r.Connections, r.Resumed, r.Errors, fmtMS(r.All.P50), fmtMS(r.All.P99), fmtMS(r.Full.P50), fmtMS(r.Resumption.P50))
+			}
+			h.rep.RTT = append(h.rep.RTT, res...)
+		}
+	}
 }
 
 // makeCerts makes the certificates (internal/testcert) and writes them for
@@ -519,6 +611,21 @@ func writeOutputs(rep *bench.Report, dir string) error {
 			errs = append(errs, err)
 		} else {
 			rep.PlotFile = "resumption.png"
+		}
+	}
+	if len(rep.RTT) > 0 {
+		f, err := os.Create(filepath.Join(dir, "ttfb.png"))
+		if err == nil {
+			err = bench.WriteTTFBPlot(f, rep.RTT)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			rep.Notes = append(rep.Notes, "time to first byte plot: "+err.Error())
+			errs = append(errs, err)
+		} else {
+			rep.TTFBPlotFile = "ttfb.png"
 		}
 	}
 	for _, w := range []struct {
