@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +81,8 @@ type options struct {
 	seed            int64
 	fromJSON        string
 	only            string
+	kvPlugin        string
+	readProfile     time.Duration
 	parts           map[string]bool
 	rttList         string
 	rtts            []time.Duration
@@ -87,6 +90,12 @@ type options struct {
 	rttConcurrency  int
 	rttWarmup       time.Duration
 	rttDuration     time.Duration
+	fleetNodes      int
+	fleetPeriod     time.Duration
+	fleetRetain     time.Duration
+	fleetDuration   time.Duration
+	fleetStart      int
+	fleetKinds      string
 }
 
 // allParts are the parts of a run, in order; -only selects some.
@@ -127,6 +136,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the load's choices of users and nodes")
 	fs.StringVar(&o.fromJSON, "from-json", "", "measure nothing: rewrite benchmark.md and resumption.png in -out from this benchmark.json")
 	fs.StringVar(&o.only, "only", strings.Join(allParts, ","), "parts to run, comma-separated: "+strings.Join(allParts, ", "))
+	fs.StringVar(&o.kvPlugin, "kv-plugin", os.Getenv("KV_PLUGIN_BIN"), "read cost: HashiCorp's KV engine built as an external plugin (tools/kvplugin/build.sh; default $KV_PLUGIN_BIN); empty skips that comparison")
+	fs.DurationVar(&o.readProfile, "read-profile", 4*time.Second, "read cost: length of the Vault CPU profiles (sys/pprof) taken during keyring and KV reads; 0 skips them")
+	fs.IntVar(&o.fleetNodes, "fleet-nodes", 1000, "fleet scale: simulated nodes (each with its own token)")
+	fs.DurationVar(&o.fleetPeriod, "fleet-period", 5*time.Second, "fleet scale: the keyring's rotation period (short, so that the run sees several rotations)")
+	fs.DurationVar(&o.fleetRetain, "fleet-retain", 10*time.Second, "fleet scale: the keyring's retain")
+	fs.DurationVar(&o.fleetDuration, "fleet-duration", 21*time.Second, "fleet scale: measured time per kind of node, after the fleet has started")
+	fs.IntVar(&o.fleetStart, "fleet-start-concurrency", 32, "fleet scale: first reads in flight while the fleet starts")
+	fs.StringVar(&o.fleetKinds, "fleet-kinds", "sources,agents", "fleet scale: kinds of node, comma-separated (sources, agents)")
 	fs.StringVar(&o.rttList, "rtts", "50ms,150ms", "time to first byte: round-trip times the latency proxies add, comma-separated")
 	fs.IntVar(&o.rttUsers, "rtt-users", 64, "time to first byte: simulated users")
 	fs.IntVar(&o.rttConcurrency, "rtt-concurrency", 16, "time to first byte: connections in flight")
@@ -141,9 +158,21 @@ func parseFlags(args []string) (*options, error) {
 	if o.quick {
 		o.warmup, o.baseline, o.rotating = time.Second, 3*time.Second, 14*time.Second
 		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
-		o.readSegment, o.readRounds = time.Second, 1
+		o.readSegment, o.readRounds, o.readProfile = time.Second, 1, 0
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
 		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
+		o.fleetNodes, o.fleetDuration = 100, 7*time.Second
+	}
+	if o.fleetNodes < 1 || o.fleetNodes > 20000 || o.fleetStart < 1 {
+		return nil, fmt.Errorf("fleet-nodes, fleet-start-concurrency: must be 1..20000 and >= 1, got %d and %d", o.fleetNodes, o.fleetStart)
+	}
+	if o.fleetPeriod < 5*time.Second || o.fleetPeriod%time.Second != 0 || o.fleetRetain%time.Second != 0 {
+		return nil, fmt.Errorf("fleet-period, fleet-retain: must be whole seconds, the period >= 5s, got %s and %s", o.fleetPeriod, o.fleetRetain)
+	}
+	for _, k := range strings.Split(o.fleetKinds, ",") {
+		if k = strings.TrimSpace(k); k != bench.FleetSources && k != bench.FleetAgents {
+			return nil, fmt.Errorf("fleet-kinds: want sources or agents, got %q in %q", k, o.fleetKinds)
+		}
 	}
 	o.parts = map[string]bool{}
 	for _, f := range strings.Split(o.only, ",") {
@@ -429,10 +458,10 @@ func run(args []string) int {
 
 	// Vault read cost: keyring vs KV v2 of the same size.
 	if vault != nil && ctx.Err() == nil && o.parts["reads"] {
-		need := time.Duration(2*o.readRounds)*o.readSegment + 5*time.Second
+		need := time.Duration(3*o.readRounds)*o.readSegment + 2*o.readProfile + 8*time.Second
 		if h.fits("Vault read cost", need) {
 			progress("Vault read cost (%d readers, %d rounds of %s per path)", o.readConcurrency, o.readRounds, o.readSegment)
-			if rr, err := readCost(ctx, vault, hookKeyring, o); err != nil {
+			if rr, err := h.readCost(ctx, vault, hookKeyring); err != nil {
 				h.fail("Vault read cost: %v", err)
 			} else {
 				h.rep.Reads = rr
@@ -472,6 +501,11 @@ func run(args []string) int {
 	// Time to first byte behind latency proxies.
 	if ctx.Err() == nil && o.parts["rtt"] {
 		h.measureRTT(ctx, rn, vault, tlsVersions, certs[len(certs)-1])
+	}
+
+	// Fleet scale: many nodes against the one Vault.
+	if vault != nil && ctx.Err() == nil && o.parts["fleet"] {
+		h.measureFleet(ctx, vault, logDir)
 	}
 
 	if ctx.Err() != nil {
@@ -538,6 +572,60 @@ func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench
 	}
 }
 
+// measureFleet creates one token per node and runs each kind of fleet on a
+// keyring of its own.
+func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, logDir string) {
+	o := h.o
+	kinds := strings.Split(o.fleetKinds, ",")
+	h.rep.FleetSettings = bench.FleetSettings{Nodes: o.fleetNodes, RotationPeriod: o.fleetPeriod, Retain: o.fleetRetain,
+		Duration: o.fleetDuration, StartConcurrency: o.fleetStart, AgentFormat: "nginx", CPUs: runtime.NumCPU()}
+	need := time.Duration(len(kinds))*(o.fleetDuration+20*time.Second) + 10*time.Second
+	if !h.fits("fleet scale", need) {
+		return
+	}
+	progress("fleet scale: creating %d reader tokens", o.fleetNodes)
+	t0 := time.Now()
+	tokens, err := vault.CreateTokens(ctx, o.fleetNodes, 8)
+	if err != nil {
+		h.fail("fleet scale: %v", err)
+		return
+	}
+	progress("  %d tokens in %s", len(tokens), time.Since(t0).Round(time.Millisecond))
+	logf, err := os.OpenFile(filepath.Join(logDir, "fleet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		h.fail("fleet scale: %v", err)
+		return
+	}
+	defer logf.Close()
+	for _, kind := range kinds {
+		kind = strings.TrimSpace(kind)
+		if ctx.Err() != nil {
+			return
+		}
+		keyring := "bench-fleet-" + kind
+		if err := vault.CreateKeyring(ctx, keyring, o.fleetPeriod, o.fleetRetain); err != nil {
+			h.fail("fleet scale %s: %v", kind, err)
+			continue
+		}
+		progress("fleet scale: %d %s (rotation period %s, %s measured)", len(tokens), kind, o.fleetPeriod, o.fleetDuration)
+		res := bench.RunFleet(ctx, bench.FleetSpec{Kind: kind, Addr: vault.Server.Addr, Tokens: tokens, Mount: "ticketkeys", Keyring: keyring,
+			AgentFormat: "nginx", StartConcurrency: o.fleetStart, Duration: o.fleetDuration, VaultPID: vault.Server.Proc.PID,
+			AuditLog: vault.Server.AuditLogPath, LogWriter: logf})
+		if res.Err != "" {
+			h.fail("fleet scale %s: %s", kind, res.Err)
+		}
+		share, keys, ok := res.ActivationShare()
+		med, worst, pk, inc := res.Propagation()
+		progress("  %s: startup %s, reads %d (errors %d), %.0f/s mean, %d/s peak, cpu/read %sµs, publish->last node %s/%s (%d keys, %d incomplete), held at activation %.4f over %d keys (ok=%t)",
+			kind, res.Startup.Round(time.Millisecond), res.Reads, res.ReadErrors, res.AvgReadsPerSecond(), res.PeakReadsPerSecond(),
+			fmtUS(res.CPUPerRead()), med.Round(time.Millisecond), worst.Round(time.Millisecond), pk, inc, share, keys, ok)
+		if ok && share < 1 {
+			h.fail("fleet scale %s: only %.4f of the nodes held the next key at its activation", kind, share)
+		}
+		h.rep.Fleet = append(h.rep.Fleet, res)
+	}
+}
+
 // makeCerts makes the certificates (internal/testcert) and writes them for
 // the children.
 func makeCerts(tb *bench.TB, list string) ([]bench.CertSet, error) {
@@ -567,8 +655,12 @@ func makeCerts(tb *bench.TB, list string) ([]bench.CertSet, error) {
 }
 
 // readCost compares reads of the keyring with reads of a KV v2 secret of
-// the same size, alternately.
-func readCost(ctx context.Context, v *bench.Vault, keyring string, o *options) (*bench.ReadResult, error) {
+// the same size, on the built-in engine and (when its binary is given) on
+// the same engine as an external plugin, in alternating rounds, with Vault's
+// CPU and audit bytes per read; then it profiles Vault during keyring reads
+// and during KV reads.
+func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) (*bench.ReadResult, error) {
+	o := h.o
 	c, err := bench.NewReadClient(v.Server.Addr, v.ReaderToken, o.readConcurrency)
 	if err != nil {
 		return nil, err
@@ -586,14 +678,58 @@ func readCost(ctx context.Context, v *bench.Vault, keyring string, o *options) (
 	if err != nil {
 		return nil, err
 	}
-	kv := bench.ReadTarget{Name: "kv v2", Path: kvPath}
-	a, b := bench.ReadComparison(ctx, c, keys, kv, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads)
-	a.DataBytes, b.DataBytes = size, size
-	if a.Reads == 0 || b.Reads == 0 {
-		return nil, fmt.Errorf("no successful read: keyring %d (errors %d: %s), kv %d (errors %d: %s)",
-			a.Reads, a.Errors, a.FirstError, b.Reads, b.Errors, b.FirstError)
+	targets := []bench.ReadTarget{keys, {Name: "kv v2", Path: kvPath}}
+	if o.kvPlugin == "" {
+		h.note("read cost: no external KV plugin binary (-kv-plugin or KV_PLUGIN_BIN; make bench builds it with tools/kvplugin/build.sh): the plugin hop was not measured")
+	} else if err := v.MountExternalKV(ctx, o.kvPlugin); err != nil {
+		h.fail("read cost: external KV plugin: %v", err)
+	} else {
+		// A new KV v2 mount upgrades its storage first and refuses writes
+		// for a moment.
+		var xPath string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			xPath, err = bench.WriteKVOfSize(ctx, v.Server.Client, bench.ExternalKVMount, "bench-same-size", size)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			h.fail("read cost: external KV plugin: %v", err)
+		} else {
+			targets = append(targets, bench.ReadTarget{Name: "kv v2 (external plugin)", Path: xPath})
+		}
 	}
-	return &bench.ReadResult{Keys: a, KV: b, Concurrency: o.readConcurrency, WindowKeys: win}, nil
+	meters := bench.ReadMeters{VaultPID: v.Server.Proc.PID, AuditLog: v.Server.AuditLogPath}
+	out := bench.ReadRounds(ctx, c, targets, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads, meters)
+	for i := range out {
+		out[i].DataBytes = size
+		if out[i].Reads == 0 {
+			return nil, fmt.Errorf("no successful read of %s (errors %d: %s)", out[i].Path, out[i].Errors, out[i].FirstError)
+		}
+	}
+	rr := &bench.ReadResult{Keys: out[0], KV: out[1], Concurrency: o.readConcurrency, WindowKeys: win, Audit: v.Server.AuditLogPath != ""}
+	if len(out) > 2 {
+		rr.KVExternal = &out[2]
+	}
+	if o.readProfile > 0 && ctx.Err() == nil {
+		for _, t := range []struct {
+			target bench.ReadTarget
+			file   string
+		}{{keys, "vault-cpu-keyring-read.pprof"}, {targets[1], "vault-cpu-kv-read.pprof"}} {
+			path := filepath.Join(o.out, "logs", t.file)
+			top, err := bench.ProfileVaultDuring(ctx, v.Server.Client, c, t.target, o.readConcurrency, o.readProfile, path)
+			if err != nil {
+				h.note("read cost: Vault CPU profile during %s reads: %v", t.target.Name, err)
+				continue
+			}
+			if t.target.Path == keys.Path {
+				rr.ProfileFile, rr.ProfileTop = filepath.Join("logs", t.file), top
+			}
+		}
+	}
+	return rr, nil
 }
 
 func writeOutputs(rep *bench.Report, dir string) error {
