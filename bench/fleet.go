@@ -77,7 +77,9 @@ type FleetKey struct {
 	AtActivation       int  `json:"at_activation"`
 	ActivationMeasured bool `json:"activation_measured"`
 	// PublishMeasured says the key was published after every node was
-	// running, so LastAfterPublish is a propagation time.
+	// running and activated before the end, so LastAfterPublish is a
+	// propagation time (a key that activates later may still be on its
+	// way when the run ends, which is no failure).
 	PublishMeasured bool `json:"publish_measured"`
 }
 
@@ -254,7 +256,7 @@ func (h *holdTracker) result(ready, end time.Time) []FleetKey {
 	for id, kt := range h.keys {
 		k := FleetKey{Published: kt.publishAt, Activates: kt.notBefore}
 		k.ActivationMeasured = !kt.notBefore.Before(ready) && !kt.notBefore.After(end)
-		k.PublishMeasured = !kt.publishAt.Before(ready) && !kt.publishAt.After(end)
+		k.PublishMeasured = !kt.publishAt.Before(ready) && !kt.notBefore.After(end)
 		for _, m := range h.first {
 			t, ok := m[id]
 			if !ok {

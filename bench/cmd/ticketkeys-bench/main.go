@@ -107,7 +107,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
 	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
-	fs.DurationVar(&o.budget, "budget", 8*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
+	fs.DurationVar(&o.budget, "budget", 12*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
 	fs.IntVar(&o.users, "users", 200, "simulated users, each with its own session cache")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "uncounted load before each measured run (gives the users their first tickets)")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
@@ -161,7 +161,7 @@ func parseFlags(args []string) (*options, error) {
 		o.readSegment, o.readRounds, o.readProfile = time.Second, 1, 0
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
 		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
-		o.fleetNodes, o.fleetDuration = 100, 7*time.Second
+		o.fleetNodes, o.fleetDuration = 100, 6*time.Second
 	}
 	if o.fleetNodes < 1 || o.fleetNodes > 20000 || o.fleetStart < 1 {
 		return nil, fmt.Errorf("fleet-nodes, fleet-start-concurrency: must be 1..20000 and >= 1, got %d and %d", o.fleetNodes, o.fleetStart)
@@ -579,7 +579,7 @@ func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, logDir s
 	kinds := strings.Split(o.fleetKinds, ",")
 	h.rep.FleetSettings = bench.FleetSettings{Nodes: o.fleetNodes, RotationPeriod: o.fleetPeriod, Retain: o.fleetRetain,
 		Duration: o.fleetDuration, StartConcurrency: o.fleetStart, AgentFormat: "nginx", CPUs: runtime.NumCPU()}
-	need := time.Duration(len(kinds))*(o.fleetDuration+20*time.Second) + 10*time.Second
+	need := time.Duration(len(kinds))*(o.fleetDuration+12*time.Second) + 5*time.Second
 	if !h.fits("fleet scale", need) {
 		return
 	}
