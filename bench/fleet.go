@@ -353,6 +353,9 @@ func newFleetClient(addr, token string) (*api.Client, error) {
 	return c, nil
 }
 
+// fleetStartTimeout bounds the fleet's start (every node's first window).
+const fleetStartTimeout = 90 * time.Second
+
 // RunFleet starts the fleet (bounded first reads), measures Duration once
 // every node holds a window, stops every node and returns what it saw.
 func RunFleet(ctx context.Context, spec FleetSpec) FleetResult {
@@ -434,7 +437,20 @@ func RunFleet(ctx context.Context, spec FleetSpec) FleetResult {
 			}
 		}()
 	}
-	started.Wait()
+	// Every node holds a window, or the start took too long (Vault down):
+	// cancelling ends the first reads, so Wait returns either way.
+	allStarted := make(chan struct{})
+	go func() { started.Wait(); close(allStarted) }()
+	startTimer := time.NewTimer(fleetStartTimeout)
+	select {
+	case <-allStarted:
+	case <-startTimer.C:
+		startErrs.Add(1)
+		firstErr.CompareAndSwap(nil, fmt.Sprintf("not every node held a window within %s", fleetStartTimeout))
+		cancel()
+		<-allStarted
+	}
+	startTimer.Stop()
 	res.Startup = time.Since(t0)
 	defer func() {
 		cancel()
