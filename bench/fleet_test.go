@@ -179,3 +179,28 @@ func TestProcStat(t *testing.T) {
 		t.Errorf("cpu went backwards: %s", self)
 	}
 }
+
+func TestParsePprofTop(t *testing.T) {
+	out := `File: vault
+Type: cpu
+Duration: 4s, Total samples = 2.89s (72.21%)
+Showing nodes accounting for 2.80s, 96.89% of 2.89s total
+      flat  flat%   sum%        cum   cum%
+     0.01s  0.35%  0.35%      1.32s 45.67%  net/http.(*conn).serve
+         0     0%  0.35%      0.52s 17.99%  github.com/hashicorp/vault/vault.parseACLPolicyWithTemplating
+      10ms  0.35%  0.69%       20ms  0.69%  github.com/hashicorp/vault/audit.clone[go.shape.map[string]interface {}] (inline)
+`
+	total, cum := parsePprofTop(out)
+	if total != 2890*time.Millisecond {
+		t.Errorf("total %s, want 2.89s", total)
+	}
+	for name, want := range map[string]time.Duration{
+		"net/http.(*conn).serve": 1320 * time.Millisecond,
+		"github.com/hashicorp/vault/vault.parseACLPolicyWithTemplating":            520 * time.Millisecond,
+		"github.com/hashicorp/vault/audit.clone[go.shape.map[string]interface {}]": 20 * time.Millisecond,
+	} {
+		if cum[name] != want {
+			t.Errorf("cum[%s] = %s, want %s", name, cum[name], want)
+		}
+	}
+}

@@ -58,11 +58,11 @@ type ReadResult struct {
 	WindowKeys  int       `json:"window_keys"`
 	// Audit says a file audit device was enabled during the reads.
 	Audit bool `json:"audit"`
-	// ProfileFile is the Vault server's CPU profile taken during keyring
-	// reads (sys/pprof/profile), relative to the report; "" when none.
-	ProfileFile string `json:"profile_file,omitempty"`
-	// ProfileTop is `go tool pprof -top` of it (the heaviest functions).
-	ProfileTop string `json:"profile_top,omitempty"`
+	// KeysProfile and KVProfile are CPU profiles of the Vault server
+	// (sys/pprof/profile) taken during keyring reads and during built-in
+	// KV reads; nil when not taken.
+	KeysProfile *VaultProfile `json:"keys_profile,omitempty"`
+	KVProfile   *VaultProfile `json:"kv_profile,omitempty"`
 }
 
 // Report is everything one harness run measured.
@@ -190,13 +190,15 @@ func (r *Report) writeSummary(b *strings.Builder) {
 			a.relN++
 		}
 	}
-	if len(order) == 0 {
+	if len(order) == 0 && len(r.Hook) == 0 && r.Reads == nil && len(r.RTT) == 0 && len(r.Fleet) == 0 {
 		return
 	}
 	fmt.Fprintf(b, "## Summary\n\n")
-	fmt.Fprintf(b, "Over all TLS versions and certificates measured (details below):\n\n")
-	fmt.Fprintf(b, "| scenario | runs | resumed | rotations | failed resumptions / rotation | server CPU / conn × single node (mean) |\n")
-	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|\n")
+	if len(order) > 0 {
+		fmt.Fprintf(b, "Over all TLS versions and certificates measured (details below):\n\n")
+		fmt.Fprintf(b, "| scenario | runs | resumed | rotations | failed resumptions / rotation | server CPU / conn × single node (mean) |\n")
+		fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|\n")
+	}
 	for _, id := range order {
 		a := by[id]
 		share := math.NaN()
@@ -460,12 +462,38 @@ func (r *Report) writeReads(b *strings.Builder) {
 			fmt.Fprintf(b, "- first error reading `%s`: %s\n", c.Path, mdEscape(c.FirstError))
 		}
 	}
-	if x.ProfileFile != "" {
-		fmt.Fprintf(b, "Vault server CPU profile during keyring reads: `%s` (`go tool pprof -top %s`; docs/benchmark.md says where the time goes).", x.ProfileFile, x.ProfileFile)
-		if x.ProfileTop != "" {
-			fmt.Fprintf(b, " Its heaviest functions by own time:\n\n```\n%s```\n", topLines(x.ProfileTop, 22))
-		}
-		b.WriteString("\n")
+	r.writeProfiles(b, x)
+}
+
+// writeProfiles breaks the Vault server's CPU per read down by part, for
+// the keyring and the built-in KV read.
+func (r *Report) writeProfiles(b *strings.Builder, x *ReadResult) {
+	kp, vp := x.KeysProfile, x.KVProfile
+	if kp == nil || vp == nil {
+		return
+	}
+	fmt.Fprintf(b, "**Where a read's time goes inside the Vault server**: CPU profiles of the Vault process (`sys/pprof/profile`, %.0f s each, "+
+		"saved as `logs/%s` and `logs/%s`) during keyring reads and during built-in KV reads, at the same concurrency; each part is the "+
+		"cumulative CPU of one function of Vault %s divided by the reads served during the profile. Parts marked \"of which\" are inside "+
+		"the part above them. The plugin process's own CPU (the gRPC server side, the engine's handler and its encoding) is not in "+
+		"a Vault profile: it is the plugin CPU per read of the table above.\n\n",
+		kp.Seconds, kp.File, vp.File, r.Settings.VaultVersion)
+	if len(kp.PartsPerRead) == 0 || len(vp.PartsPerRead) == 0 {
+		fmt.Fprintf(b, "(The `go` tool was not at hand to break the profiles down: `go tool pprof -top -cum logs/%s`.)\n\n", kp.File)
+		return
+	}
+	fmt.Fprintf(b, "| Vault server CPU per read (µs) | keyring | built-in KV v2 | difference |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| **all (profile total)** | %s | %s | %s |\n", us(kp.TotalPerRead), us(vp.TotalPerRead), us(kp.TotalPerRead-vp.TotalPerRead))
+	for _, p := range ProfileParts {
+		k, v := kp.PartsPerRead[p.Name], vp.PartsPerRead[p.Name]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", p.Name, us(k), us(v), us(k-v))
+	}
+	if x.KVExternal != nil {
+		fmt.Fprintf(b, "| plugin process, all (from /proc, table above) | %s | — | |\n", us(x.Keys.PluginCPUPerRead()))
+	}
+	b.WriteString("\n")
+	if kp.Top != "" {
+		fmt.Fprintf(b, "<details><summary>Heaviest functions by own time during keyring reads (go tool pprof -top)</summary>\n\n```\n%s```\n\n</details>\n\n", topLines(kp.Top, 40))
 	}
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -97,6 +98,9 @@ func bytesHuman(b float64) string {
 	return fmt.Sprintf("%.0f B", b)
 }
 
+// cores2 prints a CPU load in cores with two significant digits.
+func cores2(c float64) string { return strconv.FormatFloat(c, 'g', 2, 64) }
+
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f", d.Seconds()) }
 
 func (r *Report) writeFleet(b *strings.Builder) {
@@ -183,8 +187,8 @@ func (r *Report) writeFleetProjection(b *strings.Builder) {
 		}
 		for _, n := range []int{1000, 10000, 100000} {
 			p := x.Project(n, period, cpus)
-			fmt.Fprintf(b, "| %s | %d | %.1f | %.0f | %s | %.3f | %.2f | %s | %s |\n", fleetLabel(x.Kind), n, p.AvgReadsPerSecond,
-				p.PeakReadsPerSecond, secs(p.Spread), p.AvgCores, p.PeakCores, secs(p.DrainOnCPUs), bytesHuman(p.AuditPerDay))
+			fmt.Fprintf(b, "| %s | %d | %.1f | %.0f | %s | %s | %s | %s | %s |\n", fleetLabel(x.Kind), n, p.AvgReadsPerSecond,
+				p.PeakReadsPerSecond, secs(p.Spread), cores2(p.AvgCores), cores2(p.PeakCores), secs(p.DrainOnCPUs), bytesHuman(p.AuditPerDay))
 		}
 	}
 	b.WriteString("\n")

@@ -91,9 +91,15 @@ func (v *Vault) MountExternalKV(ctx context.Context, bin string) error {
 	if err != nil {
 		return fmt.Errorf("register plugin %s (sha256 %s, from %s): %w", ExternalKVPlugin, sum, bin, err)
 	}
-	err = v.Server.Client.Sys().MountWithContext(ctx, ExternalKVMount, &api.MountInput{Type: ExternalKVPlugin, Options: map[string]string{"version": "2"}})
+	// Vault accepts the version option at enable time only for its own
+	// kv type: enable (KV v1), then tune to v2, which upgrades the mount.
+	err = v.Server.Client.Sys().MountWithContext(ctx, ExternalKVMount, &api.MountInput{Type: ExternalKVPlugin})
 	if err != nil {
-		return fmt.Errorf("enable %s as kv v2 at %s/: %w", ExternalKVPlugin, ExternalKVMount, err)
+		return fmt.Errorf("enable %s at %s/: %w", ExternalKVPlugin, ExternalKVMount, err)
+	}
+	err = v.Server.Client.Sys().TuneMountWithContext(ctx, ExternalKVMount, api.MountConfigInput{Options: map[string]string{"version": "2"}})
+	if err != nil {
+		return fmt.Errorf("tune %s/ to kv v2: %w", ExternalKVMount, err)
 	}
 	return nil
 }

@@ -140,7 +140,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.readProfile, "read-profile", 4*time.Second, "read cost: length of the Vault CPU profiles (sys/pprof) taken during keyring and KV reads; 0 skips them")
 	fs.IntVar(&o.fleetNodes, "fleet-nodes", 1000, "fleet scale: simulated nodes (each with its own token)")
 	fs.DurationVar(&o.fleetPeriod, "fleet-period", 5*time.Second, "fleet scale: the keyring's rotation period (short, so that the run sees several rotations)")
-	fs.DurationVar(&o.fleetRetain, "fleet-retain", 10*time.Second, "fleet scale: the keyring's retain")
+	fs.DurationVar(&o.fleetRetain, "fleet-retain", 60*time.Second, "fleet scale: the keyring's retain (60s at a 5s period gives the 14-key window of the defaults, 1h and 12h)")
 	fs.DurationVar(&o.fleetDuration, "fleet-duration", 21*time.Second, "fleet scale: measured time per kind of node, after the fleet has started")
 	fs.IntVar(&o.fleetStart, "fleet-start-concurrency", 32, "fleet scale: first reads in flight while the fleet starts")
 	fs.StringVar(&o.fleetKinds, "fleet-kinds", "sources,agents", "fleet scale: kinds of node, comma-separated (sources, agents)")
@@ -161,7 +161,7 @@ func parseFlags(args []string) (*options, error) {
 		o.readSegment, o.readRounds, o.readProfile = time.Second, 1, 0
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
 		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
-		o.fleetNodes, o.fleetDuration = 100, 6*time.Second
+		o.fleetNodes, o.fleetDuration, o.fleetRetain = 100, 6*time.Second, 20*time.Second
 	}
 	if o.fleetNodes < 1 || o.fleetNodes > 20000 || o.fleetStart < 1 {
 		return nil, fmt.Errorf("fleet-nodes, fleet-start-concurrency: must be 1..20000 and >= 1, got %d and %d", o.fleetNodes, o.fleetStart)
@@ -368,6 +368,7 @@ func run(args []string) int {
 	rn := &bench.Runner{Exe: exe, ServeArgs: []string{"serve"}, LogDir: logDir}
 	var vault *bench.Vault
 	const hookKeyring = "bench-hook"
+	const fleetKeyring = "bench-fleet"
 	if o.noVault {
 		h.note("-no-vault: scenario 4, the hook cost and the Vault read cost were not measured")
 	} else {
@@ -383,6 +384,12 @@ func run(args []string) int {
 			// cost is measured at the end.
 			if err := vault.CreateKeyring(ctx, hookKeyring, o.rotationPeriod, o.hookRetain); err != nil {
 				h.fail("hook keyring: %v", err)
+			}
+			// Likewise the fleet's keyring: a full window, as in production.
+			if o.parts["fleet"] {
+				if err := vault.CreateKeyring(ctx, fleetKeyring, o.fleetPeriod, o.fleetRetain); err != nil {
+					h.fail("fleet keyring: %v", err)
+				}
 			}
 			progress("Vault ready at %s", vault.Server.Addr)
 		}
@@ -505,7 +512,7 @@ func run(args []string) int {
 
 	// Fleet scale: many nodes against the one Vault.
 	if vault != nil && ctx.Err() == nil && o.parts["fleet"] {
-		h.measureFleet(ctx, vault, logDir)
+		h.measureFleet(ctx, vault, fleetKeyring, logDir)
 	}
 
 	if ctx.Err() != nil {
@@ -572,15 +579,39 @@ func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench
 	}
 }
 
+// waitForFullWindow waits until keyring's window holds current, next and
+// retain/period previous keys. Keyrings are created at the start, so in a
+// full run the parts before have taken longer than that; with -only the
+// wait keeps the measured window at the documented size.
+func (h *harness) waitForFullWindow(ctx context.Context, v *bench.Vault, keyring string, period, retain time.Duration) error {
+	target := bench.ReadTarget{Path: "ticketkeys/keys/" + keyring, Query: url.Values{"format": {"nginx"}}}
+	full := int(retain/period) + 2
+	for deadline := time.Now().Add(retain + 2*period); ; {
+		n, err := bench.WindowSize(ctx, v.Server.Client, target)
+		if err != nil {
+			return err
+		}
+		if n >= full || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil
+		}
+		progress("  waiting for keyring %s's window to fill up (%d of %d keys)", keyring, n, full)
+		time.Sleep(min(time.Until(deadline), period))
+	}
+}
+
 // measureFleet creates one token per node and runs each kind of fleet on a
 // keyring of its own.
-func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, logDir string) {
+func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, keyring, logDir string) {
 	o := h.o
 	kinds := strings.Split(o.fleetKinds, ",")
 	h.rep.FleetSettings = bench.FleetSettings{Nodes: o.fleetNodes, RotationPeriod: o.fleetPeriod, Retain: o.fleetRetain,
 		Duration: o.fleetDuration, StartConcurrency: o.fleetStart, AgentFormat: "nginx", CPUs: runtime.NumCPU()}
 	need := time.Duration(len(kinds))*(o.fleetDuration+12*time.Second) + 5*time.Second
 	if !h.fits("fleet scale", need) {
+		return
+	}
+	if err := h.waitForFullWindow(ctx, vault, keyring, o.fleetPeriod, o.fleetRetain); err != nil {
+		h.fail("fleet scale: %v", err)
 		return
 	}
 	progress("fleet scale: creating %d reader tokens", o.fleetNodes)
@@ -601,11 +632,6 @@ func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, logDir s
 		kind = strings.TrimSpace(kind)
 		if ctx.Err() != nil {
 			return
-		}
-		keyring := "bench-fleet-" + kind
-		if err := vault.CreateKeyring(ctx, keyring, o.fleetPeriod, o.fleetRetain); err != nil {
-			h.fail("fleet scale %s: %v", kind, err)
-			continue
 		}
 		progress("fleet scale: %d %s (rotation period %s, %s measured)", len(tokens), kind, o.fleetPeriod, o.fleetDuration)
 		res := bench.RunFleet(ctx, bench.FleetSpec{Kind: kind, Addr: vault.Server.Addr, Tokens: tokens, Mount: "ticketkeys", Keyring: keyring,
@@ -666,6 +692,9 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 		return nil, err
 	}
 	keys := bench.ReadTarget{Name: "keyring", Path: "ticketkeys/keys/" + keyring, Query: url.Values{"format": {o.readFormat}}}
+	if err := h.waitForFullWindow(ctx, v, keyring, o.rotationPeriod, o.hookRetain); err != nil {
+		return nil, err
+	}
 	size, err := bench.DataSize(ctx, c, keys)
 	if err != nil {
 		return nil, err
@@ -714,19 +743,18 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 		rr.KVExternal = &out[2]
 	}
 	if o.readProfile > 0 && ctx.Err() == nil {
+		dir := filepath.Join(o.out, "logs")
 		for _, t := range []struct {
 			target bench.ReadTarget
 			file   string
-		}{{keys, "vault-cpu-keyring-read.pprof"}, {targets[1], "vault-cpu-kv-read.pprof"}} {
-			path := filepath.Join(o.out, "logs", t.file)
-			top, err := bench.ProfileVaultDuring(ctx, v.Server.Client, c, t.target, o.readConcurrency, o.readProfile, path)
+			into   **bench.VaultProfile
+		}{{keys, "vault-cpu-keyring-read.pprof", &rr.KeysProfile}, {targets[1], "vault-cpu-kv-read.pprof", &rr.KVProfile}} {
+			vp, err := bench.ProfileVaultDuring(ctx, v.Server.Client, c, t.target, o.readConcurrency, o.readProfile, dir, t.file)
 			if err != nil {
 				h.note("read cost: Vault CPU profile during %s reads: %v", t.target.Name, err)
 				continue
 			}
-			if t.target.Path == keys.Path {
-				rr.ProfileFile, rr.ProfileTop = filepath.Join("logs", t.file), top
-			}
+			*t.into = vp
 		}
 	}
 	return rr, nil
