@@ -218,7 +218,9 @@ func (r *Report) writeSummary(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s |\n", a.label, a.runs, pct(share), rot, fpr, rel)
 	}
-	b.WriteString("\n")
+	if len(order) > 0 {
+		b.WriteString("\n")
+	}
 	for _, h := range r.Hook {
 		if h.Err == "" {
 			fmt.Fprintf(b, "- Hook cost, TLS %s: CPU per (resumed) connection with the client hook and a %d-key window is %s that of a plain single-key tls.Config.\n",

@@ -86,7 +86,7 @@ func rttSavingsLines(results []RTTResult) []string {
 		if rtts < 0.5 {
 			verdict = "resumption saves no round trip, only CPU"
 		}
-		out = append(out, fmt.Sprintf("TLS %s at %s RTT: full handshake p50 %s, resumed p50 %s: %s ms = %.2f RTT saved per new connection; %s.",
+		out = append(out, fmt.Sprintf("TLS %s at %s RTT: full handshake p50 %s, resumed p50 %s: full − resumed = %s ms (%.2f RTT) per new connection; %s.",
 			k.TLS, k.RTT, msRTT(full.P50, k.RTT), msRTT(res.P50, k.RTT), ms0(saved), rtts, verdict))
 	}
 	return out
@@ -106,7 +106,7 @@ func (r *Report) writeRTT(b *strings.Builder) {
 	fmt.Fprintf(b, "Each of the 3 nodes sits behind a latency-injecting proxy on 127.0.0.1 (bench/latencyproxy.go) that delays each "+
 		"direction by RTT/2 and holds the client's first bytes one extra RTT for the TCP handshake, at RTT %s. "+
 		"%d users (each with its own session cache), %d connections in flight, a new TLS connection per request, %s certificate; "+
-		"per RTT %s of warm-up (not counted), then %s measured. Time to first byte (TTFB) runs from the start of the TCP dial "+
+		"per RTT at least %s of warm-up (not counted; long enough for every user to connect once, so the users hold tickets), then %s measured. Time to first byte (TTFB) runs from the start of the TCP dial "+
 		"to the first byte of the HTTP response. Full = handshakes that did not resume (no ticket offered, or the ticket was refused).\n\n",
 		strings.Join(rtts, " and "), s.Users, s.Concurrency, s.Cert, s.Warmup, s.Duration)
 	fmt.Fprintf(b, "| RTT | TLS | scenario | conns | resumed | errors | TTFB p50 (ms) | p99 (ms) | full: n | p50 | p99 | resumed: n | p50 | p99 |\n")
@@ -178,7 +178,7 @@ func rttScenarioLines(results []RTTResult) []string {
 		if own == nil || tk == nil || own.Connections == 0 || tk.Connections == 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("TLS %s at %s RTT, all connections: own keys p50 %s ms / p99 %s ms (%s resumed), ticketkeys p50 %s ms / p99 %s ms (%s resumed): %s ms lower median.",
+		out = append(out, fmt.Sprintf("TLS %s at %s RTT, all connections: own keys p50 %s ms / p99 %s ms (%s resumed), ticketkeys p50 %s ms / p99 %s ms (%s resumed): median own − ticketkeys = %s ms.",
 			k.TLS, k.RTT, ms0(own.All.P50), ms0(own.All.P99), pct(float64(own.Resumed)/float64(own.Connections)),
 			ms0(tk.All.P50), ms0(tk.All.P99), pct(float64(tk.Resumed)/float64(tk.Connections)), ms0(own.All.P50-tk.All.P50)))
 	}

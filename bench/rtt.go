@@ -118,6 +118,14 @@ func (rn *Runner) RunRTT(ctx context.Context, spec RTTSpec) ([]RTTResult, error)
 	return out, nil
 }
 
+// RTTWarmup is the warm-up at rtt: at least min, and long enough for every
+// user to have made one connection (each worker's users connect in turn
+// first, a connection takes about 4 round trips; half a second of slack).
+func RTTWarmup(min, rtt time.Duration, users, concurrency int) time.Duration {
+	perWorker := (users + concurrency - 1) / max(concurrency, 1)
+	return max(min, time.Duration(perWorker)*5*rtt+500*time.Millisecond)
+}
+
 // measureRTT puts a proxy in front of every node and runs the TTFB load
 // through them.
 func measureRTT(ctx context.Context, nodes []string, spec RTTSpec, rtt time.Duration, seed int64, res *RTTResult) error {
@@ -138,7 +146,7 @@ func measureRTT(ctx context.Context, nodes []string, spec RTTSpec, rtt time.Dura
 	}
 	conns, err := RunTTFB(ctx, TTFBConfig{
 		Addrs: addrs, ServerName: spec.Cert.ServerName, RootCAs: spec.Cert.Pool, TLS: spec.TLS,
-		Users: spec.Users, Concurrency: spec.Concurrency, Warmup: spec.Warmup, Duration: spec.Duration,
+		Users: spec.Users, Concurrency: spec.Concurrency, Warmup: RTTWarmup(spec.Warmup, rtt, spec.Users, spec.Concurrency), Duration: spec.Duration,
 		MaxConnections: spec.MaxConnections, Seed: seed,
 	})
 	if err != nil {

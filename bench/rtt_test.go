@@ -151,8 +151,8 @@ func TestRTTFillAndSavings(t *testing.T) {
 	}
 	lines := strings.Join(rttSavingsLines(res), "\n")
 	for _, want := range []string{
-		"TLS 1.2 at 50ms RTT: full handshake p50 202 ms (4.0 RTT), resumed p50 152 ms (3.0 RTT): 50 ms = 1.00 RTT saved per new connection; resumption saves a round trip.",
-		"TLS 1.3 at 150ms RTT: full handshake p50 452 ms (3.0 RTT), resumed p50 452 ms (3.0 RTT): 0 ms = 0.00 RTT saved per new connection; resumption saves no round trip, only CPU.",
+		"TLS 1.2 at 50ms RTT: full handshake p50 202 ms (4.0 RTT), resumed p50 152 ms (3.0 RTT): full − resumed = 50 ms (1.00 RTT) per new connection; resumption saves a round trip.",
+		"TLS 1.3 at 150ms RTT: full handshake p50 452 ms (3.0 RTT), resumed p50 452 ms (3.0 RTT): full − resumed = 0 ms (0.00 RTT) per new connection; resumption saves no round trip, only CPU.",
 	} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("savings lack %q:\n%s", want, lines)

@@ -133,8 +133,13 @@ func RunTTFB(ctx context.Context, cfg TTFBConfig) ([]TTFBConn, error) {
 		go func() {
 			defer wg.Done()
 			var mine []TTFBConn
-			for ctx.Err() == nil && take() {
-				cache := caches[rng.Intn(len(caches))]
+			for n := 0; ctx.Err() == nil && take(); n++ {
+				// Each of the worker's users connects once first (so that
+				// all hold a ticket after the warm-up), then at random.
+				cache := caches[n%len(caches)]
+				if n >= len(caches) {
+					cache = caches[rng.Intn(len(caches))]
+				}
 				node := rng.Intn(len(cfg.Addrs))
 				c := oneTTFB(ctx, cfg, cache, cfg.Addrs[node])
 				c.Node = node

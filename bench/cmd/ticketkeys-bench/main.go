@@ -548,7 +548,10 @@ func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench
 			if sc.Mode == bench.ModeTicketkeys && vault == nil {
 				continue
 			}
-			need := time.Duration(len(o.rtts))*(o.rttWarmup+o.rttDuration+time.Second) + 3*time.Second
+			need := 3 * time.Second
+			for _, rtt := range o.rtts {
+				need += bench.RTTWarmup(o.rttWarmup, rtt, o.rttUsers, o.rttConcurrency) + o.rttDuration + time.Second
+			}
 			if !h.fits(name, need) {
 				continue
 			}

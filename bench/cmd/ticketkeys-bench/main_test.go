@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bench"
 )
 
 func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
@@ -23,7 +25,10 @@ func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
 	reads := time.Duration(3*o.readRounds)*o.readSegment + 2*o.readProfile + 10*time.Second
 	// Time to first byte: 2 TLS versions x 2 scenarios, each RTT with its
 	// warm-up, and a child start per scenario.
-	rtt := 4 * (time.Duration(len(o.rtts))*(o.rttWarmup+o.rttDuration+time.Second) + 2*time.Second)
+	rtt := 8 * time.Second
+	for _, d := range o.rtts {
+		rtt += 4 * (bench.RTTWarmup(o.rttWarmup, d, o.rttUsers, o.rttConcurrency) + o.rttDuration + time.Second)
+	}
 	// Fleet: tokens, then per kind the start, the measurement and the stop.
 	fleet := 10*time.Second + 2*(o.fleetDuration+15*time.Second)
 	if mine := reads + rtt + fleet; mine > 4*time.Minute {
