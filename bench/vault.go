@@ -134,6 +134,19 @@ func sha256File(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// CreateReaderTokenWithoutDefault creates a token with only ReaderPolicy,
+// without Vault's `default` policy (whose templated paths Vault re-parses on
+// every request of a token that carries it).
+func (v *Vault) CreateReaderTokenWithoutDefault(ctx context.Context) (string, error) {
+	s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
+		Policies: []string{"bench-reader"}, TTL: "1h", NoDefaultPolicy: true,
+	})
+	if err != nil || s == nil || s.Auth == nil {
+		return "", fmt.Errorf("create a reader token without the default policy: %v", err)
+	}
+	return s.Auth.ClientToken, nil
+}
+
 // CreateTokens creates n tokens with only ReaderPolicy (one-hour TTL), with
 // at most concurrency requests in flight: one distinct token per simulated
 // node.

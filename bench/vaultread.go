@@ -24,6 +24,9 @@ type ReadTarget struct {
 	Path string
 	// Query holds query parameters (format=...).
 	Query url.Values
+	// Client, when set, reads this target instead of the shared client
+	// (another token).
+	Client *api.Client `json:"-"`
 }
 
 // ReadCost is the outcome of reading one target.
@@ -268,7 +271,11 @@ func ReadRounds(ctx context.Context, c *api.Client, targets []ReadTarget, concur
 				cpu0, cpuErr = ReadTreeCPU(m.VaultPID)
 			}
 			audit0 := fileSize(m.AuditLog)
-			seg := MeasureReads(ctx, c, t, concurrency, segment, maxReads)
+			tc := c
+			if t.Client != nil {
+				tc = t.Client
+			}
+			seg := MeasureReads(ctx, tc, t, concurrency, segment, maxReads)
 			seg.AuditBytes = fileSize(m.AuditLog) - audit0
 			if m.VaultPID > 0 && cpuErr == nil {
 				if cpu1, err := ReadTreeCPU(m.VaultPID); err == nil {

@@ -465,7 +465,7 @@ func run(args []string) int {
 
 	// Vault read cost: keyring vs KV v2 of the same size.
 	if vault != nil && ctx.Err() == nil && o.parts["reads"] {
-		need := time.Duration(3*o.readRounds)*o.readSegment + 2*o.readProfile + 8*time.Second
+		need := time.Duration(4*o.readRounds)*o.readSegment + 2*o.readProfile + 8*time.Second
 		if h.fits("Vault read cost", need) {
 			progress("Vault read cost (%d readers, %d rounds of %s per path)", o.readConcurrency, o.readRounds, o.readSegment)
 			if rr, err := h.readCost(ctx, vault, hookKeyring); err != nil {
@@ -733,6 +733,15 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 			targets = append(targets, bench.ReadTarget{Name: "kv v2 (external plugin)", Path: xPath})
 		}
 	}
+	noDefault := -1
+	if tok, err := v.CreateReaderTokenWithoutDefault(ctx); err != nil {
+		h.fail("read cost: %v", err)
+	} else if nc, err := bench.NewReadClient(v.Server.Addr, tok, o.readConcurrency); err != nil {
+		h.fail("read cost: %v", err)
+	} else {
+		noDefault = len(targets)
+		targets = append(targets, bench.ReadTarget{Name: "kv v2 (token without default policy)", Path: kvPath, Client: nc})
+	}
 	meters := bench.ReadMeters{VaultPID: v.Server.Proc.PID, AuditLog: v.Server.AuditLogPath}
 	out := bench.ReadRounds(ctx, c, targets, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads, meters)
 	for i := range out {
@@ -742,8 +751,12 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 		}
 	}
 	rr := &bench.ReadResult{Keys: out[0], KV: out[1], Concurrency: o.readConcurrency, WindowKeys: win, Audit: v.Server.AuditLogPath != ""}
-	if len(out) > 2 {
-		rr.KVExternal = &out[2]
+	for i := 2; i < len(out); i++ {
+		if i == noDefault {
+			rr.KVNoDefault = &out[i]
+		} else {
+			rr.KVExternal = &out[i]
+		}
 	}
 	if o.readProfile > 0 && ctx.Err() == nil {
 		dir := filepath.Join(o.out, "logs")

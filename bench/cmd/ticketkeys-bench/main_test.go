@@ -21,8 +21,9 @@ func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
 	// cost (~16s) and the decryption benchmark (~10s) inside the budget.
 	perCombo := 3*(o.warmup+o.baseline+2*time.Second) + 2*(o.warmup+o.rotating+2*time.Second)
 	hook := 2 * time.Duration(2*o.hookRounds) * (time.Second + o.hookSegment + 2*time.Second)
-	// Reads: keyring, built-in KV and external KV per round, two profiles.
-	reads := time.Duration(3*o.readRounds)*o.readSegment + 2*o.readProfile + 10*time.Second
+	// Reads: keyring, built-in KV, external KV and KV without the default
+	// policy per round, two profiles.
+	reads := time.Duration(4*o.readRounds)*o.readSegment + 2*o.readProfile + 10*time.Second
 	// Time to first byte: 2 TLS versions x 2 scenarios, each RTT with its
 	// warm-up, and a child start per scenario.
 	rtt := 8 * time.Second
