@@ -550,6 +550,13 @@ func (r *Report) writeMethod(b *strings.Builder) {
 			"the plain configuration uses tls.Config.SetSessionTicketKeys with one key, the hook uses client.Source.ConfigureServer on a live keyring.",
 		"**Vault read cost.** Workers read the path in a loop through the Vault API client (one idle connection per worker), " +
 			"each round bounded in time and count; reads/s is successful reads over wall time, p50/p99 over all successful reads.",
+		"**Vault and plugin CPU.** utime + stime of the Vault server process and of its child processes (the plugins, named by " +
+			"executable) from /proc/<pid>/stat (USER_HZ = 100), read around each measured segment.",
+		"**Time to first byte.** One latency proxy per node (bench/latencyproxy.go): each direction delayed by RTT/2 with bounded " +
+			"queues, order and spacing kept, the client's first bytes held one extra RTT for the TCP handshake. A new TLS connection per " +
+			"request; from the start of the dial to the first response byte; full and resumed split by ConnectionState.DidResume.",
+		"**Fleet.** Simulated nodes in the harness process, each with its own token and API client. A node holds a key from the end " +
+			"of the first read that returned it; a key's publication is its not_before − publish_ahead (whole seconds, as the engine sets them).",
 	} {
 		fmt.Fprintf(b, "- %s\n", l)
 	}

@@ -114,6 +114,9 @@ func TestBenchHarnessQuick(t *testing.T) {
 	if x := rep.Reads.KVExternal; x == nil || x.Reads == 0 || x.DataBytes != rep.Reads.KV.DataBytes || x.PluginCPU <= 0 {
 		t.Errorf("read cost: external KV plugin %+v, want reads at the same size with plugin CPU", x)
 	}
+	if nd := rep.Reads.KVNoDefault; nd == nil || nd.Reads == 0 {
+		t.Errorf("read cost: built-in KV with a token without the default policy: %+v, want reads", nd)
+	}
 	if !rep.Reads.Audit || rep.Reads.Keys.AuditBytes <= 0 || rep.Reads.Keys.VaultCPU <= 0 || rep.Reads.Keys.PluginCPU <= 0 || rep.Reads.KV.PluginCPU >= rep.Reads.Keys.PluginCPU {
 		t.Errorf("read cost: audit %t, keyring audit bytes %d, Vault CPU %s, plugin CPU %s (built-in KV's plugin CPU %s): want audited reads, with plugin CPU for the keyring only",
 			rep.Reads.Audit, rep.Reads.Keys.AuditBytes, rep.Reads.Keys.VaultCPU, rep.Reads.Keys.PluginCPU, rep.Reads.KV.PluginCPU)
