@@ -73,8 +73,11 @@ func ttfbPanel(results []RTTResult, k rttKey) (*plot.Plot, error) {
 	p.Title.Text = fmt.Sprintf("TLS %s, RTT %s: time to first byte", k.TLS, k.RTT)
 	p.X.Label.Text = "ms from TCP dial to first response byte (dashed: 3 and 4 round trips)"
 	p.Y.Label.Text = "share of connections at or below"
-	p.Y.Min, p.Y.Max = 0, 1.02
-	// Top left is empty in a distribution of times above 3 round trips.
+	// The band above 1 holds the legend, so that it never hides a line;
+	// ticks are only drawn from 0 to 1.
+	p.Y.Min, p.Y.Max = 0, 1.3
+	p.Y.Tick.Marker = plot.ConstantTicks{{Value: 0, Label: "0"}, {Value: 0.25, Label: "0.25"},
+		{Value: 0.5, Label: "0.5"}, {Value: 0.75, Label: "0.75"}, {Value: 1, Label: "1"}}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Legend.XOffs = vg.Millimeter * 2
