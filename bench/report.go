@@ -467,6 +467,10 @@ func (r *Report) writeReads(b *strings.Builder) {
 		fmt.Fprintf(b, " The same KV engine as an external plugin reaches %s of the built-in one: that is the cost of the plugin hop, "+
 			"which no external plugin can avoid; against it the keyring reaches %s (the engine's own difference at equal hop).",
 			ratio(hop), ratio(x.Keys.PerSecond()/e.PerSecond()))
+		if tput < 1 {
+			share := (1 - hop) / (1 - tput)
+			fmt.Fprintf(b, " Of the keyring's shortfall to the built-in KV (%.2f), the hop accounts for %.2f (%.0f%%).", 1-tput, 1-hop, 100*min(max(share, 0), 9.99))
+		}
 	}
 	if nd := x.KVNoDefault; nd != nil && nd.PerSecond() > 0 && x.KV.PerSecond() > 0 {
 		fmt.Fprintf(b, " The built-in KV read with a token without Vault's `default` policy reaches %s of the same read with it: "+
