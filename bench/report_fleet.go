@@ -117,24 +117,13 @@ func (r *Report) writeFleet(b *strings.Builder) {
 		"`%s` format and reads again ttl + 1 s later, as Vault Agent's consul-template does. A node *holds* a key once a read "+
 		"returned it (Agent's file write and the server's reload are not included).\n\n",
 		s.Nodes, s.RotationPeriod, s.Retain, s.StartConcurrency, s.Duration, s.AgentFormat)
-	fmt.Fprintf(b, "| nodes read with | nodes | startup (s) | reads | errors | reads/s mean | reads/s peak second | reads / node / period | read p50 (ms) | p99 (ms) | Vault + plugin CPU, cores mean | peak second | CPU / read (µs) | audit / read | publish → last node holds it, median / worst (s) | keys | held by every node at activation |\n")
-	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b, "**Load on Vault.**\n\n")
+	fmt.Fprintf(b, "| nodes read with | nodes | startup (s) | reads | errors | reads/s mean | reads/s peak second | reads / node / period | read p50 (ms) | p99 (ms) | Vault + plugin CPU, cores mean | peak second | CPU / read, Vault + plugin (µs) | audit / read |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.Fleet {
 		if x.Err != "" {
-			fmt.Fprintf(b, "| %s | %d | failed: %s | | | | | | | | | | | | | | |\n", fleetLabel(x.Kind), x.Nodes, mdEscape(x.Err))
+			fmt.Fprintf(b, "| %s | %d | failed: %s | | | | | | | | | | | |\n", fleetLabel(x.Kind), x.Nodes, mdEscape(x.Err))
 			continue
-		}
-		med, worst, keys, incomplete := x.Propagation()
-		prop := "—"
-		if keys > 0 {
-			prop = fmt.Sprintf("%s / %s", secs(med), secs(worst))
-			if incomplete > 0 {
-				prop += fmt.Sprintf(" (%d keys not held by every node by the end)", incomplete)
-			}
-		}
-		act := "no activation measured"
-		if share, n, ok := x.ActivationShare(); ok {
-			act = fmt.Sprintf("%s of %d node-activations (%d keys)", pctExact(share), n*x.Nodes, n)
 		}
 		cores := 0.0
 		if sec := x.Seconds(); sec > 0 {
@@ -144,10 +133,31 @@ func (r *Report) writeFleet(b *strings.Builder) {
 		if x.Reads > 0 {
 			auditPerRead = float64(x.AuditBytes) / float64(x.Reads)
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %d | %d | %.0f | %d | %.2f | %s | %s | %.2f | %.2f | %s | %s | %s | %d | %s |\n",
+		fmt.Fprintf(b, "| %s | %d | %s | %d | %d | %.0f | %d | %.2f | %s | %s | %.2f | %.2f | %s = %s + %s | %s |\n",
 			fleetLabel(x.Kind), x.Nodes, secs(x.Startup), x.Reads, x.ReadErrors, x.AvgReadsPerSecond(), x.PeakReadsPerSecond(),
 			x.ReadsPerNodePerPeriod(), ms(x.ReadP50), ms(x.ReadP99), cores, x.PeakCores(), us(x.CPUPerRead()),
-			bytesHuman(auditPerRead), prop, keys, act)
+			us(perRead(x.VaultCPU, x.Reads)), us(perRead(x.TotalCPU()-x.VaultCPU, x.Reads)), bytesHuman(auditPerRead))
+	}
+	fmt.Fprintf(b, "\n**Keys reaching the nodes** (publish_ahead %s).\n\n", r.fleetPublishAhead())
+	fmt.Fprintf(b, "| nodes read with | keys published and activated in the window | publish → last node holds it, median / worst (s) | keys activated in the window | held by every node at activation |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|\n")
+	for _, x := range r.Fleet {
+		if x.Err != "" {
+			continue
+		}
+		med, worst, keys, incomplete := x.Propagation()
+		prop := "—"
+		if keys > 0 {
+			prop = fmt.Sprintf("%s / %s", secs(med), secs(worst))
+			if incomplete > 0 {
+				prop += fmt.Sprintf(" (%d of them not held by every node by the end of the run)", incomplete)
+			}
+		}
+		act, activated := "no activation measured", 0
+		if share, n, ok := x.ActivationShare(); ok {
+			act, activated = fmt.Sprintf("%s of %d node-activations", pctExact(share), n*x.Nodes), n
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %d | %s |\n", fleetLabel(x.Kind), keys, prop, activated, act)
 	}
 	b.WriteString("\nRead latency is measured in the harness process, which runs all the nodes (1,000 Sources decode their " +
 		"windows there) on the CPUs Vault uses: when Vault's peak second stays well under the machine's cores, the latency is " +
@@ -162,6 +172,16 @@ func (r *Report) writeFleet(b *strings.Builder) {
 		}
 	}
 	r.writeFleetProjection(b)
+}
+
+// fleetPublishAhead is the keyring's publish_ahead as the fleet saw it.
+func (r *Report) fleetPublishAhead() string {
+	for _, x := range r.Fleet {
+		if x.PublishAhead > 0 {
+			return x.PublishAhead.String()
+		}
+	}
+	return "unknown"
 }
 
 // pctExact prints a share with enough digits that anything below 100%
