@@ -106,7 +106,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("ticketkeys-bench", flag.ContinueOnError)
 	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
-	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
+	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost, ticketkeys time to first byte, fleet)")
 	fs.DurationVar(&o.budget, "budget", 12*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
 	fs.IntVar(&o.users, "users", 200, "simulated users, each with its own session cache")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "uncounted load before each measured run (gives the users their first tickets)")
@@ -370,7 +370,7 @@ func run(args []string) int {
 	const hookKeyring = "bench-hook"
 	const fleetKeyring = "bench-fleet"
 	if o.noVault {
-		h.note("-no-vault: scenario 4, the hook cost and the Vault read cost were not measured")
+		h.note("-no-vault: scenario 4, the hook cost, the Vault read cost, the time to first byte of ticketkeys and the fleet were not measured")
 	} else {
 		progress("starting Vault %s with the plugin (internal/vaulttest)", vaulttest.VaultVersion)
 		vault, err = bench.StartVault(tb)
