@@ -1,8 +1,12 @@
 // Package bench is the harness behind `make bench`: it measures, in one run
 // on the machine at hand, how well a cluster of Go TLS servers resumes
 // sessions with ticketkeys beside its baselines, what the client's hook costs
-// per resumed handshake, and what a keyring read costs Vault, and writes a
-// markdown report and a PNG plot (see docs/benchmark.md).
+// per resumed handshake, what a keyring read costs Vault (against KV v2
+// built in and run as an external plugin, with where the time goes inside
+// Vault), the time to first byte behind latency-injecting proxies
+// (LatencyProxy) at real round-trip times, and how one Vault serves a fleet
+// of 1,000 nodes, and writes a markdown report and PNG plots (see
+// docs/benchmark.md).
 //
 // The server nodes of each run live in a child process of the harness (the
 // same binary, subcommand "serve"), so that their CPU is read from that

@@ -46,12 +46,26 @@ type DecryptResult struct {
 	AllocsPerOp int64   `json:"allocs_per_op"`
 }
 
-// ReadResult compares keyring reads with KV v2 reads of the same size.
+// ReadResult compares keyring reads with KV v2 reads of the same size:
+// the built-in engine and, when measured, the same engine run as an
+// external plugin (KVExternal), which pays the plugin gRPC hop as the
+// keyring does.
 type ReadResult struct {
-	Keys        ReadCost `json:"keys"`
-	KV          ReadCost `json:"kv"`
-	Concurrency int      `json:"concurrency"`
-	WindowKeys  int      `json:"window_keys"`
+	Keys       ReadCost  `json:"keys"`
+	KV         ReadCost  `json:"kv"`
+	KVExternal *ReadCost `json:"kv_external,omitempty"`
+	// KVNoDefault is the built-in KV read with a token that lacks Vault's
+	// `default` policy (nil when not measured).
+	KVNoDefault *ReadCost `json:"kv_no_default,omitempty"`
+	Concurrency int       `json:"concurrency"`
+	WindowKeys  int       `json:"window_keys"`
+	// Audit says a file audit device was enabled during the reads.
+	Audit bool `json:"audit"`
+	// KeysProfile and KVProfile are CPU profiles of the Vault server
+	// (sys/pprof/profile) taken during keyring reads and during built-in
+	// KV reads; nil when not taken.
+	KeysProfile *VaultProfile `json:"keys_profile,omitempty"`
+	KVProfile   *VaultProfile `json:"kv_profile,omitempty"`
 }
 
 // Report is everything one harness run measured.
@@ -66,6 +80,14 @@ type Report struct {
 	Hook      []HookCost      `json:"hook"`
 	Decrypt   []DecryptResult `json:"decrypt"`
 	Reads     *ReadResult     `json:"reads,omitempty"`
+	// RTT is the time to first byte behind latency proxies (RTTSettings
+	// describes the load); TTFBPlotFile its plot ("" when none was drawn).
+	RTT          []RTTResult `json:"rtt,omitempty"`
+	RTTSettings  RTTSettings `json:"rtt_settings"`
+	TTFBPlotFile string      `json:"ttfb_plot_file,omitempty"`
+	// Fleet is the fleet-scale runs (FleetSettings describes them).
+	Fleet         []FleetResult `json:"fleet,omitempty"`
+	FleetSettings FleetSettings `json:"fleet_settings"`
 	// Notes are skipped steps and errors, in order.
 	Notes []string `json:"notes"`
 	// PlotFile is the PNG's file name, relative to the report ("" when no
@@ -124,6 +146,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.writeHook(&b)
 	r.writeDecrypt(&b)
 	r.writeReads(&b)
+	r.writeRTT(&b)
+	r.writeFleet(&b)
 	r.writeMethod(&b)
 
 	if len(r.Notes) > 0 {
@@ -169,13 +193,15 @@ func (r *Report) writeSummary(b *strings.Builder) {
 			a.relN++
 		}
 	}
-	if len(order) == 0 {
+	if len(order) == 0 && len(r.Hook) == 0 && r.Reads == nil && len(r.RTT) == 0 && len(r.Fleet) == 0 {
 		return
 	}
 	fmt.Fprintf(b, "## Summary\n\n")
-	fmt.Fprintf(b, "Over all TLS versions and certificates measured (details below):\n\n")
-	fmt.Fprintf(b, "| scenario | runs | resumed | rotations | failed resumptions / rotation | server CPU / conn × single node (mean) |\n")
-	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|\n")
+	if len(order) > 0 {
+		fmt.Fprintf(b, "Over all TLS versions and certificates measured (details below):\n\n")
+		fmt.Fprintf(b, "| scenario | runs | resumed | rotations | failed resumptions / rotation | server CPU / conn × single node (mean) |\n")
+		fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|\n")
+	}
 	for _, id := range order {
 		a := by[id]
 		share := math.NaN()
@@ -195,7 +221,9 @@ func (r *Report) writeSummary(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s |\n", a.label, a.runs, pct(share), rot, fpr, rel)
 	}
-	b.WriteString("\n")
+	if len(order) > 0 {
+		b.WriteString("\n")
+	}
 	for _, h := range r.Hook {
 		if h.Err == "" {
 			fmt.Fprintf(b, "- Hook cost, TLS %s: CPU per (resumed) connection with the client hook and a %d-key window is %s that of a plain single-key tls.Config.\n",
@@ -205,8 +233,55 @@ func (r *Report) writeSummary(b *strings.Builder) {
 	if x := r.Reads; x != nil && x.KV.PerSecond() > 0 && x.KV.P99 > 0 {
 		fmt.Fprintf(b, "- Vault: a keyring read (%d keys) achieves %s the reads per second of a same-size KV v2 read, at %s its p99 latency.\n",
 			x.WindowKeys, ratio(x.Keys.PerSecond()/x.KV.PerSecond()), ratio(float64(x.Keys.P99)/float64(x.KV.P99)))
+		if e := x.KVExternal; e != nil && e.PerSecond() > 0 {
+			fmt.Fprintf(b, "- Vault: the same KV engine as an external plugin achieves %s the reads per second of the built-in one (the plugin hop); the keyring read achieves %s of the external KV.\n",
+				ratio(e.PerSecond()/x.KV.PerSecond()), ratio(x.Keys.PerSecond()/e.PerSecond()))
+		}
+	}
+	if l := r.summaryRTT(); l != "" {
+		fmt.Fprintf(b, "- %s\n", l)
+	}
+	for _, f := range r.Fleet {
+		if f.Err != "" {
+			continue
+		}
+		held := "no activation measured"
+		if share, keys, ok := f.ActivationShare(); ok {
+			held = fmt.Sprintf("%s of the nodes held the next key at its activation (%d activations)", pctExact(share), keys)
+		}
+		fmt.Fprintf(b, "- Fleet of %d %s: %.0f reads/s mean, %d in the peak second, Vault + plugin %s µs CPU per read; %s.\n",
+			f.Nodes, fleetLabel(f.Kind), f.AvgReadsPerSecond(), f.PeakReadsPerSecond(), us(f.CPUPerRead()), held)
 	}
 	b.WriteString("\n")
+}
+
+// summaryRTT is one line: the median time to first byte of ticketkeys
+// against own keys, per TLS version and RTT.
+func (r *Report) summaryRTT() string {
+	var parts []string
+	for _, k := range rttKeys(r.RTT) {
+		var own, tk *RTTResult
+		for i := range r.RTT {
+			x := &r.RTT[i]
+			if x.Err != "" || x.RTT != k.RTT || x.TLS != k.TLS {
+				continue
+			}
+			switch x.Scenario {
+			case "own":
+				own = x
+			case "ticketkeys":
+				tk = x
+			}
+		}
+		if own != nil && tk != nil {
+			parts = append(parts, fmt.Sprintf("TLS %s at %s RTT %s ms", k.TLS, k.RTT, ms0(tk.All.P50-own.All.P50)))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Time to first byte, median over all connections, ticketkeys minus own keys (3 nodes): " + strings.Join(parts, "; ") +
+		" (TLS 1.2 saves a round trip, TLS 1.3 only CPU)."
 }
 
 func (r *Report) writeCluster(b *strings.Builder) {
@@ -342,13 +417,37 @@ func (r *Report) writeReads(b *strings.Builder) {
 		return
 	}
 	x := r.Reads
-	fmt.Fprintf(b, "Same Vault, same non-root token (policy: read on both paths), %d concurrent readers, "+
+	audit := "no audit device"
+	if x.Audit {
+		audit = "a file audit device enabled (every read is audited, as in production)"
+	}
+	fmt.Fprintf(b, "Same Vault with %s, same non-root token (policy: read on every path), %d concurrent readers, "+
 		"%d alternating rounds of %s per path. The keyring read is `ticketkeys/keys/:name?format=%s` of a window of %d keys; "+
-		"the KV v2 secret holds one value whose JSON data is the same size.\n\n",
-		x.Concurrency, s.ReadRounds, s.ReadSegment, s.ReadFormat, x.WindowKeys)
-	fmt.Fprintf(b, "| read | data bytes | reads | errors | reads/s | p50 (ms) | p99 (ms) |\n|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, c := range []ReadCost{x.Keys, x.KV} {
-		fmt.Fprintf(b, "| `%s` | %d | %d | %d | %.0f | %s | %s |\n", c.Path, c.DataBytes, c.Reads, c.Errors, c.PerSecond(), ms(c.P50), ms(c.P99))
+		"each KV v2 secret holds one value whose JSON data is the same size. `kv/` is the KV engine built into Vault; `kvx/` "+
+		"(when measured) is the same engine (github.com/hashicorp/vault-plugin-secrets-kv, the version Vault builds in) run as an "+
+		"external plugin, so it pays the plugin gRPC hop as the keyring does. CPU per read is read from /proc for the Vault "+
+		"server process and for its plugin processes during each path's rounds (it includes Vault's idle work, which is small).\n\n",
+		audit, x.Concurrency, s.ReadRounds, s.ReadSegment, s.ReadFormat, x.WindowKeys)
+	fmt.Fprintf(b, "| read | data bytes | reads | errors | reads/s | × built-in KV v2 | p50 (ms) | p99 (ms) | Vault CPU / read (µs) | plugin CPU / read (µs) | audit bytes / read |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	rows := []ReadCost{x.Keys, x.KV}
+	if x.KVExternal != nil {
+		rows = append(rows, *x.KVExternal)
+	}
+	if x.KVNoDefault != nil {
+		rows = append(rows, *x.KVNoDefault)
+	}
+	for _, c := range rows {
+		rel := "n/a"
+		if x.KV.PerSecond() > 0 {
+			rel = ratio(c.PerSecond() / x.KV.PerSecond())
+		}
+		path := "`" + c.Path + "`"
+		if x.KVNoDefault != nil && c.Name == x.KVNoDefault.Name {
+			path += ", token without `default` policy"
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %.0f |\n", path, c.DataBytes, c.Reads, c.Errors, c.PerSecond(), rel,
+			ms(c.P50), ms(c.P99), us(c.VaultCPUPerRead()), us(c.PluginCPUPerRead()), c.AuditBytesPerRead())
 	}
 	tput, p99 := 0.0, 0.0
 	if x.KV.PerSecond() > 0 {
@@ -357,12 +456,75 @@ func (r *Report) writeReads(b *strings.Builder) {
 	if x.KV.P99 > 0 {
 		p99 = float64(x.Keys.P99) / float64(x.KV.P99)
 	}
-	fmt.Fprintf(b, "\nRatio keyring / KV v2: reads per second %s, p99 %s.\n\n", ratio(tput), ratio(p99))
-	for _, c := range []ReadCost{x.Keys, x.KV} {
+	fmt.Fprintf(b, "\nRatio keyring / KV v2: reads per second %s, p99 %s.", ratio(tput), ratio(p99))
+	goal := "not met"
+	if tput >= 0.9 {
+		goal = "met"
+	}
+	fmt.Fprintf(b, " Goal: at least 0.90× the built-in KV v2 reads per second: %s.", goal)
+	if e := x.KVExternal; e != nil && e.PerSecond() > 0 && x.KV.PerSecond() > 0 {
+		hop := e.PerSecond() / x.KV.PerSecond()
+		fmt.Fprintf(b, " The same KV engine as an external plugin reaches %s of the built-in one: that is the cost of the plugin hop, "+
+			"which no external plugin can avoid; against it the keyring reaches %s (the engine's own difference at equal hop).",
+			ratio(hop), ratio(x.Keys.PerSecond()/e.PerSecond()))
+		if tput < 1 {
+			share := (1 - hop) / (1 - tput)
+			fmt.Fprintf(b, " Of the keyring's shortfall to the built-in KV (%.2f), the hop accounts for %.2f (%.0f%%).", 1-tput, 1-hop, 100*min(max(share, 0), 9.99))
+		}
+	}
+	if nd := x.KVNoDefault; nd != nil && nd.PerSecond() > 0 && x.KV.PerSecond() > 0 {
+		fmt.Fprintf(b, " The built-in KV read with a token without Vault's `default` policy reaches %s of the same read with it: "+
+			"Vault re-parses the templated `default` policy on every request of a token that carries it, whatever the engine.",
+			ratio(nd.PerSecond()/x.KV.PerSecond()))
+	}
+	b.WriteString("\n\n")
+	for _, c := range rows {
 		if c.FirstError != "" {
 			fmt.Fprintf(b, "- first error reading `%s`: %s\n", c.Path, mdEscape(c.FirstError))
 		}
 	}
+	r.writeProfiles(b, x)
+}
+
+// writeProfiles breaks the Vault server's CPU per read down by part, for
+// the keyring and the built-in KV read.
+func (r *Report) writeProfiles(b *strings.Builder, x *ReadResult) {
+	kp, vp := x.KeysProfile, x.KVProfile
+	if kp == nil || vp == nil {
+		return
+	}
+	fmt.Fprintf(b, "**Where a read's time goes inside the Vault server**: CPU profiles of the Vault process (`sys/pprof/profile`, %.0f s each, "+
+		"saved as `logs/%s` and `logs/%s`) during keyring reads and during built-in KV reads, at the same concurrency; each part is the "+
+		"cumulative CPU of one function of Vault %s divided by the reads served during the profile. Parts marked \"of which\" are inside "+
+		"the part above them. The plugin process's own CPU (the gRPC server side, the engine's handler and its encoding) is not in "+
+		"a Vault profile: it is the plugin CPU per read of the table above.\n\n",
+		kp.Seconds, kp.File, vp.File, r.Settings.VaultVersion)
+	if len(kp.PartsPerRead) == 0 || len(vp.PartsPerRead) == 0 {
+		fmt.Fprintf(b, "(The `go` tool was not at hand to break the profiles down: `go tool pprof -top -cum logs/%s`.)\n\n", kp.File)
+		return
+	}
+	fmt.Fprintf(b, "| Vault server CPU per read (µs) | keyring | built-in KV v2 | difference |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| **all (profile total)** | %s | %s | %s |\n", us(kp.TotalPerRead), us(vp.TotalPerRead), us(kp.TotalPerRead-vp.TotalPerRead))
+	for _, p := range ProfileParts {
+		k, v := kp.PartsPerRead[p.Name], vp.PartsPerRead[p.Name]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", p.Name, us(k), us(v), us(k-v))
+	}
+	if x.KVExternal != nil {
+		fmt.Fprintf(b, "| plugin process, all (from /proc, table above) | %s | — | |\n", us(x.Keys.PluginCPUPerRead()))
+	}
+	b.WriteString("\n")
+	if kp.Top != "" {
+		fmt.Fprintf(b, "<details><summary>Heaviest functions by own time during keyring reads (go tool pprof -top)</summary>\n\n```\n%s```\n\n</details>\n\n", topLines(kp.Top, 40))
+	}
+}
+
+// topLines keeps the first n lines of `go tool pprof -top` output.
+func topLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "")
 }
 
 func (r *Report) writeMethod(b *strings.Builder) {
@@ -392,6 +554,13 @@ func (r *Report) writeMethod(b *strings.Builder) {
 			"the plain configuration uses tls.Config.SetSessionTicketKeys with one key, the hook uses client.Source.ConfigureServer on a live keyring.",
 		"**Vault read cost.** Workers read the path in a loop through the Vault API client (one idle connection per worker), " +
 			"each round bounded in time and count; reads/s is successful reads over wall time, p50/p99 over all successful reads.",
+		"**Vault and plugin CPU.** utime + stime of the Vault server process and of its child processes (the plugins, named by " +
+			"executable) from /proc/<pid>/stat (USER_HZ = 100), read around each measured segment.",
+		"**Time to first byte.** One latency proxy per node (bench/latencyproxy.go): each direction delayed by RTT/2 with bounded " +
+			"queues, order and spacing kept, the client's first bytes held one extra RTT for the TCP handshake. A new TLS connection per " +
+			"request; from the start of the dial to the first response byte; full and resumed split by ConnectionState.DidResume.",
+		"**Fleet.** Simulated nodes in the harness process, each with its own token and API client. A node holds a key from the end " +
+			"of the first read that returned it; a key's publication is its not_before − publish_ahead (whole seconds, as the engine sets them).",
 	} {
 		fmt.Fprintf(b, "- %s\n", l)
 	}

@@ -2,8 +2,14 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -20,10 +26,14 @@ path "ticketkeys/keys/*" {
 path "kv/data/*" {
   capabilities = ["read"]
 }
+path "kvx/data/*" {
+  capabilities = ["read"]
+}
 `
 
 // Vault is a real Vault server with the plugin at ticketkeys/ (started by
-// internal/vaulttest) and a KV v2 mount at kv/.
+// internal/vaulttest), a file audit device (as production Vaults have: every
+// read is audited, which is part of its cost) and a KV v2 mount at kv/.
 type Vault struct {
 	// Server is the running server; its Client has the root token.
 	Server *vaulttest.Server
@@ -34,11 +44,12 @@ type Vault struct {
 }
 
 // StartVault starts the server through vaulttest (stopped by PID when t is
-// closed), mounts KV v2 at kv/ and makes the reader token.
+// closed) with a file audit device, mounts KV v2 at kv/ and makes the
+// reader token.
 func StartVault(t *TB) (*Vault, error) {
 	v := &Vault{}
 	err := t.Do(func() {
-		v.Server = vaulttest.Start(t)
+		v.Server = vaulttest.Start(t, vaulttest.WithAuditFile())
 		v.Server.WritePolicy(t, "bench-reader", ReaderPolicy)
 		v.ReaderToken = v.Server.NewToken(t, "bench-reader")
 		v.Reader = v.Server.ClientWithToken(t, v.ReaderToken)
@@ -51,6 +62,121 @@ func StartVault(t *TB) (*Vault, error) {
 		return nil, fmt.Errorf("enable kv v2 at kv/: %w", err)
 	}
 	return v, nil
+}
+
+// ExternalKVPlugin is the catalog name under which MountExternalKV
+// registers HashiCorp's KV engine built as an external plugin
+// (tools/kvplugin/build.sh), and ExternalKVMount where it mounts it.
+const (
+	ExternalKVPlugin = "kv-external"
+	ExternalKVMount  = "kvx"
+)
+
+// MountExternalKV installs the KV engine binary bin into the server's
+// plugin directory, registers it by sha256 as ExternalKVPlugin and mounts
+// it as KV v2 at ExternalKVMount, so that the same engine as kv/ runs
+// behind the plugin gRPC hop. The reader policy covers it.
+func (v *Vault) MountExternalKV(ctx context.Context, bin string) error {
+	dst := filepath.Join(v.Server.PluginDir, ExternalKVPlugin)
+	if err := copyExecutable(bin, dst); err != nil {
+		return fmt.Errorf("install the external kv plugin %s: %w", bin, err)
+	}
+	sum, err := sha256File(dst)
+	if err != nil {
+		return err
+	}
+	err = v.Server.Client.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
+		Name: ExternalKVPlugin, Type: api.PluginTypeSecrets, Command: ExternalKVPlugin, SHA256: sum,
+	})
+	if err != nil {
+		return fmt.Errorf("register plugin %s (sha256 %s, from %s): %w", ExternalKVPlugin, sum, bin, err)
+	}
+	// Vault accepts the version option at enable time only for its own
+	// kv type: enable (KV v1), then tune to v2, which upgrades the mount.
+	err = v.Server.Client.Sys().MountWithContext(ctx, ExternalKVMount, &api.MountInput{Type: ExternalKVPlugin})
+	if err != nil {
+		return fmt.Errorf("enable %s at %s/: %w", ExternalKVPlugin, ExternalKVMount, err)
+	}
+	err = v.Server.Client.Sys().TuneMountWithContext(ctx, ExternalKVMount, api.MountConfigInput{Options: map[string]string{"version": "2"}})
+	if err != nil {
+		return fmt.Errorf("tune %s/ to kv v2: %w", ExternalKVMount, err)
+	}
+	return nil
+}
+
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("sha256 of %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// CreateReaderTokenWithoutDefault creates a token with only ReaderPolicy,
+// without Vault's `default` policy (whose templated paths Vault re-parses on
+// every request of a token that carries it).
+func (v *Vault) CreateReaderTokenWithoutDefault(ctx context.Context) (string, error) {
+	s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
+		Policies: []string{"bench-reader"}, TTL: "1h", NoDefaultPolicy: true,
+	})
+	if err != nil || s == nil || s.Auth == nil {
+		return "", fmt.Errorf("create a reader token without the default policy: %v", err)
+	}
+	return s.Auth.ClientToken, nil
+}
+
+// CreateTokens creates n tokens with only ReaderPolicy (one-hour TTL), with
+// at most concurrency requests in flight: one distinct token per simulated
+// node.
+func (v *Vault) CreateTokens(ctx context.Context, n, concurrency int) ([]string, error) {
+	tokens := make([]string, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, max(concurrency, 1))
+	var wg sync.WaitGroup
+	for i := range tokens {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
+				Policies: []string{"bench-reader"}, TTL: "1h",
+			})
+			if err != nil || s == nil || s.Auth == nil {
+				errs <- fmt.Errorf("create reader token %d of %d: %v", i+1, n, err)
+				return
+			}
+			tokens[i] = s.Auth.ClientToken
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return tokens, nil
 }
 
 // CreateKeyring creates keyring name with the given rotation period and

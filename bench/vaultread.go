@@ -24,6 +24,9 @@ type ReadTarget struct {
 	Path string
 	// Query holds query parameters (format=...).
 	Query url.Values
+	// Client, when set, reads this target instead of the shared client
+	// (another token).
+	Client *api.Client `json:"-"`
 }
 
 // ReadCost is the outcome of reading one target.
@@ -41,7 +44,34 @@ type ReadCost struct {
 	Elapsed    time.Duration `json:"elapsed_ns"`
 	P50        time.Duration `json:"p50_ns"`
 	P99        time.Duration `json:"p99_ns"`
+	// VaultCPU and PluginCPU are the CPU time of the Vault server process
+	// and of its plugin processes during this target's rounds (from /proc;
+	// zero when not measured); AuditBytes what the audit device wrote.
+	VaultCPU   time.Duration `json:"vault_cpu_ns"`
+	PluginCPU  time.Duration `json:"plugin_cpu_ns"`
+	AuditBytes int64         `json:"audit_bytes"`
 	latencies  []time.Duration
+}
+
+// VaultCPUPerRead and PluginCPUPerRead divide the CPU by the successful
+// reads (0 without reads).
+func (r ReadCost) VaultCPUPerRead() time.Duration  { return perRead(r.VaultCPU, r.Reads) }
+func (r ReadCost) PluginCPUPerRead() time.Duration { return perRead(r.PluginCPU, r.Reads) }
+
+// AuditBytesPerRead is what the audit device wrote per read (request and
+// response entries).
+func (r ReadCost) AuditBytesPerRead() float64 {
+	if r.Reads == 0 {
+		return 0
+	}
+	return float64(r.AuditBytes) / float64(r.Reads)
+}
+
+func perRead(d time.Duration, n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return d / time.Duration(n)
 }
 
 // PerSecond is successful reads per second.
@@ -63,6 +93,9 @@ func (r *ReadCost) merge(o ReadCost) {
 		r.FirstError = o.FirstError
 	}
 	r.Elapsed += o.Elapsed
+	r.VaultCPU += o.VaultCPU
+	r.PluginCPU += o.PluginCPU
+	r.AuditBytes += o.AuditBytes
 	r.latencies = append(r.latencies, o.latencies...)
 	r.P50 = percentile(r.latencies, 50)
 	r.P99 = percentile(r.latencies, 99)
@@ -208,13 +241,55 @@ func NewReadClient(addr, token string, conns int) (*api.Client, error) {
 // rounds segments each), so that both see the same machine load, and returns
 // the merged results.
 func ReadComparison(ctx context.Context, c *api.Client, a, b ReadTarget, concurrency, rounds int, segment time.Duration, maxReads int) (ReadCost, ReadCost) {
-	ra := ReadCost{Name: a.Name, Path: a.Path}
-	rb := ReadCost{Name: b.Name, Path: b.Path}
-	for i := 0; i < rounds && ctx.Err() == nil; i++ {
-		ra.merge(MeasureReads(ctx, c, a, concurrency, segment, maxReads))
-		rb.merge(MeasureReads(ctx, c, b, concurrency, segment, maxReads))
+	out := ReadRounds(ctx, c, []ReadTarget{a, b}, concurrency, rounds, segment, maxReads, ReadMeters{})
+	return out[0], out[1]
+}
+
+// ReadMeters say where to read Vault's CPU and audit log size around each
+// segment of ReadRounds. Zero values measure nothing.
+type ReadMeters struct {
+	// VaultPID is the Vault server process (its children are its plugins).
+	VaultPID int
+	// AuditLog is the file audit device's file.
+	AuditLog string
+}
+
+// ReadRounds runs MeasureReads on every target in turn, rounds times (a, b,
+// c, a, b, c, ...), so that all see the same machine load, and returns the
+// merged results in target order, with the Vault and plugin CPU and the
+// audit bytes of each target's segments.
+func ReadRounds(ctx context.Context, c *api.Client, targets []ReadTarget, concurrency, rounds int, segment time.Duration, maxReads int, m ReadMeters) []ReadCost {
+	out := make([]ReadCost, len(targets))
+	for i, t := range targets {
+		out[i] = ReadCost{Name: t.Name, Path: t.Path}
 	}
-	return ra, rb
+	for r := 0; r < rounds && ctx.Err() == nil; r++ {
+		for i, t := range targets {
+			var cpu0 TreeCPU
+			var cpuErr error
+			if m.VaultPID > 0 {
+				cpu0, cpuErr = ReadTreeCPU(m.VaultPID)
+			}
+			audit0 := fileSize(m.AuditLog)
+			tc := c
+			if t.Client != nil {
+				tc = t.Client
+			}
+			seg := MeasureReads(ctx, tc, t, concurrency, segment, maxReads)
+			seg.AuditBytes = fileSize(m.AuditLog) - audit0
+			if m.VaultPID > 0 && cpuErr == nil {
+				if cpu1, err := ReadTreeCPU(m.VaultPID); err == nil {
+					self, kids := cpu1.Since(cpu0)
+					seg.VaultCPU = self
+					for _, d := range kids {
+						seg.PluginCPU += d
+					}
+				}
+			}
+			out[i].merge(seg)
+		}
+	}
+	return out
 }
 
 // WindowSize returns the number of keys one read of target returns (only

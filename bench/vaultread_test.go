@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,5 +33,44 @@ func TestReadCostMerge(t *testing.T) {
 	}
 	if a.PerSecond() != 2 || a.P99 != 9*time.Millisecond || a.P50 != 2*time.Millisecond {
 		t.Fatalf("reads/s %.1f p50 %s p99 %s, want 2, 2ms, 9ms", a.PerSecond(), a.P50, a.P99)
+	}
+}
+
+func TestReportReadCostWithExternalKVAndProfiles(t *testing.T) {
+	rc := func(path string, reads int, vault, plugin time.Duration) ReadCost {
+		return ReadCost{Name: path, Path: path, DataBytes: 3698, Reads: reads, Elapsed: time.Second, P50: time.Millisecond, P99: 4 * time.Millisecond,
+			VaultCPU: vault * time.Duration(reads), PluginCPU: plugin * time.Duration(reads), AuditBytes: int64(reads) * 3000}
+	}
+	ext := rc("kvx/data/x", 600, 1100*time.Microsecond, 440*time.Microsecond)
+	nd := rc("kv/data/x", 1400, 360*time.Microsecond, 0)
+	nd.Name = "kv v2 (token without default policy)"
+	parts := func(scale float64) map[string]time.Duration {
+		m := map[string]time.Duration{}
+		for i, p := range ProfileParts {
+			m[p.Name] = time.Duration(scale * float64(10*(i+1)) * float64(time.Microsecond))
+		}
+		return m
+	}
+	rep := &Report{Settings: Settings{ReadFormat: "nginx", ReadRounds: 2, ReadSegment: 4 * time.Second, VaultVersion: "v1.21.0"},
+		Reads: &ReadResult{
+			Keys: rc("ticketkeys/keys/x", 570, 1170*time.Microsecond, 280*time.Microsecond), KV: rc("kv/data/x", 1000, 730*time.Microsecond, 0),
+			KVExternal: &ext, KVNoDefault: &nd, Concurrency: 8, WindowKeys: 14, Audit: true,
+			KeysProfile: &VaultProfile{File: "k.pprof", Seconds: 4, Reads: 2000, TotalPerRead: 1090 * time.Microsecond, PartsPerRead: parts(2), Top: "flat flat%\n"},
+			KVProfile:   &VaultProfile{File: "v.pprof", Seconds: 4, Reads: 4000, TotalPerRead: 672 * time.Microsecond, PartsPerRead: parts(1)},
+		}}
+	var b strings.Builder
+	rep.writeReads(&b)
+	md := b.String()
+	for _, want := range []string{
+		"| `kvx/data/x` | 3698 | 600 | 0 | 600 | 0.60× |", "| 1100.0 | 440.0 | 3000 |",
+		"| `kv/data/x`, token without `default` policy | 3698 | 1400 |", "1.40× of the same read with it",
+		"Goal: at least 0.90× the built-in KV v2 reads per second: not met", "reaches 0.60× of the built-in one",
+		"Of the keyring's shortfall to the built-in KV (0.43), the hop accounts for 0.40 (93%)",
+		"| **all (profile total)** | 1090.0 | 672.0 | 418.0 |", "| HTTP request handling, all (net/http conn.serve) | 20.0 | 10.0 | 10.0 |",
+		"logs/k.pprof", "<details>",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("read cost section lacks %q:\n%s", want, md)
+		}
 	}
 }

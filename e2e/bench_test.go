@@ -20,8 +20,11 @@ import (
 // TestBenchHarnessQuick runs the `make bench` harness end to end in its
 // quick mode on one TLS version and one certificate: a real Vault with the
 // plugin, server nodes in a child process, the load, the hook cost, the
-// Vault read cost and the decryption benchmark. It checks the measurements
-// against what each scenario must show, not just that files exist.
+// Vault read cost (built-in KV and the same KV engine as an external
+// plugin, built by tools/kvplugin/build.sh), the decryption benchmark, the
+// time to first byte behind latency proxies and a 100-node fleet of each
+// kind. It checks the measurements against what each scenario must show,
+// not just that files exist.
 func TestBenchHarnessQuick(t *testing.T) {
 	vaultBin := os.Getenv("VAULT_BIN")
 	if vaultBin == "" {
@@ -35,13 +38,19 @@ func TestBenchHarnessQuick(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./bench/cmd/ticketkeys-bench: %v\n%s", err, out)
 	}
+	kvBuild := exec.Command(filepath.Join(root, "tools", "kvplugin", "build.sh"))
+	kvBuild.Stderr = os.Stderr
+	kvPlugin, err := kvBuild.Output()
+	if err != nil {
+		t.Fatalf("tools/kvplugin/build.sh: %v", err)
+	}
 	out := filepath.Join(dir, "results")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-quick", "-out", out, "-tls", "1.3", "-certs", "ecdsa",
-		"-scenarios", "single,own,switch,ticketkeys", "-decrypt-windows", "1,4", "-budget", "3m")
+		"-scenarios", "single,own,switch,ticketkeys", "-decrypt-windows", "1,4", "-budget", "4m")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "VAULT_BIN="+vaultBin)
+	cmd.Env = append(os.Environ(), "VAULT_BIN="+vaultBin, "KV_PLUGIN_BIN="+strings.TrimSpace(string(kvPlugin)))
 	logs, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("ticketkeys-bench: %v\n%s", err, logs)
@@ -100,7 +109,55 @@ func TestBenchHarnessQuick(t *testing.T) {
 		t.Errorf("hook cost: %+v, want a ratio, a window of >= 3 keys and mostly resumed handshakes", rep.Hook)
 	}
 	if rep.Reads == nil || rep.Reads.Keys.Reads == 0 || rep.Reads.KV.Reads == 0 || rep.Reads.Keys.DataBytes != rep.Reads.KV.DataBytes {
-		t.Errorf("read cost: %+v, want reads of both paths at the same data size", rep.Reads)
+		t.Fatalf("read cost: %+v, want reads of both paths at the same data size", rep.Reads)
+	}
+	if x := rep.Reads.KVExternal; x == nil || x.Reads == 0 || x.DataBytes != rep.Reads.KV.DataBytes || x.PluginCPU <= 0 {
+		t.Errorf("read cost: external KV plugin %+v, want reads at the same size with plugin CPU", x)
+	}
+	if nd := rep.Reads.KVNoDefault; nd == nil || nd.Reads == 0 {
+		t.Errorf("read cost: built-in KV with a token without the default policy: %+v, want reads", nd)
+	}
+	if !rep.Reads.Audit || rep.Reads.Keys.AuditBytes <= 0 || rep.Reads.Keys.VaultCPU <= 0 || rep.Reads.Keys.PluginCPU <= 0 || rep.Reads.KV.PluginCPU >= rep.Reads.Keys.PluginCPU {
+		t.Errorf("read cost: audit %t, keyring audit bytes %d, Vault CPU %s, plugin CPU %s (built-in KV's plugin CPU %s): want audited reads, with plugin CPU for the keyring only",
+			rep.Reads.Audit, rep.Reads.Keys.AuditBytes, rep.Reads.Keys.VaultCPU, rep.Reads.Keys.PluginCPU, rep.Reads.KV.PluginCPU)
+	}
+
+	// Time to first byte at 50 ms RTT, TLS 1.3: 3 round trips at least
+	// (TCP, handshake, request), full or resumed; ticketkeys resumes
+	// across nodes, own keys about a third.
+	if len(rep.RTT) != 2 {
+		t.Fatalf("time to first byte: %d results, want own and ticketkeys at 50ms", len(rep.RTT))
+	}
+	for _, r := range rep.RTT {
+		if r.Err != "" || r.Errors != 0 || r.Connections < 20 {
+			t.Errorf("time to first byte %s: %d connections, %d errors, %q", r.Scenario, r.Connections, r.Errors, r.Err)
+		}
+		if r.RTT != 50*time.Millisecond || r.All.P50 < 3*r.RTT {
+			t.Errorf("time to first byte %s: p50 %s at RTT %s, want >= 3 round trips", r.Scenario, r.All.P50, r.RTT)
+		}
+		share := float64(r.Resumed) / float64(max(r.Connections, 1))
+		if (r.Scenario == "ticketkeys" && share < 0.9) || (r.Scenario == "own" && share > 0.6) {
+			t.Errorf("time to first byte %s: %.2f resumed", r.Scenario, share)
+		}
+	}
+
+	// Fleet: 100 nodes of each kind, every node holds the next key at its
+	// activation, Vault's CPU and the audit device were measured.
+	if len(rep.Fleet) != 2 {
+		t.Fatalf("fleet: %d results, want sources and agents", len(rep.Fleet))
+	}
+	for _, f := range rep.Fleet {
+		share, keys, ok := f.ActivationShare()
+		t.Logf("fleet %s: startup %s, reads %d, peak %d/s, cpu/read %s, held at activation %.4f over %d keys", f.Kind, f.Startup, f.Reads, f.PeakReadsPerSecond(), f.CPUPerRead(), share, keys)
+		if f.Err != "" || f.Nodes != 100 || f.ReadErrors != 0 || f.Reads == 0 {
+			t.Errorf("fleet %s: %+v", f.Kind, f)
+		}
+		if !ok || share != 1 {
+			t.Errorf("fleet %s: share of nodes holding the next key at activation %.4f over %d keys (measured %t), want 1", f.Kind, share, keys, ok)
+		}
+		if f.TotalCPU() <= 0 || f.AuditBytes <= 0 {
+			t.Errorf("fleet %s: Vault CPU %s, audit bytes %d: want both measured", f.Kind, f.TotalCPU(), f.AuditBytes)
+		}
 	}
 	// Tickets name their key, so a larger window need not cost more: the ratio is the benchmark's
 	// to report (make bench), not a test's to time; here both sizes must have been measured.
@@ -113,18 +170,21 @@ func TestBenchHarnessQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Cluster resumption", "4: ticketkeys (Vault)", "## Hook cost", "## Vault read cost", "load average", "(resumption.png)"} {
+	for _, want := range []string{"## Cluster resumption", "4: ticketkeys (Vault)", "## Hook cost", "## Vault read cost", "load average", "(resumption.png)",
+		"kvx/data/", "## Time to first byte over a round trip", "saves no round trip, only CPU", "(ttfb.png)", "## Fleet scale", "**Extrapolation**"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("benchmark.md lacks %q", want)
 		}
 	}
-	f, err := os.Open(filepath.Join(out, "resumption.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := png.Decode(f); err != nil {
-		t.Errorf("resumption.png: %v", err)
+	for _, name := range []string{"resumption.png", "ttfb.png"} {
+		f, err := os.Open(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := png.Decode(f); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		f.Close()
 	}
 }
 

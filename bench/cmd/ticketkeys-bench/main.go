@@ -26,6 +26,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,15 +80,34 @@ type options struct {
 	decryptTime     string
 	seed            int64
 	fromJSON        string
+	only            string
+	kvPlugin        string
+	readProfile     time.Duration
+	parts           map[string]bool
+	rttList         string
+	rtts            []time.Duration
+	rttUsers        int
+	rttConcurrency  int
+	rttWarmup       time.Duration
+	rttDuration     time.Duration
+	fleetNodes      int
+	fleetPeriod     time.Duration
+	fleetRetain     time.Duration
+	fleetDuration   time.Duration
+	fleetStart      int
+	fleetKinds      string
 }
+
+// allParts are the parts of a run, in order; -only selects some.
+var allParts = []string{"cluster", "hook", "reads", "decrypt", "rtt", "fleet"}
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("ticketkeys-bench", flag.ContinueOnError)
 	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
-	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost)")
-	fs.DurationVar(&o.budget, "budget", 8*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
+	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost, ticketkeys time to first byte, fleet)")
+	fs.DurationVar(&o.budget, "budget", 12*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
 	fs.IntVar(&o.users, "users", 200, "simulated users, each with its own session cache")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "uncounted load before each measured run (gives the users their first tickets)")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")
@@ -114,6 +135,20 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.decryptTime, "decrypt-benchtime", "500ms", "decryption benchmark: -test.benchtime per window size")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the load's choices of users and nodes")
 	fs.StringVar(&o.fromJSON, "from-json", "", "measure nothing: rewrite benchmark.md and resumption.png in -out from this benchmark.json")
+	fs.StringVar(&o.only, "only", strings.Join(allParts, ","), "parts to run, comma-separated: "+strings.Join(allParts, ", "))
+	fs.StringVar(&o.kvPlugin, "kv-plugin", os.Getenv("KV_PLUGIN_BIN"), "read cost: HashiCorp's KV engine built as an external plugin (tools/kvplugin/build.sh; default $KV_PLUGIN_BIN); empty skips that comparison")
+	fs.DurationVar(&o.readProfile, "read-profile", 4*time.Second, "read cost: length of the Vault CPU profiles (sys/pprof) taken during keyring and KV reads; 0 skips them")
+	fs.IntVar(&o.fleetNodes, "fleet-nodes", 1000, "fleet scale: simulated nodes (each with its own token)")
+	fs.DurationVar(&o.fleetPeriod, "fleet-period", 5*time.Second, "fleet scale: the keyring's rotation period (short, so that the run sees several rotations)")
+	fs.DurationVar(&o.fleetRetain, "fleet-retain", 60*time.Second, "fleet scale: the keyring's retain (60s at a 5s period gives the 14-key window of the defaults, 1h and 12h)")
+	fs.DurationVar(&o.fleetDuration, "fleet-duration", 21*time.Second, "fleet scale: measured time per kind of node, after the fleet has started")
+	fs.IntVar(&o.fleetStart, "fleet-start-concurrency", 32, "fleet scale: first reads in flight while the fleet starts")
+	fs.StringVar(&o.fleetKinds, "fleet-kinds", "sources,agents", "fleet scale: kinds of node, comma-separated (sources, agents)")
+	fs.StringVar(&o.rttList, "rtts", "50ms,150ms", "time to first byte: round-trip times the latency proxies add, comma-separated")
+	fs.IntVar(&o.rttUsers, "rtt-users", 64, "time to first byte: simulated users")
+	fs.IntVar(&o.rttConcurrency, "rtt-concurrency", 16, "time to first byte: connections in flight")
+	fs.DurationVar(&o.rttWarmup, "rtt-warmup", 2*time.Second, "time to first byte: uncounted load before each measured RTT")
+	fs.DurationVar(&o.rttDuration, "rtt-duration", 6*time.Second, "time to first byte: measured load per scenario, TLS version and RTT")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -123,8 +158,39 @@ func parseFlags(args []string) (*options, error) {
 	if o.quick {
 		o.warmup, o.baseline, o.rotating = time.Second, 3*time.Second, 14*time.Second
 		o.hookSegment, o.hookRounds, o.hookRetain = 2*time.Second, 1, 20*time.Second
-		o.readSegment, o.readRounds = time.Second, 1
+		o.readSegment, o.readRounds, o.readProfile = time.Second, 1, 0
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
+		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
+		o.fleetNodes, o.fleetDuration, o.fleetRetain = 100, 6*time.Second, 20*time.Second
+	}
+	if o.fleetNodes < 1 || o.fleetNodes > 20000 || o.fleetStart < 1 {
+		return nil, fmt.Errorf("fleet-nodes, fleet-start-concurrency: must be 1..20000 and >= 1, got %d and %d", o.fleetNodes, o.fleetStart)
+	}
+	if o.fleetPeriod < 5*time.Second || o.fleetPeriod%time.Second != 0 || o.fleetRetain%time.Second != 0 {
+		return nil, fmt.Errorf("fleet-period, fleet-retain: must be whole seconds, the period >= 5s, got %s and %s", o.fleetPeriod, o.fleetRetain)
+	}
+	for _, k := range strings.Split(o.fleetKinds, ",") {
+		if k = strings.TrimSpace(k); k != bench.FleetSources && k != bench.FleetAgents {
+			return nil, fmt.Errorf("fleet-kinds: want sources or agents, got %q in %q", k, o.fleetKinds)
+		}
+	}
+	o.parts = map[string]bool{}
+	for _, f := range strings.Split(o.only, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(allParts, f) {
+			return nil, fmt.Errorf("only: want parts among %s, got %q in %q", strings.Join(allParts, ", "), f, o.only)
+		}
+		o.parts[f] = true
+	}
+	for _, f := range strings.Split(o.rttList, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 || d > 2*time.Second {
+			return nil, fmt.Errorf("rtts: want durations in (0, 2s], got %q in %q", f, o.rttList)
+		}
+		o.rtts = append(o.rtts, d)
+	}
+	if o.rttUsers < o.rttConcurrency || o.rttConcurrency < 1 {
+		return nil, fmt.Errorf("rtt-users, rtt-concurrency: must be rtt-users >= rtt-concurrency >= 1, got %d and %d", o.rttUsers, o.rttConcurrency)
 	}
 	if o.rotationPeriod < 5*time.Second || o.rotationPeriod%time.Second != 0 {
 		return nil, fmt.Errorf("rotation-period: must be whole seconds >= 5s (the engine's minimum), got %s", o.rotationPeriod)
@@ -302,8 +368,9 @@ func run(args []string) int {
 	rn := &bench.Runner{Exe: exe, ServeArgs: []string{"serve"}, LogDir: logDir}
 	var vault *bench.Vault
 	const hookKeyring = "bench-hook"
+	const fleetKeyring = "bench-fleet"
 	if o.noVault {
-		h.note("-no-vault: scenario 4, the hook cost and the Vault read cost were not measured")
+		h.note("-no-vault: scenario 4, the hook cost, the Vault read cost, the time to first byte of ticketkeys and the fleet were not measured")
 	} else {
 		progress("starting Vault %s with the plugin (internal/vaulttest)", vaulttest.VaultVersion)
 		vault, err = bench.StartVault(tb)
@@ -318,12 +385,21 @@ func run(args []string) int {
 			if err := vault.CreateKeyring(ctx, hookKeyring, o.rotationPeriod, o.hookRetain); err != nil {
 				h.fail("hook keyring: %v", err)
 			}
+			// Likewise the fleet's keyring: a full window, as in production.
+			if o.parts["fleet"] {
+				if err := vault.CreateKeyring(ctx, fleetKeyring, o.fleetPeriod, o.fleetRetain); err != nil {
+					h.fail("fleet keyring: %v", err)
+				}
+			}
 			progress("Vault ready at %s", vault.Server.Addr)
 		}
 	}
 
 	// Cluster scenarios.
 	for _, v := range tlsVersions {
+		if !o.parts["cluster"] {
+			break
+		}
 		for _, c := range certs {
 			for _, sc := range scenarios {
 				if ctx.Err() != nil {
@@ -366,7 +442,7 @@ func run(args []string) int {
 	bench.SetRelSingle(h.rep.Runs)
 
 	// Hook cost: one node, plain single key vs the client hook.
-	if vault != nil && ctx.Err() == nil {
+	if vault != nil && ctx.Err() == nil && o.parts["hook"] {
 		hookCert := certs[len(certs)-1] // ECDSA when both are measured: resumed handshakes do not use the certificate
 		for _, v := range tlsVersions {
 			name := "hook cost TLS " + bench.TLSName(v)
@@ -388,11 +464,11 @@ func run(args []string) int {
 	}
 
 	// Vault read cost: keyring vs KV v2 of the same size.
-	if vault != nil && ctx.Err() == nil {
-		need := time.Duration(2*o.readRounds)*o.readSegment + 5*time.Second
+	if vault != nil && ctx.Err() == nil && o.parts["reads"] {
+		need := time.Duration(4*o.readRounds)*o.readSegment + 2*o.readProfile + 8*time.Second
 		if h.fits("Vault read cost", need) {
 			progress("Vault read cost (%d readers, %d rounds of %s per path)", o.readConcurrency, o.readRounds, o.readSegment)
-			if rr, err := readCost(ctx, vault, hookKeyring, o); err != nil {
+			if rr, err := h.readCost(ctx, vault, hookKeyring); err != nil {
 				h.fail("Vault read cost: %v", err)
 			} else {
 				h.rep.Reads = rr
@@ -402,7 +478,7 @@ func run(args []string) int {
 	}
 
 	// Ticket decryption by window size.
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && o.parts["decrypt"] {
 		testing.Init()
 		if err := flag.CommandLine.Set("test.benchtime", o.decryptTime); err != nil {
 			h.fail("decrypt-benchtime %q: %v", o.decryptTime, err)
@@ -429,6 +505,16 @@ func run(args []string) int {
 				h.rep.Decrypt[0].Window, h.rep.Decrypt[0].NsPerOp, h.rep.Decrypt[len(h.rep.Decrypt)-1].Window, h.rep.Decrypt[len(h.rep.Decrypt)-1].NsPerOp)
 		}
 	}
+	// Time to first byte behind latency proxies.
+	if ctx.Err() == nil && o.parts["rtt"] {
+		h.measureRTT(ctx, rn, vault, tlsVersions, certs[len(certs)-1])
+	}
+
+	// Fleet scale: many nodes against the one Vault.
+	if vault != nil && ctx.Err() == nil && o.parts["fleet"] {
+		h.measureFleet(ctx, vault, fleetKeyring, logDir)
+	}
+
 	if ctx.Err() != nil {
 		h.fail("interrupted (%v): the report holds what was measured before", context.Cause(ctx))
 	}
@@ -444,6 +530,129 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// measureRTT runs the time-to-first-byte measurement: own keys and
+// ticketkeys (3 nodes), each TLS version, every RTT.
+func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench.Vault, tlsVersions []uint16, cert bench.CertSet) {
+	o := h.o
+	h.rep.RTTSettings = bench.RTTSettings{RTTs: o.rtts, Users: o.rttUsers, Concurrency: o.rttConcurrency,
+		Warmup: o.rttWarmup, Duration: o.rttDuration, Cert: cert.Kind}
+	for _, v := range tlsVersions {
+		for _, id := range []string{"own", "ticketkeys"} {
+			sc, _ := bench.ScenarioByID(id)
+			name := fmt.Sprintf("time to first byte TLS %s %s", bench.TLSName(v), id)
+			if ctx.Err() != nil {
+				return
+			}
+			if sc.Mode == bench.ModeTicketkeys && vault == nil {
+				continue
+			}
+			need := 3 * time.Second
+			for _, rtt := range o.rtts {
+				need += bench.RTTWarmup(o.rttWarmup, rtt, o.rttUsers, o.rttConcurrency) + o.rttDuration + time.Second
+			}
+			if !h.fits(name, need) {
+				continue
+			}
+			spec := bench.RTTSpec{Scenario: sc, TLS: v, Cert: cert, RTTs: o.rtts, Users: o.rttUsers, Concurrency: o.rttConcurrency,
+				Warmup: o.rttWarmup, Duration: o.rttDuration, MaxConnections: o.maxConns, Seed: o.seed}
+			if sc.Mode == bench.ModeTicketkeys {
+				spec.Keyring = "bench-rtt-tls" + strings.ReplaceAll(bench.TLSName(v), ".", "")
+				if err := vault.CreateKeyring(ctx, spec.Keyring, o.rotationPeriod, o.retain); err != nil {
+					h.fail("%s: %v", name, err)
+					continue
+				}
+			}
+			progress("%s (RTT %v, %s warm-up + %s each)", name, o.rtts, o.rttWarmup, o.rttDuration)
+			res, err := rn.RunRTT(ctx, spec)
+			if err != nil {
+				h.fail("%s: %v", name, err)
+				continue
+			}
+			for _, r := range res {
+				if r.Err != "" {
+					h.fail("%s at %s: %s", name, r.RTT, r.Err)
+				}
+				progress("  RTT %s: conns=%d resumed=%d errors=%d ttfb p50 %sms p99 %sms (full p50 %sms, resumed p50 %sms)", r.RTT,
+					r.Connections, r.Resumed, r.Errors, fmtMS(r.All.P50), fmtMS(r.All.P99), fmtMS(r.Full.P50), fmtMS(r.Resumption.P50))
+			}
+			h.rep.RTT = append(h.rep.RTT, res...)
+		}
+	}
+}
+
+// waitForFullWindow waits until keyring's window holds current, next and
+// retain/period previous keys. Keyrings are created at the start, so in a
+// full run the parts before have taken longer than that; with -only the
+// wait keeps the measured window at the documented size.
+func (h *harness) waitForFullWindow(ctx context.Context, v *bench.Vault, keyring string, period, retain time.Duration) error {
+	target := bench.ReadTarget{Path: "ticketkeys/keys/" + keyring, Query: url.Values{"format": {"nginx"}}}
+	full := int(retain/period) + 2
+	for deadline := time.Now().Add(retain + 2*period); ; {
+		n, err := bench.WindowSize(ctx, v.Server.Client, target)
+		if err != nil {
+			return err
+		}
+		if n >= full || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil
+		}
+		progress("  waiting for keyring %s's window to fill up (%d of %d keys)", keyring, n, full)
+		time.Sleep(min(time.Until(deadline), period))
+	}
+}
+
+// measureFleet creates one token per node and runs each kind of fleet on a
+// keyring of its own.
+func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, keyring, logDir string) {
+	o := h.o
+	kinds := strings.Split(o.fleetKinds, ",")
+	h.rep.FleetSettings = bench.FleetSettings{Nodes: o.fleetNodes, RotationPeriod: o.fleetPeriod, Retain: o.fleetRetain,
+		Duration: o.fleetDuration, StartConcurrency: o.fleetStart, AgentFormat: "nginx", CPUs: runtime.NumCPU()}
+	need := time.Duration(len(kinds))*(o.fleetDuration+12*time.Second) + 5*time.Second
+	if !h.fits("fleet scale", need) {
+		return
+	}
+	if err := h.waitForFullWindow(ctx, vault, keyring, o.fleetPeriod, o.fleetRetain); err != nil {
+		h.fail("fleet scale: %v", err)
+		return
+	}
+	progress("fleet scale: creating %d reader tokens", o.fleetNodes)
+	t0 := time.Now()
+	tokens, err := vault.CreateTokens(ctx, o.fleetNodes, 8)
+	if err != nil {
+		h.fail("fleet scale: %v", err)
+		return
+	}
+	progress("  %d tokens in %s", len(tokens), time.Since(t0).Round(time.Millisecond))
+	logf, err := os.OpenFile(filepath.Join(logDir, "fleet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		h.fail("fleet scale: %v", err)
+		return
+	}
+	defer logf.Close()
+	for _, kind := range kinds {
+		kind = strings.TrimSpace(kind)
+		if ctx.Err() != nil {
+			return
+		}
+		progress("fleet scale: %d %s (rotation period %s, %s measured)", len(tokens), kind, o.fleetPeriod, o.fleetDuration)
+		res := bench.RunFleet(ctx, bench.FleetSpec{Kind: kind, Addr: vault.Server.Addr, Tokens: tokens, Mount: "ticketkeys", Keyring: keyring,
+			AgentFormat: "nginx", StartConcurrency: o.fleetStart, Duration: o.fleetDuration, VaultPID: vault.Server.Proc.PID,
+			AuditLog: vault.Server.AuditLogPath, LogWriter: logf})
+		if res.Err != "" {
+			h.fail("fleet scale %s: %s", kind, res.Err)
+		}
+		share, keys, ok := res.ActivationShare()
+		med, worst, pk, inc := res.Propagation()
+		progress("  %s: startup %s, reads %d (errors %d), %.0f/s mean, %d/s peak, cpu/read %sµs, publish->last node %s/%s (%d keys, %d incomplete), held at activation %.4f over %d keys (ok=%t)",
+			kind, res.Startup.Round(time.Millisecond), res.Reads, res.ReadErrors, res.AvgReadsPerSecond(), res.PeakReadsPerSecond(),
+			fmtUS(res.CPUPerRead()), med.Round(time.Millisecond), worst.Round(time.Millisecond), pk, inc, share, keys, ok)
+		if ok && share < 1 {
+			h.fail("fleet scale %s: only %.4f of the nodes held the next key at its activation", kind, share)
+		}
+		h.rep.Fleet = append(h.rep.Fleet, res)
+	}
 }
 
 // makeCerts makes the certificates (internal/testcert) and writes them for
@@ -475,13 +684,20 @@ func makeCerts(tb *bench.TB, list string) ([]bench.CertSet, error) {
 }
 
 // readCost compares reads of the keyring with reads of a KV v2 secret of
-// the same size, alternately.
-func readCost(ctx context.Context, v *bench.Vault, keyring string, o *options) (*bench.ReadResult, error) {
+// the same size, on the built-in engine and (when its binary is given) on
+// the same engine as an external plugin, in alternating rounds, with Vault's
+// CPU and audit bytes per read; then it profiles Vault during keyring reads
+// and during KV reads.
+func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) (*bench.ReadResult, error) {
+	o := h.o
 	c, err := bench.NewReadClient(v.Server.Addr, v.ReaderToken, o.readConcurrency)
 	if err != nil {
 		return nil, err
 	}
 	keys := bench.ReadTarget{Name: "keyring", Path: "ticketkeys/keys/" + keyring, Query: url.Values{"format": {o.readFormat}}}
+	if err := h.waitForFullWindow(ctx, v, keyring, o.rotationPeriod, o.hookRetain); err != nil {
+		return nil, err
+	}
 	size, err := bench.DataSize(ctx, c, keys)
 	if err != nil {
 		return nil, err
@@ -494,14 +710,70 @@ func readCost(ctx context.Context, v *bench.Vault, keyring string, o *options) (
 	if err != nil {
 		return nil, err
 	}
-	kv := bench.ReadTarget{Name: "kv v2", Path: kvPath}
-	a, b := bench.ReadComparison(ctx, c, keys, kv, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads)
-	a.DataBytes, b.DataBytes = size, size
-	if a.Reads == 0 || b.Reads == 0 {
-		return nil, fmt.Errorf("no successful read: keyring %d (errors %d: %s), kv %d (errors %d: %s)",
-			a.Reads, a.Errors, a.FirstError, b.Reads, b.Errors, b.FirstError)
+	targets := []bench.ReadTarget{keys, {Name: "kv v2", Path: kvPath}}
+	if o.kvPlugin == "" {
+		h.note("read cost: no external KV plugin binary (-kv-plugin or KV_PLUGIN_BIN; make bench builds it with tools/kvplugin/build.sh): the plugin hop was not measured")
+	} else if err := v.MountExternalKV(ctx, o.kvPlugin); err != nil {
+		h.fail("read cost: external KV plugin: %v", err)
+	} else {
+		// A new KV v2 mount upgrades its storage first and refuses writes
+		// for a moment.
+		var xPath string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			xPath, err = bench.WriteKVOfSize(ctx, v.Server.Client, bench.ExternalKVMount, "bench-same-size", size)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			h.fail("read cost: external KV plugin: %v", err)
+		} else {
+			targets = append(targets, bench.ReadTarget{Name: "kv v2 (external plugin)", Path: xPath})
+		}
 	}
-	return &bench.ReadResult{Keys: a, KV: b, Concurrency: o.readConcurrency, WindowKeys: win}, nil
+	noDefault := -1
+	if tok, err := v.CreateReaderTokenWithoutDefault(ctx); err != nil {
+		h.fail("read cost: %v", err)
+	} else if nc, err := bench.NewReadClient(v.Server.Addr, tok, o.readConcurrency); err != nil {
+		h.fail("read cost: %v", err)
+	} else {
+		noDefault = len(targets)
+		targets = append(targets, bench.ReadTarget{Name: "kv v2 (token without default policy)", Path: kvPath, Client: nc})
+	}
+	meters := bench.ReadMeters{VaultPID: v.Server.Proc.PID, AuditLog: v.Server.AuditLogPath}
+	out := bench.ReadRounds(ctx, c, targets, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads, meters)
+	for i := range out {
+		out[i].DataBytes = size
+		if out[i].Reads == 0 {
+			return nil, fmt.Errorf("no successful read of %s (errors %d: %s)", out[i].Path, out[i].Errors, out[i].FirstError)
+		}
+	}
+	rr := &bench.ReadResult{Keys: out[0], KV: out[1], Concurrency: o.readConcurrency, WindowKeys: win, Audit: v.Server.AuditLogPath != ""}
+	for i := 2; i < len(out); i++ {
+		if i == noDefault {
+			rr.KVNoDefault = &out[i]
+		} else {
+			rr.KVExternal = &out[i]
+		}
+	}
+	if o.readProfile > 0 && ctx.Err() == nil {
+		dir := filepath.Join(o.out, "logs")
+		for _, t := range []struct {
+			target bench.ReadTarget
+			file   string
+			into   **bench.VaultProfile
+		}{{keys, "vault-cpu-keyring-read.pprof", &rr.KeysProfile}, {targets[1], "vault-cpu-kv-read.pprof", &rr.KVProfile}} {
+			vp, err := bench.ProfileVaultDuring(ctx, v.Server.Client, c, t.target, o.readConcurrency, o.readProfile, dir, t.file)
+			if err != nil {
+				h.note("read cost: Vault CPU profile during %s reads: %v", t.target.Name, err)
+				continue
+			}
+			*t.into = vp
+		}
+	}
+	return rr, nil
 }
 
 func writeOutputs(rep *bench.Report, dir string) error {
@@ -519,6 +791,21 @@ func writeOutputs(rep *bench.Report, dir string) error {
 			errs = append(errs, err)
 		} else {
 			rep.PlotFile = "resumption.png"
+		}
+	}
+	if len(rep.RTT) > 0 {
+		f, err := os.Create(filepath.Join(dir, "ttfb.png"))
+		if err == nil {
+			err = bench.WriteTTFBPlot(f, rep.RTT)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			rep.Notes = append(rep.Notes, "time to first byte plot: "+err.Error())
+			errs = append(errs, err)
+		} else {
+			rep.TTFBPlotFile = "ttfb.png"
 		}
 	}
 	for _, w := range []struct {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bench"
 )
 
 func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
@@ -19,11 +21,25 @@ func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
 	// cost (~16s) and the decryption benchmark (~10s) inside the budget.
 	perCombo := 3*(o.warmup+o.baseline+2*time.Second) + 2*(o.warmup+o.rotating+2*time.Second)
 	hook := 2 * time.Duration(2*o.hookRounds) * (time.Second + o.hookSegment + 2*time.Second)
-	if total := 4*perCombo + hook; total > o.budget-40*time.Second {
-		t.Fatalf("default runs need about %s, budget %s leaves less than 40s for Vault, reads and decryption", total, o.budget)
+	// Reads: keyring, built-in KV, external KV and KV without the default
+	// policy per round, two profiles.
+	reads := time.Duration(4*o.readRounds)*o.readSegment + 2*o.readProfile + 10*time.Second
+	// Time to first byte: 2 TLS versions x 2 scenarios, each RTT with its
+	// warm-up, and a child start per scenario.
+	rtt := 8 * time.Second
+	for _, d := range o.rtts {
+		rtt += 4 * (bench.RTTWarmup(o.rttWarmup, d, o.rttUsers, o.rttConcurrency) + o.rttDuration + time.Second)
 	}
-	if o.budget > 9*time.Minute {
-		t.Fatalf("default budget %s: make bench must end within 10 minutes including the build", o.budget)
+	// Fleet: tokens, then per kind the start, the measurement and the stop.
+	fleet := 10*time.Second + 2*(o.fleetDuration+15*time.Second)
+	if mine := reads + rtt + fleet; mine > 4*time.Minute {
+		t.Fatalf("read cost, time to first byte and fleet need about %s, want <= 4 minutes", mine)
+	}
+	if total := 4*perCombo + hook + reads + rtt + fleet; total > o.budget-30*time.Second {
+		t.Fatalf("default runs need about %s, budget %s leaves less than 30s for Vault and decryption", total, o.budget)
+	}
+	if o.budget > 12*time.Minute {
+		t.Fatalf("default budget %s: make bench must end within 15 minutes including the build", o.budget)
 	}
 	if r := int(o.rotating / o.rotationPeriod); r < 3 {
 		t.Fatalf("rotating runs of %s at a %s period give %d rotations, want several (>= 3)", o.rotating, o.rotationPeriod, r)
@@ -43,6 +59,12 @@ func TestParseFlagsErrorsNameTheField(t *testing.T) {
 		{[]string{"-rotation-period", "2s"}, "rotation-period: must be whole seconds >= 5s"},
 		{[]string{"-users", "0"}, "must be >= 1, got 0"},
 		{[]string{"extra"}, `arguments: want none besides flags, got ["extra"]`},
+		{[]string{"-only", "rtt,speed"}, `only: want parts among cluster, hook, reads, decrypt, rtt, fleet, got "speed"`},
+		{[]string{"-rtts", "50ms,fast"}, `rtts: want durations in (0, 2s], got "fast"`},
+		{[]string{"-rtt-users", "4", "-rtt-concurrency", "8"}, "rtt-users >= rtt-concurrency >= 1, got 4 and 8"},
+		{[]string{"-fleet-nodes", "0"}, "fleet-nodes, fleet-start-concurrency: must be 1..20000"},
+		{[]string{"-fleet-period", "3s"}, "the period >= 5s, got 3s"},
+		{[]string{"-fleet-kinds", "sources,robots"}, `fleet-kinds: want sources or agents, got "robots"`},
 	} {
 		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseFlags(%q): got %v, want %q", tc.args, err, tc.want)
