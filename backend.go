@@ -61,7 +61,7 @@ type backend struct {
 // Factory builds the backend for a mount. It does no storage I/O: Vault calls
 // it at plugin registration with no-op storage.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend(time.Now, rand.Reader)
+	b := newBackend(defaultClock, rand.Reader)
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}

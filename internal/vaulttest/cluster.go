@@ -102,6 +102,8 @@ type Node struct {
 type clusterOptions struct {
 	logLevel   string
 	rawStorage bool
+	buildTags  []string
+	nodeEnv    map[string][]string
 }
 
 // ClusterOption changes what StartCluster sets up.
@@ -119,6 +121,25 @@ func WithClusterLogLevel(level string) ClusterOption {
 // storage to root tokens.
 func WithRawStorageEndpoint() ClusterOption {
 	return func(o *clusterOptions) { o.rawStorage = true }
+}
+
+// WithPluginBuildTags builds the plugin installed on every node with these
+// extra build tags (go build -tags), for example "clockskew" (clock_skew.go).
+func WithPluginBuildTags(tags ...string) ClusterOption {
+	return func(o *clusterOptions) { o.buildTags = append(o.buildTags, tags...) }
+}
+
+// WithNodeEnv adds environment variables (KEY=VALUE) to the `vault server`
+// process of the node named name (node0, node1, node2) on every start. Vault
+// passes its environment to the plugin processes it starts, so this reaches
+// that node's plugin too.
+func WithNodeEnv(name string, env ...string) ClusterOption {
+	return func(o *clusterOptions) {
+		if o.nodeEnv == nil {
+			o.nodeEnv = map[string][]string{}
+		}
+		o.nodeEnv[name] = append(o.nodeEnv[name], env...)
+	}
 }
 
 // StartCluster starts a 3-node Vault cluster for t and stops every node by
@@ -141,6 +162,9 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	}
 	c := &Cluster{VaultBin: VaultBinary(t), opts: o, root: root, Dir: t.TempDir()}
 	plugin := pluginBinary(t)
+	if len(o.buildTags) > 0 {
+		plugin = buildPluginWith(t, "", o.buildTags)
+	}
 
 	tlsDir := filepath.Join(c.Dir, "tls")
 	if err := os.Mkdir(tlsDir, 0o700); err != nil {
@@ -306,7 +330,7 @@ ui               = false
 // run starts the node's server process with its config and waits until its
 // API answers (sealed or not).
 func (n *Node) run() error {
-	p, err := startProcess("vault server "+n.Name, n.c.VaultBin, []string{"server", "-config=" + n.configPath}, nil, n.LogPath)
+	p, err := startProcess("vault server "+n.Name, n.c.VaultBin, []string{"server", "-config=" + n.configPath}, n.c.opts.nodeEnv[n.Name], n.LogPath)
 	if err != nil {
 		return err
 	}
@@ -612,15 +636,33 @@ func (c *Cluster) InstallPlugin(t testing.TB, src, file string) string {
 // directory and returns the binary's path.
 func BuildPluginVersion(t testing.TB, version string) string {
 	t.Helper()
+	return buildPluginWith(t, version, nil)
+}
+
+// buildPluginWith builds the plugin from this checkout into a temporary
+// directory with its Version stamped to version (unless empty) and the extra
+// build tags, and returns the binary's path.
+func buildPluginWith(t testing.TB, version string, tags []string) string {
+	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
-	out := filepath.Join(t.TempDir(), PluginFile+"-"+version)
-	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/ticketkeys/vault-plugin-secrets-ticketkeys.Version="+version, "-o", out, "./cmd/"+PluginFile)
+	args := []string{"build"}
+	name := PluginFile
+	if version != "" {
+		args = append(args, "-ldflags", "-X github.com/ticketkeys/vault-plugin-secrets-ticketkeys.Version="+version)
+		name += "-" + version
+	}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	out := filepath.Join(t.TempDir(), name)
+	args = append(args, "-o", out, "./cmd/"+PluginFile)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("vaulttest: build the plugin as %s: %v\n%s", version, err, b)
+		t.Fatalf("vaulttest: go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
 	return out
 }
