@@ -118,10 +118,13 @@ func TestClusterClockSkew(t *testing.T) {
 		}
 	}
 	currentEarly := current.NotBefore.Sub(now)
-	destroyedEarly := 0
+	// The key the real clock says is encrypting, and whether the skewed node destroyed it.
+	realCurrent := parseHistory(beforeStepDown).current()
+	destroyedEarly, realCurrentDestroyed := 0, false
 	for _, k := range h.Destroyed {
 		if k.NotAfter.After(now) {
 			destroyedEarly++
+			realCurrentDestroyed = realCurrentDestroyed || k.ID == realCurrent
 		}
 	}
 	plugins := pluginProcesses(t, skewed.Proc.PID)
@@ -131,9 +134,9 @@ func TestClusterClockSkew(t *testing.T) {
 	}
 	t.Logf("(5) %s active %s after the step-down; its plugin process(es) %v carry %s=%s: %t", skewed.Name, takeover.Round(time.Millisecond), plugins, clockOffsetVar, skew, envSeen)
 	t.Logf("(5) on the skewed active node: stored updated_at %s ahead of the real clock; current key %s became current %s early by its published not_before %s; "+
-		"%d keys destroyed while their not_after was still ahead; keys before %s, after %s",
+		"%d keys destroyed while their not_after was still ahead (the key current before the step-down, %s, among them: %t); keys before %s, after %s",
 		writtenAhead.Round(time.Millisecond), shortIDs(current.ID), currentEarly.Round(time.Millisecond), current.NotBefore.Format("15:04:05"),
-		destroyedEarly, parseHistory(beforeStepDown).ids(), h.ids())
+		destroyedEarly, shortIDs(realCurrent), realCurrentDestroyed, parseHistory(beforeStepDown).ids(), h.ids())
 	if n := countLines(t, skewed.LogPath, "keyring maintained"); n == 0 {
 		t.Errorf("the skewed node logged no \"keyring maintained\" as the active node (the log check cannot see maintenance)")
 	}
