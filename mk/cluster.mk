@@ -3,8 +3,7 @@
 #
 # The harness test (TestCluster) and the scenarios TestClusterFailover (1, 5, 6), TestClusterPluginUpgrade
 # (3), TestClusterSnapshotRestore (4), TestClusterClockSkew (5, clock skew) and TestDevClusterScript run in
-# `make test`; TestClusterFullRestart (2)
-# only with TICKETKEYS_E2E_CLUSTER_ALL=1 (test-cluster-all).
+# `make test`; TestClusterFullRestart (2) only with TICKETKEYS_E2E_CLUSTER_ALL=1 (test-cluster-all).
 
 .PHONY: dev-cluster test-cluster test-cluster-all
 
