@@ -15,9 +15,11 @@ test-caddy: ## unit tests (race) of the Caddy module in caddy/
 vet-caddy: ## go vet of the Caddy module in caddy/
 	cd caddy && $(GO) vet ./...
 
-# The Caddy module's unit tests and vet run with the rest.
+# The Caddy module's unit tests and vet run with the rest, and `make bench` includes the comparison
+# with Caddy's distributed key source (results/caddy-compare.md).
 test-unit: test-caddy
 vet: vet-caddy
+bench: caddy-compare
 
 test-caddy-e2e: ## e2e: 3 Caddy with tls.stek.ticketkeys through rotations, reloads and a Vault outage, vs Caddy's distributed keys
 	@VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; CADDY_BIN=$$(scripts/caddy-build.sh); export CADDY_BIN; \
