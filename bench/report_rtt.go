@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -68,7 +69,14 @@ func msRTT(d time.Duration, rtt time.Duration) string {
 	return fmt.Sprintf("%s ms (%.1f RTT)", ms0(d), float64(d)/float64(rtt))
 }
 
-func ms0(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Millisecond)) }
+// ms0 prints whole milliseconds (never "-0").
+func ms0(d time.Duration) string {
+	v := math.Round(float64(d) / float64(time.Millisecond))
+	if v == 0 {
+		v = 0 // drops the sign of -0
+	}
+	return fmt.Sprintf("%.0f", v)
+}
 
 // rttSavingsLines are the report's plain statements of what resumption
 // saves, computed from the measured medians.
@@ -82,6 +90,9 @@ func rttSavingsLines(results []RTTResult) []string {
 		}
 		saved := full.P50 - res.P50
 		rtts := float64(saved) / float64(k.RTT)
+		if math.Abs(rtts) < 0.005 {
+			rtts = 0 // no "-0.00"
+		}
 		verdict := "resumption saves a round trip"
 		if rtts < 0.5 {
 			verdict = "resumption saves no round trip, only CPU"

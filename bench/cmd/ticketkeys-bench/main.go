@@ -564,7 +564,7 @@ func (h *harness) measureRTT(ctx context.Context, rn *bench.Runner, vault *bench
 					continue
 				}
 			}
-			progress("%s (RTT %v, %s warm-up + %s each)", name, o.rtts, o.rttWarmup, o.rttDuration)
+			progress("%s (RTT %v, at least %s warm-up + %s each)", name, o.rtts, o.rttWarmup, o.rttDuration)
 			res, err := rn.RunRTT(ctx, spec)
 			if err != nil {
 				h.fail("%s: %v", name, err)
