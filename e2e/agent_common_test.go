@@ -395,32 +395,39 @@ func (n *agentNode) waitNextChange(t *testing.T, after int, timeout time.Duratio
 	})
 }
 
-// buildPush builds cmd/ticketkeys-haproxy-push into a temp dir once per test binary.
-var (
-	pushOnce sync.Once
-	pushBin  string
-	pushErr  error
-)
+// testBinary is a command of this repository, built into a temp dir once per test binary.
+type testBinary struct {
+	pkg  string // import path
+	once sync.Once
+	path string
+	err  error
+}
 
-func pushBinary(t *testing.T) string {
+// get builds the command on first use and returns its path.
+func (b *testBinary) get(t *testing.T) string {
 	t.Helper()
-	pushOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ticketkeys-push-")
+	b.once.Do(func() {
+		name := filepath.Base(b.pkg)
+		dir, err := os.MkdirTemp("", name+"-")
 		if err != nil {
-			pushErr = err
+			b.err = err
 			return
 		}
-		pushBin = filepath.Join(dir, "ticketkeys-haproxy-push")
-		out, err := exec.Command("go", "build", "-o", pushBin, "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/cmd/ticketkeys-haproxy-push").CombinedOutput()
-		if err != nil {
-			pushErr = fmt.Errorf("go build ticketkeys-haproxy-push: %v\n%s", err, out)
+		b.path = filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", name, err, out)
 		}
 	})
-	if pushErr != nil {
-		t.Fatal(pushErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return pushBin
+	return b.path
 }
+
+var pushCommand = &testBinary{pkg: "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/cmd/ticketkeys-haproxy-push"}
+
+// pushBinary returns cmd/ticketkeys-haproxy-push, built once per test binary.
+func pushBinary(t *testing.T) string { return pushCommand.get(t) }
 
 // probeResult records what happened to one long-lived keep-alive connection.
 type probeResult struct {

@@ -277,32 +277,10 @@ func (f *clusterFleet) startHAProxyNode(t *testing.T, name, push, combinedPEM st
 	return n
 }
 
-// agentConfigBinary builds bootstrap/agent/cmd/ticketkeys-agent-config once per test binary.
-var (
-	agentConfigOnce sync.Once
-	agentConfigBin  string
-	agentConfigErr  error
-)
+var agentConfigCommand = &testBinary{pkg: "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent/cmd/ticketkeys-agent-config"}
 
-func agentConfigBinary(t *testing.T) string {
-	t.Helper()
-	agentConfigOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ticketkeys-agent-config-")
-		if err != nil {
-			agentConfigErr = err
-			return
-		}
-		agentConfigBin = filepath.Join(dir, "ticketkeys-agent-config")
-		out, err := exec.Command("go", "build", "-o", agentConfigBin, "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/agent/cmd/ticketkeys-agent-config").CombinedOutput()
-		if err != nil {
-			agentConfigErr = fmt.Errorf("go build ticketkeys-agent-config: %v\n%s", err, out)
-		}
-	})
-	if agentConfigErr != nil {
-		t.Fatal(agentConfigErr)
-	}
-	return agentConfigBin
-}
+// agentConfigBinary returns bootstrap/agent/cmd/ticketkeys-agent-config, built once per test binary.
+func agentConfigBinary(t *testing.T) string { return agentConfigCommand.get(t) }
 
 // GoAddrs and HAProxyAddrs are the TLS addresses of each fleet.
 func (f *clusterFleet) GoAddrs() []string {
