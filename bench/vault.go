@@ -2,11 +2,7 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -78,12 +74,9 @@ const (
 // behind the plugin gRPC hop. The reader policy covers it.
 func (v *Vault) MountExternalKV(ctx context.Context, bin string) error {
 	dst := filepath.Join(v.Server.PluginDir, ExternalKVPlugin)
-	if err := copyExecutable(bin, dst); err != nil {
-		return fmt.Errorf("install the external kv plugin %s: %w", bin, err)
-	}
-	sum, err := sha256File(dst)
+	sum, err := vaulttest.InstallExecutable(bin, dst)
 	if err != nil {
-		return err
+		return fmt.Errorf("install the external kv plugin: %w", err)
 	}
 	err = v.Server.Client.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
 		Name: ExternalKVPlugin, Type: api.PluginTypeSecrets, Command: ExternalKVPlugin, SHA256: sum,
@@ -102,36 +95,6 @@ func (v *Vault) MountExternalKV(ctx context.Context, bin string) error {
 		return fmt.Errorf("tune %s/ to kv v2: %w", ExternalKVMount, err)
 	}
 	return nil
-}
-
-func copyExecutable(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-func sha256File(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("sha256 of %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // CreateReaderTokenWithoutDefault creates a token with only ReaderPolicy,

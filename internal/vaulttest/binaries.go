@@ -136,13 +136,19 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// installPlugin puts the plugin binary into dir (a hard link when possible,
-// a copy otherwise) and returns the hex sha256 of the installed file.
+// installPlugin puts the plugin binary into dir and returns the hex sha256
+// of the installed file.
 func installPlugin(src, dir string) (string, error) {
-	dst := filepath.Join(dir, PluginFile)
+	return InstallExecutable(src, filepath.Join(dir, PluginFile))
+}
+
+// InstallExecutable puts the executable src at dst (a hard link when
+// possible, a copy otherwise) and returns the hex sha256 of the installed
+// file: what Vault's plugin catalog checks before it starts a plugin.
+func InstallExecutable(src, dst string) (string, error) {
 	if err := os.Link(src, dst); err != nil {
 		if err := copyFile(src, dst); err != nil {
-			return "", fmt.Errorf("install plugin into %s: %w", dir, err)
+			return "", fmt.Errorf("install %s as %s: %w", src, dst, err)
 		}
 	}
 	return fileSHA256(dst)
