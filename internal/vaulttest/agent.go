@@ -31,7 +31,25 @@ func startAgent(t testing.TB, vaultBin, configHCL string, env []string) *Process
 	if err := os.WriteFile(cfg, []byte(configHCL), 0o600); err != nil {
 		t.Fatalf("vaulttest: write agent config: %v", err)
 	}
-	p, err := startProcess("vault agent", vaultBin, []string{"agent", "-config=" + cfg}, env, filepath.Join(dir, "agent.log"))
+	return runAgent(t, vaultBin, []string{"agent", "-config=" + cfg}, env, filepath.Join(dir, "agent.log"))
+}
+
+// StartAgentCommand runs `vault agent ARGS...` with vaultBin exactly as a
+// guide gives the command line (for example -config=/etc/.../agent.hcl), with
+// no VAULT_* variable in its environment, so the configuration's own vault
+// address is the one used. Otherwise as StartAgent: its log goes to a new
+// temporary directory, it is stopped by its PID when t ends, and an
+// immediate exit fails the test.
+func StartAgentCommand(t testing.TB, vaultBin string, args ...string) *Process {
+	t.Helper()
+	return runAgent(t, vaultBin, append([]string{"agent"}, args...), nil, filepath.Join(t.TempDir(), "agent.log"))
+}
+
+// runAgent starts `vaultBin args...` (an agent command) with the extra
+// environment env and its log at logPath; see StartAgent.
+func runAgent(t testing.TB, vaultBin string, args, env []string, logPath string) *Process {
+	t.Helper()
+	p, err := startProcess("vault agent", vaultBin, args, env, logPath)
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
