@@ -28,7 +28,9 @@ package e2e
 //   - every `listen` of the nginx.conf gets its own port on 127.0.0.1; nginx (Debian's) runs through
 //     internal/servertest (private prefix, pid file and error log), with access_log off and the http temp
 //     paths in its private directory inserted at the top of http{}; the test's certificate stands in for
-//     the files the conf names in ssl_certificate and ssl_certificate_key.
+//     the files the conf names in ssl_certificate and ssl_certificate_key. A conf without a `user` line
+//     gets nginx's built-in default (nobody, group nogroup) explicitly, as a real nginx started as root
+//     would use it (servertest would run the workers as root instead).
 //
 // Then a real TLS client (package fleetcheck, per TLS listener of the guide's nginx.conf, across the two
 // nodes) checks that each node's fresh ticket names and decrypts under the current key read from Vault,
@@ -159,6 +161,9 @@ var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|
 
 // guideListen finds listen directives (with an optional IPv4 address) of an nginx.conf.
 var guideListen = regexp.MustCompile(`\blisten\s+(?:(?:\d{1,3}\.){3}\d{1,3}:)?(\d+)\b`)
+
+// guideUserDirective finds the main-context user directive of an nginx.conf.
+var guideUserDirective = regexp.MustCompile(`(?m)^\s*user\s`)
 
 // guideWalk is one walk through the guide: the test's Vault, the admin shell's environment and the output
 // of every command.
@@ -418,7 +423,8 @@ func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []
 	}
 	agent := vaulttest.StartAgentCommand(t, w.s.VaultBin, args...)
 	n.agents = append(n.agents, agent)
-	agent.WaitFor(t, 30*time.Second, "first render of "+strings.Join(dests, ", "), func() bool {
+	what := fmt.Sprintf("first render of %s (the Agent of %s:%d, node %s)", strings.Join(dests, ", "), guideNginxLua, b.Line, n.name)
+	agent.WaitFor(t, 30*time.Second, what, func() bool {
 		for _, d := range dests {
 			if _, err := os.Stat(d); err != nil {
 				return false
@@ -475,6 +481,11 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		t.Fatalf("%s: the nginx.conf has no `http {` line to put the test's private paths under", guideNginxLua)
 	}
 	conf = strings.Replace(conf, "http {\n", private, 1)
+	if !guideUserDirective.MatchString(conf) {
+		// servertest would run the workers as root; a real nginx started as root runs them as its built-in
+		// default user, which the test gives explicitly, so that a guide without `user` fails as a node would.
+		conf = "user nobody nogroup;\n" + conf
+	}
 	for _, m := range regexp.MustCompile(`\bssl_certificate(?:_key)?\s+(\S+);`).FindAllStringSubmatch(conf, -1) {
 		dir := filepath.Dir(m[1])
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -483,6 +494,11 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		cert.WritePEM(dir)
 	}
 	n.nginx = servertest.StartNginxWith(t, servertest.DebianNginx(t), conf)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- node %s: the nginx log's ticketkeys lines (%s) ---\n%s", n.name, n.nginx.ErrorLog, guideLogLines(n.nginx.Log(), "ticketkeys", 20))
+		}
+	})
 	var addrs []string
 	for _, p := range n.ports {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
@@ -602,6 +618,17 @@ func TestGuideNginxLua(t *testing.T) {
 	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
 }
 
+// guideLogLines returns the last max lines of log that contain word.
+func guideLogLines(log, word string, max int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[len(out)-min(max, len(out)):], "\n")
+}
+
 // checkWorkersGroup fails the test unless every nginx worker of n runs, not as root, in the group that owns
 // the window directory install.sh made (the guide's `user` line).
 func checkWorkersGroup(t *testing.T, n *guideNode) {
@@ -682,7 +709,7 @@ func (f *guideFleet) waitGreen(t *testing.T, timeout time.Duration, what string,
 		if time.Now().After(deadline) {
 			var b bytes.Buffer
 			_ = rep.WriteTable(&b)
-			t.Fatalf("listener :%s: no %s within %s; last round:\n%s", f.guidePort, what, timeout, b.String())
+			t.Fatalf("listener :%s: waited %s for %s; last round:\n%s", f.guidePort, timeout, what, b.String())
 		}
 		time.Sleep(time.Second)
 	}
