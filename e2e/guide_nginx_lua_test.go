@@ -21,8 +21,9 @@ package e2e
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): install.sh runs with DESTDIR set to it, and every path under
 //     /etc/nginx/, /etc/vault-agent/ and /usr/local/share/ticketkeys/, in the guide's commands, in its
-//     nginx.conf and in the configuration files install.sh wrote, is moved under it; a command naming
-//     any other absolute path fails the test before it runs;
+//     nginx.conf and in the configuration files install.sh wrote, is moved under it; a command or an
+//     nginx.conf naming any other absolute path (but nginx's module directory) fails the test before it
+//     runs, and so does a command other than sh, bash, vault, dpkg-query and the bootstrap/ scripts;
 //   - the Vault server is the test's own (internal/vaulttest, plugin installed in its plugin directory,
 //     not registered: the guide registers it), the admin shell has its root token and a `vault` on PATH;
 //   - every `listen` of the nginx.conf gets its own port on 127.0.0.1; nginx (Debian's) runs through
@@ -41,6 +42,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,49 +89,93 @@ func readGuide(t *testing.T, rel string) []guideBlock {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(string(b), "\n")
+	blocks, errs := parseGuide(rel, string(b))
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(errs) > 0 {
+		t.FailNow()
+	}
+	return blocks
+}
+
+// parseGuide returns the fenced code blocks of text (the guide at rel) with their markers, and an error
+// for each block whose marker is missing or wrong.
+func parseGuide(rel, text string) ([]guideBlock, []error) {
+	lines := strings.Split(text, "\n")
 	var blocks []guideBlock
+	var errs []error
 	for i := 0; i < len(lines); i++ {
 		if !strings.HasPrefix(strings.TrimSpace(lines[i]), "```") {
 			continue
 		}
 		blk := guideBlock{Line: i + 1}
-		m := []string(nil)
+		marker := ""
 		if i > 0 {
-			m = guideMarker.FindStringSubmatch(strings.TrimSpace(lines[i-1]))
+			marker = lines[i-1]
 		}
-		switch needsArg, known := guideRoles[roleOf(m)]; {
-		case m == nil:
-			t.Errorf("%s:%d: code block without a <!-- guide-test: ROLE --> marker on the line before it: "+
-				"say how the guide test uses it (roles: run-once, run-per-node, nginx-conf, installed PATH, skip REASON)", rel, i+1)
-		case !known:
-			t.Errorf("%s:%d: unknown guide-test role %q", rel, i+1, m[1])
-		case needsArg != (m[2] != ""):
-			t.Errorf("%s:%d: guide-test role %q %s an argument", rel, i+1, m[1], map[bool]string{true: "needs", false: "takes no"}[needsArg])
-		default:
-			blk.Role, blk.Arg = m[1], m[2]
+		if err := blk.setMarker(marker); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %w", rel, blk.Line, err))
 		}
 		var body []string
 		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
 			body = append(body, lines[i])
 		}
 		if i == len(lines) {
-			t.Fatalf("%s:%d: code block never closed", rel, blk.Line)
+			errs = append(errs, fmt.Errorf("%s:%d: code block never closed", rel, blk.Line))
+			break
 		}
 		blk.Text = strings.Join(body, "\n") + "\n"
 		blocks = append(blocks, blk)
 	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	return blocks
+	return blocks, errs
 }
 
-func roleOf(m []string) string {
+// setMarker reads the block's role and argument from the line before its fence.
+func (b *guideBlock) setMarker(line string) error {
+	m := guideMarker.FindStringSubmatch(strings.TrimSpace(line))
 	if m == nil {
-		return ""
+		return errors.New("code block without a <!-- guide-test: ROLE --> marker on the line before it: say how the " +
+			"guide test uses it (roles: run-once, run-per-node, nginx-conf, installed PATH, skip REASON)")
 	}
-	return m[1]
+	needsArg, known := guideRoles[m[1]]
+	switch {
+	case !known:
+		return fmt.Errorf("unknown guide-test role %q (roles: run-once, run-per-node, nginx-conf, installed PATH, skip REASON)", m[1])
+	case needsArg && m[2] == "":
+		return fmt.Errorf("guide-test role %q needs an argument (installed: the file's path; skip: why)", m[1])
+	case !needsArg && m[2] != "":
+		return fmt.Errorf("guide-test role %q takes no argument, got %q", m[1], m[2])
+	}
+	b.Role, b.Arg = m[1], m[2]
+	return nil
+}
+
+// A block the guide test would not know what to do with fails it: no marker, an unknown role, a missing
+// or unexpected argument, an unclosed fence.
+func TestGuideMarkers(t *testing.T) {
+	for _, c := range []struct {
+		name, text, want string
+	}{
+		{"marked", "text\n<!-- guide-test: run-once -->\n```sh\nls\n```\n", ""},
+		{"skip with reason", "<!-- guide-test: skip output -->\n```\n[error] ...\n```\n", ""},
+		{"no marker", "text\n\n```sh\nls\n```\n", "guide.md:3: code block without a <!-- guide-test: ROLE --> marker"},
+		{"marker not right before", "<!-- guide-test: run-once -->\n\n```sh\nls\n```\n", "guide.md:3: code block without"},
+		{"unknown role", "<!-- guide-test: run -->\n```sh\nls\n```\n", `guide.md:2: unknown guide-test role "run"`},
+		{"skip without reason", "<!-- guide-test: skip -->\n```\nout\n```\n", `guide-test role "skip" needs an argument`},
+		{"run with argument", "<!-- guide-test: run-per-node twice -->\n```sh\nls\n```\n", `role "run-per-node" takes no argument, got "twice"`},
+		{"unclosed", "<!-- guide-test: run-once -->\n```sh\nls\n", "guide.md:2: code block never closed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, errs := parseGuide("guide.md", c.text)
+			switch {
+			case c.want == "" && len(errs) > 0:
+				t.Errorf("errors %v, want none", errs)
+			case c.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), c.want)):
+				t.Errorf("errors %v, want one saying %q", errs, c.want)
+			}
+		})
+	}
 }
 
 // guideSubst is one substitution of the guide's text for a real machine by the test machine's.
@@ -267,10 +313,9 @@ var guideCommands = []string{"sh", "bash", "vault", "dpkg-query"}
 // each command's first word).
 var guideCommandSplit = regexp.MustCompile(`&&|\|\||[;|&]`)
 
-// checkCommands fails the test if a line of script runs a command outside guideCommands and the
-// repository's bootstrap/ scripts.
-func checkCommands(t *testing.T, b guideBlock, script string) {
-	t.Helper()
+// unsafeCommand returns an error naming the first command of script outside guideCommands and the
+// repository's bootstrap/ scripts, or nil.
+func unsafeCommand(script string) error {
 	for _, line := range strings.Split(script, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		for _, c := range guideCommandSplit.Split(line, -1) {
@@ -278,28 +323,52 @@ func checkCommands(t *testing.T, b guideBlock, script string) {
 			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") {
 				continue
 			}
-			t.Fatalf("%s:%d: the test does not run %q on this machine: add it to guideCommands if it touches only the "+
-				"test's Vault and node root, or add a substitution (guideSubstitutions):\n%s", guideNginxLua, b.Line, f[0], line)
+			return fmt.Errorf("the test does not run %q on this machine: add it to guideCommands if it touches only the "+
+				"test's Vault and node root, or add a substitution (guideSubstitutions): %s", f[0], strings.TrimSpace(line))
 		}
 	}
+	return nil
 }
 
-// checkPaths fails the test if cmd names an absolute path outside the node's root and the test's Vault
-// directory: the guide would write somewhere the test must not.
-func (w *guideWalk) checkPaths(t *testing.T, b guideBlock, n *guideNode, cmd string) {
-	t.Helper()
-	allowed := []string{w.s.Dir + "/", "/dev/null"}
-	if n != nil {
-		allowed = append(allowed, n.root+"/")
-	}
+// unsafePath returns an error naming the first absolute path of cmd outside the allowed directories (each
+// given with its trailing slash) and /dev/null, or nil: the guide would write where the test must not.
+func unsafePath(cmd string, allowed ...string) error {
 	for _, m := range guideAbsPath.FindAllStringSubmatch(cmd, -1) {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || strings.HasPrefix(m[1], a) || m[1] == strings.TrimSuffix(a, "/")
+		if m[1] == "/dev/null" || slices.ContainsFunc(allowed, func(dir string) bool { return strings.HasPrefix(m[1]+"/", dir) }) {
+			continue
 		}
-		if !ok {
-			t.Fatalf("%s:%d: the command names %s, outside the test's node root and Vault: add a substitution for it "+
-				"(guideSubstitutions, guideRootedPrefixes) before the test may run it:\n%s", guideNginxLua, b.Line, m[1], cmd)
+		return fmt.Errorf("the command names %s, outside the test's node root and Vault: add a substitution for it "+
+			"(guideSubstitutions, guideRootedPrefixes) before the test may run it", m[1])
+	}
+	return nil
+}
+
+// The walk refuses, before running anything, a command it does not know to be harmless on the test machine
+// and an absolute path outside the node's root and the test's Vault.
+func TestGuideRefusesUnsafeCommands(t *testing.T) {
+	root, vault := "/tmp/ticketkeys-guide-a-1", "/tmp/TestGuide1/001"
+	for _, c := range []struct {
+		script, want string
+	}{
+		{"sh bootstrap/agent/nginx-lua/install.sh -k web -a http://127.0.0.1:8200   # as root", ""},
+		{"bootstrap/node-approle.sh web guide-a " + root + "/etc/vault-agent/ticketkeys", ""},
+		{"bootstrap/register.sh " + vault + "/plugins/vault-plugin-secrets-ticketkeys", ""},
+		{"dpkg-query -W nginx >/dev/null && vault write ticketkeys/keys/web rotation_period=10s", ""},
+		{"# on the node, as root (Agent writes into " + root + "/etc/nginx/ticketkeys):", ""},
+		{"apt-get install nginx", `does not run "apt-get"`},
+		{"vault status && systemctl reload nginx", `does not run "systemctl"`},
+		{"nginx -t | tee log", `does not run "nginx"`},
+		{"sh bootstrap/agent/nginx-lua/install.sh; nginx -s reload", `does not run "nginx"`},
+		{"bootstrap/node-approle.sh web n1 /etc/vault-agent/ticketkeys", "names /etc/vault-agent/ticketkeys, outside"},
+		{"sh install.sh >/var/log/install.log", "names /var/log/install.log, outside"},
+		{"bootstrap/node-approle.sh web n1 " + root + "-other/etc", "names " + root + "-other/etc, outside"},
+	} {
+		err := unsafeCommand(c.script)
+		if err == nil {
+			err = unsafePath(c.script, root+"/", vault+"/")
+		}
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%q: %v; want %s", c.script, err, map[bool]string{true: "no error", false: "an error saying " + strconv.Quote(c.want)}[c.want == ""])
 		}
 	}
 }
@@ -308,11 +377,19 @@ func (w *guideWalk) checkPaths(t *testing.T, b guideBlock, n *guideNode, cmd str
 func (w *guideWalk) run(t *testing.T, b guideBlock, n *guideNode) {
 	t.Helper()
 	text := w.subst(b.Text, n)
-	w.checkPaths(t, b, n, text)
+	allowed := []string{w.s.Dir + "/"}
+	if n != nil {
+		allowed = append(allowed, n.root+"/")
+	}
+	if err := unsafePath(text, allowed...); err != nil {
+		t.Fatalf("%s:%d: %v:\n%s", guideNginxLua, b.Line, err, text)
+	}
 	var script []string
 	flush := func() {
 		if slices.ContainsFunc(script, func(l string) bool { l = strings.TrimSpace(l); return l != "" && !strings.HasPrefix(l, "#") }) {
-			checkCommands(t, b, strings.Join(script, "\n"))
+			if err := unsafeCommand(strings.Join(script, "\n")); err != nil {
+				t.Fatalf("%s:%d: %v", guideNginxLua, b.Line, err)
+			}
 			w.shell(t, b, n, strings.Join(script, "\n"))
 		}
 		script = nil
@@ -453,7 +530,10 @@ func (w *guideWalk) checkInstalled(t *testing.T, b guideBlock, n *guideNode) {
 func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *testcert.Cert) map[string]string {
 	t.Helper()
 	conf = w.subst(conf, n)
-	tls := map[string]string{}
+	if err := unsafePath(conf, n.root+"/", "/usr/lib/nginx/modules/"); err != nil {
+		t.Fatalf("%s: nginx.conf: %v", guideNginxLua, err)
+	}
+	tlsAddrs := map[string]string{}
 	conf = guideListen.ReplaceAllStringFunc(conf, func(m string) string {
 		guidePort := guideListen.FindStringSubmatch(m)[1]
 		if n.ports[guidePort] == 0 {
@@ -468,7 +548,7 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		if slices.Contains(strings.Fields(m[2]), "ssl") {
 			for gp, p := range n.ports {
 				if m[1] == fmt.Sprintf("127.0.0.1:%d", p) {
-					tls[gp] = m[1]
+					tlsAddrs[gp] = m[1]
 				}
 			}
 		}
@@ -504,16 +584,16 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 	n.nginx.WaitListening(t, addrs...)
-	return tls
+	return tlsAddrs
 }
 
 func TestGuideNginxLua(t *testing.T) {
 	t.Parallel()
+	blocks := readGuide(t, guideNginxLua)
 	if os.Getuid() != 0 {
 		t.Skip("the guide's node commands run as root (install.sh sets root ownership, nginx switches its workers to www-data)")
 	}
 	start := time.Now()
-	blocks := readGuide(t, guideNginxLua)
 	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
 	cert := testcert.New(t, testcert.ECDSAP256)
 	w := newGuideWalk(t, s)
@@ -575,7 +655,7 @@ func TestGuideNginxLua(t *testing.T) {
 	first := checkers[0].last.Window.Current
 	for _, f := range checkers {
 		rep := f.waitGreen(t, 2*agentPeriod+15*time.Second, "a green round after a rotation, every fresh ticket under the new current key", func(rep *fleetcheck.Report) bool {
-			if rep.Window.Current == first {
+			if rep.Window == nil || rep.Window.Current == first {
 				return false
 			}
 			for _, node := range rep.Nodes {
