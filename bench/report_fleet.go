@@ -111,7 +111,7 @@ func (r *Report) writeFleet(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "%d simulated nodes in the harness process against the one Vault of this run (file audit device on), each with its own "+
-		"token (policy: read the keyrings) and its own API client and connection, reading a keyring created for the run "+
+		"token, shaped like a node token of bootstrap/node-approle.sh (the reader policy and ticketkeys-token-self, without Vault's `default` policy), and its own API client and connection, reading a keyring created for the run "+
 		"(rotation_period %s, retain %s, publish_ahead = rotation_period). At most %d first reads in flight while the fleet starts; "+
 		"then %s measured. Either every node is a client.Source (what a Go server embeds), or an Agent-style reader: it reads the "+
 		"`%s` format and reads again ttl + 1 s later, as Vault Agent's consul-template does. A node *holds* a key once a read "+

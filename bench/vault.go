@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/bootstrap/policies"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
@@ -97,23 +98,23 @@ func (v *Vault) MountExternalKV(ctx context.Context, bin string) error {
 	return nil
 }
 
-// CreateReaderTokenWithoutDefault creates a token with only ReaderPolicy,
+// CreateNodeTokens creates n tokens shaped like those of a node's AppRole
+// from bootstrap/node-approle.sh: ReaderPolicy and ticketkeys-token-self,
 // without Vault's `default` policy (whose templated paths Vault re-parses on
-// every request of a token that carries it).
-func (v *Vault) CreateReaderTokenWithoutDefault(ctx context.Context) (string, error) {
-	s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
-		Policies: []string{"bench-reader"}, TTL: "1h", NoDefaultPolicy: true,
-	})
-	if err != nil || s == nil || s.Auth == nil {
-		return "", fmt.Errorf("create a reader token without the default policy: %v", err)
+// every request of a token that carries it), one-hour TTL, with at most
+// concurrency requests in flight: one distinct token per simulated node.
+func (v *Vault) CreateNodeTokens(ctx context.Context, n, concurrency int) ([]string, error) {
+	if err := v.Server.Client.Sys().PutPolicyWithContext(ctx, policies.TokenSelfName, policies.TokenSelf); err != nil {
+		return nil, fmt.Errorf("write policy %s: %w", policies.TokenSelfName, err)
 	}
-	return s.Auth.ClientToken, nil
+	return v.createTokens(ctx, n, concurrency, &api.TokenCreateRequest{
+		Policies: []string{"bench-reader", policies.TokenSelfName}, TTL: "1h", NoDefaultPolicy: true,
+	})
 }
 
-// CreateTokens creates n tokens with only ReaderPolicy (one-hour TTL), with
-// at most concurrency requests in flight: one distinct token per simulated
-// node.
-func (v *Vault) CreateTokens(ctx context.Context, n, concurrency int) ([]string, error) {
+// createTokens creates n tokens from req, with at most concurrency requests
+// in flight.
+func (v *Vault) createTokens(ctx context.Context, n, concurrency int, req *api.TokenCreateRequest) ([]string, error) {
 	tokens := make([]string, n)
 	errs := make(chan error, n)
 	sem := make(chan struct{}, max(concurrency, 1))
@@ -124,11 +125,9 @@ func (v *Vault) CreateTokens(ctx context.Context, n, concurrency int) ([]string,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
-				Policies: []string{"bench-reader"}, TTL: "1h",
-			})
+			s, err := v.Server.Client.Auth().Token().CreateWithContext(ctx, req)
 			if err != nil || s == nil || s.Auth == nil {
-				errs <- fmt.Errorf("create reader token %d of %d: %v", i+1, n, err)
+				errs <- fmt.Errorf("create token %d of %d (policies %v): %v", i+1, n, req.Policies, err)
 				return
 			}
 			tokens[i] = s.Auth.ClientToken

@@ -7,12 +7,20 @@
 #
 # - writes the reader policy of KEYRING (bootstrap/reader-policy.sh);
 # - enables the approle auth method at auth/approle if it is not enabled;
-# - writes role "ticketkeys-NODE" whose tokens carry that policy and the
-#   ticketkeys reader policies the role already had, so running it again for
-#   a second keyring on the same node adds that keyring instead of replacing
-#   the first (token_ttl 1h, token_max_ttl 24h: Agent renews and logs in
-#   again by itself); policies that are not ticketkeys reader policies are
-#   never added to the role by this script, and are kept if an operator did;
+# - writes policy "ticketkeys-token-self" (policies/ticketkeys-token-self.hcl:
+#   look up, renew and revoke the token itself);
+# - writes role "ticketkeys-NODE" whose tokens carry that policy, this
+#   keyring's reader policy and the policies the role already had, so running
+#   it again for a second keyring on the same node adds that keyring instead
+#   of replacing the first (token_ttl 1h, token_max_ttl 24h: Agent renews and
+#   logs in again by itself); the script adds no other policies, and keeps
+#   those an operator added;
+# - the role's tokens do not carry Vault's `default` policy
+#   (token_no_default_policy=true): a node needs none of it beyond
+#   ticketkeys-token-self, and Vault re-parses `default`'s templated paths on
+#   every request, about a third of the Vault CPU of a keyring read. An
+#   operator who wants it back sets token_no_default_policy=false on the role
+#   after each run;
 # - creates OUTDIR (mode 0700) when it does not exist, then writes
 #   OUTDIR/role-id and OUTDIR/secret-id (mode 0600) and prints the role name.
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to manage policies, auth methods
@@ -33,6 +41,8 @@ fi
 [[ -d $outdir ]] || die "OUTDIR '$outdir' is not a directory"
 
 policy=$("$here/reader-policy.sh" "$keyring" "$mount")
+self_policy=ticketkeys-token-self
+"$VAULT" policy write "$self_policy" "$here/policies/$self_policy.hcl" >/dev/null
 
 # Read the list whole first: `| grep -q` would close the pipe early and, under
 # pipefail, turn the CLI's SIGPIPE into "not enabled".
@@ -46,7 +56,7 @@ role=ticketkeys-$node
 # role does not exist yet), plus this keyring's, each once.
 # A failed read of an existing role stops the script: writing the role
 # without its current policies would cut the node off its other keyrings.
-policies=$policy
+policies=$policy,$self_policy
 # `vault list` exits 2 when there is no role yet: "{}" with -format=json
 # (1.21), "No value found ..." in other versions.
 if ! roles=$("$VAULT" list -format=json auth/approle/role 2>&1); then
@@ -62,7 +72,8 @@ if [[ $roles == *"\"$role\""* ]]; then
 		[[ ,$policies, == *,"$p",* ]] || policies=$policies,$p
 	done
 fi
-"$VAULT" write -f "auth/approle/role/$role" token_policies="$policies" token_ttl=1h token_max_ttl=24h >/dev/null
+"$VAULT" write -f "auth/approle/role/$role" token_policies="$policies" token_no_default_policy=true \
+	token_ttl=1h token_max_ttl=24h >/dev/null
 
 umask 077
 "$VAULT" read -field=role_id "auth/approle/role/$role/role-id" >"$outdir/role-id.tmp"

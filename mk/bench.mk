@@ -36,8 +36,8 @@ bench-quick: $(BENCH_BIN) ## benchmark smoke run (about 3 minutes): every part, 
 bench-decrypt: ## go test benchmark of ticket decryption by window size (BenchmarkDecryptTicket/window=1..14)
 	$(GO) test -run '^$$' -bench '^BenchmarkDecryptTicket$$' -benchmem -count=1 ./bench/
 
-bench-engine: ## go test benchmark of the engine's own cost of a 14-key window read, per format (no Vault)
-	$(GO) test -run '^$$' -bench '^BenchmarkReadWindow$$' -benchmem -count=1 .
+bench-engine: ## go test benchmarks of a 14-key window read per format: the engine alone, and through the SDK's plugin gRPC transport (no Vault)
+	$(GO) test -run '^$$' -bench '^BenchmarkReadWindow(PluginHop)?$$' -benchmem -count=1 .
 
 bench-report: $(BENCH_BIN) ## rewrite results/benchmark.md and the PNG from results/benchmark.json (no measurement)
 	$(BENCH_BIN) -from-json $(BENCH_OUT)/benchmark.json -out $(BENCH_OUT)

@@ -617,9 +617,9 @@ func (h *harness) measureFleet(ctx context.Context, vault *bench.Vault, keyring,
 		h.fail("fleet scale: %v", err)
 		return
 	}
-	progress("fleet scale: creating %d reader tokens", o.fleetNodes)
+	progress("fleet scale: creating %d node tokens (reader policy and ticketkeys-token-self, without default, as node-approle.sh issues)", o.fleetNodes)
 	t0 := time.Now()
-	tokens, err := vault.CreateTokens(ctx, o.fleetNodes, 8)
+	tokens, err := vault.CreateNodeTokens(ctx, o.fleetNodes, 8)
 	if err != nil {
 		h.fail("fleet scale: %v", err)
 		return
@@ -733,14 +733,16 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 			targets = append(targets, bench.ReadTarget{Name: "kv v2 (external plugin)", Path: xPath})
 		}
 	}
-	noDefault := -1
-	if tok, err := v.CreateReaderTokenWithoutDefault(ctx); err != nil {
+	noDefault, keysNode := -1, -1
+	if tok, err := v.CreateNodeTokens(ctx, 1, 1); err != nil {
 		h.fail("read cost: %v", err)
-	} else if nc, err := bench.NewReadClient(v.Server.Addr, tok, o.readConcurrency); err != nil {
+	} else if nc, err := bench.NewReadClient(v.Server.Addr, tok[0], o.readConcurrency); err != nil {
 		h.fail("read cost: %v", err)
 	} else {
-		noDefault = len(targets)
-		targets = append(targets, bench.ReadTarget{Name: "kv v2 (token without default policy)", Path: kvPath, Client: nc})
+		noDefault, keysNode = len(targets), len(targets)+1
+		targets = append(targets,
+			bench.ReadTarget{Name: "kv v2 (token without default policy)", Path: kvPath, Client: nc},
+			bench.ReadTarget{Name: "keyring (node token, without default policy)", Path: keys.Path, Query: keys.Query, Client: nc})
 	}
 	meters := bench.ReadMeters{VaultPID: v.Server.Proc.PID, AuditLog: v.Server.AuditLogPath}
 	out := bench.ReadRounds(ctx, c, targets, o.readConcurrency, o.readRounds, o.readSegment, o.maxReads, meters)
@@ -752,9 +754,12 @@ func (h *harness) readCost(ctx context.Context, v *bench.Vault, keyring string) 
 	}
 	rr := &bench.ReadResult{Keys: out[0], KV: out[1], Concurrency: o.readConcurrency, WindowKeys: win, Audit: v.Server.AuditLogPath != ""}
 	for i := 2; i < len(out); i++ {
-		if i == noDefault {
+		switch i {
+		case noDefault:
 			rr.KVNoDefault = &out[i]
-		} else {
+		case keysNode:
+			rr.KeysNoDefault = &out[i]
+		default:
 			rr.KVExternal = &out[i]
 		}
 	}
