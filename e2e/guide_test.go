@@ -2,42 +2,50 @@
 
 package e2e
 
-// TestGuideNginxLua follows docs/nginx-lua.md as a new user would, from the guide's own text: every fenced
-// code block of the guide is run, used as configuration, compared with what the installer wrote, or
-// explicitly skipped, as an HTML comment before its fence says (invisible to readers):
+// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy) follow a guide of docs/ as a
+// new user would, from the guide's own text: every fenced code block of the guide is run, used as the
+// server's configuration, compared with a file the guide's commands wrote, or explicitly skipped, as an
+// HTML comment before its fence says (invisible to readers):
 //
 //	<!-- guide-test: run-once -->          shell commands on a Vault admin shell, once
 //	<!-- guide-test: run-per-node -->      shell commands run for each node (two here)
+//	<!-- guide-test: run-on-node N -->     shell commands run for node N only (1 or 2): the guide shows two
+//	                                       equivalent ways of one step, and the test takes one per node
 //	<!-- guide-test: nginx-conf -->        the nginx.conf every node runs
-//	<!-- guide-test: installed PATH -->    an excerpt of the file install.sh wrote at PATH
+//	<!-- guide-test: haproxy-cfg -->       the haproxy.cfg every node runs
+//	<!-- guide-test: installed PATH -->    an excerpt of the file the guide's commands wrote at PATH
 //	<!-- guide-test: skip REASON -->       not meant to be run (output, an example for elsewhere)
 //
 // A block without a marker fails the test, so a new block cannot go untested by accident. A run block is
 // run by bash (-euo pipefail) from the repository root, except a `vault agent ...` line, which the test
 // starts as a long-running process (the guide's node daemon) and stops by PID at the end.
 //
-// The test changes only what a test machine must, each change listed in guideSubstitutions or below, and
-// every listed string must occur in the guide (so the guide cannot change under the test unnoticed):
+// The test changes only what a test machine must, each change listed in its guide's substitutions or
+// below, and every listed string must occur in the guide (so the guide cannot change under the test
+// unnoticed):
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
-//     www-data reach it as they reach /): install.sh runs with DESTDIR set to it, and every path under
-//     /etc/nginx/, /etc/vault-agent/ and /usr/local/share/ticketkeys/, in the guide's commands, in its
-//     nginx.conf and in the configuration files install.sh wrote, is moved under it; a command or an
-//     nginx.conf naming any other absolute path (but nginx's module directory) fails the test before it
-//     runs, and so does a command other than sh, bash, vault, dpkg-query and the bootstrap/ scripts;
+//     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
+//     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/vault-agent/, /run/haproxy/,
+//     /usr/local/bin/, /usr/local/share/ticketkeys/), in the guide's commands, in its server configuration
+//     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
+//     configuration naming any other absolute path (but nginx's module directory) fails the test before it
+//     runs, and so does a command other than those of guideCommands and the bootstrap/ scripts;
 //   - the Vault server is the test's own (internal/vaulttest, plugin installed in its plugin directory,
-//     not registered: the guide registers it), the admin shell has its root token and a `vault` on PATH;
-//   - every `listen` of the nginx.conf gets its own port on 127.0.0.1; nginx (Debian's) runs through
-//     internal/servertest (private prefix, pid file and error log), with access_log off and the http temp
-//     paths in its private directory inserted at the top of http{}; the test's certificate stands in for
-//     the files the conf names in ssl_certificate and ssl_certificate_key. A conf without a `user` line
-//     gets nginx's built-in default (nobody, group nogroup) explicitly, as a real nginx started as root
-//     would use it (servertest would run the workers as root instead).
+//     not registered: the guide registers it), the admin shell has its root token, a `vault` on PATH and
+//     the Go build and module caches of the test's user (for the guide's `go build` and `go run`);
+//   - the node's /usr/sbin/nginx, first on its Agents' PATH, runs Debian's nginx with the node's prefix,
+//     configuration, pid file and error log (what a real node's nginx has compiled in), so that an Agent's
+//     `nginx -s reload` reaches the node's nginx, never the machine's; until the node's nginx runs it fails
+//     as `nginx -s reload` does with no nginx running;
+//   - every `listen` (nginx) or `bind` (HAProxy) gets its own port on 127.0.0.1; the servers (Debian's
+//     packages) run through internal/servertest (private prefix, pid file and log); the test's
+//     certificate stands in for the certificate files the configuration names.
 //
-// Then a real TLS client (package fleetcheck, per TLS listener of the guide's nginx.conf, across the two
-// nodes) checks that each node's fresh ticket names and decrypts under the current key read from Vault,
-// that each node resumes the other's tickets and one under the published next key, and that a rotation
-// reaches both nodes with no reload (same master and worker PIDs), the workers running as the group
-// install.sh gave the window directory.
+// Then a real TLS client (package fleetcheck, per TLS listener of the guide's configuration, across the
+// two nodes) checks that each node's fresh ticket names and decrypts under the current key read from
+// Vault, that each node resumes the other's tickets and one under the published next key, and that a
+// rotation reaches both nodes; each test adds what its guide promises about how the rotation arrives
+// (no reload, or one reload) and checks that no command output or log holds key material.
 
 import (
 	"bytes"
@@ -51,7 +59,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,17 +68,11 @@ import (
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
-// guideNginxLua is the guide this test walks, relative to the repository root.
-const guideNginxLua = "docs/nginx-lua.md"
-
-// guideKeyring is the keyring the guide's commands create and install for.
-const guideKeyring = "web"
-
 // guideBlock is one fenced code block of a guide and what its marker says to do with it.
 type guideBlock struct {
 	Line int    // line of the opening fence, 1-based
-	Role string // run-once, run-per-node, nginx-conf, installed, skip
-	Arg  string // installed: the file's path; skip: why
+	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, installed, skip
+	Arg  string // run-on-node: the node's number; installed: the file's path; skip: why
 	Text string // the block's lines, without the fences
 }
 
@@ -79,7 +80,11 @@ type guideBlock struct {
 var guideMarker = regexp.MustCompile(`^<!-- guide-test: ([a-z-]+)(?: (.*?))? -->$`)
 
 // guideRoles says whether each role needs an argument.
-var guideRoles = map[string]bool{"run-once": false, "run-per-node": false, "nginx-conf": false, "installed": true, "skip": true}
+var guideRoles = map[string]bool{"run-once": false, "run-per-node": false, "run-on-node": true,
+	"nginx-conf": false, "haproxy-cfg": false, "installed": true, "skip": true}
+
+// guideRoleList names the roles in the errors of a wrong marker.
+const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, installed PATH, skip REASON"
 
 // readGuide returns the fenced code blocks of the guide at rel, failing the test for a block without a
 // valid marker on the line right before its fence.
@@ -136,16 +141,21 @@ func (b *guideBlock) setMarker(line string) error {
 	m := guideMarker.FindStringSubmatch(strings.TrimSpace(line))
 	if m == nil {
 		return errors.New("code block without a <!-- guide-test: ROLE --> marker on the line before it: say how the " +
-			"guide test uses it (roles: run-once, run-per-node, nginx-conf, installed PATH, skip REASON)")
+			"guide test uses it (" + guideRoleList + ")")
 	}
 	needsArg, known := guideRoles[m[1]]
 	switch {
 	case !known:
-		return fmt.Errorf("unknown guide-test role %q (roles: run-once, run-per-node, nginx-conf, installed PATH, skip REASON)", m[1])
+		return fmt.Errorf("unknown guide-test role %q (%s)", m[1], guideRoleList)
 	case needsArg && m[2] == "":
-		return fmt.Errorf("guide-test role %q needs an argument (installed: the file's path; skip: why)", m[1])
+		return fmt.Errorf("guide-test role %q needs an argument (run-on-node: the node's number; installed: the file's path; skip: why)", m[1])
 	case !needsArg && m[2] != "":
 		return fmt.Errorf("guide-test role %q takes no argument, got %q", m[1], m[2])
+	}
+	if m[1] == "run-on-node" {
+		if n, err := strconv.Atoi(m[2]); err != nil || n < 1 || n > 2 {
+			return fmt.Errorf("guide-test role run-on-node: the node's number must be 1 or 2 (the test runs two nodes), got %q", m[2])
+		}
 	}
 	b.Role, b.Arg = m[1], m[2]
 	return nil
@@ -159,11 +169,15 @@ func TestGuideMarkers(t *testing.T) {
 	}{
 		{"marked", "text\n<!-- guide-test: run-once -->\n```sh\nls\n```\n", ""},
 		{"skip with reason", "<!-- guide-test: skip output -->\n```\n[error] ...\n```\n", ""},
+		{"one node", "<!-- guide-test: run-on-node 2 -->\n```sh\nls\n```\n", ""},
+		{"haproxy.cfg", "<!-- guide-test: haproxy-cfg -->\n```haproxy\nglobal\n```\n", ""},
 		{"no marker", "text\n\n```sh\nls\n```\n", "guide.md:3: code block without a <!-- guide-test: ROLE --> marker"},
 		{"marker not right before", "<!-- guide-test: run-once -->\n\n```sh\nls\n```\n", "guide.md:3: code block without"},
 		{"unknown role", "<!-- guide-test: run -->\n```sh\nls\n```\n", `guide.md:2: unknown guide-test role "run"`},
 		{"skip without reason", "<!-- guide-test: skip -->\n```\nout\n```\n", `guide-test role "skip" needs an argument`},
 		{"run with argument", "<!-- guide-test: run-per-node twice -->\n```sh\nls\n```\n", `role "run-per-node" takes no argument, got "twice"`},
+		{"no such node", "<!-- guide-test: run-on-node 3 -->\n```sh\nls\n```\n", `must be 1 or 2 (the test runs two nodes), got "3"`},
+		{"node by name", "<!-- guide-test: run-on-node a -->\n```sh\nls\n```\n", `must be 1 or 2 (the test runs two nodes), got "a"`},
 		{"unclosed", "<!-- guide-test: run-once -->\n```sh\nls\n", "guide.md:2: code block never closed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -184,36 +198,49 @@ type guideSubst struct {
 	Why      string
 }
 
-// guideSubstitutions lists what the test changes in the guide's commands and nginx.conf besides the
-// node's root and the listen ports. perNode is the node's name ("" for the admin shell's run-once blocks).
-func guideSubstitutions(s *vaulttest.Server, perNode string) []guideSubst {
-	subs := []guideSubst{
-		{"https://vault.internal:8200", s.Addr, "the test's Vault server"},
-		{"/etc/vault.d/plugins/", s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"},
-		{"rotation_period=1h retain=12h", fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, agentRetain), "a rotation within the test"},
-		{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"},
-	}
-	if perNode != "" {
-		subs = append(subs, guideSubst{"$(hostname)", perNode, "two nodes on one machine"})
-	}
-	return subs
+// The substitutions the guides share; each guide test lists the ones its guide needs.
+
+func substVaultAddr(s *vaulttest.Server) guideSubst {
+	return guideSubst{"https://vault.internal:8200", s.Addr, "the test's Vault server"}
 }
 
-// guideRootedPrefixes are the absolute paths the guide installs into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/vault-agent/|/usr/local/share/ticketkeys/)`)
+func substPluginDir(s *vaulttest.Server) guideSubst {
+	return guideSubst{"/etc/vault.d/plugins/", s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"}
+}
+
+// substRotation replaces the guide's keyring settings old by the e2e rotation period and retain.
+func substRotation(old string, retain time.Duration) guideSubst {
+	return guideSubst{old, fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, retain), "a rotation within the test"}
+}
+
+func substAptGet() guideSubst {
+	return guideSubst{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"}
+}
+
+func substHostname(node string) guideSubst {
+	return guideSubst{"$(hostname)", node, "two nodes on one machine"}
+}
+
+// guideSpec is what a guide test tells the shared walk about its guide.
+type guideSpec struct {
+	path    string // the guide, relative to the repository root
+	keyring string // the keyring its commands create and its nodes read
+	format  string // the format its nodes read (the ticket layout fleetcheck checks)
+	conf    string // the role of its server configuration block: nginx-conf or haproxy-cfg
+	// subs lists its substitutions for the admin shell (node "") or a node.
+	subs func(s *vaulttest.Server, node string) []guideSubst
+}
+
+// guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
 
-// guideListen finds listen directives (with an optional IPv4 address) of an nginx.conf.
-var guideListen = regexp.MustCompile(`\blisten\s+(?:(?:\d{1,3}\.){3}\d{1,3}:)?(\d+)\b`)
-
-// guideUserDirective finds the main-context user directive of an nginx.conf.
-var guideUserDirective = regexp.MustCompile(`(?m)^\s*user\s`)
-
-// guideWalk is one walk through the guide: the test's Vault, the admin shell's environment and the output
+// guideWalk is one walk through a guide: the test's Vault, the admin shell's environment and the output
 // of every command.
 type guideWalk struct {
+	guide  guideSpec
 	s      *vaulttest.Server
 	repo   string
 	env    []string
@@ -224,33 +251,44 @@ type guideWalk struct {
 type guideNode struct {
 	name   string
 	root   string         // stands for /
-	ports  map[string]int // the guide's listen port -> this node's port on 127.0.0.1
+	ports  map[string]int // the guide's listen or bind port -> this node's port on 127.0.0.1
 	agents []*vaulttest.Process
-	nginx  *servertest.Proc
+	server *servertest.Proc // the node's nginx or HAProxy
 }
 
-func newGuideWalk(t *testing.T, s *vaulttest.Server) *guideWalk {
+func newGuideWalk(t *testing.T, s *vaulttest.Server, guide guideSpec) *guideWalk {
 	t.Helper()
 	bin := t.TempDir()
 	if err := os.Symlink(s.VaultBin, filepath.Join(bin, "vault")); err != nil {
 		t.Fatal(err)
 	}
 	home := t.TempDir()
+	env := []string{
+		"PATH=" + bin + ":" + os.Getenv("PATH"),
+		"HOME=" + home,
+		"VAULT_ADDR=" + s.Addr,
+		"VAULT_TOKEN=" + s.RootToken,
+	}
+	// The test user's Go caches, so that the guide's `go build` and `go run` do not start from nothing.
+	out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH", "GOFLAGS", "GOTOOLCHAIN", "GOPROXY").Output()
+	if err != nil {
+		t.Fatalf("go env: %v", err)
+	}
+	for i, v := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		env = append(env, []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOFLAGS", "GOTOOLCHAIN", "GOPROXY"}[i]+"="+v)
+	}
 	return &guideWalk{
-		s:    s,
-		repo: servertest.RepoRoot(t),
-		env: []string{
-			"PATH=" + bin + ":" + os.Getenv("PATH"),
-			"HOME=" + home,
-			"VAULT_ADDR=" + s.Addr,
-			"VAULT_TOKEN=" + s.RootToken,
-		},
+		guide:  guide,
+		s:      s,
+		repo:   servertest.RepoRoot(t),
+		env:    env,
 		outLog: filepath.Join(t.TempDir(), "guide-output.log"),
 	}
 }
 
 // newGuideNode makes the node's root: a fresh directory in the system temp dir, mode 0755 like /, removed
-// when the test ends.
+// when the test ends, with the node's /usr/sbin/nginx (see setNginxWrapper), failing until the node's
+// nginx runs.
 func newGuideNode(t *testing.T, name string) *guideNode {
 	t.Helper()
 	root, err := os.MkdirTemp("", "ticketkeys-guide-"+name+"-")
@@ -261,16 +299,36 @@ func newGuideNode(t *testing.T, name string) *guideNode {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &guideNode{name: name, root: root, ports: map[string]int{}}
+	n := &guideNode{name: name, root: root, ports: map[string]int{}}
+	n.setNginxWrapper(t, fmt.Sprintf("echo 'nginx: no nginx runs on node %s yet' >&2; exit 1", name))
+	return n
 }
 
-// subst applies the substitutions and, for a node, moves the guide's install paths under its root.
+// setNginxWrapper writes the node's /usr/sbin/nginx, a shell script running body, by rename (an Agent may
+// run it meanwhile).
+func (n *guideNode) setNginxWrapper(t *testing.T, body string) {
+	t.Helper()
+	dir := filepath.Join(n.root, "usr/sbin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".nginx.tmp")
+	script := fmt.Sprintf("#!/bin/sh\n# nginx of test node %s (e2e/guide_test.go)\n%s\n", n.name, body)
+	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "nginx")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// subst applies the guide's substitutions and, for a node, moves the guide's install paths under its root.
 func (w *guideWalk) subst(text string, n *guideNode) string {
 	name := ""
 	if n != nil {
 		name = n.name
 	}
-	for _, sb := range guideSubstitutions(w.s, name) {
+	for _, sb := range w.guide.subs(w.s, name) {
 		text = strings.ReplaceAll(text, sb.Old, sb.New)
 	}
 	if n != nil {
@@ -284,20 +342,20 @@ func (n *guideNode) rooted(text string) string {
 	return guideRootedPrefixes.ReplaceAllString(text, "${1}"+n.root+"${2}")
 }
 
-// checkSubstitutionsMatch fails the test before anything runs unless every substitution occurs in the
-// blocks the test runs: a guide that changed such a line would otherwise run unsubstituted (a real
-// `apt-get install`, say).
-func checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, subs []guideSubst) {
+// checkSubstitutionsMatch fails the test before anything runs unless every substitution (for the node
+// named node) occurs in the blocks the test runs: a guide that changed such a line would otherwise run
+// unsubstituted (a real `apt-get install`, say).
+func (w *guideWalk) checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, node string) {
 	t.Helper()
 	var used strings.Builder
 	for _, b := range blocks {
-		if b.Role == "run-once" || b.Role == "run-per-node" || b.Role == "nginx-conf" {
+		if strings.HasPrefix(b.Role, "run-") || b.Role == w.guide.conf {
 			used.WriteString(b.Text)
 		}
 	}
-	for _, sb := range subs {
+	for _, sb := range w.guide.subs(w.s, node) {
 		if !strings.Contains(used.String(), sb.Old) {
-			t.Errorf("%s no longer contains %q, which the test replaces (%s): update guideSubstitutions", guideNginxLua, sb.Old, sb.Why)
+			t.Errorf("%s no longer contains %q, which the test replaces (%s): update the test's substitutions", w.guide.path, sb.Old, sb.Why)
 		}
 	}
 	if t.Failed() {
@@ -306,25 +364,30 @@ func checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, subs []guideSubs
 }
 
 // guideCommands are the commands the test lets the guide run on this machine: each touches only the test's
-// Vault and the node's root (after the substitutions). A command line starting otherwise fails the test.
-var guideCommands = []string{"sh", "bash", "vault", "dpkg-query"}
+// Vault and the paths its arguments name (which unsafePath checks). A command line starting otherwise fails
+// the test.
+var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask"}
 
 // guideCommandSplit splits a shell line into the commands of a list or pipeline (roughly: enough to see
 // each command's first word).
 var guideCommandSplit = regexp.MustCompile(`&&|\|\||[;|&]`)
 
-// unsafeCommand returns an error naming the first command of script outside guideCommands and the
-// repository's bootstrap/ scripts, or nil.
+// unsafeCommand returns an error naming the first command of script outside guideCommands, the
+// repository's bootstrap/ scripts and `go build`/`go run` of the repository's packages, or nil.
 func unsafeCommand(script string) error {
 	for _, line := range strings.Split(script, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		for _, c := range guideCommandSplit.Split(line, -1) {
-			f := strings.Fields(c)
+			f := strings.Fields(strings.TrimLeft(c, " \t({"))
 			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") {
 				continue
 			}
+			if f[0] == "go" && len(f) > 2 && (f[1] == "build" || f[1] == "run") &&
+				slices.ContainsFunc(f[2:], func(a string) bool { return strings.HasPrefix(a, "./") }) {
+				continue
+			}
 			return fmt.Errorf("the test does not run %q on this machine: add it to guideCommands if it touches only the "+
-				"test's Vault and node root, or add a substitution (guideSubstitutions): %s", f[0], strings.TrimSpace(line))
+				"test's Vault and the paths it names, or add a substitution: %s", strings.Join(f[:min(2, len(f))], " "), strings.TrimSpace(line))
 		}
 	}
 	return nil
@@ -338,7 +401,7 @@ func unsafePath(cmd string, allowed ...string) error {
 			continue
 		}
 		return fmt.Errorf("the command names %s, outside the test's node root and Vault: add a substitution for it "+
-			"(guideSubstitutions, guideRootedPrefixes) before the test may run it", m[1])
+			"(the test's substitutions, guideRootedPrefixes) before the test may run it", m[1])
 	}
 	return nil
 }
@@ -355,13 +418,22 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 		{"bootstrap/register.sh " + vault + "/plugins/vault-plugin-secrets-ticketkeys", ""},
 		{"dpkg-query -W nginx >/dev/null && vault write ticketkeys/keys/web rotation_period=10s", ""},
 		{"# on the node, as root (Agent writes into " + root + "/etc/nginx/ticketkeys):", ""},
-		{"apt-get install nginx", `does not run "apt-get"`},
-		{"vault status && systemctl reload nginx", `does not run "systemctl"`},
-		{"nginx -t | tee log", `does not run "nginx"`},
-		{"sh bootstrap/agent/nginx-lua/install.sh; nginx -s reload", `does not run "nginx"`},
+		{"install -d -m 0700 " + root + "/etc/vault-agent/ticketkeys", ""},
+		{"(umask 077\n vault read -field=role_id auth/approle/role/r/role-id > " + root + "/etc/vault-agent/ticketkeys/role-id)", ""},
+		{"go build -o " + root + "/usr/local/bin/ticketkeys-haproxy-push ./cmd/ticketkeys-haproxy-push", ""},
+		{"go run ./bootstrap/agent/cmd/ticketkeys-agent-config -kind nginx > " + root + "/etc/vault-agent/ticketkeys/agent.hcl", ""},
+		{"apt-get install nginx", `does not run "apt-get install"`},
+		{"vault status && systemctl reload nginx", `does not run "systemctl reload"`},
+		{"nginx -t | tee log", `does not run "nginx -t"`},
+		{"sh bootstrap/agent/nginx-lua/install.sh; nginx -s reload", `does not run "nginx -s"`},
+		{"(nginx -s reload)", `does not run "nginx -s"`},
+		{"go install example.com/tool@latest", `does not run "go install"`},
+		{"go run example.com/tool@latest", `does not run "go run"`},
 		{"bootstrap/node-approle.sh web n1 /etc/vault-agent/ticketkeys", "names /etc/vault-agent/ticketkeys, outside"},
 		{"sh install.sh >/var/log/install.log", "names /var/log/install.log, outside"},
 		{"bootstrap/node-approle.sh web n1 " + root + "-other/etc", "names " + root + "-other/etc, outside"},
+		{"go build -o /usr/bin/tool ./cmd/tool", "names /usr/bin/tool, outside"},
+		{"install -d -m 0700 /etc/vault-agent/ticketkeys", "names /etc/vault-agent/ticketkeys, outside"},
 	} {
 		err := unsafeCommand(c.script)
 		if err == nil {
@@ -373,7 +445,46 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 	}
 }
 
-// run runs a run-once (n == nil) or run-per-node block.
+// walk follows the guide's blocks in order on the admin shell and the nodes, checks the excerpts of
+// written files, and returns the text of the guide's one server configuration block (role w.guide.conf).
+func (w *guideWalk) walk(t *testing.T, blocks []guideBlock, nodes []*guideNode) string {
+	t.Helper()
+	w.checkSubstitutionsMatch(t, blocks, nodes[0].name)
+	var conf string
+	for _, b := range blocks {
+		switch b.Role {
+		case "run-once":
+			w.run(t, b, nil)
+		case "run-per-node":
+			for _, n := range nodes {
+				w.run(t, b, n)
+			}
+		case "run-on-node":
+			i, _ := strconv.Atoi(b.Arg) // 1 or 2: setMarker checked it
+			w.run(t, b, nodes[i-1])
+		case "nginx-conf", "haproxy-cfg":
+			if b.Role != w.guide.conf {
+				t.Fatalf("%s:%d: a %s block in a guide whose test runs a %s", w.guide.path, b.Line, b.Role, w.guide.conf)
+			}
+			if conf != "" {
+				t.Fatalf("%s:%d: a second %s block; the test runs one", w.guide.path, b.Line, b.Role)
+			}
+			conf = b.Text
+		case "installed":
+			for _, n := range nodes {
+				w.checkInstalled(t, b, n)
+			}
+		case "skip":
+			t.Logf("%s:%d: skipped: %s", w.guide.path, b.Line, b.Arg)
+		}
+	}
+	if conf == "" {
+		t.Fatalf("%s: no %s block", w.guide.path, w.guide.conf)
+	}
+	return conf
+}
+
+// run runs a run block on the admin shell (n == nil) or on node n.
 func (w *guideWalk) run(t *testing.T, b guideBlock, n *guideNode) {
 	t.Helper()
 	text := w.subst(b.Text, n)
@@ -382,13 +493,13 @@ func (w *guideWalk) run(t *testing.T, b guideBlock, n *guideNode) {
 		allowed = append(allowed, n.root+"/")
 	}
 	if err := unsafePath(text, allowed...); err != nil {
-		t.Fatalf("%s:%d: %v:\n%s", guideNginxLua, b.Line, err, text)
+		t.Fatalf("%s:%d: %v:\n%s", w.guide.path, b.Line, err, text)
 	}
 	var script []string
 	flush := func() {
 		if slices.ContainsFunc(script, func(l string) bool { l = strings.TrimSpace(l); return l != "" && !strings.HasPrefix(l, "#") }) {
 			if err := unsafeCommand(strings.Join(script, "\n")); err != nil {
-				t.Fatalf("%s:%d: %v", guideNginxLua, b.Line, err)
+				t.Fatalf("%s:%d: %v", w.guide.path, b.Line, err)
 			}
 			w.shell(t, b, n, strings.Join(script, "\n"))
 		}
@@ -428,21 +539,21 @@ func (w *guideWalk) shell(t *testing.T, b guideBlock, n *guideNode, script strin
 	if ferr != nil {
 		t.Fatal(ferr)
 	}
-	fmt.Fprintf(f, "### %s:%d (%s)\n%s\n", guideNginxLua, b.Line, where, out.Bytes())
+	fmt.Fprintf(f, "### %s:%d (%s)\n%s\n", w.guide.path, b.Line, where, out.Bytes())
 	f.Close()
 	if err != nil {
-		t.Fatalf("%s:%d (%s): following the guide failed: %v\n--- commands as run ---\n%s\n--- output ---\n%s", guideNginxLua, b.Line, where, err, script, out.String())
+		t.Fatalf("%s:%d (%s): following the guide failed: %v\n--- commands as run ---\n%s\n--- output ---\n%s", w.guide.path, b.Line, where, err, script, out.String())
 	}
-	t.Logf("%s:%d (%s): ran in %.1f s", guideNginxLua, b.Line, where, time.Since(start).Seconds())
+	t.Logf("%s:%d (%s): ran in %.1f s", w.guide.path, b.Line, where, time.Since(start).Seconds())
 	if n != nil {
 		n.rootInstalledFiles(t)
 	}
 }
 
 // rootInstalledFiles moves the install paths in every text file under the node's /etc under its root, so
-// the configuration files install.sh wrote name the node's files, as they name / on a real node. The
-// installer's manifest keeps the real paths it looks itself up by (a second install.sh run in the walk
-// would see the moved files as edited ones and write .new files beside them).
+// the configuration files the guide's commands wrote name the node's files, as they name / on a real node.
+// The nginx-lua installer's manifest keeps the real paths it looks itself up by (a second install.sh run in
+// the walk would see the moved files as edited ones and write .new files beside them).
 func (n *guideNode) rootInstalledFiles(t *testing.T) {
 	t.Helper()
 	err := filepath.WalkDir(filepath.Join(n.root, "etc"), func(p string, d os.DirEntry, err error) error {
@@ -467,12 +578,12 @@ func (n *guideNode) rootInstalledFiles(t *testing.T) {
 	}
 }
 
-// startAgent starts the guide's `vault agent ARGS` line for node n and waits for the first render of
-// every template destination its configuration names.
+// startAgent starts the guide's `vault agent ARGS` line for node n, with the node's /usr/sbin first on its
+// PATH, and waits for the first render of every template destination its configuration names.
 func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []string) {
 	t.Helper()
 	if n == nil {
-		t.Fatalf("%s:%d: a vault agent line in a run-once block: the Agent runs on each node (run-per-node)", guideNginxLua, b.Line)
+		t.Fatalf("%s:%d: a vault agent line in a run-once block: the Agent runs on each node (run-per-node)", w.guide.path, b.Line)
 	}
 	var config string
 	for i, a := range args {
@@ -481,7 +592,7 @@ func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []
 			break
 		}
 		if strings.ContainsAny(a, `"'$;&|`) {
-			t.Fatalf("%s:%d: vault agent argument %q: the test starts the Agent without a shell; keep its line to plain words", guideNginxLua, b.Line, a)
+			t.Fatalf("%s:%d: vault agent argument %q: the test starts the Agent without a shell; keep its line to plain words", w.guide.path, b.Line, a)
 		}
 		if c, ok := strings.CutPrefix(a, "-config="); ok {
 			config = c
@@ -489,18 +600,19 @@ func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []
 	}
 	hcl, err := os.ReadFile(config)
 	if err != nil {
-		t.Fatalf("%s:%d: vault agent -config: %v", guideNginxLua, b.Line, err)
+		t.Fatalf("%s:%d: vault agent -config: %v", w.guide.path, b.Line, err)
 	}
 	var dests []string
 	for _, m := range regexp.MustCompile(`(?m)^\s*destination\s*=\s*"([^"]+)"`).FindAllStringSubmatch(string(hcl), -1) {
 		dests = append(dests, m[1])
 	}
 	if len(dests) == 0 {
-		t.Fatalf("%s:%d: %s has no template destination", guideNginxLua, b.Line, config)
+		t.Fatalf("%s:%d: %s has no template destination", w.guide.path, b.Line, config)
 	}
-	agent := vaulttest.StartAgentCommand(t, w.s.VaultBin, args...)
+	path := "PATH=" + filepath.Join(n.root, "usr/sbin") + ":" + os.Getenv("PATH")
+	agent := vaulttest.StartAgentCommandEnv(t, w.s.VaultBin, []string{path}, args...)
 	n.agents = append(n.agents, agent)
-	what := fmt.Sprintf("first render of %s (the Agent of %s:%d, node %s)", strings.Join(dests, ", "), guideNginxLua, b.Line, n.name)
+	what := fmt.Sprintf("first render of %s (the Agent of %s:%d, node %s)", strings.Join(dests, ", "), w.guide.path, b.Line, n.name)
 	agent.WaitFor(t, 30*time.Second, what, func() bool {
 		for _, d := range dests {
 			if _, err := os.Stat(d); err != nil {
@@ -509,41 +621,46 @@ func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []
 		}
 		return true
 	})
-	t.Logf("%s:%d (node %s): vault agent %s rendered %s", guideNginxLua, b.Line, n.name, strings.Join(args, " "), strings.Join(dests, ", "))
+	t.Logf("%s:%d (node %s): vault agent %s rendered %s", w.guide.path, b.Line, n.name, strings.Join(args, " "), strings.Join(dests, ", "))
 }
 
-// checkInstalled fails the test unless the file install.sh wrote at path (under the node's root) contains
-// the block's text.
+// checkInstalled fails the test unless the file the guide's commands wrote at path (under the node's root)
+// contains the block's text.
 func (w *guideWalk) checkInstalled(t *testing.T, b guideBlock, n *guideNode) {
 	t.Helper()
 	got, err := os.ReadFile(filepath.Join(n.root, b.Arg))
 	if err != nil {
-		t.Fatalf("%s:%d: the guide shows %s as installed: %v", guideNginxLua, b.Line, b.Arg, err)
+		t.Fatalf("%s:%d: the guide shows %s as written by its commands: %v", w.guide.path, b.Line, b.Arg, err)
 	}
 	if !strings.Contains(string(got), n.rooted(b.Text)) {
-		t.Errorf("%s:%d: the guide shows this excerpt of %s, which install.sh did not write:\n%s\n--- installed ---\n%s", guideNginxLua, b.Line, b.Arg, b.Text, got)
+		t.Errorf("%s:%d: the guide shows this excerpt of %s, which its commands did not write:\n%s\n--- written ---\n%s", w.guide.path, b.Line, b.Arg, b.Text, got)
 	}
 }
 
-// startNginx runs the guide's nginx.conf on node n, and returns the node's address of every TLS listen
-// port of the guide's configuration.
+// guideListen finds listen directives (with an optional IPv4 address) of an nginx.conf.
+var guideListen = regexp.MustCompile(`\blisten\s+(?:(?:\d{1,3}\.){3}\d{1,3}:)?(\d+)\b`)
+
+// guideUserDirective finds the main-context user directive of an nginx.conf.
+var guideUserDirective = regexp.MustCompile(`(?m)^\s*user\s`)
+
+// startNginx runs the guide's nginx.conf on node n, points the node's /usr/sbin/nginx at it, and returns
+// the node's address of every TLS listen port of the guide's configuration. nginx gets access_log off and
+// the http temp paths in its private directory at the top of http{}, and, for a conf without a `user`
+// line, nginx's built-in default (nobody, group nogroup) explicitly, as a real nginx started as root would
+// use it (servertest would run the workers as root instead).
 func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *testcert.Cert) map[string]string {
 	t.Helper()
 	conf = w.subst(conf, n)
 	if err := unsafePath(conf, n.root+"/", "/usr/lib/nginx/modules/"); err != nil {
-		t.Fatalf("%s: nginx.conf: %v", guideNginxLua, err)
+		t.Fatalf("%s: nginx.conf: %v", w.guide.path, err)
 	}
 	tlsAddrs := map[string]string{}
 	conf = guideListen.ReplaceAllStringFunc(conf, func(m string) string {
-		guidePort := guideListen.FindStringSubmatch(m)[1]
-		if n.ports[guidePort] == 0 {
-			n.ports[guidePort] = servertest.FreePort(t)
-		}
-		return fmt.Sprintf("listen 127.0.0.1:%d", n.ports[guidePort])
+		return "listen " + n.loopback(t, guideListen.FindStringSubmatch(m)[1])
 	})
 	for _, m := range regexp.MustCompile(`\blisten\s+(\S+)([^;]*);`).FindAllStringSubmatch(conf, -1) {
 		if !strings.HasPrefix(m[1], "127.0.0.1:") {
-			t.Fatalf("%s: nginx.conf listens on %s: the test maps only IPv4 and bare ports to 127.0.0.1", guideNginxLua, m[1])
+			t.Fatalf("%s: nginx.conf listens on %s: the test maps only IPv4 and bare ports to 127.0.0.1", w.guide.path, m[1])
 		}
 		if slices.Contains(strings.Fields(m[2]), "ssl") {
 			for gp, p := range n.ports {
@@ -558,7 +675,7 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		private += fmt.Sprintf("    %s_temp_path %s/%s;\n", p, servertest.DirPlaceholder, p)
 	}
 	if !strings.Contains(conf, "http {\n") {
-		t.Fatalf("%s: the nginx.conf has no `http {` line to put the test's private paths under", guideNginxLua)
+		t.Fatalf("%s: the nginx.conf has no `http {` line to put the test's private paths under", w.guide.path)
 	}
 	conf = strings.Replace(conf, "http {\n", private, 1)
 	if !guideUserDirective.MatchString(conf) {
@@ -573,81 +690,69 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		}
 		cert.WritePEM(dir)
 	}
-	n.nginx = servertest.StartNginxWith(t, servertest.DebianNginx(t), conf)
+	nginx := servertest.DebianNginx(t)
+	n.server = servertest.StartNginxWith(t, nginx, conf)
+	p := n.server
+	n.setNginxWrapper(t, fmt.Sprintf("exec %s -p '%s/' -c '%s' -e '%s' -g 'pid %s;' \"$@\"", nginx.Bin, p.Dir, p.ConfPath, p.ErrorLog, p.PIDFile))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- node %s: the nginx log's ticketkeys lines (%s) ---\n%s", n.name, n.nginx.ErrorLog, guideLogLines(n.nginx.Log(), "ticketkeys", 20))
+			t.Logf("--- node %s: the nginx log's ticketkeys lines (%s) ---\n%s", n.name, p.ErrorLog, guideLogLines(p.Log(), "ticketkeys", 20))
 		}
 	})
+	n.waitListening(t)
+	return tlsAddrs
+}
+
+// loopback returns the node's address on 127.0.0.1 for the guide's port guidePort.
+func (n *guideNode) loopback(t *testing.T, guidePort string) string {
+	t.Helper()
+	if n.ports[guidePort] == 0 {
+		n.ports[guidePort] = servertest.FreePort(t)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", n.ports[guidePort])
+}
+
+// waitListening waits until the node's server accepts connections on every port of its configuration.
+func (n *guideNode) waitListening(t *testing.T) {
+	t.Helper()
 	var addrs []string
 	for _, p := range n.ports {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
 	}
-	n.nginx.WaitListening(t, addrs...)
-	return tlsAddrs
+	n.server.WaitListening(t, addrs...)
 }
 
-func TestGuideNginxLua(t *testing.T) {
-	t.Parallel()
-	blocks := readGuide(t, guideNginxLua)
-	if os.Getuid() != 0 {
-		t.Skip("the guide's node commands run as root (install.sh sets root ownership, nginx switches its workers to www-data)")
-	}
-	start := time.Now()
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
-	cert := testcert.New(t, testcert.ECDSAP256)
-	w := newGuideWalk(t, s)
-	watch := watchWindows(t, s, guideKeyring) // key material seen, for the leak check
-	nodes := []*guideNode{newGuideNode(t, "guide-a"), newGuideNode(t, "guide-b")}
-
-	checkSubstitutionsMatch(t, blocks, guideSubstitutions(s, nodes[0].name))
-
-	var conf string
-	for _, b := range blocks {
-		switch b.Role {
-		case "run-once":
-			w.run(t, b, nil)
-		case "run-per-node":
-			for _, n := range nodes {
-				w.run(t, b, n)
-			}
-		case "nginx-conf":
-			if conf != "" {
-				t.Fatalf("%s:%d: a second nginx-conf block; the test runs one", guideNginxLua, b.Line)
-			}
-			conf = b.Text
-		case "installed":
-			for _, n := range nodes {
-				w.checkInstalled(t, b, n)
-			}
-		case "skip":
-			t.Logf("%s:%d: skipped: %s", guideNginxLua, b.Line, b.Arg)
+// guideLogLines returns the last max lines of log that contain word.
+func guideLogLines(log, word string, max int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
 		}
 	}
-	if conf == "" {
-		t.Fatalf("%s: no nginx-conf block", guideNginxLua)
-	}
-	// Every node and the admin shell have seen the walk; now nginx starts with the guide's nginx.conf
-	// (after the Agent, as install.sh's next steps say), and each substitution must have been used.
-	listeners := map[string][]string{} // the guide's TLS port -> each node's address
-	for _, n := range nodes {
-		for gp, addr := range w.startNginx(t, conf, n, cert) {
-			listeners[gp] = append(listeners[gp], addr)
-		}
-	}
-	if len(listeners) == 0 {
-		t.Fatalf("%s: the nginx.conf has no TLS listener (listen ... ssl)", guideNginxLua)
-	}
-	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
+	return strings.Join(out[len(out)-min(max, len(out)):], "\n")
+}
 
-	// A fleet check per TLS listener of the guide's configuration, across the two nodes.
-	var checkers []*guideFleet
-	for gp, addrs := range listeners {
-		checkers = append(checkers, newGuideFleet(t, s, cert, gp, addrs))
-	}
+// serverPIDs returns the master's and the workers' PIDs of every node's server.
+func serverPIDs(nodes []*guideNode) map[*guideNode][]int {
 	pids := map[*guideNode][]int{}
 	for _, n := range nodes {
-		pids[n] = append([]int{n.nginx.MasterPID}, n.nginx.WorkerPIDs()...)
+		pids[n] = append([]int{n.server.MasterPID}, n.server.WorkerPIDs()...)
+	}
+	return pids
+}
+
+// checkFleetThroughRotation runs a fleet check per TLS listener (the guide's port -> each node's address)
+// until a round is green, then until a green round after a rotation finds every fresh ticket of every
+// node under the new current key from Vault.
+func (w *guideWalk) checkFleetThroughRotation(t *testing.T, cert *testcert.Cert, listeners map[string][]string) {
+	t.Helper()
+	if len(listeners) == 0 {
+		t.Fatalf("%s: the server configuration has no TLS listener", w.guide.path)
+	}
+	var checkers []*guideFleet
+	for gp, addrs := range listeners {
+		checkers = append(checkers, w.newGuideFleet(t, cert, gp, addrs))
 	}
 	for _, f := range checkers {
 		f.waitGreen(t, 30*time.Second, "a green round", func(*fleetcheck.Report) bool { return true })
@@ -670,78 +775,24 @@ func TestGuideNginxLua(t *testing.T) {
 		t.Logf("listener :%s: rotation %s -> %s reached both nodes (round %d): every fresh ticket decrypts under the new current key from Vault, %d/%d matrix offers resumed",
 			f.guidePort, shortIDs(first), shortIDs(rep.Window.Current), rep.Round, rep.Matrix.Pairs-rep.Matrix.Failures, rep.Matrix.Pairs)
 	}
+}
 
-	// No reload, the workers run as the window directory's group, and no worker failed to read the window.
-	var logs []string
+// checkNoKeyMaterial stops the watch and fails the test if a command's output, an Agent's log or a
+// server's log holds material of a key it saw.
+func (w *guideWalk) checkNoKeyMaterial(t *testing.T, watch *windowWatch, nodes []*guideNode) {
+	t.Helper()
+	logs := []string{w.outLog}
 	for _, n := range nodes {
-		now := append([]int{n.nginx.MasterPID}, n.nginx.WorkerPIDs()...)
-		if !slices.Equal(now, pids[n]) || n.nginx.Exited() {
-			t.Errorf("node %s: nginx master and workers %v -> %v: a reload or restart happened", n.name, pids[n], now)
-		}
-		log := n.nginx.Log()
-		if strings.Contains(log, "reconfiguring") || strings.Contains(log, "signal 1 (SIGHUP)") {
-			t.Errorf("node %s: the nginx log shows a reload", n.name)
-		}
-		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, "[error]") && strings.Contains(l, "ticketkeys") {
-				t.Errorf("node %s: %s", n.name, l)
-			}
-		}
-		checkWorkersGroup(t, n)
-		logs = append(logs, n.nginx.ErrorLog)
+		logs = append(logs, n.server.ErrorLog)
 		for _, a := range n.agents {
 			logs = append(logs, a.LogPath)
 		}
 	}
 	watch.Stop()
-	watch.noKeyMaterial(t, append(logs, w.outLog)...)
-	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
+	watch.noKeyMaterial(t, logs...)
 }
 
-// guideLogLines returns the last max lines of log that contain word.
-func guideLogLines(log, word string, max int) string {
-	var out []string
-	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, word) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out[len(out)-min(max, len(out)):], "\n")
-}
-
-// checkWorkersGroup fails the test unless every nginx worker of n runs, not as root, in the group that owns
-// the window directory install.sh made (the guide's `user` line).
-func checkWorkersGroup(t *testing.T, n *guideNode) {
-	t.Helper()
-	fi, err := os.Stat(filepath.Join(n.root, "etc/nginx/ticketkeys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dirGid := int(fi.Sys().(*syscall.Stat_t).Gid)
-	for _, pid := range n.nginx.WorkerPIDs() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var uid, gid int
-		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.Fields(l)
-			if len(f) > 1 && (f[0] == "Uid:" || f[0] == "Gid:") {
-				v, _ := strconv.Atoi(f[1])
-				if f[0] == "Uid:" {
-					uid = v
-				} else {
-					gid = v
-				}
-			}
-		}
-		if uid == 0 || gid != dirGid {
-			t.Errorf("node %s: worker %d runs as uid %d gid %d; want a non-root user in gid %d, the group of the window directory", n.name, pid, uid, gid, dirGid)
-		}
-	}
-}
-
-// guideFleet is the fleet check of one TLS listener of the guide's nginx.conf across the nodes.
+// guideFleet is the fleet check of one TLS listener of the guide's configuration across the nodes.
 type guideFleet struct {
 	guidePort string
 	checker   *fleetcheck.Checker
@@ -749,15 +800,15 @@ type guideFleet struct {
 	green     bool // a round has been green: every later round must be too
 }
 
-func newGuideFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, guidePort string, addrs []string) *guideFleet {
+func (w *guideWalk) newGuideFleet(t *testing.T, cert *testcert.Cert, guidePort string, addrs []string) *guideFleet {
 	t.Helper()
 	var nodes []fleetcheck.Node
 	for _, a := range addrs {
 		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool})
 	}
 	c, err := fleetcheck.New(fleetcheck.Config{
-		Keyring: guideKeyring, Format: "nginx", Nodes: nodes,
-		Read: fleetcheck.VaultReader(s.Client, "ticketkeys", guideKeyring, "nginx"),
+		Keyring: w.guide.keyring, Format: w.guide.format, Nodes: nodes,
+		Read: fleetcheck.VaultReader(w.s.Client, "ticketkeys", w.guide.keyring, w.guide.format),
 	})
 	if err != nil {
 		t.Fatal(err)

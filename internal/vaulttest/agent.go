@@ -42,7 +42,15 @@ func startAgent(t testing.TB, vaultBin, configHCL string, env []string) *Process
 // immediate exit fails the test.
 func StartAgentCommand(t testing.TB, vaultBin string, args ...string) *Process {
 	t.Helper()
-	return runAgent(t, vaultBin, append([]string{"agent"}, args...), nil, filepath.Join(t.TempDir(), "agent.log"))
+	return StartAgentCommandEnv(t, vaultBin, nil, args...)
+}
+
+// StartAgentCommandEnv is StartAgentCommand with env (KEY=VALUE) added to the agent's environment, a
+// value replacing the base environment's (PATH, say: the commands the agent's templates run look
+// themselves up in it).
+func StartAgentCommandEnv(t testing.TB, vaultBin string, env []string, args ...string) *Process {
+	t.Helper()
+	return runAgent(t, vaultBin, append([]string{"agent"}, args...), env, filepath.Join(t.TempDir(), "agent.log"))
 }
 
 // runAgent starts `vaultBin args...` (an agent command) with the extra
