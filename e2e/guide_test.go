@@ -369,15 +369,18 @@ func (w *guideWalk) checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, n
 var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask"}
 
 // guideCommandSplit splits a shell line into the commands of a list or pipeline (roughly: enough to see
-// each command's first word).
+// each command's first word), once guideRedirect has taken the redirections out.
 var guideCommandSplit = regexp.MustCompile(`&&|\|\||[;|&]`)
+
+// guideRedirect finds the redirections with an & (2>&1, >&2, &>FILE), which are not list separators.
+var guideRedirect = regexp.MustCompile(`\d*>&\d*|&>>?`)
 
 // unsafeCommand returns an error naming the first command of script outside guideCommands, the
 // repository's bootstrap/ scripts and `go build`/`go run` of the repository's packages, or nil.
 func unsafeCommand(script string) error {
 	for _, line := range strings.Split(script, "\n") {
 		line, _, _ = strings.Cut(line, "#")
-		for _, c := range guideCommandSplit.Split(line, -1) {
+		for _, c := range guideCommandSplit.Split(guideRedirect.ReplaceAllString(line, " > "), -1) {
 			f := strings.Fields(strings.TrimLeft(c, " \t({"))
 			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") {
 				continue
@@ -422,7 +425,10 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 		{"(umask 077\n vault read -field=role_id auth/approle/role/r/role-id > " + root + "/etc/vault-agent/ticketkeys/role-id)", ""},
 		{"go build -o " + root + "/usr/local/bin/ticketkeys-haproxy-push ./cmd/ticketkeys-haproxy-push", ""},
 		{"go run ./bootstrap/agent/cmd/ticketkeys-agent-config -kind nginx > " + root + "/etc/vault-agent/ticketkeys/agent.hcl", ""},
+		{"vault read sys/auth/approle >/dev/null 2>&1 || vault auth enable approle", ""},
 		{"apt-get install nginx", `does not run "apt-get install"`},
+		{"vault status 2>&1 && nginx -t", `does not run "nginx -t"`},
+		{"vault status >&2 & nginx -t", `does not run "nginx -t"`},
 		{"vault status && systemctl reload nginx", `does not run "systemctl reload"`},
 		{"nginx -t | tee log", `does not run "nginx -t"`},
 		{"sh bootstrap/agent/nginx-lua/install.sh; nginx -s reload", `does not run "nginx -s"`},

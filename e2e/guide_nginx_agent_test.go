@@ -1,0 +1,127 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
+)
+
+// guideNginxAgent is docs/nginx.md for the guide walk of guide_test.go: node 1 gets its AppRole from the
+// guide's manual commands, node 2 from node-approle.sh; nginx gets the guide's nginx.conf, and the Agent's
+// `nginx -s reload` reaches the node's nginx through the node's /usr/sbin/nginx.
+var guideNginxAgent = guideSpec{
+	path: "docs/nginx.md", keyring: "web", format: "nginx", conf: "nginx-conf",
+	subs: func(s *vaulttest.Server, node string) []guideSubst {
+		subs := []guideSubst{substVaultAddr(s), substPluginDir(s), substRotation("rotation_period=1h retain=12h", agentRetain), substAptGet()}
+		if node != "" {
+			subs = append(subs, substHostname(node),
+				guideSubst{"ticketkeys-web-1", "ticketkeys-" + node, "the manual commands' role, named after the node as node-approle.sh names it"})
+		}
+		return subs
+	},
+}
+
+// TestGuideNginxAgent follows docs/nginx.md on two nodes (guide_test.go says how): node 1 takes the
+// guide's manual Vault commands, node 2 node-approle.sh, and both roles and credential files must come out
+// the same. Then a TLS client checks that each node's fresh ticket decrypts under the current key read
+// from Vault, that each node resumes the other's tickets and one under the published next key, and that
+// a rotation reaches both nodes as the guide promises: through the reload the Agent runs (same master,
+// new workers).
+func TestGuideNginxAgent(t *testing.T) {
+	t.Parallel()
+	blocks := readGuide(t, guideNginxAgent.path)
+	if os.Getuid() != 0 {
+		t.Skip("the guide's node commands run as root (the nginx master reads the 0600 root key files)")
+	}
+	start := time.Now()
+	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	cert := testcert.New(t, testcert.ECDSAP256)
+	w := newGuideWalk(t, s, guideNginxAgent)
+	watch := watchWindows(t, s, guideNginxAgent.keyring) // key material seen, for the leak check
+	nodes := []*guideNode{newGuideNode(t, "nginx-a"), newGuideNode(t, "nginx-b")}
+
+	conf := w.walk(t, blocks, nodes)
+	checkSameAppRoles(t, s, nodes)
+	// nginx starts after the Agent (it refuses to start without the key files the snippet names).
+	listeners := map[string][]string{} // the guide's TLS port -> each node's address
+	for _, n := range nodes {
+		for gp, addr := range w.startNginx(t, conf, n, cert) {
+			listeners[gp] = append(listeners[gp], addr)
+		}
+	}
+	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
+
+	pids := serverPIDs(nodes)
+	w.checkFleetThroughRotation(t, cert, listeners)
+
+	// The rotation came with a reload, which the Agent ran: the same master, only new workers.
+	now := serverPIDs(nodes)
+	for _, n := range nodes {
+		if n.server.Exited() || now[n][0] != pids[n][0] {
+			t.Errorf("node %s: nginx master %d -> %v: nginx restarted or stopped instead of reloading", n.name, pids[n][0], now[n])
+			continue
+		}
+		for _, pid := range now[n][1:] {
+			if slices.Contains(pids[n][1:], pid) {
+				t.Errorf("node %s: worker %d outlived the rotation: no reload reached this nginx (workers %v -> %v)", n.name, pid, pids[n][1:], now[n][1:])
+			}
+		}
+		t.Logf("node %s: the rotation reloaded nginx (master %d, workers %v -> %v)", n.name, now[n][0], pids[n][1:], now[n][1:])
+	}
+	w.checkNoKeyMaterial(t, watch, nodes)
+	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
+}
+
+// checkSameAppRoles fails the test unless the AppRole roles of the nodes (node 1 by the guide's manual
+// commands, node 2 by node-approle.sh) are the same in every setting, and each node's credential directory
+// is 0700 with role-id and secret-id 0600, role-id being its role's.
+func checkSameAppRoles(t *testing.T, s *vaulttest.Server, nodes []*guideNode) {
+	t.Helper()
+	var roles []map[string]any
+	for _, n := range nodes {
+		role := "auth/approle/role/ticketkeys-" + n.name
+		sec, err := s.Client.Logical().Read(role)
+		if err != nil || sec == nil {
+			t.Fatalf("node %s: read %s: %v (the guide's commands made no such role)", n.name, role, err)
+		}
+		roles = append(roles, sec.Data)
+		dir := filepath.Join(n.root, "etc/vault-agent/ticketkeys")
+		for path, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, dir + "/role-id": 0o600, dir + "/secret-id": 0o600} {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatalf("node %s: %v", n.name, err)
+			}
+			if fi.Mode() != want {
+				t.Errorf("node %s: %s has mode %v, want %v", n.name, filepath.Base(path), fi.Mode(), want)
+			}
+		}
+		roleID, err := s.Client.Logical().Read(role + "/role-id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(dir + "/role-id"); string(b) != fmt.Sprint(roleID.Data["role_id"]) {
+			t.Errorf("node %s: role-id file is not the role_id of %s", n.name, role)
+		}
+	}
+	for k := range roles[0] {
+		if _, ok := roles[1][k]; !ok {
+			roles[1][k] = nil
+		}
+	}
+	for k, v := range roles[1] {
+		if !reflect.DeepEqual(roles[0][k], v) {
+			t.Errorf("AppRole roles differ in %s: %v (node %s, the guide's manual commands) vs %v (node %s, node-approle.sh)", k, roles[0][k], nodes[0].name, v, nodes[1].name)
+		}
+	}
+	t.Logf("AppRole roles of the manual commands and of node-approle.sh are the same: token_policies %v, token_no_default_policy %v, token_ttl %v, token_max_ttl %v; directories 0700, files 0600",
+		roles[0]["token_policies"], roles[0]["token_no_default_policy"], roles[0]["token_ttl"], roles[0]["token_max_ttl"])
+}
