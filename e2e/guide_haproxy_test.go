@@ -62,6 +62,11 @@ func TestGuideHAProxy(t *testing.T) {
 			listeners[gp] = append(listeners[gp], addr)
 		}
 	}
+	for _, n := range nodes {
+		if log := n.server.Log(); strings.Contains(log, "[WARNING]") || strings.Contains(log, "[ALERT]") {
+			t.Errorf("node %s: HAProxy warns about the guide's haproxy.cfg:\n%s", n.name, log)
+		}
+	}
 	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
 
 	pids := serverPIDs(nodes)
