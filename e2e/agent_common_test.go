@@ -118,12 +118,11 @@ func readWindowErr(s *vaulttest.Server, name, format string) (engineWindow, erro
 
 // windowWatch polls the engine every 250 ms and records each distinct window (ids only).
 type windowWatch struct {
+	poller
 	mu      sync.Mutex
 	secrets map[string][]byte // key id -> material, for leak checks only; never logged
 	windows []string
 	times   []time.Time
-	stop    chan struct{}
-	done    chan struct{}
 }
 
 func watchWindows(t *testing.T, s *vaulttest.Server, name string) *windowWatch {
@@ -133,43 +132,24 @@ func watchWindows(t *testing.T, s *vaulttest.Server, name string) *windowWatch {
 // watchWindowsFormat is watchWindows reading the keyring in format, keeping every key's material (in
 // memory only) for noKeyMaterial.
 func watchWindowsFormat(t *testing.T, s *vaulttest.Server, name, format string) *windowWatch {
-	w := &windowWatch{stop: make(chan struct{}), done: make(chan struct{}), secrets: map[string][]byte{}}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if win, err := readWindowErr(s, name, format); err == nil {
-				ids := win.IDs()
-				w.mu.Lock()
-				for _, k := range win.Keys {
-					w.secrets[k.ID] = k.Raw
-				}
-				if len(w.windows) == 0 || w.windows[len(w.windows)-1] != ids {
-					w.windows = append(w.windows, ids)
-					w.times = append(w.times, time.Now())
-				}
-				w.mu.Unlock()
-			}
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-			}
+	w := &windowWatch{secrets: map[string][]byte{}}
+	w.every(t, 250*time.Millisecond, func() {
+		win, err := readWindowErr(s, name, format)
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(w.Stop)
+		ids := win.IDs()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, k := range win.Keys {
+			w.secrets[k.ID] = k.Raw
+		}
+		if len(w.windows) == 0 || w.windows[len(w.windows)-1] != ids {
+			w.windows = append(w.windows, ids)
+			w.times = append(w.times, time.Now())
+		}
+	})
 	return w
-}
-
-// Stop ends the polling; it is safe to call more than once.
-func (w *windowWatch) Stop() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
 }
 
 // Windows returns the distinct windows seen so far and when each was first seen.
