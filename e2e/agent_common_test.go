@@ -494,6 +494,26 @@ func keyID(raw []byte) string {
 	return hex.EncodeToString(raw[:16])
 }
 
+// checkAgentRender runs one real Vault Agent of kind against the real engine on a new keyring, read in
+// the format of the same name as the templates read it: check proves the rendered files against the
+// engine's window, then checkRewriteOnlyOnChange proves they are rewritten (and the command run, when
+// hasCommand) only when the window changes, then check runs again; last, the Agent's logs must hold no
+// key material. It returns the node and the stopped watcher for the caller's own checks.
+func checkAgentRender(t *testing.T, kind agent.Kind, keyring, nodeName string, hasCommand bool,
+	check func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string)) (*agentNode, *windowWatch) {
+	t.Helper()
+	s := vaulttest.Start(t)
+	createKeyring(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, string(kind))
+	n := startAgentNode(t, s, kind, keyring, nodeName, ":", "")
+	check(t, s, n, keyring)
+	checkRewriteOnlyOnChange(t, s, n, keyring, string(kind), hasCommand)
+	check(t, s, n, keyring)
+	watch.Stop()
+	watch.noKeyMaterial(t, n.AgentLogs()...)
+	return n, watch
+}
+
 // checkRewriteOnlyOnChange proves, with the node's real Agent, that (1) a new Agent process rendering the
 // same window rewrites no file and runs no command (same inode, mtime and mode of every file; the change
 // log does not grow), and (2) the next window change rewrites the files once and runs the command once.

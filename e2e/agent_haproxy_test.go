@@ -78,16 +78,10 @@ func checkHAProxyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring s
 // proves the file's exact bytes and mode, and that it is rewritten (and the push command run) only when the
 // window changes.
 func TestAgentHAProxyRender(t *testing.T) {
-	s := vaulttest.Start(t)
-	const keyring = "haproxy-render"
-	createKeyring(t, s, keyring)
-	watch := watchWindowsFormat(t, s, keyring, "haproxy")
-	n := startAgentNode(t, s, agent.HAProxy, keyring, "render", ":", "")
-	checkHAProxyFile(t, s, n, keyring)
-	checkRewriteOnlyOnChange(t, s, n, keyring, "haproxy", true)
-	checkHAProxyFile(t, s, n, keyring)
-	watch.Stop()
-	watch.noKeyMaterial(t, n.AgentLogs()...)
+	checkAgentRender(t, agent.HAProxy, "haproxy-render", "render", true, func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string) {
+		t.Helper()
+		checkHAProxyFile(t, s, n, keyring)
+	})
 }
 
 var ringLineRE = regexp.MustCompile(`(?m)^\d+\.\d+ (\S+)$`)

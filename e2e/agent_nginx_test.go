@@ -93,16 +93,7 @@ func checkNginxFiles(t *testing.T, s *vaulttest.Server, n *agentNode, keyring st
 // proves the exact bytes, modes and order of the files, and that files are rewritten (and the reload
 // command run) only when the window changes.
 func TestAgentNginxRender(t *testing.T) {
-	s := vaulttest.Start(t)
-	const keyring = "nginx-render"
-	createKeyring(t, s, keyring)
-	watch := watchWindowsFormat(t, s, keyring, "nginx")
-	n := startAgentNode(t, s, agent.Nginx, keyring, "render", ":", "")
-	checkNginxFiles(t, s, n, keyring)
-	checkRewriteOnlyOnChange(t, s, n, keyring, "nginx", true)
-	checkNginxFiles(t, s, n, keyring)
-	watch.Stop()
-	watch.noKeyMaterial(t, n.AgentLogs()...)
+	checkAgentRender(t, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
 }
 
 // TestAgentNginxThreeNodes runs three nginx instances (Debian's package), each fed by its own Vault Agent
