@@ -639,6 +639,38 @@ func startFleetLoad(ctx context.Context, wg *sync.WaitGroup, addrs []string, poo
 	return fl
 }
 
+// startFleetKeyring starts Vault with keyring at the e2e periods for a fleet test. Readers re-read at
+// least every 5 s (max_read_ttl), which bounds the emergency rotation the fleet tests measure at the end.
+func startFleetKeyring(t *testing.T, keyring string) *vaulttest.Server {
+	t.Helper()
+	s := vaulttest.Start(t)
+	createKeyring(t, s, keyring)
+	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// runRotationLoad runs the cross-node resumption load (seed) on addrs for 32 s, through at least two
+// rotations of the e2e keyrings, while alongside starts the test's own probes on the same context (which
+// ends 40 s on) and wait group. Then it cancels the context, waits for everything, stops watch and checks
+// that the load resumed through the rotations watch saw.
+func runRotationLoad(t *testing.T, watch *windowWatch, addrs []string, pool *x509.CertPool, seed int64,
+	alongside func(ctx context.Context, wg *sync.WaitGroup)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	const loadFor = 32 * time.Second
+	var wg sync.WaitGroup
+	load := startFleetLoad(ctx, &wg, addrs, pool, loadFor, seed)
+	alongside(ctx, &wg)
+	time.Sleep(loadFor + time.Second)
+	cancel()
+	wg.Wait()
+	watch.Stop()
+	load.checkResumedThroughRotations(t, watch)
+}
+
 // checkResumedThroughRotations fails the test unless the engine rotated at
 // least twice during the load and every TLS version resumed at least 0.999 of
 // a meaningful number of offered tickets.
