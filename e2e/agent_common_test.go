@@ -118,12 +118,11 @@ func readWindowErr(s *vaulttest.Server, name, format string) (engineWindow, erro
 
 // windowWatch polls the engine every 250 ms and records each distinct window (ids only).
 type windowWatch struct {
+	poller
 	mu      sync.Mutex
 	secrets map[string][]byte // key id -> material, for leak checks only; never logged
 	windows []string
 	times   []time.Time
-	stop    chan struct{}
-	done    chan struct{}
 }
 
 func watchWindows(t *testing.T, s *vaulttest.Server, name string) *windowWatch {
@@ -133,43 +132,24 @@ func watchWindows(t *testing.T, s *vaulttest.Server, name string) *windowWatch {
 // watchWindowsFormat is watchWindows reading the keyring in format, keeping every key's material (in
 // memory only) for noKeyMaterial.
 func watchWindowsFormat(t *testing.T, s *vaulttest.Server, name, format string) *windowWatch {
-	w := &windowWatch{stop: make(chan struct{}), done: make(chan struct{}), secrets: map[string][]byte{}}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if win, err := readWindowErr(s, name, format); err == nil {
-				ids := win.IDs()
-				w.mu.Lock()
-				for _, k := range win.Keys {
-					w.secrets[k.ID] = k.Raw
-				}
-				if len(w.windows) == 0 || w.windows[len(w.windows)-1] != ids {
-					w.windows = append(w.windows, ids)
-					w.times = append(w.times, time.Now())
-				}
-				w.mu.Unlock()
-			}
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-			}
+	w := &windowWatch{secrets: map[string][]byte{}}
+	w.every(t, 250*time.Millisecond, func() {
+		win, err := readWindowErr(s, name, format)
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(w.Stop)
+		ids := win.IDs()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, k := range win.Keys {
+			w.secrets[k.ID] = k.Raw
+		}
+		if len(w.windows) == 0 || w.windows[len(w.windows)-1] != ids {
+			w.windows = append(w.windows, ids)
+			w.times = append(w.times, time.Now())
+		}
+	})
 	return w
-}
-
-// Stop ends the polling; it is safe to call more than once.
-func (w *windowWatch) Stop() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
 }
 
 // Windows returns the distinct windows seen so far and when each was first seen.
@@ -514,6 +494,26 @@ func keyID(raw []byte) string {
 	return hex.EncodeToString(raw[:16])
 }
 
+// checkAgentRender runs one real Vault Agent of kind against the real engine on a new keyring, read in
+// the format of the same name as the templates read it: check proves the rendered files against the
+// engine's window, then checkRewriteOnlyOnChange proves they are rewritten (and the command run, when
+// hasCommand) only when the window changes, then check runs again; last, the Agent's logs must hold no
+// key material. It returns the node and the stopped watcher for the caller's own checks.
+func checkAgentRender(t *testing.T, kind agent.Kind, keyring, nodeName string, hasCommand bool,
+	check func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string)) (*agentNode, *windowWatch) {
+	t.Helper()
+	s := vaulttest.Start(t)
+	createKeyring(t, s, keyring)
+	watch := watchWindowsFormat(t, s, keyring, string(kind))
+	n := startAgentNode(t, s, kind, keyring, nodeName, ":", "")
+	check(t, s, n, keyring)
+	checkRewriteOnlyOnChange(t, s, n, keyring, string(kind), hasCommand)
+	check(t, s, n, keyring)
+	watch.Stop()
+	watch.noKeyMaterial(t, n.AgentLogs()...)
+	return n, watch
+}
+
 // checkRewriteOnlyOnChange proves, with the node's real Agent, that (1) a new Agent process rendering the
 // same window rewrites no file and runs no command (same inode, mtime and mode of every file; the change
 // log does not grow), and (2) the next window change rewrites the files once and runs the command once.
@@ -637,6 +637,38 @@ func startFleetLoad(ctx context.Context, wg *sync.WaitGroup, addrs []string, poo
 		}()
 	}
 	return fl
+}
+
+// startFleetKeyring starts Vault with keyring at the e2e periods for a fleet test. Readers re-read at
+// least every 5 s (max_read_ttl), which bounds the emergency rotation the fleet tests measure at the end.
+func startFleetKeyring(t *testing.T, keyring string) *vaulttest.Server {
+	t.Helper()
+	s := vaulttest.Start(t)
+	createKeyring(t, s, keyring)
+	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// runRotationLoad runs the cross-node resumption load (seed) on addrs for 32 s, through at least two
+// rotations of the e2e keyrings, while alongside starts the test's own probes on the same context (which
+// ends 40 s on) and wait group. Then it cancels the context, waits for everything, stops watch and checks
+// that the load resumed through the rotations watch saw.
+func runRotationLoad(t *testing.T, watch *windowWatch, addrs []string, pool *x509.CertPool, seed int64,
+	alongside func(ctx context.Context, wg *sync.WaitGroup)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	const loadFor = 32 * time.Second
+	var wg sync.WaitGroup
+	load := startFleetLoad(ctx, &wg, addrs, pool, loadFor, seed)
+	alongside(ctx, &wg)
+	time.Sleep(loadFor + time.Second)
+	cancel()
+	wg.Wait()
+	watch.Stop()
+	load.checkResumedThroughRotations(t, watch)
 }
 
 // checkResumedThroughRotations fails the test unless the engine rotated at

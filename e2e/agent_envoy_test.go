@@ -89,22 +89,13 @@ func checkEnvoyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring str
 // checks every key is 80 bytes, current first, exactly the engine's window; and that the file is rewritten
 // (by rename: a new inode, which Envoy's file watch picks up) only when the window changes.
 func TestAgentEnvoySDS(t *testing.T) {
-	s := vaulttest.Start(t)
-	const keyring = "envoy-e2e"
-	createKeyring(t, s, keyring)
-	watch := watchWindowsFormat(t, s, keyring, "envoy")
-	n := startAgentNode(t, s, agent.Envoy, keyring, "envoy0", ":", "")
-	checkEnvoyFile(t, s, n, keyring)
+	n, watch := checkAgentRender(t, agent.Envoy, "envoy-e2e", "envoy0", false, checkEnvoyFile)
 	// The optional file sink: Agent wrote its token there, mode 0600 (the token itself is not printed).
 	if st := stamp(t, filepath.Join(n.Dir, "agent-token")); st.Mode != 0o600 || st.Size == 0 {
 		t.Fatalf("token sink: mode %v size %d, want 0600 and a token", st.Mode, st.Size)
 	}
-	checkRewriteOnlyOnChange(t, s, n, keyring, "envoy", false)
-	checkEnvoyFile(t, s, n, keyring)
-	watch.Stop()
 	// Control for the leak check: the SDS file itself does hold material, and the check finds it.
 	if found, err := watch.leaks(n.Files[0]); err != nil || len(found) == 0 {
 		t.Fatalf("leak check found no key material in the SDS file (err %v): the check is blind", err)
 	}
-	watch.noKeyMaterial(t, n.AgentLogs()...)
 }

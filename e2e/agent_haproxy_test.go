@@ -78,16 +78,10 @@ func checkHAProxyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring s
 // proves the file's exact bytes and mode, and that it is rewritten (and the push command run) only when the
 // window changes.
 func TestAgentHAProxyRender(t *testing.T) {
-	s := vaulttest.Start(t)
-	const keyring = "haproxy-render"
-	createKeyring(t, s, keyring)
-	watch := watchWindowsFormat(t, s, keyring, "haproxy")
-	n := startAgentNode(t, s, agent.HAProxy, keyring, "render", ":", "")
-	checkHAProxyFile(t, s, n, keyring)
-	checkRewriteOnlyOnChange(t, s, n, keyring, "haproxy", true)
-	checkHAProxyFile(t, s, n, keyring)
-	watch.Stop()
-	watch.noKeyMaterial(t, n.AgentLogs()...)
+	checkAgentRender(t, agent.HAProxy, "haproxy-render", "render", true, func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string) {
+		t.Helper()
+		checkHAProxyFile(t, s, n, keyring)
+	})
 }
 
 var ringLineRE = regexp.MustCompile(`(?m)^\d+\.\d+ (\S+)$`)
@@ -113,13 +107,8 @@ func haproxyRing(t *testing.T, socket, ref string) []string {
 // keep-alive connection to every instance survives every rotation, and that each ring ends equal to its
 // file and to the engine's window. Key material never appears in the push command's output.
 func TestAgentHAProxyThreeNodes(t *testing.T) {
-	s := vaulttest.Start(t)
 	const keyring = "haproxy-e2e"
-	createKeyring(t, s, keyring)
-	// Readers re-read at least every 5s, which bounds the emergency rotation measured at the end.
-	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
-		t.Fatal(err)
-	}
+	s := startFleetKeyring(t, keyring)
 	cert := testcert.New(t, testcert.ECDSAP256)
 	combined := cert.WriteCombinedPEM(t.TempDir())
 	push := pushBinary(t)
@@ -156,24 +145,16 @@ func TestAgentHAProxyThreeNodes(t *testing.T) {
 	}
 	watch := watchWindowsFormat(t, s, keyring, "haproxy")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	const loadFor = 32 * time.Second
-	var wg sync.WaitGroup
-	load := startFleetLoad(ctx, &wg, addrs, cert.Pool, loadFor, 7)
 	probes := make([]probeResult, 3)
-	for i := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			probes[i] = keepAliveProbe(ctx, addrs[i], cert.ClientConfig(), "/", 500*time.Millisecond, 200)
-		}()
-	}
-	time.Sleep(loadFor + time.Second)
-	cancel()
-	wg.Wait()
-	watch.Stop()
-	load.checkResumedThroughRotations(t, watch)
+	runRotationLoad(t, watch, addrs, cert.Pool, 7, func(ctx context.Context, wg *sync.WaitGroup) {
+		for i := range addrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				probes[i] = keepAliveProbe(ctx, addrs[i], cert.ClientConfig(), "/", 500*time.Millisecond, 200)
+			}()
+		}
+	})
 	rot := watch.Rotations()
 	windows, _ := watch.Windows()
 	for i, p := range procs {

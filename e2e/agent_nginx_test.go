@@ -93,16 +93,7 @@ func checkNginxFiles(t *testing.T, s *vaulttest.Server, n *agentNode, keyring st
 // proves the exact bytes, modes and order of the files, and that files are rewritten (and the reload
 // command run) only when the window changes.
 func TestAgentNginxRender(t *testing.T) {
-	s := vaulttest.Start(t)
-	const keyring = "nginx-render"
-	createKeyring(t, s, keyring)
-	watch := watchWindowsFormat(t, s, keyring, "nginx")
-	n := startAgentNode(t, s, agent.Nginx, keyring, "render", ":", "")
-	checkNginxFiles(t, s, n, keyring)
-	checkRewriteOnlyOnChange(t, s, n, keyring, "nginx", true)
-	checkNginxFiles(t, s, n, keyring)
-	watch.Stop()
-	watch.noKeyMaterial(t, n.AgentLogs()...)
+	checkAgentRender(t, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
 }
 
 // TestAgentNginxThreeNodes runs three nginx instances (Debian's package), each fed by its own Vault Agent
@@ -111,13 +102,8 @@ func TestAgentNginxRender(t *testing.T) {
 // and records (without asserting it away) what each reload did to a long-lived keep-alive connection and to
 // a slow download.
 func TestAgentNginxThreeNodes(t *testing.T) {
-	s := vaulttest.Start(t)
 	const keyring = "nginx-e2e"
-	createKeyring(t, s, keyring)
-	// Readers re-read at least every 5s, which bounds the emergency rotation measured at the end.
-	if _, err := s.Client.Logical().Write("ticketkeys/config", map[string]any{"max_read_ttl": "5s"}); err != nil {
-		t.Fatal(err)
-	}
+	s := startFleetKeyring(t, keyring)
 	cert := testcert.New(t, testcert.ECDSAP256)
 	certDir := t.TempDir()
 	certFile, keyFile, _ := cert.WritePEM(certDir)
@@ -149,54 +135,46 @@ func TestAgentNginxThreeNodes(t *testing.T) {
 	}
 	watch := watchWindows(t, s, keyring)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	const loadFor = 32 * time.Second
-	var wg sync.WaitGroup
-	load := startFleetLoad(ctx, &wg, addrs, cert.Pool, loadFor, 0)
-	// The long-lived connection (keep-alive, a request every 500 ms) and the slow download, both on node 0.
+	// The long-lived connection (keep-alive, a request every 500 ms) and the slow download, both on node 0,
+	// and node 0's worker count over time: old workers that linger after a reload.
 	var probe probeResult
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		probe = keepAliveProbe(ctx, addrs[0], cert.ClientConfig(), "/", 500*time.Millisecond, 200)
-	}()
 	var dl struct {
 		bytes int64
 		dur   time.Duration
 		err   error
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		start := time.Now()
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}, Timeout: 38 * time.Second}
-		resp, err := c.Get("https://" + addrs[0] + "/big")
-		if err != nil {
-			dl.err = err
-			return
-		}
-		defer resp.Body.Close()
-		dl.bytes, dl.err = io.Copy(io.Discard, resp.Body)
-		dl.dur = time.Since(start)
-	}()
-	// Worker counts of node 0 over time: old workers that linger after a reload.
 	maxWorkers := 0
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if k := len(procs[0].WorkerPIDs()); k > maxWorkers {
-				maxWorkers = k
+	runRotationLoad(t, watch, addrs, cert.Pool, 0, func(ctx context.Context, wg *sync.WaitGroup) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			probe = keepAliveProbe(ctx, addrs[0], cert.ClientConfig(), "/", 500*time.Millisecond, 200)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			c := &http.Client{Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}, Timeout: 38 * time.Second}
+			resp, err := c.Get("https://" + addrs[0] + "/big")
+			if err != nil {
+				dl.err = err
+				return
 			}
-			sleepCtx(ctx, 250*time.Millisecond)
-		}
-	}()
-	time.Sleep(loadFor + time.Second)
-	cancel()
-	wg.Wait()
-	watch.Stop()
-	load.checkResumedThroughRotations(t, watch)
+			defer resp.Body.Close()
+			dl.bytes, dl.err = io.Copy(io.Discard, resp.Body)
+			dl.dur = time.Since(start)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if k := len(procs[0].WorkerPIDs()); k > maxWorkers {
+					maxWorkers = k
+				}
+				sleepCtx(ctx, 250*time.Millisecond)
+			}
+		}()
+	})
 	rot := watch.Rotations()
 	windows, _ := watch.Windows()
 	for i, n := range nodes {

@@ -36,6 +36,49 @@ func (f *clusterFleet) goNames() []string {
 	return names
 }
 
+// clusterScenario is a scenario's fleet under the cross-node resumption load, with the observers whose
+// records every scenario checks at the end: the window reads through every node, the Go nodes' current
+// keys and the keyring's history.
+type clusterScenario struct {
+	*clusterFleet
+	observer  *clusterWatch
+	goKeys    *goTrack
+	histTrack *historyTrack
+	load      *clusterLoad
+}
+
+// startScenario starts the fleet on keyring with set, its observers, and the load for at most loadFor;
+// the load stops at the end of the test at the latest.
+func startScenario(t *testing.T, c *vaulttest.Cluster, keyring string, set clusterSettings, loadFor time.Duration) *clusterScenario {
+	t.Helper()
+	f := newClusterFleet(t, c, keyring, set)
+	sc := &clusterScenario{clusterFleet: f, observer: f.watch(t), goKeys: f.trackGo(t), histTrack: f.trackHistory(t)}
+	sc.load = f.startLoad(loadFor)
+	t.Cleanup(sc.load.Stop)
+	return sc
+}
+
+// stop ends the load and the observers, before the final checks.
+func (sc *clusterScenario) stop() {
+	sc.load.Stop()
+	sc.goKeys.Stop()
+	sc.observer.Stop()
+	sc.histTrack.Stop()
+}
+
+// checkObserved runs the checks every scenario ends with, after stop: the history is one chain of keys
+// and every Go node's sequence of current keys in seqs went through it in order, no read returned a key
+// past its not_after, and the errors the clients got from Vault and the Agents' pushes are reported
+// under scenario.
+func (sc *clusterScenario) checkObserved(t *testing.T, scenario string, seqs [][]string) {
+	t.Helper()
+	chain := sc.histTrack.chain(t, sc.Settings.Period)
+	checkSequences(t, chain, sc.goNames(), seqs)
+	sc.observer.checkNoExpiredKey(t)
+	sc.reportVaultErrors(t, scenario)
+	sc.reportPushes(t, scenario)
+}
+
 // TestClusterFailover: (1) the active node is SIGKILLed just before a key activates, with a scheduled
 // rotation in flight on it: a standby takes over, every offered ticket resumes, the history shows no skipped
 // and no duplicated key and each Go node went through it in order, the new active node generates keys ahead,
@@ -48,24 +91,19 @@ func TestClusterFailover(t *testing.T) {
 	// Vault Agent's retry backoff (250 ms doubling), which together reached 10 to 17 s under load; with a
 	// 6 s period an Agent-fed HAProxy missed a key. 20 s leaves room, as an hour does in production.
 	set := clusterSettings{Period: 20 * time.Second, Ahead: 20 * time.Second, Retain: 40 * time.Second}
-	f := newClusterFleet(t, c, "failover", set)
-	w := f.watch(t)
-	g := f.trackGo(t)
-	ht := f.trackHistory(t)
-	load := f.startLoad(240 * time.Second)
-	defer load.Stop()
+	sc := startScenario(t, c, "failover", set, 240*time.Second)
 
 	// (1) Kill the active node just before an activation, with a rotation in flight on it.
 	active := c.Active()
-	at := f.nextActivation(t, 3*time.Second)
+	at := sc.nextActivation(t, 3*time.Second)
 	sleepUntil(at.Add(-2 * time.Second))
-	before := f.history(t)
-	horizonBefore := f.stored(t).horizon()
+	before := sc.history(t)
+	horizonBefore := sc.stored(t).horizon()
 	sleepUntil(at.Add(-150 * time.Millisecond))
 	rotated := make(chan error, 1)
-	onActive := c.Client(t, active, f.OpToken)
+	onActive := c.Client(t, active, sc.OpToken)
 	go func() {
-		_, err := onActive.Logical().Write("ticketkeys/keys/"+f.Keyring+"/rotate", nil)
+		_, err := onActive.Logical().Write("ticketkeys/keys/"+sc.Keyring+"/rotate", nil)
 		rotated <- err
 	}()
 	time.Sleep(30 * time.Millisecond)
@@ -81,7 +119,7 @@ func TestClusterFailover(t *testing.T) {
 	// The new active node generates ahead: its start-up maintenance, then every periodic tick.
 	var horizonAfter time.Time
 	waitFor(t, 90*time.Second, "the new active node to generate keys beyond the old horizon", func() bool {
-		horizonAfter = f.stored(t).horizon()
+		horizonAfter = sc.stored(t).horizon()
 		return horizonAfter.After(horizonBefore)
 	})
 	t.Logf("(1) generated horizon %s before the kill, %s on %s (%s later)", horizonBefore.Format("15:04:05"), horizonAfter.Format("15:04:05"),
@@ -93,20 +131,20 @@ func TestClusterFailover(t *testing.T) {
 	c.WaitHealthy(t, 90*time.Second)
 	rejoined := time.Now()
 	waitFor(t, 30*time.Second, "the rejoined node to serve the active node's window", func() bool {
-		a, errA := c.Client(t, next, f.OpToken).Logical().Read("ticketkeys/keys/" + f.Keyring + "/history")
-		b, errB := c.Client(t, active, f.OpToken).Logical().Read("ticketkeys/keys/" + f.Keyring + "/history")
+		a, errA := c.Client(t, next, sc.OpToken).Logical().Read("ticketkeys/keys/" + sc.Keyring + "/history")
+		b, errB := c.Client(t, active, sc.OpToken).Logical().Read("ticketkeys/keys/" + sc.Keyring + "/history")
 		return errA == nil && errB == nil && a != nil && b != nil && sameKeyList(a.Data["keys"], b.Data["keys"])
 	})
 	t.Logf("(1) %s rejoined %s after the kill: autopilot healthy with 3 voters, its window equals the active node's",
 		active.Name, time.Since(killedAt).Round(time.Millisecond))
 	sleepUntil(at.Add(set.Period + 3*time.Second))
 	phase1End := time.Now()
-	after := f.history(t)
+	after := sc.history(t)
 	t.Logf("(1) keys after: %s", after.ids())
 	if after.current() == before.current() {
 		t.Errorf("(1) the current key did not change across the failover (%s)", shortIDs(after.current()))
 	}
-	failedDuring := len(f.VaultErrors())
+	failedDuring := len(sc.VaultErrors())
 	t.Logf("(1) Go nodes saw %d Vault errors up to the rejoin at %s", failedDuring, rejoined.Format("15:04:05"))
 
 	// (5) Seal a standby (a restart without unseal) for a rotation: it serves nothing, the others serve.
@@ -118,16 +156,16 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	// Sealed across an activation, so that a stale window would show.
-	sealAt := f.nextActivation(t, 6*time.Second)
+	sealAt := sc.nextActivation(t, 6*time.Second)
 	sleepUntil(sealAt.Add(-5 * time.Second))
-	keysBeforeSeal := f.history(t).ids()
-	errsBeforeSeal := len(f.VaultErrors())
+	keysBeforeSeal := sc.history(t).ids()
+	errsBeforeSeal := len(sc.VaultErrors())
 	sealed.RestartSealed(t)
 	sealedAt := time.Now()
 	sleepUntil(sealAt.Add(3 * time.Second))
 	sealedEnd := time.Now()
 	var servedWhileSealed, otherFailed, otherOK int
-	for _, r := range w.Reads() {
+	for _, r := range sc.observer.Reads() {
 		if r.Start.Before(sealedAt) || r.Start.After(sealedEnd) {
 			continue
 		}
@@ -149,10 +187,10 @@ func TestClusterFailover(t *testing.T) {
 	c.WaitHealthy(t, 90*time.Second)
 	phase5End := time.Now()
 	t.Logf("(5) keys before the seal %s, after the unseal %s; Go nodes saw %d Vault errors meanwhile",
-		keysBeforeSeal, f.history(t).ids(), len(f.VaultErrors())-errsBeforeSeal)
+		keysBeforeSeal, sc.history(t).ids(), len(sc.VaultErrors())-errsBeforeSeal)
 
 	// (6) Emergency rotation: a new key encrypts now and every other key is destroyed.
-	hPurge := f.history(t)
+	hPurge := sc.history(t)
 	purged := map[string]bool{}
 	for _, k := range hPurge.Keys {
 		if k.State != "next" {
@@ -161,11 +199,11 @@ func TestClusterFailover(t *testing.T) {
 	}
 	// Until the purge every Go node must have gone through the history's keys in order; after it, a node
 	// that has not re-read yet may switch to a discarded key (mode=now says so), so the check stops here.
-	seqsBeforePurge := g.Sequences()
+	seqsBeforePurge := sc.goKeys.Sequences()
 	purgeStart := time.Now()
-	c.Vault(t, c.Nodes[1], f.OpToken, "write", "ticketkeys/keys/"+f.Keyring+"/rotate", "mode=now", "purge_previous=true")
+	c.Vault(t, c.Nodes[1], sc.OpToken, "write", "ticketkeys/keys/"+sc.Keyring+"/rotate", "mode=now", "purge_previous=true")
 	purgedAt := time.Now()
-	hNew := f.history(t)
+	hNew := sc.history(t)
 	newCurrent := hNew.current()
 	for _, k := range hNew.Keys {
 		if purged[k.ID] {
@@ -174,14 +212,14 @@ func TestClusterFailover(t *testing.T) {
 	}
 	dropped := map[string]time.Duration{}
 	waitFor(t, 3*set.Period+10*time.Second, "every node of the load to drop the purged keys", func() bool {
-		for _, n := range f.Go {
+		for _, n := range sc.Go {
 			st := n.Src.Status()
 			// A read after the purge returns no purged key (the engine never does).
 			if _, ok := dropped[n.Name]; !ok && st.LastRefresh.After(purgedAt) && !purged[st.CurrentID] {
 				dropped[n.Name] = time.Since(purgedAt)
 			}
 		}
-		for _, n := range f.HAProxy {
+		for _, n := range sc.HAProxy {
 			if _, ok := dropped[n.Name]; ok {
 				continue
 			}
@@ -193,11 +231,11 @@ func TestClusterFailover(t *testing.T) {
 				dropped[n.Name] = time.Since(purgedAt)
 			}
 		}
-		return len(dropped) == len(f.Go)+len(f.HAProxy)
+		return len(dropped) == len(sc.Go)+len(sc.HAProxy)
 	})
 	var slowest time.Duration
 	var report []string
-	for _, name := range append(f.goNames(), "haproxy0", "haproxy1", "haproxy2") {
+	for _, name := range append(sc.goNames(), "haproxy0", "haproxy1", "haproxy2") {
 		report = append(report, name+"="+dropped[name].Round(10*time.Millisecond).String())
 		slowest = max(slowest, dropped[name])
 	}
@@ -206,26 +244,19 @@ func TestClusterFailover(t *testing.T) {
 		slowest.Round(10*time.Millisecond), set.Period)
 	time.Sleep(2 * time.Second)
 
-	load.Stop()
-	g.Stop()
-	w.Stop()
-	ht.Stop()
-	final := f.history(t)
+	sc.stop()
+	final := sc.history(t)
 	t.Logf("keys at the end: %s", final.ids())
 	for _, d := range final.Destroyed {
 		if purged[d.ID] && d.Reason != "purged" && d.Reason != "expired" {
 			t.Errorf("(6) key %s destroyed with reason %q, want purged", shortIDs(d.ID), d.Reason)
 		}
 	}
-	chain := ht.chain(t, set.Period)
-	checkSequences(t, chain, f.goNames(), seqsBeforePurge)
-	load.check(t, "(1) active killed, rejoined", load.Start, phase1End, true)
-	load.check(t, "(5) sealed standby", phase1End, phase5End, true)
-	load.check(t, "(6) emergency purge (misses expected: purged tickets end on purpose)", purgeStart, time.Time{}, false)
-	w.checkNoExpiredKey(t)
-	f.reportVaultErrors(t, "whole run")
-	f.reportPushes(t, "whole run")
-	w.noKeyMaterial(t, f.leakFiles()...)
+	sc.load.check(t, "(1) active killed, rejoined", sc.load.Start, phase1End, true)
+	sc.load.check(t, "(5) sealed standby", phase1End, phase5End, true)
+	sc.load.check(t, "(6) emergency purge (misses expected: purged tickets end on purpose)", purgeStart, time.Time{}, false)
+	sc.checkObserved(t, "whole run", seqsBeforePurge)
+	sc.observer.noKeyMaterial(t, sc.leakFiles()...)
 }
 
 // sameKeyList compares two history key lists by id, state and times.
@@ -293,15 +324,10 @@ func TestClusterPluginUpgrade(t *testing.T) {
 	newFile := vaulttest.PluginFile + "-" + newVersion
 	newSHA := c.InstallPlugin(t, newBuild, newFile)
 	set := clusterSettings{Period: 6 * time.Second, Ahead: 6 * time.Second, Retain: 12 * time.Second}
-	f := newClusterFleet(t, c, "upgrade", set)
-	w := f.watch(t)
-	g := f.trackGo(t)
-	ht := f.trackHistory(t)
-	load := f.startLoad(120 * time.Second)
-	defer load.Stop()
+	sc := startScenario(t, c, "upgrade", set, 120*time.Second)
 	time.Sleep(set.Period)
 
-	root := f.lbClient(t, c.RootToken)
+	root := sc.lbClient(t, c.RootToken)
 	// The upgrade runs bootstrap/register.sh; the rollback runs the same steps by hand with the CLI, as
 	// docs/production.md shows them. Both go through a standby, which forwards to the active node.
 	viaScript := func(version, file string) string {
@@ -325,8 +351,8 @@ func TestClusterPluginUpgrade(t *testing.T) {
 	}
 	move := func(label, version, file, sha string, how func(version, file string) string) {
 		t.Helper()
-		h1, t1 := f.history(t), time.Now()
-		errsBefore := len(f.VaultErrors())
+		h1, t1 := sc.history(t), time.Now()
+		errsBefore := len(sc.VaultErrors())
 		start := time.Now()
 		out := how(version, file)
 		end := time.Now()
@@ -339,22 +365,22 @@ func TestClusterPluginUpgrade(t *testing.T) {
 			t.Errorf("%s: mount runs %s (sha256 %s, tuned to %s); want %s (sha256 %s)", label, m.RunningVersion, m.RunningSha256, m.PluginVersion, version, sha)
 		}
 		time.Sleep(time.Second) // reads after the reload
-		h2, t2 := f.history(t), time.Now()
+		h2, t2 := sc.history(t), time.Now()
 		checkSameKeys(t, label, h1, t1, h2, t2, set.Ahead)
 		t.Logf("%s: keys before %s, after %s", label, h1.ids(), h2.ids())
 		var outside, inside []string
-		for _, r := range w.failedReads("") {
+		for _, r := range sc.observer.failedReads("") {
 			if r.End.Before(start) || r.Start.After(end) {
 				outside = append(outside, r.Node+" "+r.Start.Format("15:04:05.000")+": "+r.Err)
 			} else if r.Start.After(start.Add(-time.Second)) {
 				inside = append(inside, r.Node+": "+r.Err)
 			}
 		}
-		t.Logf("%s: %d observer reads failed while the script ran, %d outside it; Go nodes saw %d new Vault errors", label, len(inside), len(outside), len(f.VaultErrors())-errsBefore)
+		t.Logf("%s: %d observer reads failed while the script ran, %d outside it; Go nodes saw %d new Vault errors", label, len(inside), len(outside), len(sc.VaultErrors())-errsBefore)
 		if len(outside) > 0 {
 			t.Errorf("%s: reads failed outside the upgrade: %v", label, outside[:min(5, len(outside))])
 		}
-		for _, e := range f.VaultErrors()[errsBefore:] {
+		for _, e := range sc.VaultErrors()[errsBefore:] {
 			if e.At.Before(start) || e.At.After(end.Add(time.Second)) {
 				t.Errorf("%s: %s got a Vault error outside the upgrade at %s: %s", label, e.Client, e.At.Format("15:04:05.000"), e.Err)
 			}
@@ -365,17 +391,10 @@ func TestClusterPluginUpgrade(t *testing.T) {
 	move("(3) rollback to "+ticketkeys.Version+" (by hand)", ticketkeys.Version, vaulttest.PluginFile, c.PluginSHA256, byHand)
 	time.Sleep(set.Period)
 
-	load.Stop()
-	g.Stop()
-	w.Stop()
-	ht.Stop()
-	chain := ht.chain(t, set.Period)
-	checkSequences(t, chain, f.goNames(), g.Sequences())
-	load.check(t, "(3) plugin upgrade and rollback", time.Time{}, time.Time{}, true)
-	w.checkNoExpiredKey(t)
-	f.reportVaultErrors(t, "(3)")
-	f.reportPushes(t, "(3)")
-	w.noKeyMaterial(t, f.leakFiles()...)
+	sc.stop()
+	sc.load.check(t, "(3) plugin upgrade and rollback", time.Time{}, time.Time{}, true)
+	sc.checkObserved(t, "(3)", sc.goKeys.Sequences())
+	sc.observer.noKeyMaterial(t, sc.leakFiles()...)
 }
 
 // TestClusterSnapshotRestore (4): `vault operator raft snapshot save`, then the keys readable at the save
@@ -388,16 +407,11 @@ func TestClusterSnapshotRestore(t *testing.T) {
 	// Short periods make the keys of the snapshot retire soon; publish_ahead covers the step-down and the
 	// restore, which each interrupt reads for a moment. retain = period keeps a previous key in every window.
 	set := clusterSettings{Period: 10 * time.Second, Ahead: 10 * time.Second, Retain: 10 * time.Second}
-	f := newClusterFleet(t, c, "restore", set)
-	w := f.watch(t)
-	g := f.trackGo(t)
-	ht := f.trackHistory(t)
-	load := f.startLoad(120 * time.Second)
-	defer load.Stop()
+	sc := startScenario(t, c, "restore", set, 120*time.Second)
 	time.Sleep(set.Period)
 
 	snap := filepath.Join(t.TempDir(), "ticketkeys.snap")
-	h0 := f.history(t)
+	h0 := sc.history(t)
 	// Snapshots go to the active node: a standby cannot stream one (Vault answers "incomplete snapshot").
 	c.Vault(t, leaderOf(t, c), c.RootToken, "operator", "raft", "snapshot", "save", snap)
 	savedAt := time.Now()
@@ -414,9 +428,9 @@ func TestClusterSnapshotRestore(t *testing.T) {
 	sleepUntil(retired.Add(time.Second))
 	c.Vault(t, leaderOf(t, c), c.RootToken, "operator", "step-down")
 	waitFor(t, 60*time.Second, "the live cluster to destroy every key of the snapshot", func() bool {
-		return destroyedAll(f.history(t), h0.Keys, time.Time{})
+		return destroyedAll(sc.history(t), h0.Keys, time.Time{})
 	})
-	live := f.history(t)
+	live := sc.history(t)
 	t.Logf("(4) before the restore: the live history lists the snapshot's keys as destroyed; keys now %s", live.ids())
 
 	restoreStart := time.Now()
@@ -428,11 +442,11 @@ func TestClusterSnapshotRestore(t *testing.T) {
 	var sawExpired int
 	var lastExpired time.Time
 	waitFor(t, 90*time.Second, "maintenance to destroy the restored material", func() bool {
-		n := f.stored(t).expired(time.Now())
+		n := sc.stored(t).expired(time.Now())
 		if n > 0 {
 			sawExpired, lastExpired = max(sawExpired, n), time.Now()
 		}
-		return n == 0 && time.Since(restoredAt) > 3*time.Second && destroyedAll(f.history(t), h0.Keys, restoreStart.Truncate(time.Second))
+		return n == 0 && time.Since(restoredAt) > 3*time.Second && destroyedAll(sc.history(t), h0.Keys, restoreStart.Truncate(time.Second))
 	})
 	if sawExpired > 0 {
 		t.Logf("(4) storage held up to %d restored keys past not_after, the last seen %s after the restore", sawExpired, lastExpired.Sub(restoredAt).Round(100*time.Millisecond))
@@ -445,7 +459,7 @@ func TestClusterSnapshotRestore(t *testing.T) {
 			}
 		}
 	}
-	h1 := f.history(t)
+	h1 := sc.history(t)
 	for _, k := range h0.Keys {
 		for _, d := range h1.Destroyed {
 			if d.ID == k.ID {
@@ -456,17 +470,10 @@ func TestClusterSnapshotRestore(t *testing.T) {
 	t.Logf("(4) keys after the restore: %s", h1.ids())
 	time.Sleep(set.Period)
 
-	load.Stop()
-	g.Stop()
-	w.Stop()
-	ht.Stop()
-	chain := ht.chain(t, set.Period)
-	checkSequences(t, chain, f.goNames(), g.Sequences())
-	load.check(t, "(4) snapshot restore", time.Time{}, time.Time{}, true)
-	w.checkNoExpiredKey(t)
-	f.reportVaultErrors(t, "(4)")
-	f.reportPushes(t, "(4)")
-	w.noKeyMaterial(t, append(f.leakFiles(), snap)...)
+	sc.stop()
+	sc.load.check(t, "(4) snapshot restore", time.Time{}, time.Time{}, true)
+	sc.checkObserved(t, "(4)", sc.goKeys.Sequences())
+	sc.observer.noKeyMaterial(t, append(sc.leakFiles(), snap)...)
 }
 
 // leaderOf asks a node for the leader's address (`vault read -field=leader_address sys/leader`, as
@@ -515,25 +522,20 @@ func TestClusterFullRestart(t *testing.T) {
 	// Agent-fed HAProxy switches only when its Agent pushes, and Agent's retry backoff (250 ms doubling)
 	// adds up to the outage again before it reads: publish_ahead must cover both (about 40 s here).
 	set := clusterSettings{Period: 40 * time.Second, Ahead: 40 * time.Second, Retain: 40 * time.Second}
-	f := newClusterFleet(t, c, "restart", set)
-	w := f.watch(t)
-	g := f.trackGo(t)
-	ht := f.trackHistory(t)
-	load := f.startLoad(240 * time.Second)
-	defer load.Stop()
+	sc := startScenario(t, c, "restart", set, 240*time.Second)
 
-	at := f.nextActivation(t, 4*time.Second)
+	at := sc.nextActivation(t, 4*time.Second)
 	sleepUntil(at.Add(-3 * time.Second))
-	before := f.history(t)
-	currentBefore := make([]string, len(f.Go))
-	for i, n := range f.Go {
+	before := sc.history(t)
+	currentBefore := make([]string, len(sc.Go))
+	for i, n := range sc.Go {
 		currentBefore[i] = n.Src.Status().CurrentID
 	}
 	stoppedAt := time.Now()
 	c.Stop()
 	t.Logf("(2) all nodes stopped %s before the activation at %s; keys before: %s", at.Sub(stoppedAt).Round(time.Millisecond), at.Format("15:04:05"), before.ids())
 	sleepUntil(at.Add(2 * time.Second))
-	for i, n := range f.Go {
+	for i, n := range sc.Go {
 		st := n.Src.Status()
 		if !st.CurrentNotBefore.Equal(at) || st.CurrentID == currentBefore[i] || st.Exhausted {
 			t.Errorf("(2) %s did not switch at %s with Vault down (current not_before %s, changed %t, exhausted %t)",
@@ -551,7 +553,7 @@ func TestClusterFullRestart(t *testing.T) {
 	back := time.Now()
 	t.Logf("(2) cluster healthy again %s after the stop", back.Sub(stoppedAt).Round(time.Millisecond))
 	waitFor(t, 60*time.Second, "every Go node to read a window again", func() bool {
-		for _, n := range f.Go {
+		for _, n := range sc.Go {
 			if st := n.Src.Status(); st.LastError != nil || st.LastRefresh.Before(stoppedAt) {
 				return false
 			}
@@ -561,16 +563,9 @@ func TestClusterFullRestart(t *testing.T) {
 	t.Logf("(2) every Go node read a window again %s after the stop", time.Since(stoppedAt).Round(time.Millisecond))
 	sleepUntil(at.Add(set.Period + 3*time.Second)) // through the next activation
 
-	load.Stop()
-	g.Stop()
-	w.Stop()
-	ht.Stop()
-	after := f.history(t)
+	sc.stop()
+	after := sc.history(t)
 	t.Logf("(2) keys after: %s", after.ids())
-	chain := ht.chain(t, set.Period)
-	checkSequences(t, chain, f.goNames(), g.Sequences())
-	load.check(t, "(2) full restart", time.Time{}, time.Time{}, true)
-	w.checkNoExpiredKey(t)
-	f.reportVaultErrors(t, "(2)")
-	f.reportPushes(t, "(2)")
+	sc.load.check(t, "(2) full restart", time.Time{}, time.Time{}, true)
+	sc.checkObserved(t, "(2)", sc.goKeys.Sequences())
 }

@@ -521,33 +521,21 @@ func (h keyHistory) chainProblems(period time.Duration) ([]histKey, []string) {
 // lists readable keys and destroyed keys only), so the chain checks run on the union of all reads: a key
 // that was skipped appears in none of them.
 type historyTrack struct {
+	poller
 	mu       sync.Mutex
 	keys     map[string]histKey
 	problems []string
 	reads    int
-	stop     chan struct{}
-	done     chan struct{}
 }
 
 func (f *clusterFleet) trackHistory(t *testing.T) *historyTrack {
 	cl := f.lbClient(t, f.OpToken)
-	h := &historyTrack{keys: map[string]histKey{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(h.done)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			if sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring + "/history"); err == nil && sec != nil {
-				h.add(parseHistory(sec))
-			}
-			select {
-			case <-h.stop:
-				return
-			case <-tick.C:
-			}
+	h := &historyTrack{keys: map[string]histKey{}}
+	h.every(t, time.Second, func() {
+		if sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring + "/history"); err == nil && sec != nil {
+			h.add(parseHistory(sec))
 		}
-	}()
-	t.Cleanup(h.Stop)
+	})
 	return h
 }
 
@@ -567,16 +555,6 @@ func (h *historyTrack) add(kh keyHistory) {
 		}
 		h.keys[k.ID] = k
 	}
-}
-
-// Stop ends the polling; it is safe to call more than once.
-func (h *historyTrack) Stop() {
-	select {
-	case <-h.stop:
-	default:
-		close(h.stop)
-	}
-	<-h.done
 }
 
 // chain is keyHistory.chain over every key the reads listed, plus the problems single reads showed.
@@ -608,66 +586,43 @@ type windowRead struct {
 // clusterWatch reads the window through every node directly every 200 ms, keeps every read, and keeps
 // the material it saw (for leak checks only, never printed).
 type clusterWatch struct {
+	poller
 	mu       sync.Mutex
 	reads    []windowRead
 	material map[string]string // id -> base64 nginx-format key
-	stop     chan struct{}
-	done     sync.WaitGroup
 }
 
 // watch starts the observer; it stops when the test ends or at Stop.
 func (f *clusterFleet) watch(t *testing.T) *clusterWatch {
-	w := &clusterWatch{stop: make(chan struct{}), material: map[string]string{}}
+	w := &clusterWatch{material: map[string]string{}}
 	for _, n := range f.C.Nodes {
 		cl := f.C.Client(t, n, f.OpToken)
 		cl.SetClientTimeout(2 * time.Second)
-		w.done.Add(1)
-		go func() {
-			defer w.done.Done()
-			tick := time.NewTicker(200 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				r := windowRead{Node: n.Name, Start: time.Now()}
-				sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring)
-				r.End = time.Now()
-				if err != nil || sec == nil {
-					r.Err = fmt.Sprint(err)
-				}
-				w.mu.Lock()
-				if sec != nil {
-					keys, _ := sec.Data["keys"].([]any)
-					for _, k := range keys {
-						m, _ := k.(map[string]any)
-						id, _ := m["id"].(string)
-						r.IDs = append(r.IDs, id)
-						r.NotAfter = append(r.NotAfter, parseTime(m["not_after"]))
-						if b64, _ := m["ticket_key"].(string); b64 != "" {
-							w.material[id] = b64
-						}
+		w.every(t, 200*time.Millisecond, func() {
+			r := windowRead{Node: n.Name, Start: time.Now()}
+			sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring)
+			r.End = time.Now()
+			if err != nil || sec == nil {
+				r.Err = fmt.Sprint(err)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if sec != nil {
+				keys, _ := sec.Data["keys"].([]any)
+				for _, k := range keys {
+					m, _ := k.(map[string]any)
+					id, _ := m["id"].(string)
+					r.IDs = append(r.IDs, id)
+					r.NotAfter = append(r.NotAfter, parseTime(m["not_after"]))
+					if b64, _ := m["ticket_key"].(string); b64 != "" {
+						w.material[id] = b64
 					}
 				}
-				w.reads = append(w.reads, r)
-				w.mu.Unlock()
-				select {
-				case <-w.stop:
-					return
-				case <-tick.C:
-				}
 			}
-		}()
+			w.reads = append(w.reads, r)
+		})
 	}
-	t.Cleanup(w.Stop)
 	return w
-}
-
-// Stop ends the observer; it is safe to call more than once.
-func (w *clusterWatch) Stop() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	w.done.Wait()
 }
 
 // Reads returns the reads so far.
@@ -743,45 +698,24 @@ func (w *clusterWatch) noKeyMaterial(t *testing.T, files ...string) {
 // goTrack polls every Go node's current key every 100 ms and records each node's sequence of current
 // keys (ids only).
 type goTrack struct {
+	poller
 	mu   sync.Mutex
 	seqs [][]string
-	stop chan struct{}
-	done chan struct{}
 }
 
 func (f *clusterFleet) trackGo(t *testing.T) *goTrack {
-	g := &goTrack{seqs: make([][]string, len(f.Go)), stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(g.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			g.mu.Lock()
-			for i, n := range f.Go {
-				id := n.Src.Status().CurrentID
-				if s := g.seqs[i]; id != "" && (len(s) == 0 || s[len(s)-1] != id) {
-					g.seqs[i] = append(s, id)
-				}
-			}
-			g.mu.Unlock()
-			select {
-			case <-g.stop:
-				return
-			case <-tick.C:
+	g := &goTrack{seqs: make([][]string, len(f.Go))}
+	g.every(t, 100*time.Millisecond, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for i, n := range f.Go {
+			id := n.Src.Status().CurrentID
+			if s := g.seqs[i]; id != "" && (len(s) == 0 || s[len(s)-1] != id) {
+				g.seqs[i] = append(s, id)
 			}
 		}
-	}()
-	t.Cleanup(g.Stop)
+	})
 	return g
-}
-
-func (g *goTrack) Stop() {
-	select {
-	case <-g.stop:
-	default:
-		close(g.stop)
-	}
-	<-g.done
 }
 
 // Sequences returns a copy of each Go node's sequence of current keys so far.

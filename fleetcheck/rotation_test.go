@@ -133,7 +133,11 @@ func TestRunThroughRotations(t *testing.T) {
 	nodes[2].frozen.Store(s.window(time.Now()))
 	held := nodes[2].frozen.Load().NextAfter(time.Now())
 	frozenAt := time.Now()
-	r := wait("node 2 not ready for the key after the one it holds", 2*period, func(r *Report) bool {
+	// Any round that starts after the next publication qualifies (a later
+	// one sees a later next key, which node 2 lacks as well); a round under
+	// -race on a busy machine can take longer than the period, so the wait
+	// spans several.
+	r := wait("node 2 not ready for the key after the one it holds", 4*period, func(r *Report) bool {
 		n := nodeReport(t, r, nodes[2].addr)
 		return r.Started.After(frozenAt) && r.Window.Next != held.ID && n.Next == StatusFail
 	})
@@ -141,7 +145,7 @@ func TestRunThroughRotations(t *testing.T) {
 		t.Errorf("reported at %s, not before the activation at %s", r.Started.Format("15:04:05.000"), r.Window.NextActivation.Format("15:04:05.000"))
 	}
 	missedAt := r.Window.NextActivation
-	wait("node 2's matrix column failing after the activation", 2*period, func(r *Report) bool {
+	wait("node 2's matrix column failing after the activation", 4*period, func(r *Report) bool {
 		n := nodeReport(t, r, nodes[2].addr)
 		return r.Started.After(missedAt) && n.MatrixColOK < n.MatrixColTotal
 	})

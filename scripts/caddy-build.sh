@@ -17,14 +17,14 @@
 # rebuild after a change to the module or client/ about 20 seconds.
 # The build writes to a temporary name and renames it into place, so a
 # half-built binary is never used; a lock file makes concurrent callers wait
-# for one build instead of starting a second.
+# for one build instead of starting a second (scripts/lib/cached-build.sh).
 #
 # Only the path goes to stdout (CADDY_BIN="$(scripts/caddy-build.sh)");
 # progress goes to stderr.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${TICKETKEYS_CACHE:-$HOME/.cache/ticketkeys}
+. "$root/scripts/lib/cached-build.sh"
 
 # The inputs of the build, in a stable order (tests excluded: they are not
 # in the binary).
@@ -52,37 +52,15 @@ has_module() {
 	[[ -x $1 ]] && "$1" list-modules 2>/dev/null | grep -qx 'tls.stek.ticketkeys'
 }
 
-if has_module "$bin"; then
-	echo "$bin"
-	exit 0
-fi
-
-mkdir -p "$dir"
-exec 9>"$dir/.build.lock"
-if ! flock -n 9; then
-	echo "caddy-build.sh: another build of $bin is running; waiting for it" >&2
-	flock 9
-fi
-if has_module "$bin"; then
-	echo "$bin"
-	exit 0
-fi
-
-tmp=$(mktemp "$dir/caddy.build.XXXXXX")
-log=$dir/build.log
-trap 'rm -f "$tmp"' EXIT
-echo "caddy-build.sh: building Caddy with tls.stek.ticketkeys into $bin" >&2
-start=$SECONDS
-if ! (cd "$root/caddy" && go build -trimpath -o "$tmp" ./cmd/caddy) >"$log" 2>&1; then
-	echo "caddy-build.sh: go build failed; the last lines of $log:" >&2
-	tail -n 40 "$log" >&2
-	exit 1
-fi
-if ! has_module "$tmp"; then
+cached_build_init caddy-build.sh "$dir" "$bin" has_module
+cached_build_print_if_built
+cached_build_lock "$bin"
+cached_build_start "building Caddy with tls.stek.ticketkeys into $bin"
+cached_build_run "go build" "$root/caddy" go build -trimpath -o "$build_tmp" ./cmd/caddy
+if ! has_module "$build_tmp"; then
 	echo "caddy-build.sh: the built binary does not list tls.stek.ticketkeys" >&2
 	exit 1
 fi
-mv -f "$tmp" "$bin"
-trap - EXIT
-echo "caddy-build.sh: built in $((SECONDS - start))s: $("$bin" version)" >&2
+cached_build_install
+echo "caddy-build.sh: built in $(cached_build_seconds)s: $("$bin" version)" >&2
 echo "$bin"

@@ -12,7 +12,7 @@
 #   ${TICKETKEYS_CACHE:-$HOME/.cache/ticketkeys}/vault-plugin-secrets-kv-v0.25.0/vault-plugin-secrets-kv
 # A cold build takes one to three minutes on 2 cores. The build writes to a
 # temporary name and renames it into place, and a lock file makes concurrent
-# callers wait for one build.
+# callers wait for one build (scripts/lib/cached-build.sh).
 #
 # Only the path goes to stdout (KV_PLUGIN_BIN="$(tools/kvplugin/build.sh)");
 # progress goes to stderr.
@@ -21,7 +21,7 @@ set -euo pipefail
 VERSION=v0.25.0
 PKG=github.com/hashicorp/vault-plugin-secrets-kv
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${TICKETKEYS_CACHE:-$HOME/.cache/ticketkeys}
+. "$here/../../scripts/lib/cached-build.sh"
 dir=$cache/vault-plugin-secrets-kv-$VERSION
 bin=$dir/vault-plugin-secrets-kv
 
@@ -32,41 +32,20 @@ is_built() {
 	go version -m "$1" 2>/dev/null | grep -Eq "^[[:space:]]+(mod|dep)[[:space:]]+$PKG[[:space:]]+$VERSION([[:space:]]|\$)"
 }
 
-if is_built "$bin"; then
-	echo "$bin"
-	exit 0
-fi
+cached_build_init kvplugin/build.sh "$dir" "$bin" is_built
+cached_build_print_if_built
 if [[ $(cd "$here" && go list -m -f '{{.Version}}' "$PKG" 2>/dev/null) != "$VERSION" ]]; then
 	echo "kvplugin/build.sh: $here/go.mod does not require $PKG $VERSION" >&2
 	exit 1
 fi
 
-mkdir -p "$dir"
-exec 9>"$dir/.build.lock"
-if ! flock -n 9; then
-	echo "kvplugin/build.sh: another build of $PKG $VERSION is running; waiting for it" >&2
-	flock 9
-fi
-if is_built "$bin"; then
-	echo "$bin"
-	exit 0
-fi
-
-tmp=$(mktemp "$dir/vault-plugin-secrets-kv.build.XXXXXX")
-log=$dir/build.log
-trap 'rm -f "$tmp"' EXIT
-echo "kvplugin/build.sh: building $PKG $VERSION into $bin (once per machine)" >&2
-start=$SECONDS
-if ! (cd "$here" && go build -o "$tmp" "$PKG/cmd/vault-plugin-secrets-kv") >"$log" 2>&1; then
-	echo "kvplugin/build.sh: go build failed; the last lines of $log:" >&2
-	tail -n 40 "$log" >&2
-	exit 1
-fi
-if ! is_built "$tmp"; then
+cached_build_lock "$PKG $VERSION"
+cached_build_start "building $PKG $VERSION into $bin (once per machine)"
+cached_build_run "go build" "$here" go build -o "$build_tmp" "$PKG/cmd/vault-plugin-secrets-kv"
+if ! is_built "$build_tmp"; then
 	echo "kvplugin/build.sh: the built binary does not carry $PKG $VERSION in its build information" >&2
 	exit 1
 fi
-mv -f "$tmp" "$bin"
-trap - EXIT
-echo "kvplugin/build.sh: built in $((SECONDS - start))s" >&2
+cached_build_install
+echo "kvplugin/build.sh: built in $(cached_build_seconds)s" >&2
 echo "$bin"
