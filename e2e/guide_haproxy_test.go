@@ -13,21 +13,13 @@ import (
 	"time"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
 // guideHAProxy is docs/haproxy.md for the guide walk of guide_test.go: HAProxy gets the guide's
 // haproxy.cfg; the Agent's push command reaches it over the admin socket the haproxy.cfg names.
 var guideHAProxy = guideSpec{
 	path: "docs/haproxy.md", keyring: "web", format: "haproxy", conf: "haproxy-cfg",
-	subs: func(s *vaulttest.Server, node string) []guideSubst {
-		subs := []guideSubst{substVaultAddr(s), substPluginDir(s), substRotation("rotation_period=12h retain=12h", agentPeriod), substAptGet()}
-		if node != "" {
-			subs = append(subs, substHostname(node))
-		}
-		return subs
-	},
+	settings: "rotation_period=12h retain=12h", retain: agentPeriod, // retain = rotation_period, as the guide advises
 }
 
 // TestGuideHAProxy follows docs/haproxy.md on two nodes (guide_test.go says how), then checks with a TLS
@@ -36,50 +28,22 @@ var guideHAProxy = guideSpec{
 // and that a rotation reaches both nodes as the guide promises: through the Agent's push over the admin
 // socket, with no reload (same master and worker PIDs), each ring ending equal to its file.
 func TestGuideHAProxy(t *testing.T) {
-	t.Parallel()
-	blocks := readGuide(t, guideHAProxy.path)
-	if os.Getuid() != 0 {
-		t.Skip("the guide's node commands run as root (Agent writes into /etc/haproxy, the push needs HAProxy's admin socket)")
-	}
-	start := time.Now()
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
-	cert := testcert.New(t, testcert.ECDSAP256)
-	w := newGuideWalk(t, s, guideHAProxy)
-	watch := watchWindowsFormat(t, s, guideHAProxy.keyring, "haproxy") // key material seen, for the leak check
-	nodes := []*guideNode{newGuideNode(t, "haproxy-a"), newGuideNode(t, "haproxy-b")}
-	for _, n := range nodes {
+	w, blocks := startGuideWalk(t, guideHAProxy, "haproxy", "Agent writes into /etc/haproxy, the push needs HAProxy's admin socket")
+	for _, n := range w.nodes {
 		// What Debian's haproxy package gives a node (/usr/lib/tmpfiles.d/haproxy.conf): /run/haproxy.
 		if err := os.MkdirAll(filepath.Join(n.root, "run/haproxy"), 0o2775); err != nil {
 			t.Fatal(err)
 		}
 	}
-
-	conf := w.walk(t, blocks, nodes)
-	// HAProxy starts after the Agent (it refuses to start without its tls-ticket-keys file).
-	listeners := map[string][]string{} // the guide's TLS port -> each node's address
-	for _, n := range nodes {
-		for gp, addr := range w.startHAProxy(t, conf, n, cert) {
-			listeners[gp] = append(listeners[gp], addr)
-		}
-	}
-	for _, n := range nodes {
-		if log := n.server.Log(); strings.Contains(log, "[WARNING]") || strings.Contains(log, "[ALERT]") {
-			t.Errorf("node %s: HAProxy warns about the guide's haproxy.cfg:\n%s", n.name, log)
-		}
-	}
-	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
-
-	pids := serverPIDs(nodes)
-	w.checkFleetThroughRotation(t, cert, listeners)
+	listeners := w.walkAndStart(t, blocks, w.startHAProxy)
+	pids := w.serverPIDs()
+	w.checkFleetThroughRotation(t, listeners)
 
 	// No reload: HAProxy reads its tls-ticket-keys file only at start, so the new key reached the running
 	// HAProxy over the admin socket, and its ring is the file's three lines.
-	now := serverPIDs(nodes)
-	for _, n := range nodes {
-		if !slices.Equal(now[n], pids[n]) || n.server.Exited() {
-			t.Errorf("node %s: HAProxy master and workers %v -> %v: a reload or restart happened", n.name, pids[n], now[n])
-		}
-		socket, keysFile := n.haproxyRuntime(t, w.subst(conf, n))
+	w.checkNoReload(t, pids)
+	for _, n := range w.nodes {
+		socket, keysFile := n.haproxyRuntime(t)
 		for attempt := 0; ; attempt++ {
 			file, err := os.ReadFile(keysFile)
 			if err != nil {
@@ -97,8 +61,7 @@ func TestGuideHAProxy(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	}
-	w.checkNoKeyMaterial(t, watch, nodes)
-	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
+	w.finish(t)
 }
 
 // guideBind finds the address of a bind line of a haproxy.cfg (":443", "*:443", "0.0.0.0:443").
@@ -106,7 +69,7 @@ var guideBind = regexp.MustCompile(`(?m)^(\s*bind\s+)(?:\*|(?:\d{1,3}\.){3}\d{1,
 
 // startHAProxy runs the guide's haproxy.cfg on node n and returns the node's address of every TLS bind
 // port of the guide's configuration. The test's certificate stands in for each `crt` file.
-func (w *guideWalk) startHAProxy(t *testing.T, conf string, n *guideNode, cert *testcert.Cert) map[string]string {
+func (w *guideWalk) startHAProxy(t *testing.T, conf string, n *guideNode) map[string]string {
 	t.Helper()
 	conf = w.subst(conf, n)
 	if err := unsafePath(conf, n.root+"/"); err != nil {
@@ -138,7 +101,7 @@ func (w *guideWalk) startHAProxy(t *testing.T, conf string, n *guideNode, cert *
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(cert.WriteCombinedPEM(dir), m[1]); err != nil {
+		if err := os.Rename(w.cert.WriteCombinedPEM(dir), m[1]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,12 +113,20 @@ func (w *guideWalk) startHAProxy(t *testing.T, conf string, n *guideNode, cert *
 		}
 	})
 	n.waitListening(t)
+	if log := p.Log(); strings.Contains(log, "[WARNING]") || strings.Contains(log, "[ALERT]") {
+		t.Errorf("node %s: HAProxy warns about the guide's haproxy.cfg:\n%s", n.name, log)
+	}
 	return tlsAddrs
 }
 
-// haproxyRuntime returns the admin socket and the tls-ticket-keys file of the node's haproxy.cfg conf.
-func (n *guideNode) haproxyRuntime(t *testing.T, conf string) (socket, keysFile string) {
+// haproxyRuntime returns the admin socket and the tls-ticket-keys file of the haproxy.cfg the node runs.
+func (n *guideNode) haproxyRuntime(t *testing.T) (socket, keysFile string) {
 	t.Helper()
+	b, err := os.ReadFile(n.server.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
 	s := regexp.MustCompile(`\bstats\s+socket\s+(\S+)`).FindStringSubmatch(conf)
 	k := regexp.MustCompile(`\btls-ticket-keys\s+(\S+)`).FindStringSubmatch(conf)
 	if s == nil || k == nil {

@@ -9,10 +9,6 @@ import (
 	"reflect"
 	"slices"
 	"testing"
-	"time"
-
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
 // guideNginxAgent is docs/nginx.md for the guide walk of guide_test.go: node 1 gets its AppRole from the
@@ -20,13 +16,9 @@ import (
 // `nginx -s reload` reaches the node's nginx through the node's /usr/sbin/nginx.
 var guideNginxAgent = guideSpec{
 	path: "docs/nginx.md", keyring: "web", format: "nginx", conf: "nginx-conf",
-	subs: func(s *vaulttest.Server, node string) []guideSubst {
-		subs := []guideSubst{substVaultAddr(s), substPluginDir(s), substRotation("rotation_period=1h retain=12h", agentRetain), substAptGet()}
-		if node != "" {
-			subs = append(subs, substHostname(node),
-				guideSubst{"ticketkeys-web-1", "ticketkeys-" + node, "the manual commands' role, named after the node as node-approle.sh names it"})
-		}
-		return subs
+	settings: "rotation_period=1h retain=12h", retain: agentRetain,
+	nodeSubs: func(node string) []guideSubst {
+		return []guideSubst{{"ticketkeys-web-1", "ticketkeys-" + node, "the manual commands' role, named after the node as node-approle.sh names it"}}
 	},
 }
 
@@ -37,35 +29,15 @@ var guideNginxAgent = guideSpec{
 // a rotation reaches both nodes as the guide promises: through the reload the Agent runs (same master,
 // new workers).
 func TestGuideNginxAgent(t *testing.T) {
-	t.Parallel()
-	blocks := readGuide(t, guideNginxAgent.path)
-	if os.Getuid() != 0 {
-		t.Skip("the guide's node commands run as root (the nginx master reads the 0600 root key files)")
-	}
-	start := time.Now()
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
-	cert := testcert.New(t, testcert.ECDSAP256)
-	w := newGuideWalk(t, s, guideNginxAgent)
-	watch := watchWindows(t, s, guideNginxAgent.keyring) // key material seen, for the leak check
-	nodes := []*guideNode{newGuideNode(t, "nginx-a"), newGuideNode(t, "nginx-b")}
-
-	conf := w.walk(t, blocks, nodes)
-	checkSameAppRoles(t, s, nodes)
-	// nginx starts after the Agent (it refuses to start without the key files the snippet names).
-	listeners := map[string][]string{} // the guide's TLS port -> each node's address
-	for _, n := range nodes {
-		for gp, addr := range w.startNginx(t, conf, n, cert) {
-			listeners[gp] = append(listeners[gp], addr)
-		}
-	}
-	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
-
-	pids := serverPIDs(nodes)
-	w.checkFleetThroughRotation(t, cert, listeners)
+	w, blocks := startGuideWalk(t, guideNginxAgent, "nginx", "the nginx master reads the 0600 root key files Agent writes")
+	listeners := w.walkAndStart(t, blocks, w.startNginx)
+	w.checkSameAppRoles(t)
+	pids := w.serverPIDs()
+	w.checkFleetThroughRotation(t, listeners)
 
 	// The rotation came with a reload, which the Agent ran: the same master, only new workers.
-	now := serverPIDs(nodes)
-	for _, n := range nodes {
+	now := w.serverPIDs()
+	for _, n := range w.nodes {
 		if n.server.Exited() || now[n][0] != pids[n][0] {
 			t.Errorf("node %s: nginx master %d -> %v: nginx restarted or stopped instead of reloading", n.name, pids[n][0], now[n])
 			continue
@@ -77,19 +49,19 @@ func TestGuideNginxAgent(t *testing.T) {
 		}
 		t.Logf("node %s: the rotation reloaded nginx (master %d, workers %v -> %v)", n.name, now[n][0], pids[n][1:], now[n][1:])
 	}
-	w.checkNoKeyMaterial(t, watch, nodes)
-	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
+	w.finish(t)
 }
 
 // checkSameAppRoles fails the test unless the AppRole roles of the nodes (node 1 by the guide's manual
 // commands, node 2 by node-approle.sh) are the same in every setting, and each node's credential directory
 // is 0700 with role-id and secret-id 0600, role-id being its role's.
-func checkSameAppRoles(t *testing.T, s *vaulttest.Server, nodes []*guideNode) {
+func (w *guideWalk) checkSameAppRoles(t *testing.T) {
 	t.Helper()
+	nodes := w.nodes
 	var roles []map[string]any
 	for _, n := range nodes {
 		role := "auth/approle/role/ticketkeys-" + n.name
-		sec, err := s.Client.Logical().Read(role)
+		sec, err := w.s.Client.Logical().Read(role)
 		if err != nil || sec == nil {
 			t.Fatalf("node %s: read %s: %v (the guide's commands made no such role)", n.name, role, err)
 		}
@@ -104,7 +76,7 @@ func checkSameAppRoles(t *testing.T, s *vaulttest.Server, nodes []*guideNode) {
 				t.Errorf("node %s: %s has mode %v, want %v", n.name, filepath.Base(path), fi.Mode(), want)
 			}
 		}
-		roleID, err := s.Client.Logical().Read(role + "/role-id")
+		roleID, err := w.s.Client.Logical().Read(role + "/role-id")
 		if err != nil {
 			t.Fatal(err)
 		}

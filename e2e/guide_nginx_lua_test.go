@@ -6,28 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaulttest"
 )
 
 // guideNginxLua is docs/nginx-lua.md for the guide walk of guide_test.go: install.sh runs with DESTDIR set
 // to the node's root; nginx gets the guide's nginx.conf.
 var guideNginxLua = guideSpec{
 	path: "docs/nginx-lua.md", keyring: "web", format: "nginx", conf: "nginx-conf",
-	subs: func(s *vaulttest.Server, node string) []guideSubst {
-		subs := []guideSubst{substVaultAddr(s), substPluginDir(s), substRotation("rotation_period=1h retain=12h", agentRetain), substAptGet()}
-		if node != "" {
-			subs = append(subs, substHostname(node))
-		}
-		return subs
-	},
+	settings: "rotation_period=1h retain=12h", retain: agentRetain,
 }
 
 // TestGuideNginxLua follows docs/nginx-lua.md on two nodes (guide_test.go says how), then checks with a
@@ -36,38 +25,14 @@ var guideNginxLua = guideSpec{
 // the published next key, and that a rotation reaches both nodes with no reload (same master and worker
 // PIDs), the workers running as the group install.sh gave the window directory.
 func TestGuideNginxLua(t *testing.T) {
-	t.Parallel()
-	blocks := readGuide(t, guideNginxLua.path)
-	if os.Getuid() != 0 {
-		t.Skip("the guide's node commands run as root (install.sh sets root ownership, nginx switches its workers to www-data)")
-	}
-	start := time.Now()
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
-	cert := testcert.New(t, testcert.ECDSAP256)
-	w := newGuideWalk(t, s, guideNginxLua)
-	watch := watchWindows(t, s, guideNginxLua.keyring) // key material seen, for the leak check
-	nodes := []*guideNode{newGuideNode(t, "guide-a"), newGuideNode(t, "guide-b")}
-
-	conf := w.walk(t, blocks, nodes)
-	// Every node and the admin shell have seen the walk; now nginx starts with the guide's nginx.conf
-	// (after the Agent, as install.sh's next steps say).
-	listeners := map[string][]string{} // the guide's TLS port -> each node's address
-	for _, n := range nodes {
-		for gp, addr := range w.startNginx(t, conf, n, cert) {
-			listeners[gp] = append(listeners[gp], addr)
-		}
-	}
-	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(start).Seconds(), listeners)
-
-	pids := serverPIDs(nodes)
-	w.checkFleetThroughRotation(t, cert, listeners)
+	w, blocks := startGuideWalk(t, guideNginxLua, "guide", "install.sh sets root ownership, nginx switches its workers to www-data")
+	listeners := w.walkAndStart(t, blocks, w.startNginx)
+	pids := w.serverPIDs()
+	w.checkFleetThroughRotation(t, listeners)
 
 	// No reload, the workers run as the window directory's group, and no worker failed to read the window.
-	now := serverPIDs(nodes)
-	for _, n := range nodes {
-		if !slices.Equal(now[n], pids[n]) || n.server.Exited() {
-			t.Errorf("node %s: nginx master and workers %v -> %v: a reload or restart happened", n.name, pids[n], now[n])
-		}
+	w.checkNoReload(t, pids)
+	for _, n := range w.nodes {
 		log := n.server.Log()
 		if strings.Contains(log, "reconfiguring") || strings.Contains(log, "signal 1 (SIGHUP)") {
 			t.Errorf("node %s: the nginx log shows a reload", n.name)
@@ -79,8 +44,7 @@ func TestGuideNginxLua(t *testing.T) {
 		}
 		checkWorkersGroup(t, n)
 	}
-	w.checkNoKeyMaterial(t, watch, nodes)
-	t.Logf("guide test: %.1f s", time.Since(start).Seconds())
+	w.finish(t)
 }
 
 // checkWorkersGroup fails the test unless every nginx worker of n runs, not as root, in the group that owns

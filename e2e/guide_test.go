@@ -198,37 +198,35 @@ type guideSubst struct {
 	Why      string
 }
 
-// The substitutions the guides share; each guide test lists the ones its guide needs.
-
-func substVaultAddr(s *vaulttest.Server) guideSubst {
-	return guideSubst{"https://vault.internal:8200", s.Addr, "the test's Vault server"}
-}
-
-func substPluginDir(s *vaulttest.Server) guideSubst {
-	return guideSubst{"/etc/vault.d/plugins/", s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"}
-}
-
-// substRotation replaces the guide's keyring settings old by the e2e rotation period and retain.
-func substRotation(old string, retain time.Duration) guideSubst {
-	return guideSubst{old, fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, retain), "a rotation within the test"}
-}
-
-func substAptGet() guideSubst {
-	return guideSubst{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"}
-}
-
-func substHostname(node string) guideSubst {
-	return guideSubst{"$(hostname)", node, "two nodes on one machine"}
-}
-
 // guideSpec is what a guide test tells the shared walk about its guide.
 type guideSpec struct {
-	path    string // the guide, relative to the repository root
-	keyring string // the keyring its commands create and its nodes read
-	format  string // the format its nodes read (the ticket layout fleetcheck checks)
-	conf    string // the role of its server configuration block: nginx-conf or haproxy-cfg
-	// subs lists its substitutions for the admin shell (node "") or a node.
-	subs func(s *vaulttest.Server, node string) []guideSubst
+	path     string        // the guide, relative to the repository root
+	keyring  string        // the keyring its commands create and its nodes read
+	format   string        // the format its nodes read (the ticket layout fleetcheck checks)
+	conf     string        // the role of its server configuration block: nginx-conf or haproxy-cfg
+	settings string        // the keyring settings its `vault write` gives, replaced by a rotation within the test
+	retain   time.Duration // the test's retain for those settings
+	// nodeSubs lists the guide's own substitutions for a node, besides those of guideWalk.subs; may be nil.
+	nodeSubs func(node string) []guideSubst
+}
+
+// subs lists the substitutions of the guide's text for the admin shell (node "") or a node. Every guide
+// names the Vault server and its plugin directory as the test replaces them, creates its keyring with
+// `vault write ... settings` and installs its packages with `apt-get install`.
+func (w *guideWalk) subs(node string) []guideSubst {
+	subs := []guideSubst{
+		{"https://vault.internal:8200", w.s.Addr, "the test's Vault server"},
+		{"/etc/vault.d/plugins/", w.s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"},
+		{w.guide.settings, fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, w.guide.retain), "a rotation within the test"},
+		{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"},
+	}
+	if node != "" {
+		subs = append(subs, guideSubst{"$(hostname)", node, "two nodes on one machine"})
+		if w.guide.nodeSubs != nil {
+			subs = append(subs, w.guide.nodeSubs(node)...)
+		}
+	}
+	return subs
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
@@ -237,14 +235,19 @@ var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
 
-// guideWalk is one walk through a guide: the test's Vault, the admin shell's environment and the output
-// of every command.
+// guideWalk is one walk through a guide on two nodes: the test's Vault and certificate, the admin shell's
+// environment, the output of every command, and a watch of the keyring's windows (their material, for the
+// leak check).
 type guideWalk struct {
 	guide  guideSpec
 	s      *vaulttest.Server
+	cert   *testcert.Cert
+	nodes  []*guideNode
 	repo   string
 	env    []string
 	outLog string // every command's output, for the leak check
+	watch  *windowWatch
+	start  time.Time
 }
 
 // guideNode is one machine set up by the guide.
@@ -254,6 +257,26 @@ type guideNode struct {
 	ports  map[string]int // the guide's listen or bind port -> this node's port on 127.0.0.1
 	agents []*vaulttest.Process
 	server *servertest.Proc // the node's nginx or HAProxy
+}
+
+// startGuideWalk reads the guide (every block marked), skips the test unless it runs as root (rootWhy: why
+// the guide's node commands need root), and starts the test's Vault (plugin installed, not registered), the
+// window watch and two nodes, prefix-a and prefix-b. The test runs in parallel with the others.
+func startGuideWalk(t *testing.T, guide guideSpec, prefix, rootWhy string) (*guideWalk, []guideBlock) {
+	t.Helper()
+	t.Parallel()
+	blocks := readGuide(t, guide.path)
+	if os.Getuid() != 0 {
+		t.Skip("the guide's node commands run as root: " + rootWhy)
+	}
+	start := time.Now()
+	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	w := newGuideWalk(t, s, guide)
+	w.start = start
+	w.cert = testcert.New(t, testcert.ECDSAP256)
+	w.watch = watchWindowsFormat(t, s, guide.keyring, guide.format)
+	w.nodes = []*guideNode{newGuideNode(t, prefix+"-a"), newGuideNode(t, prefix+"-b")}
+	return w, blocks
 }
 
 func newGuideWalk(t *testing.T, s *vaulttest.Server, guide guideSpec) *guideWalk {
@@ -328,7 +351,7 @@ func (w *guideWalk) subst(text string, n *guideNode) string {
 	if n != nil {
 		name = n.name
 	}
-	for _, sb := range w.guide.subs(w.s, name) {
+	for _, sb := range w.subs(name) {
 		text = strings.ReplaceAll(text, sb.Old, sb.New)
 	}
 	if n != nil {
@@ -353,9 +376,9 @@ func (w *guideWalk) checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, n
 			used.WriteString(b.Text)
 		}
 	}
-	for _, sb := range w.guide.subs(w.s, node) {
+	for _, sb := range w.subs(node) {
 		if !strings.Contains(used.String(), sb.Old) {
-			t.Errorf("%s no longer contains %q, which the test replaces (%s): update the test's substitutions", w.guide.path, sb.Old, sb.Why)
+			t.Errorf("%s no longer contains %q, which the test replaces (%s): update the test's substitutions (guideWalk.subs, guideSpec)", w.guide.path, sb.Old, sb.Why)
 		}
 	}
 	if t.Failed() {
@@ -451,23 +474,39 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 	}
 }
 
+// walkAndStart walks the guide, then starts each node's server with the guide's configuration by
+// startServer (after the Agent, whose files the server needs at start), and returns the guide's TLS
+// listeners: the guide's port -> each node's address.
+func (w *guideWalk) walkAndStart(t *testing.T, blocks []guideBlock, startServer func(*testing.T, string, *guideNode) map[string]string) map[string][]string {
+	t.Helper()
+	conf := w.walk(t, blocks)
+	listeners := map[string][]string{}
+	for _, n := range w.nodes {
+		for gp, addr := range startServer(t, conf, n) {
+			listeners[gp] = append(listeners[gp], addr)
+		}
+	}
+	t.Logf("guide walked, 2 nodes up in %.1f s; TLS listeners (guide port: nodes) %v", time.Since(w.start).Seconds(), listeners)
+	return listeners
+}
+
 // walk follows the guide's blocks in order on the admin shell and the nodes, checks the excerpts of
 // written files, and returns the text of the guide's one server configuration block (role w.guide.conf).
-func (w *guideWalk) walk(t *testing.T, blocks []guideBlock, nodes []*guideNode) string {
+func (w *guideWalk) walk(t *testing.T, blocks []guideBlock) string {
 	t.Helper()
-	w.checkSubstitutionsMatch(t, blocks, nodes[0].name)
+	w.checkSubstitutionsMatch(t, blocks, w.nodes[0].name)
 	var conf string
 	for _, b := range blocks {
 		switch b.Role {
 		case "run-once":
 			w.run(t, b, nil)
 		case "run-per-node":
-			for _, n := range nodes {
+			for _, n := range w.nodes {
 				w.run(t, b, n)
 			}
 		case "run-on-node":
 			i, _ := strconv.Atoi(b.Arg) // 1 or 2: setMarker checked it
-			w.run(t, b, nodes[i-1])
+			w.run(t, b, w.nodes[i-1])
 		case "nginx-conf", "haproxy-cfg":
 			if b.Role != w.guide.conf {
 				t.Fatalf("%s:%d: a %s block in a guide whose test runs a %s", w.guide.path, b.Line, b.Role, w.guide.conf)
@@ -477,7 +516,7 @@ func (w *guideWalk) walk(t *testing.T, blocks []guideBlock, nodes []*guideNode) 
 			}
 			conf = b.Text
 		case "installed":
-			for _, n := range nodes {
+			for _, n := range w.nodes {
 				w.checkInstalled(t, b, n)
 			}
 		case "skip":
@@ -654,7 +693,7 @@ var guideUserDirective = regexp.MustCompile(`(?m)^\s*user\s`)
 // the http temp paths in its private directory at the top of http{}, and, for a conf without a `user`
 // line, nginx's built-in default (nobody, group nogroup) explicitly, as a real nginx started as root would
 // use it (servertest would run the workers as root instead).
-func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *testcert.Cert) map[string]string {
+func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode) map[string]string {
 	t.Helper()
 	conf = w.subst(conf, n)
 	if err := unsafePath(conf, n.root+"/", "/usr/lib/nginx/modules/"); err != nil {
@@ -694,7 +733,7 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode, cert *te
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		cert.WritePEM(dir)
+		w.cert.WritePEM(dir)
 	}
 	nginx := servertest.DebianNginx(t)
 	n.server = servertest.StartNginxWith(t, nginx, conf)
@@ -740,25 +779,36 @@ func guideLogLines(log, word string, max int) string {
 }
 
 // serverPIDs returns the master's and the workers' PIDs of every node's server.
-func serverPIDs(nodes []*guideNode) map[*guideNode][]int {
+func (w *guideWalk) serverPIDs() map[*guideNode][]int {
 	pids := map[*guideNode][]int{}
-	for _, n := range nodes {
+	for _, n := range w.nodes {
 		pids[n] = append([]int{n.server.MasterPID}, n.server.WorkerPIDs()...)
 	}
 	return pids
 }
 
+// checkNoReload fails the test unless every node's server runs with the master and worker PIDs of before.
+func (w *guideWalk) checkNoReload(t *testing.T, before map[*guideNode][]int) {
+	t.Helper()
+	now := w.serverPIDs()
+	for _, n := range w.nodes {
+		if !slices.Equal(now[n], before[n]) || n.server.Exited() {
+			t.Errorf("node %s: %s master and workers %v -> %v: a reload or restart happened", n.name, n.server.Kind, before[n], now[n])
+		}
+	}
+}
+
 // checkFleetThroughRotation runs a fleet check per TLS listener (the guide's port -> each node's address)
 // until a round is green, then until a green round after a rotation finds every fresh ticket of every
 // node under the new current key from Vault.
-func (w *guideWalk) checkFleetThroughRotation(t *testing.T, cert *testcert.Cert, listeners map[string][]string) {
+func (w *guideWalk) checkFleetThroughRotation(t *testing.T, listeners map[string][]string) {
 	t.Helper()
 	if len(listeners) == 0 {
 		t.Fatalf("%s: the server configuration has no TLS listener", w.guide.path)
 	}
 	var checkers []*guideFleet
 	for gp, addrs := range listeners {
-		checkers = append(checkers, w.newGuideFleet(t, cert, gp, addrs))
+		checkers = append(checkers, w.newGuideFleet(t, gp, addrs))
 	}
 	for _, f := range checkers {
 		f.waitGreen(t, 30*time.Second, "a green round", func(*fleetcheck.Report) bool { return true })
@@ -783,19 +833,20 @@ func (w *guideWalk) checkFleetThroughRotation(t *testing.T, cert *testcert.Cert,
 	}
 }
 
-// checkNoKeyMaterial stops the watch and fails the test if a command's output, an Agent's log or a
-// server's log holds material of a key it saw.
-func (w *guideWalk) checkNoKeyMaterial(t *testing.T, watch *windowWatch, nodes []*guideNode) {
+// finish stops the watch and fails the test if a command's output, an Agent's log or a server's log holds
+// material of a key it saw; then it logs the test's time.
+func (w *guideWalk) finish(t *testing.T) {
 	t.Helper()
 	logs := []string{w.outLog}
-	for _, n := range nodes {
+	for _, n := range w.nodes {
 		logs = append(logs, n.server.ErrorLog)
 		for _, a := range n.agents {
 			logs = append(logs, a.LogPath)
 		}
 	}
-	watch.Stop()
-	watch.noKeyMaterial(t, logs...)
+	w.watch.Stop()
+	w.watch.noKeyMaterial(t, logs...)
+	t.Logf("guide test: %.1f s", time.Since(w.start).Seconds())
 }
 
 // guideFleet is the fleet check of one TLS listener of the guide's configuration across the nodes.
@@ -806,11 +857,11 @@ type guideFleet struct {
 	green     bool // a round has been green: every later round must be too
 }
 
-func (w *guideWalk) newGuideFleet(t *testing.T, cert *testcert.Cert, guidePort string, addrs []string) *guideFleet {
+func (w *guideWalk) newGuideFleet(t *testing.T, guidePort string, addrs []string) *guideFleet {
 	t.Helper()
 	var nodes []fleetcheck.Node
 	for _, a := range addrs {
-		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool})
+		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: w.cert.Pool})
 	}
 	c, err := fleetcheck.New(fleetcheck.Config{
 		Keyring: w.guide.keyring, Format: w.guide.format, Nodes: nodes,
