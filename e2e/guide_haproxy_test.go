@@ -43,6 +43,7 @@ func TestGuideHAProxy(t *testing.T) {
 	// HAProxy over the admin socket, and its ring is the file's three lines.
 	w.checkNoReload(t, pids)
 	for _, n := range w.nodes {
+		n.checkModes(t, map[string]os.FileMode{"/etc/haproxy/ticketkeys/web.tls-ticket-keys": 0o600})
 		socket, keysFile := n.haproxyRuntime(t)
 		for attempt := 0; ; attempt++ {
 			file, err := os.ReadFile(keysFile)

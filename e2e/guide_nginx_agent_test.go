@@ -35,6 +35,13 @@ func TestGuideNginxAgent(t *testing.T) {
 	pids := w.serverPIDs()
 	w.checkFleetThroughRotation(t, listeners)
 
+	// The files of the guide's table, with its modes.
+	for _, n := range w.nodes {
+		n.checkModes(t, map[string]os.FileMode{
+			"/etc/nginx/ticketkeys/web.0.key": 0o600, "/etc/nginx/ticketkeys/web.1.key": 0o600, "/etc/nginx/ticketkeys/web.2.key": 0o600,
+			"/etc/nginx/ticketkeys/web.3.key": 0o600, "/etc/nginx/ticketkeys/web.ticket-keys.conf": 0o644,
+		})
+	}
 	// The rotation came with a reload, which the Agent ran: the same master, only new workers.
 	now := w.serverPIDs()
 	for _, n := range w.nodes {
@@ -66,21 +73,13 @@ func (w *guideWalk) checkSameAppRoles(t *testing.T) {
 			t.Fatalf("node %s: read %s: %v (the guide's commands made no such role)", n.name, role, err)
 		}
 		roles = append(roles, sec.Data)
-		dir := filepath.Join(n.root, "etc/vault-agent/ticketkeys")
-		for path, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, dir + "/role-id": 0o600, dir + "/secret-id": 0o600} {
-			fi, err := os.Stat(path)
-			if err != nil {
-				t.Fatalf("node %s: %v", n.name, err)
-			}
-			if fi.Mode() != want {
-				t.Errorf("node %s: %s has mode %v, want %v", n.name, filepath.Base(path), fi.Mode(), want)
-			}
-		}
+		const dir = "/etc/vault-agent/ticketkeys"
+		n.checkModes(t, map[string]os.FileMode{dir: 0o700 | os.ModeDir, dir + "/role-id": 0o600, dir + "/secret-id": 0o600})
 		roleID, err := w.s.Client.Logical().Read(role + "/role-id")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := os.ReadFile(dir + "/role-id"); string(b) != fmt.Sprint(roleID.Data["role_id"]) {
+		if b, _ := os.ReadFile(filepath.Join(n.root, dir, "role-id")); string(b) != fmt.Sprint(roleID.Data["role_id"]) {
 			t.Errorf("node %s: role-id file is not the role_id of %s", n.name, role)
 		}
 	}

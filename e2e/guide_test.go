@@ -748,6 +748,21 @@ func (w *guideWalk) startNginx(t *testing.T, conf string, n *guideNode) map[stri
 	return tlsAddrs
 }
 
+// checkModes fails the test unless each file (a path on a real node) has its mode under the node's root.
+func (n *guideNode) checkModes(t *testing.T, modes map[string]os.FileMode) {
+	t.Helper()
+	for path, want := range modes {
+		fi, err := os.Stat(filepath.Join(n.root, path))
+		if err != nil {
+			t.Errorf("node %s: %v", n.name, err)
+			continue
+		}
+		if fi.Mode() != want {
+			t.Errorf("node %s: %s has mode %v, the guide says %v", n.name, path, fi.Mode(), want)
+		}
+	}
+}
+
 // loopback returns the node's address on 127.0.0.1 for the guide's port guidePort.
 func (n *guideNode) loopback(t *testing.T, guidePort string) string {
 	t.Helper()
