@@ -27,6 +27,12 @@ type Config struct {
 	// the ticket layout (nginx, haproxy, envoy: OpenSSL; go: package client).
 	Keyring string
 	Format  string
+	// UnnamedTickets (format go only) says the nodes install the window's
+	// keys with tls.Config.SetSessionTicketKeys, as Caddy's
+	// tls.stek.ticketkeys does: crypto/tls's tickets carry no key name, so
+	// the check names each ticket after the key (in the window, or retired)
+	// whose material opens it, and crafts its tickets without the name.
+	UnnamedTickets bool
 	// Read returns the keyring's window (VaultReader, or a fixed window in
 	// tests).
 	Read WindowReader
@@ -99,6 +105,9 @@ type retiredKey struct {
 func New(cfg Config) (*Checker, error) {
 	if !slices.Contains(Formats, cfg.Format) {
 		return nil, fmt.Errorf("fleetcheck: format: must be one of %v, got %q", Formats, cfg.Format)
+	}
+	if cfg.UnnamedTickets && cfg.Format != FormatGo {
+		return nil, fmt.Errorf("fleetcheck: unnamed tickets: only crypto/tls's tickets (format %s) come without a key name, got format %q", FormatGo, cfg.Format)
 	}
 	if cfg.Read == nil {
 		return nil, errors.New("fleetcheck: Read: required, got nil")
@@ -299,6 +308,9 @@ func (c *Checker) keyByID(w *Window, id string) *Key {
 // checkCurrent compares the key of a fresh ticket with the schedule.
 func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Check {
 	if f.keyIDErr != nil {
+		if errors.Is(f.keyIDErr, ErrTicketUnknownKey) {
+			return Check{Status: StatusFail, Detail: f.keyIDErr.Error()}
+		}
 		return Check{Status: StatusFail, Detail: "malformed ticket: " + f.keyIDErr.Error()}
 	}
 	vr.TicketKeyID = f.keyID
@@ -323,7 +335,7 @@ func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Che
 		vr.TicketKeyState = "previous"
 	}
 	if k != nil {
-		s, err := openTicket(c.cfg.Format, f.ticket, k)
+		s, err := openTicket(c.cfg.Format, f.named, k)
 		if err != nil {
 			return Check{Status: StatusFail, Detail: fmt.Sprintf("its ticket names key %s but does not decrypt with that key's material: %v", f.keyID, err)}
 		}

@@ -3,10 +3,14 @@ package fleetcheck
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -405,5 +409,49 @@ func TestCheckClientSources(t *testing.T) {
 	r := check(t, c)
 	if n := nodeReport(t, r, staleNode); r.OK || n.Next != StatusFail || n.Current != StatusOK || r.Matrix.Failures != 0 {
 		t.Fatalf("stale Source: OK %v, next %s, current %s, matrix failures %d; want a next-key failure only:\n%s", r.OK, n.Next, n.Current, r.Matrix.Failures, table(t, r))
+	}
+}
+
+// TestCheckUnnamedTickets: nodes that install the window with tls.Config.SetSessionTicketKeys (Caddy's
+// tls.stek.ticketkeys) issue tickets without a key name; with UnnamedTickets the check names each by the
+// key that opens it and crafts tickets without the name, so a healthy fleet is green, every ticket under
+// the current key and the next key resumed everywhere. Without the option the same fleet fails.
+func TestCheckUnnamedTickets(t *testing.T) {
+	cert := testcert.New(t, testcert.ECDSAP256)
+	s := newSchedule(t, FormatGo, 80, 3, time.Now().Add(-90*time.Minute), time.Hour, 2*time.Hour)
+	prev, cur, next := s.keys[0], s.keys[1], s.keys[2]
+	var nodes []string
+	for range 2 {
+		cfg := cert.ServerConfig()
+		cfg.SetSessionTicketKeys([][32]byte{[32]byte(cur.gok), [32]byte(next.gok), [32]byte(prev.gok)})
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 5 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		nodes = append(nodes, ln.Addr().String())
+	}
+
+	r := check(t, newChecker(t, s, cert, nodes, func(c *Config) { c.UnnamedTickets = true }))
+	if !r.OK || r.NodesReadyNext != 2 || r.Matrix.Pairs != 2*2*2 || r.Matrix.Failures != 0 {
+		t.Fatalf("unnamed tickets: OK %v, ready %d, matrix %+v; want OK, 2 ready, 8 pairs resumed:\n%s", r.OK, r.NodesReadyNext, r.Matrix, table(t, r))
+	}
+	for _, n := range r.Nodes {
+		for _, v := range n.Versions {
+			if v.TicketKeyID != cur.ID || v.TicketKeyState != "current" {
+				t.Errorf("%s %s: ticket key %s (%s); want the current key %s", n.Addr, v.Version, v.TicketKeyID, v.TicketKeyState, cur.ID)
+			}
+		}
+	}
+
+	if r := check(t, newChecker(t, s, cert, nodes, nil)); r.OK {
+		t.Errorf("named check of unnamed tickets is OK; want a failure:\n%s", table(t, r))
+	}
+	if _, err := New(Config{Format: FormatNginx, UnnamedTickets: true, Read: s.reader(), Nodes: nodesOf(cert, nodes...)}); err == nil ||
+		!strings.Contains(err.Error(), `unnamed tickets: only crypto/tls's tickets (format go) come without a key name, got format "nginx"`) {
+		t.Errorf("UnnamedTickets with format nginx: %v; want an error naming the rule", err)
 	}
 }

@@ -119,7 +119,8 @@ func (c *offerCache) Put(string, *tls.ClientSessionState) {}
 type freshTicket struct {
 	version  uint16
 	at       time.Time
-	ticket   []byte
+	ticket   []byte // as the node sent it
+	named    []byte // ticket with its key name in front (Config.UnnamedTickets: the name the check found)
 	keyID    string
 	keyIDErr error
 	state    []byte // tls.SessionState.Bytes() of the client's session
@@ -198,6 +199,7 @@ func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (
 		return nil, fmt.Errorf("%s: encode the client session: %w", versionName(version), err)
 	}
 	f := &freshTicket{version: version, at: at, ticket: append([]byte(nil), ticket...), state: raw}
+	f.named = f.ticket
 	f.keyID, f.keyIDErr = TicketKeyID(f.ticket)
 	return f, nil
 }

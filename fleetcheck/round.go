@@ -57,6 +57,9 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if c.cfg.UnnamedTickets {
+		r.nameUnnamed()
+	}
 	r.openSessions()
 	r.offerAll(ctx)
 	if err := ctx.Err(); err != nil {
@@ -145,6 +148,35 @@ func (r *round) forget() {
 	}
 }
 
+// nameUnnamed names every fresh unnamed ticket (UnnamedTickets) after the key, in the window or retired,
+// whose material opens it (freshTicket.named: the ticket with that name in front, which the round opens);
+// a ticket no key opens gets ErrTicketUnknownKey.
+func (r *round) nameUnnamed() {
+	var keys []*Key
+	if r.w != nil {
+		keys = append(keys, r.w.Keys...)
+	}
+	for _, rk := range r.c.retired {
+		keys = append(keys, rk.key)
+	}
+	for _, row := range r.fr {
+		for _, f := range row {
+			if f == nil {
+				continue
+			}
+			f.keyID, f.keyIDErr = "", fmt.Errorf("%w: the unnamed ticket opens under no key of the window or the retired keys", ErrTicketUnknownKey)
+			for _, k := range keys {
+				named := append(append([]byte(nil), k.name[:]...), f.ticket...)
+				if s, err := openTicket(r.cfg.Format, named, k); err == nil {
+					s.wipe()
+					f.named, f.keyID, f.keyIDErr = named, k.ID, nil
+					break
+				}
+			}
+		}
+	}
+}
+
 // openSessions decrypts every fresh ticket made under a key the checker
 // holds: those sessions are what the round re-encrypts.
 func (r *round) openSessions() {
@@ -157,7 +189,7 @@ func (r *round) openSessions() {
 				continue
 			}
 			if k := r.c.keyByID(r.w, f.keyID); k != nil {
-				if s, err := openTicket(r.cfg.Format, f.ticket, k); err == nil {
+				if s, err := openTicket(r.cfg.Format, f.named, k); err == nil {
 					r.sess[j][vi] = s
 				}
 			}
@@ -185,6 +217,9 @@ func (r *round) craft(j, vi int, k *Key) (*tls.ClientSessionState, error) {
 	t, err := sealTicket(r.cfg.Format, r.sess[src][vi], k)
 	if err != nil {
 		return nil, err
+	}
+	if r.cfg.UnnamedTickets {
+		t = t[keyNameLen:]
 	}
 	return r.fr[src][vi].resumption(t)
 }
