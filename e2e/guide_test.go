@@ -2,7 +2,7 @@
 
 package e2e
 
-// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy) follow a guide of docs/ as a
+// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy, TestGuideCaddy) follow a guide of docs/ as a
 // new user would, from the guide's own text: every fenced code block of the guide is run, used as the
 // server's configuration, compared with a file the guide's commands wrote, or explicitly skipped, as an
 // HTML comment before its fence says (invisible to readers):
@@ -13,6 +13,7 @@ package e2e
 //	                                       equivalent ways of one step, and the test takes one per node
 //	<!-- guide-test: nginx-conf -->        the nginx.conf every node runs
 //	<!-- guide-test: haproxy-cfg -->       the haproxy.cfg every node runs
+//	<!-- guide-test: caddy-json -->        the Caddy JSON configuration every node runs
 //	<!-- guide-test: installed PATH -->    an excerpt of the file the guide's commands wrote at PATH
 //	<!-- guide-test: skip REASON -->       not meant to be run (output, an example for elsewhere)
 //
@@ -25,7 +26,7 @@ package e2e
 // unnoticed):
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
-//     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/vault-agent/, /run/haproxy/,
+//     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/caddy/, /etc/vault-agent/, /run/haproxy/,
 //     /usr/local/bin/, /usr/local/share/ticketkeys/), in the guide's commands, in its server configuration
 //     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
 //     configuration naming any other absolute path (but nginx's module directory) fails the test before it
@@ -71,7 +72,7 @@ import (
 // guideBlock is one fenced code block of a guide and what its marker says to do with it.
 type guideBlock struct {
 	Line int    // line of the opening fence, 1-based
-	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, installed, skip
+	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, caddy-json, installed, skip
 	Arg  string // run-on-node: the node's number; installed: the file's path; skip: why
 	Text string // the block's lines, without the fences
 }
@@ -81,10 +82,10 @@ var guideMarker = regexp.MustCompile(`^<!-- guide-test: ([a-z-]+)(?: (.*?))? -->
 
 // guideRoles says whether each role needs an argument.
 var guideRoles = map[string]bool{"run-once": false, "run-per-node": false, "run-on-node": true,
-	"nginx-conf": false, "haproxy-cfg": false, "installed": true, "skip": true}
+	"nginx-conf": false, "haproxy-cfg": false, "caddy-json": false, "installed": true, "skip": true}
 
 // guideRoleList names the roles in the errors of a wrong marker.
-const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, installed PATH, skip REASON"
+const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, caddy-json, installed PATH, skip REASON"
 
 // readGuide returns the fenced code blocks of the guide at rel, failing the test for a block without a
 // valid marker on the line right before its fence.
@@ -171,6 +172,7 @@ func TestGuideMarkers(t *testing.T) {
 		{"skip with reason", "<!-- guide-test: skip output -->\n```\n[error] ...\n```\n", ""},
 		{"one node", "<!-- guide-test: run-on-node 2 -->\n```sh\nls\n```\n", ""},
 		{"haproxy.cfg", "<!-- guide-test: haproxy-cfg -->\n```haproxy\nglobal\n```\n", ""},
+		{"caddy JSON", "<!-- guide-test: caddy-json -->\n```json\n{}\n```\n", ""},
 		{"no marker", "text\n\n```sh\nls\n```\n", "guide.md:3: code block without a <!-- guide-test: ROLE --> marker"},
 		{"marker not right before", "<!-- guide-test: run-once -->\n\n```sh\nls\n```\n", "guide.md:3: code block without"},
 		{"unknown role", "<!-- guide-test: run -->\n```sh\nls\n```\n", `guide.md:2: unknown guide-test role "run"`},
@@ -203,9 +205,13 @@ type guideSpec struct {
 	path     string        // the guide, relative to the repository root
 	keyring  string        // the keyring its commands create and its nodes read
 	format   string        // the format its nodes read (the ticket layout fleetcheck checks)
-	conf     string        // the role of its server configuration block: nginx-conf or haproxy-cfg
+	conf     string        // the role of its server configuration block: nginx-conf, haproxy-cfg or caddy-json
 	settings string        // the keyring settings its `vault write` gives, replaced by a rotation within the test
 	retain   time.Duration // the test's retain for those settings
+	// noPackages: the guide installs no Debian package (no `apt-get install` line to substitute).
+	noPackages bool
+	// unnamedTickets: its nodes issue crypto/tls tickets without a key name (fleetcheck.Config.UnnamedTickets).
+	unnamedTickets bool
 	// nodeSubs lists the guide's own substitutions for a node, besides those of guideWalk.subs; may be nil.
 	nodeSubs func(node string) []guideSubst
 }
@@ -218,7 +224,9 @@ func (w *guideWalk) subs(node string) []guideSubst {
 		{"https://vault.internal:8200", w.s.Addr, "the test's Vault server"},
 		{"/etc/vault.d/plugins/", w.s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"},
 		{w.guide.settings, fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, w.guide.retain), "a rotation within the test"},
-		{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"},
+	}
+	if !w.guide.noPackages {
+		subs = append(subs, guideSubst{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"})
 	}
 	if node != "" {
 		subs = append(subs, guideSubst{"$(hostname)", node, "two nodes on one machine"})
@@ -230,7 +238,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/)`)
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
@@ -257,6 +265,7 @@ type guideNode struct {
 	ports  map[string]int // the guide's listen or bind port -> this node's port on 127.0.0.1
 	agents []*vaulttest.Process
 	server *servertest.Proc // the node's nginx or HAProxy
+	caddy  *caddyNode       // or its Caddy
 }
 
 // startGuideWalk reads the guide (every block marked), skips the test unless it runs as root (rootWhy: why
@@ -389,7 +398,7 @@ func (w *guideWalk) checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, n
 // guideCommands are the commands the test lets the guide run on this machine: each touches only the test's
 // Vault and the paths its arguments name (which unsafePath checks). A command line starting otherwise fails
 // the test.
-var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask"}
+var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask", "grep"}
 
 // guideCommandSplit splits a shell line into the commands of a list or pipeline (roughly: enough to see
 // each command's first word), once guideRedirect has taken the redirections out.
@@ -399,13 +408,15 @@ var guideCommandSplit = regexp.MustCompile(`&&|\|\||[;|&]`)
 var guideRedirect = regexp.MustCompile(`\d*>&\d*|&>>?`)
 
 // unsafeCommand returns an error naming the first command of script outside guideCommands, the
-// repository's bootstrap/ scripts and `go build`/`go run` of the repository's packages, or nil.
-func unsafeCommand(script string) error {
+// repository's bootstrap/ scripts, `go build`/`go run` of the repository's packages and the programs in
+// binDirs (a node's /usr/local/bin/, which only the guide's own builds fill), or nil.
+func unsafeCommand(script string, binDirs ...string) error {
 	for _, line := range strings.Split(script, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		for _, c := range guideCommandSplit.Split(guideRedirect.ReplaceAllString(line, " > "), -1) {
 			f := strings.Fields(strings.TrimLeft(c, " \t({"))
-			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") {
+			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") ||
+				slices.ContainsFunc(binDirs, func(dir string) bool { return strings.HasPrefix(f[0], dir) }) {
 				continue
 			}
 			if f[0] == "go" && len(f) > 2 && (f[1] == "build" || f[1] == "run") &&
@@ -449,6 +460,9 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 		{"go build -o " + root + "/usr/local/bin/ticketkeys-haproxy-push ./cmd/ticketkeys-haproxy-push", ""},
 		{"go run ./bootstrap/agent/cmd/ticketkeys-agent-config -kind nginx > " + root + "/etc/vault-agent/ticketkeys/agent.hcl", ""},
 		{"vault read sys/auth/approle >/dev/null 2>&1 || vault auth enable approle", ""},
+		{root + "/usr/local/bin/caddy list-modules | grep -x tls.stek.ticketkeys", ""},
+		{"/usr/local/bin/caddy list-modules", `does not run "/usr/local/bin/caddy list-modules"`},
+		{root + "-other/usr/local/bin/caddy run", `does not run`},
 		{"apt-get install nginx", `does not run "apt-get install"`},
 		{"vault status 2>&1 && nginx -t", `does not run "nginx -t"`},
 		{"vault status >&2 & nginx -t", `does not run "nginx -t"`},
@@ -464,7 +478,7 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 		{"go build -o /usr/bin/tool ./cmd/tool", "names /usr/bin/tool, outside"},
 		{"install -d -m 0700 /etc/vault-agent/ticketkeys", "names /etc/vault-agent/ticketkeys, outside"},
 	} {
-		err := unsafeCommand(c.script)
+		err := unsafeCommand(c.script, root+"/usr/local/bin/")
 		if err == nil {
 			err = unsafePath(c.script, root+"/", vault+"/")
 		}
@@ -507,7 +521,7 @@ func (w *guideWalk) walk(t *testing.T, blocks []guideBlock) string {
 		case "run-on-node":
 			i, _ := strconv.Atoi(b.Arg) // 1 or 2: setMarker checked it
 			w.run(t, b, w.nodes[i-1])
-		case "nginx-conf", "haproxy-cfg":
+		case "nginx-conf", "haproxy-cfg", "caddy-json":
 			if b.Role != w.guide.conf {
 				t.Fatalf("%s:%d: a %s block in a guide whose test runs a %s", w.guide.path, b.Line, b.Role, w.guide.conf)
 			}
@@ -543,7 +557,11 @@ func (w *guideWalk) run(t *testing.T, b guideBlock, n *guideNode) {
 	var script []string
 	flush := func() {
 		if slices.ContainsFunc(script, func(l string) bool { l = strings.TrimSpace(l); return l != "" && !strings.HasPrefix(l, "#") }) {
-			if err := unsafeCommand(strings.Join(script, "\n")); err != nil {
+			var binDirs []string
+			if n != nil {
+				binDirs = append(binDirs, n.root+"/usr/local/bin/")
+			}
+			if err := unsafeCommand(strings.Join(script, "\n"), binDirs...); err != nil {
 				t.Fatalf("%s:%d: %v", w.guide.path, b.Line, err)
 			}
 			w.shell(t, b, n, strings.Join(script, "\n"))
@@ -854,7 +872,12 @@ func (w *guideWalk) finish(t *testing.T) {
 	t.Helper()
 	logs := []string{w.outLog}
 	for _, n := range w.nodes {
-		logs = append(logs, n.server.ErrorLog)
+		if n.server != nil {
+			logs = append(logs, n.server.ErrorLog)
+		}
+		if n.caddy != nil {
+			logs = append(logs, n.caddy.log)
+		}
 		for _, a := range n.agents {
 			logs = append(logs, a.LogPath)
 		}
@@ -879,7 +902,7 @@ func (w *guideWalk) newGuideFleet(t *testing.T, guidePort string, addrs []string
 		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: w.cert.Pool})
 	}
 	c, err := fleetcheck.New(fleetcheck.Config{
-		Keyring: w.guide.keyring, Format: w.guide.format, Nodes: nodes,
+		Keyring: w.guide.keyring, Format: w.guide.format, Nodes: nodes, UnnamedTickets: w.guide.unnamedTickets,
 		Read: fleetcheck.VaultReader(w.s.Client, "ticketkeys", w.guide.keyring, w.guide.format),
 	})
 	if err != nil {
