@@ -88,6 +88,9 @@ func TestGuideCaddy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(guide), "`make caddy` builds Caddy "+build.version+" ") {
+		t.Errorf("%s must say that `make caddy` builds Caddy %s (caddy/go.mod)", w.guide.path, build.version)
+	}
 	if !strings.Contains(string(guide), build.xcaddyCommand()) {
 		t.Fatalf("%s must build what scripts/caddy-build.sh builds (Caddy %s from caddy/go.mod, module %s, replace %s); want its xcaddy command to read:\n%s",
 			w.guide.path, build.version, build.module, build.root, build.xcaddyCommand())

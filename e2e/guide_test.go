@@ -40,7 +40,9 @@ package e2e
 //     as `nginx -s reload` does with no nginx running;
 //   - every `listen` (nginx) or `bind` (HAProxy) gets its own port on 127.0.0.1; the servers (Debian's
 //     packages) run through internal/servertest (private prefix, pid file and log); the test's
-//     certificate stands in for the certificate files the configuration names.
+//     certificate stands in for the certificate files the configuration names;
+//   - Caddy (TestGuideCaddy) is the binary the guide's commands installed in the node's /usr/local/bin,
+//     run with the guide's JSON key source (apps.tls.session_tickets) in the test's own site config.
 //
 // Then a real TLS client (package fleetcheck, per TLS listener of the guide's configuration, across the
 // two nodes) checks that each node's fresh ticket names and decrypts under the current key read from
