@@ -400,11 +400,16 @@ func (w *guideWalk) checkSubstitutionsMatch(t *testing.T, blocks []guideBlock, n
 // guideCommands are the commands the test lets the guide run on this machine: each touches only the test's
 // Vault and the paths its arguments name (which unsafePath checks). A command line starting otherwise fails
 // the test.
-var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask", "grep"}
+// scripts/caddy-build.sh writes only its cache (TICKETKEYS_CACHE) and prints the binary's path.
+var guideCommands = []string{"sh", "bash", "vault", "dpkg-query", "install", "umask", "grep", "scripts/caddy-build.sh"}
 
 // guideCommandSplit splits a shell line into the commands of a list or pipeline (roughly: enough to see
 // each command's first word), once guideRedirect has taken the redirections out.
 var guideCommandSplit = regexp.MustCompile(`&&|\|\||[;|&]`)
+
+// guideCommandSubst finds a command substitution $(...) (not nested), whose command unsafeCommand checks
+// as a line of its own.
+var guideCommandSubst = regexp.MustCompile(`\$\(([^()]*)\)`)
 
 // guideRedirect finds the redirections with an & (2>&1, >&2, &>FILE), which are not list separators.
 var guideRedirect = regexp.MustCompile(`\d*>&\d*|&>>?`)
@@ -413,8 +418,15 @@ var guideRedirect = regexp.MustCompile(`\d*>&\d*|&>>?`)
 // repository's bootstrap/ scripts, `go build`/`go run` of the repository's packages and the programs in
 // binDirs (a node's /usr/local/bin/, which only the guide's own builds fill), or nil.
 func unsafeCommand(script string, binDirs ...string) error {
+	var lines []string
 	for _, line := range strings.Split(script, "\n") {
 		line, _, _ = strings.Cut(line, "#")
+		for _, m := range guideCommandSubst.FindAllStringSubmatch(line, -1) {
+			lines = append(lines, m[1])
+		}
+		lines = append(lines, guideCommandSubst.ReplaceAllString(line, "SUBST"))
+	}
+	for _, line := range lines {
 		for _, c := range guideCommandSplit.Split(guideRedirect.ReplaceAllString(line, " > "), -1) {
 			f := strings.Fields(strings.TrimLeft(c, " \t({"))
 			if len(f) == 0 || slices.Contains(guideCommands, f[0]) || strings.HasPrefix(f[0], "bootstrap/") ||
@@ -463,6 +475,8 @@ func TestGuideRefusesUnsafeCommands(t *testing.T) {
 		{"go run ./bootstrap/agent/cmd/ticketkeys-agent-config -kind nginx > " + root + "/etc/vault-agent/ticketkeys/agent.hcl", ""},
 		{"vault read sys/auth/approle >/dev/null 2>&1 || vault auth enable approle", ""},
 		{root + "/usr/local/bin/caddy list-modules | grep -x tls.stek.ticketkeys", ""},
+		{`install -m 0755 "$(scripts/caddy-build.sh)" ` + root + "/usr/local/bin/caddy", ""},
+		{`install -m 0755 "$(nginx -s reload)" ` + root + "/usr/local/bin/caddy", `does not run "nginx -s"`},
 		{"/usr/local/bin/caddy list-modules", `does not run "/usr/local/bin/caddy list-modules"`},
 		{root + "-other/usr/local/bin/caddy run", `does not run`},
 		{"apt-get install nginx", `does not run "apt-get install"`},
