@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -41,7 +40,7 @@ var guideCaddy = guideSpec{
 // JSON key source in each node's Caddy, started from the binary the guide's commands installed. Then a TLS
 // client checks that each node's fresh ticket decrypts under the current key read from Vault, that each
 // node resumes the other's tickets and one under the published next key, and that a rotation reaches
-// both nodes as the guide promises: without a reload (same Caddy PID, same config).
+// both nodes as the guide promises: without a reload (the same Caddy process, still on its first config).
 func TestGuideCaddy(t *testing.T) {
 	version := caddyVersion(t)
 	w, blocks := startGuideWalk(t, guideCaddy, "caddy", "Caddy reads the 0600 root credential files node-approle.sh writes")
@@ -77,10 +76,6 @@ func TestGuideCaddy(t *testing.T) {
 			t.Errorf("node %s: the Caddy the guide installed says %q (%v); want Caddy %s of caddy/go.mod", n.name, out, err, version)
 		}
 	}
-	pids := map[*guideNode]int{}
-	for _, n := range w.nodes {
-		pids[n] = n.caddy.cmd.Process.Pid
-	}
 	w.checkFleetThroughRotation(t, listeners)
 
 	// No reload: the same Caddy process with the config it started with; the keys changed in it.
@@ -89,12 +84,9 @@ func TestGuideCaddy(t *testing.T) {
 			"/etc/caddy/ticketkeys/role-id": 0o600, "/etc/caddy/ticketkeys/secret-id": 0o600})
 		select {
 		case <-n.caddy.done:
-			t.Errorf("node %s: Caddy (pid %d) exited", n.name, pids[n])
+			t.Errorf("node %s: Caddy (pid %d) exited", n.name, n.caddy.cmd.Process.Pid)
 			continue
 		default:
-		}
-		if err := syscall.Kill(pids[n], 0); err != nil || n.caddy.cmd.Process.Pid != pids[n] {
-			t.Errorf("node %s: Caddy pid %d: %v", n.name, pids[n], err)
 		}
 		if g := n.caddy.generation(t, w.cert); g != "1" {
 			t.Errorf("node %s: Caddy serves config generation %q, want 1: a reload happened", n.name, g)
@@ -102,7 +94,7 @@ func TestGuideCaddy(t *testing.T) {
 		if changes := len(n.caddy.logEntries("session ticket keys changed")); changes < 1 {
 			t.Errorf("node %s: Caddy logged no key change after its first window; want the rotation's", n.name)
 		} else {
-			t.Logf("node %s: Caddy pid %d, config generation 1, %d key changes logged", n.name, pids[n], changes)
+			t.Logf("node %s: Caddy pid %d, config generation 1, %d key changes logged", n.name, n.caddy.cmd.Process.Pid, changes)
 		}
 	}
 	w.finish(t)
