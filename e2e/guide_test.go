@@ -13,6 +13,7 @@ package e2e
 //	                                       equivalent ways of one step, and the test takes one per node
 //	<!-- guide-test: nginx-conf -->        the nginx.conf every node runs
 //	<!-- guide-test: haproxy-cfg -->       the haproxy.cfg every node runs
+//	<!-- guide-test: envoy-yaml -->        the envoy.yaml every node would run (checked, not run: no Envoy here)
 //	<!-- guide-test: installed PATH -->    an excerpt of the file the guide's commands wrote at PATH
 //	<!-- guide-test: skip REASON -->       not meant to be run (output, an example for elsewhere)
 //
@@ -26,7 +27,7 @@ package e2e
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
 //     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/vault-agent/, /run/haproxy/,
-//     /usr/local/bin/, /usr/local/share/ticketkeys/), in the guide's commands, in its server configuration
+//     /usr/local/bin/, /usr/local/share/ticketkeys/, /etc/envoy/), in the guide's commands, in its server configuration
 //     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
 //     configuration naming any other absolute path (but nginx's module directory) fails the test before it
 //     runs, and so does a command other than those of guideCommands and the bootstrap/ scripts;
@@ -71,7 +72,7 @@ import (
 // guideBlock is one fenced code block of a guide and what its marker says to do with it.
 type guideBlock struct {
 	Line int    // line of the opening fence, 1-based
-	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, installed, skip
+	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, envoy-yaml, installed, skip
 	Arg  string // run-on-node: the node's number; installed: the file's path; skip: why
 	Text string // the block's lines, without the fences
 }
@@ -81,10 +82,11 @@ var guideMarker = regexp.MustCompile(`^<!-- guide-test: ([a-z-]+)(?: (.*?))? -->
 
 // guideRoles says whether each role needs an argument.
 var guideRoles = map[string]bool{"run-once": false, "run-per-node": false, "run-on-node": true,
-	"nginx-conf": false, "haproxy-cfg": false, "installed": true, "skip": true}
+	"nginx-conf": false, "haproxy-cfg": false, "installed": true, "skip": true,
+	"envoy-yaml": false}
 
 // guideRoleList names the roles in the errors of a wrong marker.
-const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, installed PATH, skip REASON"
+const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, envoy-yaml, installed PATH, skip REASON"
 
 // readGuide returns the fenced code blocks of the guide at rel, failing the test for a block without a
 // valid marker on the line right before its fence.
@@ -207,18 +209,22 @@ type guideSpec struct {
 	settings string        // the keyring settings its `vault write` gives, replaced by a rotation within the test
 	retain   time.Duration // the test's retain for those settings
 	// nodeSubs lists the guide's own substitutions for a node, besides those of guideWalk.subs; may be nil.
-	nodeSubs func(node string) []guideSubst
+	// noPackages: the guide installs no Debian package (Envoy is not packaged for Debian): no apt-get line.
+	noPackages bool
+	nodeSubs   func(node string) []guideSubst
 }
 
 // subs lists the substitutions of the guide's text for the admin shell (node "") or a node. Every guide
 // names the Vault server and its plugin directory as the test replaces them, creates its keyring with
-// `vault write ... settings` and installs its packages with `apt-get install`.
+// `vault write ... settings` and installs its packages with `apt-get install` (unless noPackages).
 func (w *guideWalk) subs(node string) []guideSubst {
 	subs := []guideSubst{
 		{"https://vault.internal:8200", w.s.Addr, "the test's Vault server"},
 		{"/etc/vault.d/plugins/", w.s.PluginDir + "/", "the test Vault's plugin_directory, where the plugin binary is installed"},
 		{w.guide.settings, fmt.Sprintf("rotation_period=%s retain=%s", agentPeriod, w.guide.retain), "a rotation within the test"},
-		{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"},
+	}
+	if !w.guide.noPackages {
+		subs = append(subs, guideSubst{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"})
 	}
 	if node != "" {
 		subs = append(subs, guideSubst{"$(hostname)", node, "two nodes on one machine"})
@@ -230,7 +236,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/)`)
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/|/etc/envoy/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
@@ -507,7 +513,7 @@ func (w *guideWalk) walk(t *testing.T, blocks []guideBlock) string {
 		case "run-on-node":
 			i, _ := strconv.Atoi(b.Arg) // 1 or 2: setMarker checked it
 			w.run(t, b, w.nodes[i-1])
-		case "nginx-conf", "haproxy-cfg":
+		case "nginx-conf", "haproxy-cfg", "envoy-yaml":
 			if b.Role != w.guide.conf {
 				t.Fatalf("%s:%d: a %s block in a guide whose test runs a %s", w.guide.path, b.Line, b.Role, w.guide.conf)
 			}
@@ -854,7 +860,9 @@ func (w *guideWalk) finish(t *testing.T) {
 	t.Helper()
 	logs := []string{w.outLog}
 	for _, n := range w.nodes {
-		logs = append(logs, n.server.ErrorLog)
+		if n.server != nil { // nil: a guide whose server the test cannot run (Envoy)
+			logs = append(logs, n.server.ErrorLog)
+		}
 		for _, a := range n.agents {
 			logs = append(logs, a.LogPath)
 		}
