@@ -63,7 +63,11 @@ func TestGuideEnvoy(t *testing.T) {
 		}
 		secrets := decodeSDS(t, ref.Path)
 		if len(secrets) != 1 || secrets[0].GetName() != ref.Secret {
-			t.Fatalf("node %s: %s holds %d secrets, want one named %q, the name the envoy.yaml asks for", n.name, ref.Path, len(secrets), ref.Secret)
+			var names []string
+			for _, sec := range secrets {
+				names = append(names, sec.GetName())
+			}
+			t.Fatalf("node %s: %s holds secrets %q, want one named %q, the name the envoy.yaml asks for (Envoy would wait for it)", n.name, ref.Path, names, ref.Secret)
 		}
 		checkEnvoyFile(t, w.s, &agentNode{Name: n.name, Files: []string{ref.Path}}, w.guide.keyring)
 		n.checkModes(t, map[string]os.FileMode{"/etc/envoy/ticketkeys/web.sds.json": 0o600})

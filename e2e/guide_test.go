@@ -2,7 +2,7 @@
 
 package e2e
 
-// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy) follow a guide of docs/ as a
+// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy, TestGuideEnvoy) follow a guide of docs/ as a
 // new user would, from the guide's own text: every fenced code block of the guide is run, used as the
 // server's configuration, compared with a file the guide's commands wrote, or explicitly skipped, as an
 // HTML comment before its fence says (invisible to readers):
@@ -173,6 +173,7 @@ func TestGuideMarkers(t *testing.T) {
 		{"skip with reason", "<!-- guide-test: skip output -->\n```\n[error] ...\n```\n", ""},
 		{"one node", "<!-- guide-test: run-on-node 2 -->\n```sh\nls\n```\n", ""},
 		{"haproxy.cfg", "<!-- guide-test: haproxy-cfg -->\n```haproxy\nglobal\n```\n", ""},
+		{"envoy.yaml", "<!-- guide-test: envoy-yaml -->\n```yaml\nstatic_resources:\n```\n", ""},
 		{"no marker", "text\n\n```sh\nls\n```\n", "guide.md:3: code block without a <!-- guide-test: ROLE --> marker"},
 		{"marker not right before", "<!-- guide-test: run-once -->\n\n```sh\nls\n```\n", "guide.md:3: code block without"},
 		{"unknown role", "<!-- guide-test: run -->\n```sh\nls\n```\n", `guide.md:2: unknown guide-test role "run"`},
