@@ -40,8 +40,9 @@ type envoySDSRef struct {
 // a valid Bootstrap whose TLS listener takes its session_ticket_keys from the SDS file Agent renders (by
 // name, path and watched directory); the file is a DiscoveryResponse with one Secret of that name holding
 // exactly the window read from Vault in the envoy format (80-byte keys, current first), with the guide's
-// mode; and after a rotation every node's file is replaced by rename (a new inode; a reader polling the
-// path never sees a partial file) with the new window.
+// modes (the file 0600, the credential directory 0700 and its files 0600); and after a rotation every
+// node's file is replaced by rename (a new inode; a reader polling the path never sees a partial file)
+// with the new window.
 func TestGuideEnvoy(t *testing.T) {
 	w, blocks := startGuideWalk(t, guideEnvoy, "envoy", "Agent writes into /etc/envoy/ticketkeys and /etc/vault-agent as root")
 	conf := w.walk(t, blocks)
@@ -70,7 +71,8 @@ func TestGuideEnvoy(t *testing.T) {
 			t.Fatalf("node %s: %s holds secrets %q, want one named %q, the name the envoy.yaml asks for (Envoy would wait for it)", n.name, ref.Path, names, ref.Secret)
 		}
 		checkEnvoyFile(t, w.s, &agentNode{Name: n.name, Files: []string{ref.Path}}, w.guide.keyring)
-		n.checkModes(t, map[string]os.FileMode{"/etc/envoy/ticketkeys/web.sds.json": 0o600})
+		n.checkModes(t, map[string]os.FileMode{"/etc/envoy/ticketkeys/web.sds.json": 0o600,
+			"/etc/vault-agent/ticketkeys": 0o700 | os.ModeDir, "/etc/vault-agent/ticketkeys/role-id": 0o600, "/etc/vault-agent/ticketkeys/secret-id": 0o600})
 		files[n] = ref.Path
 		t.Logf("node %s: envoy.yaml listener %s takes secret %q from %s (watched directory %s), which Agent rendered", n.name, ref.Listener, ref.Secret, strings.TrimPrefix(ref.Path, n.root), strings.TrimPrefix(ref.WatchedDir, n.root))
 	}
