@@ -2,8 +2,8 @@
 
 package e2e
 
-// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy, TestGuideCaddy) follow a guide of docs/ as a
-// new user would, from the guide's own text: every fenced code block of the guide is run, used as the
+// The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy, TestGuideEnvoy, TestGuideCaddy)
+// follow a guide of docs/ as a new user would, from the guide's own text: every fenced code block of the guide is run, used as the
 // server's configuration, compared with a file the guide's commands wrote, or explicitly skipped, as an
 // HTML comment before its fence says (invisible to readers):
 //
@@ -13,6 +13,7 @@ package e2e
 //	                                       equivalent ways of one step, and the test takes one per node
 //	<!-- guide-test: nginx-conf -->        the nginx.conf every node runs
 //	<!-- guide-test: haproxy-cfg -->       the haproxy.cfg every node runs
+//	<!-- guide-test: envoy-yaml -->        the envoy.yaml every node would run (checked, not run: no Envoy here)
 //	<!-- guide-test: caddy-json -->        the Caddy JSON configuration every node runs
 //	<!-- guide-test: installed PATH -->    an excerpt of the file the guide's commands wrote at PATH
 //	<!-- guide-test: skip REASON -->       not meant to be run (output, an example for elsewhere)
@@ -27,7 +28,7 @@ package e2e
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
 //     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/caddy/, /etc/vault-agent/, /run/haproxy/,
-//     /usr/local/bin/, /usr/local/share/ticketkeys/), in the guide's commands, in its server configuration
+//     /usr/local/bin/, /usr/local/share/ticketkeys/, /etc/envoy/), in the guide's commands, in its server configuration
 //     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
 //     configuration naming any other absolute path (but nginx's module directory) fails the test before it
 //     runs, and so does a command other than those of guideCommands and the bootstrap/ scripts;
@@ -74,7 +75,7 @@ import (
 // guideBlock is one fenced code block of a guide and what its marker says to do with it.
 type guideBlock struct {
 	Line int    // line of the opening fence, 1-based
-	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, caddy-json, installed, skip
+	Role string // run-once, run-per-node, run-on-node, nginx-conf, haproxy-cfg, envoy-yaml, caddy-json, installed, skip
 	Arg  string // run-on-node: the node's number; installed: the file's path; skip: why
 	Text string // the block's lines, without the fences
 }
@@ -84,10 +85,11 @@ var guideMarker = regexp.MustCompile(`^<!-- guide-test: ([a-z-]+)(?: (.*?))? -->
 
 // guideRoles says whether each role needs an argument.
 var guideRoles = map[string]bool{"run-once": false, "run-per-node": false, "run-on-node": true,
-	"nginx-conf": false, "haproxy-cfg": false, "caddy-json": false, "installed": true, "skip": true}
+	"nginx-conf": false, "haproxy-cfg": false, "installed": true, "skip": true,
+	"envoy-yaml": false, "caddy-json": false}
 
 // guideRoleList names the roles in the errors of a wrong marker.
-const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, caddy-json, installed PATH, skip REASON"
+const guideRoleList = "roles: run-once, run-per-node, run-on-node N, nginx-conf, haproxy-cfg, envoy-yaml, caddy-json, installed PATH, skip REASON"
 
 // readGuide returns the fenced code blocks of the guide at rel, failing the test for a block without a
 // valid marker on the line right before its fence.
@@ -174,6 +176,7 @@ func TestGuideMarkers(t *testing.T) {
 		{"skip with reason", "<!-- guide-test: skip output -->\n```\n[error] ...\n```\n", ""},
 		{"one node", "<!-- guide-test: run-on-node 2 -->\n```sh\nls\n```\n", ""},
 		{"haproxy.cfg", "<!-- guide-test: haproxy-cfg -->\n```haproxy\nglobal\n```\n", ""},
+		{"envoy.yaml", "<!-- guide-test: envoy-yaml -->\n```yaml\nstatic_resources:\n```\n", ""},
 		{"caddy JSON", "<!-- guide-test: caddy-json -->\n```json\n{}\n```\n", ""},
 		{"no marker", "text\n\n```sh\nls\n```\n", "guide.md:3: code block without a <!-- guide-test: ROLE --> marker"},
 		{"marker not right before", "<!-- guide-test: run-once -->\n\n```sh\nls\n```\n", "guide.md:3: code block without"},
@@ -207,20 +210,21 @@ type guideSpec struct {
 	path     string        // the guide, relative to the repository root
 	keyring  string        // the keyring its commands create and its nodes read
 	format   string        // the format its nodes read (the ticket layout fleetcheck checks)
-	conf     string        // the role of its server configuration block: nginx-conf, haproxy-cfg or caddy-json
+	conf     string        // the role of its server configuration block: nginx-conf, haproxy-cfg, envoy-yaml or caddy-json
 	settings string        // the keyring settings its `vault write` gives, replaced by a rotation within the test
 	retain   time.Duration // the test's retain for those settings
-	// noPackages: the guide installs no Debian package (no `apt-get install` line to substitute).
+	// nodeSubs lists the guide's own substitutions for a node, besides those of guideWalk.subs; may be nil.
+	// noPackages: the guide installs no Debian package (Envoy is not packaged for Debian; Caddy is built
+	// from the checkout): no apt-get line.
 	noPackages bool
+	nodeSubs   func(node string) []guideSubst
 	// unnamedTickets: its nodes issue crypto/tls tickets without a key name (fleetcheck.Config.UnnamedTickets).
 	unnamedTickets bool
-	// nodeSubs lists the guide's own substitutions for a node, besides those of guideWalk.subs; may be nil.
-	nodeSubs func(node string) []guideSubst
 }
 
 // subs lists the substitutions of the guide's text for the admin shell (node "") or a node. Every guide
 // names the Vault server and its plugin directory as the test replaces them, creates its keyring with
-// `vault write ... settings` and installs its packages with `apt-get install`.
+// `vault write ... settings` and installs its packages with `apt-get install` (unless noPackages).
 func (w *guideWalk) subs(node string) []guideSubst {
 	subs := []guideSubst{
 		{"https://vault.internal:8200", w.s.Addr, "the test's Vault server"},
@@ -240,7 +244,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/)`)
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/|/etc/envoy/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
@@ -537,7 +541,7 @@ func (w *guideWalk) walk(t *testing.T, blocks []guideBlock) string {
 		case "run-on-node":
 			i, _ := strconv.Atoi(b.Arg) // 1 or 2: setMarker checked it
 			w.run(t, b, w.nodes[i-1])
-		case "nginx-conf", "haproxy-cfg", "caddy-json":
+		case "nginx-conf", "haproxy-cfg", "envoy-yaml", "caddy-json":
 			if b.Role != w.guide.conf {
 				t.Fatalf("%s:%d: a %s block in a guide whose test runs a %s", w.guide.path, b.Line, b.Role, w.guide.conf)
 			}
@@ -888,7 +892,7 @@ func (w *guideWalk) finish(t *testing.T) {
 	t.Helper()
 	logs := []string{w.outLog}
 	for _, n := range w.nodes {
-		if n.server != nil {
+		if n.server != nil { // nil: a guide whose server the test cannot run (Envoy) or runs itself (Caddy)
 			logs = append(logs, n.server.ErrorLog)
 		}
 		if n.caddy != nil {
