@@ -3,9 +3,9 @@
 package e2e
 
 // The guide tests (TestGuideNginxLua, TestGuideNginxAgent, TestGuideHAProxy, TestGuideEnvoy, TestGuideCaddy)
-// follow a guide of docs/ as a new user would, from the guide's own text: every fenced code block of the guide is run, used as the
-// server's configuration, compared with a file the guide's commands wrote, or explicitly skipped, as an
-// HTML comment before its fence says (invisible to readers):
+// follow a guide of docs/ as a new user would, from the guide's own text: every fenced code block of the
+// guide is run, used as the server's configuration, compared with a file the guide's commands wrote, or
+// explicitly skipped, as an HTML comment before its fence says (invisible to readers):
 //
 //	<!-- guide-test: run-once -->          shell commands on a Vault admin shell, once
 //	<!-- guide-test: run-per-node -->      shell commands run for each node (two here)
