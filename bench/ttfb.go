@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/ctxend"
 )
 
 // TTFBConfig is a load that measures the time to first byte of every
@@ -133,7 +135,7 @@ func RunTTFB(ctx context.Context, cfg TTFBConfig) ([]TTFBConn, error) {
 		go func() {
 			defer wg.Done()
 			var mine []TTFBConn
-			for n := 0; !runEnded(ctx, time.Now()) && take(); n++ {
+			for n := 0; ctxend.Err(ctx, time.Now()) == nil && take(); n++ {
 				// Each of the worker's users connects once first (so that
 				// all hold a ticket after the warm-up), then at random.
 				cache := caches[n%len(caches)]
@@ -166,7 +168,7 @@ func oneTTFB(ctx context.Context, cfg TTFBConfig, cache *recordingCache, addr st
 	fail := func(what string, err error) TTFBConn {
 		// Cut by the end of the run: not a failure. A connection that
 		// outlived its own ConnTimeout is one.
-		out.Aborted = runEnded(run, time.Now())
+		out.Aborted = ctxend.Err(run, time.Now()) != nil
 		out.Err = what + ": " + err.Error()
 		return out
 	}
@@ -214,18 +216,4 @@ func oneTTFB(ctx context.Context, cfg TTFBConfig, cache *recordingCache, addr st
 		return fail("response", fmt.Errorf("status %s", resp.Status))
 	}
 	return out
-}
-
-// runEnded reports whether the run whose context is ctx is over at now: by
-// its context, or by the clock past its deadline. The clock matters because
-// a dial or read bounded by that deadline can fail with "i/o timeout" before
-// the context's own timer has fired (on a busy machine, measurably so): by
-// ctx.Err() alone such a connection would count as failed, and the worker's
-// loop would run on, each new dial failing at once, until the timer fires.
-func runEnded(ctx context.Context, now time.Time) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	dl, ok := ctx.Deadline()
-	return ok && !now.Before(dl)
 }

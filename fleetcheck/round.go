@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/ctxend"
 )
 
 // offerResult is what one offered ticket did.
@@ -54,7 +56,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	}
 	r.takeFresh(ctx)
 	defer r.forget()
-	if err := ctx.Err(); err != nil {
+	if err := ctxend.Err(ctx, time.Now()); err != nil {
 		return nil, err
 	}
 	if c.cfg.UnnamedTickets {
@@ -62,7 +64,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	}
 	r.openSessions()
 	r.offerAll(ctx)
-	if err := ctx.Err(); err != nil {
+	if err := ctxend.Err(ctx, time.Now()); err != nil {
 		return nil, err
 	}
 	r.evaluate()

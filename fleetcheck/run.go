@@ -3,6 +3,8 @@ package fleetcheck
 import (
 	"context"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/ctxend"
 )
 
 // eventDelay is how long after an instant of the schedule a round starts,
@@ -26,7 +28,7 @@ func (c *Checker) Run(ctx context.Context, interval time.Duration, onReport func
 	for {
 		rep, err := c.Check(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctxend.Err(ctx, time.Now()) != nil {
 				return nil
 			}
 			return err

@@ -96,3 +96,32 @@ ticketkeys_fleetcheck_node_next_key_ready{keyring="test",node="` + servers[2].ad
 	}
 	t.Error("no ticketkeys_fleetcheck_seconds_until_activation")
 }
+
+// timerLateContext is a context whose deadline has passed while its timer
+// has not fired yet (Err is still nil): what a busy machine shows for a
+// moment, during which dials bounded by the deadline already fail.
+type timerLateContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c timerLateContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// A round cut by the run's deadline is not reported, even when the probes'
+// deadline fires before the context's timer: its cut probes are not node
+// failures, and the metrics keep the last whole round.
+func TestCheckCutByDeadlineBeforeTheContextTimer(t *testing.T) {
+	s, servers, cert := goFleet(t, 3)
+	c := newChecker(t, s, cert, addrs(servers), nil)
+	whole, err := c.Check(context.Background())
+	if err != nil || !whole.OK {
+		t.Fatalf("first round on a healthy fleet: %v, %+v", err, whole)
+	}
+	late := timerLateContext{Context: context.Background(), deadline: time.Now().Add(-time.Millisecond)}
+	if rep, err := c.Check(late); err == nil {
+		t.Fatalf("a round past the run's deadline was reported (OK=%v, failures %v); want the deadline's error", rep.OK, rep.Failures)
+	}
+	if c.Last() != whole {
+		t.Errorf("the last report is not the last whole round")
+	}
+}
