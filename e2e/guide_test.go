@@ -693,7 +693,7 @@ func (w *guideWalk) startAgent(t *testing.T, b guideBlock, n *guideNode, args []
 		t.Fatalf("%s:%d: %s has no template destination", w.guide.path, b.Line, config)
 	}
 	path := "PATH=" + filepath.Join(n.root, "usr/sbin") + ":" + os.Getenv("PATH")
-	agent := vaulttest.StartAgentCommandEnv(t, w.s.VaultBin, []string{path}, args...)
+	agent := vaulttest.StartAgentCommand(t, w.s.VaultBin, []string{path}, args...)
 	n.agents = append(n.agents, agent)
 	what := fmt.Sprintf("first render of %s (the Agent of %s:%d, node %s)", strings.Join(dests, ", "), w.guide.path, b.Line, n.name)
 	agent.WaitFor(t, 30*time.Second, what, func() bool {

@@ -37,18 +37,12 @@ func startAgent(t testing.TB, vaultBin, configHCL string, env []string) *Process
 // StartAgentCommand runs `vault agent ARGS...` with vaultBin exactly as a
 // guide gives the command line (for example -config=/etc/.../agent.hcl), with
 // no VAULT_* variable in its environment, so the configuration's own vault
-// address is the one used. Otherwise as StartAgent: its log goes to a new
-// temporary directory, it is stopped by its PID when t ends, and an
-// immediate exit fails the test.
-func StartAgentCommand(t testing.TB, vaultBin string, args ...string) *Process {
-	t.Helper()
-	return StartAgentCommandEnv(t, vaultBin, nil, args...)
-}
-
-// StartAgentCommandEnv is StartAgentCommand with env (KEY=VALUE) added to the agent's environment, a
-// value replacing the base environment's (PATH, say: the commands the agent's templates run look
-// themselves up in it).
-func StartAgentCommandEnv(t testing.TB, vaultBin string, env []string, args ...string) *Process {
+// address is the one used; env (KEY=VALUE) is added to the agent's
+// environment, a value replacing the base environment's (PATH, say: the
+// commands the agent's templates run look themselves up in it). Otherwise as
+// StartAgent: its log goes to a new temporary directory, it is stopped by its
+// PID when t ends, and an immediate exit fails the test.
+func StartAgentCommand(t testing.TB, vaultBin string, env []string, args ...string) *Process {
 	t.Helper()
 	return runAgent(t, vaultBin, append([]string{"agent"}, args...), env, filepath.Join(t.TempDir(), "agent.log"))
 }
