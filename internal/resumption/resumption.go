@@ -32,6 +32,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/ctxend"
 )
 
 // Config describes one load run. Zero values are documented per field.
@@ -307,11 +309,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				c := one(ctx, base, caches[user], cfg.Addrs[addr], path, connTimeout)
 				c.User, c.Addr = user, addr
 				// A failure at the run's deadline is the deadline's doing
-				// (the socket deadline can fire before ctx.Err is set).
-				if c.HandshakeErr != "" || c.RequestErr != "" {
-					if dl, ok := ctx.Deadline(); ctx.Err() != nil || (ok && !c.End.Before(dl.Add(-5*time.Millisecond))) {
-						c.Aborted = true
-					}
+				// (the socket deadline can fire before ctx.Err is set); it
+				// counts from 5 ms before the deadline.
+				if (c.HandshakeErr != "" || c.RequestErr != "") && ctxend.Err(ctx, c.End.Add(5*time.Millisecond)) != nil {
+					c.Aborted = true
 				}
 				mu.Lock()
 				conns = append(conns, c)
