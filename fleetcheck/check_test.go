@@ -3,14 +3,10 @@ package fleetcheck
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -424,15 +420,7 @@ func TestCheckUnnamedTickets(t *testing.T) {
 	for range 2 {
 		cfg := cert.ServerConfig()
 		cfg.SetSessionTicketKeys([][32]byte{[32]byte(cur.gok), [32]byte(next.gok), [32]byte(prev.gok)})
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 5 * time.Second,
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
-		go func() { _ = srv.Serve(ln) }()
-		t.Cleanup(func() { _ = srv.Close() })
-		nodes = append(nodes, ln.Addr().String())
+		nodes = append(nodes, serveTLS(t, cfg))
 	}
 
 	r := check(t, newChecker(t, s, cert, nodes, func(c *Config) { c.UnnamedTickets = true }))

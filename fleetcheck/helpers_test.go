@@ -163,6 +163,14 @@ func startGoServer(t testing.TB, cert *testcert.Cert, enc *Key, dec ...*Key) *go
 		}
 		return nil, nil
 	}
+	g.addr = serveTLS(t, cfg)
+	return g
+}
+
+// serveTLS serves "ok" over TLS with cfg on a loopback port until the test
+// ends and returns the address.
+func serveTLS(t testing.TB, cfg *tls.Config) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +179,7 @@ func startGoServer(t testing.TB, cert *testcert.Cert, enc *Key, dec ...*Key) *go
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
-	g.addr = ln.Addr().String()
-	return g
+	return ln.Addr().String()
 }
 
 // set replaces the server's keys: enc encrypts, enc and dec decrypt.

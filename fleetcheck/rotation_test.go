@@ -3,10 +3,6 @@ package fleetcheck
 import (
 	"context"
 	"crypto/tls"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,14 +50,7 @@ func startLiveServer(t *testing.T, cert *testcert.Cert, s *schedule) *liveServer
 		}
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{TLSConfig: cfg, ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
-	l.addr = ln.Addr().String()
+	l.addr = serveTLS(t, cfg)
 	return l
 }
 
