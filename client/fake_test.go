@@ -124,6 +124,13 @@ type fakeVault struct {
 	noEncryptUntil bool
 	failFirst      int64 // answer 503 to this many first requests
 	requests       atomic.Int64
+	// block, if set, holds every keyring read until it is closed or the
+	// request is cancelled; each read sends on entered first (if set).
+	block   chan struct{}
+	entered chan struct{}
+	blocked atomic.Int64 // reads held in the handler right now
+	// clientTimeout, if set, replaces the 5s timeout of client().
+	clientTimeout time.Duration
 }
 
 func newFakeVault(t *testing.T, clock func() time.Time, t0 time.Time, period, retain time.Duration) *fakeVault {
@@ -148,6 +155,11 @@ func (fv *fakeVault) client(t *testing.T, tok string) *api.Client {
 	cfg.Address = fv.srv.URL
 	cfg.MaxRetries = 0
 	cfg.Timeout = 5 * time.Second
+	fv.mu.Lock()
+	if fv.clientTimeout > 0 {
+		cfg.Timeout = fv.clientTimeout
+	}
+	fv.mu.Unlock()
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -295,6 +307,23 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	if f := r.URL.Query().Get("format"); f != "go" {
 		fail(400, fmt.Sprintf("format: must be nginx, haproxy, envoy or go, got %q", f))
 		return
+	}
+	fv.mu.Lock()
+	block, entered := fv.block, fv.entered
+	fv.mu.Unlock()
+	if block != nil {
+		fv.blocked.Add(1)
+		if entered != nil {
+			select {
+			case entered <- struct{}{}:
+			case <-r.Context().Done():
+			}
+		}
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+		fv.blocked.Add(-1)
 	}
 	if mode == "malformed" {
 		_, _ = w.Write([]byte(`{"data": {"name": "web", "keys": [`))
