@@ -116,7 +116,9 @@
 // Vault Agent sidecar often starts after the server and answers 403 until it
 // has logged in; give the context a deadline. Errors from a Vault response
 // wrap Vault's *api.ResponseError (errors.As). Refresh and ConfigureServer
-// return ErrClosed after Close. Logs and observer callbacks run without the
+// return ErrClosed after Close. Refresh waits for a read already in progress
+// only until its context ends; Close cancels reads in flight (a Refresh then
+// returns ErrClosed) instead of waiting up to WithFetchTimeout for them. Logs and observer callbacks run without the
 // Source's lock held, so they may call Status.
 //
 // # Authentication

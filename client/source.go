@@ -72,8 +72,12 @@ type Source struct {
 	refreshAt  time.Time // when the next background read is due
 	pending    []notice  // logged and observed by emitNotices outside mu
 
-	readMu sync.Mutex    // serialises reads (background and Refresh)
-	kick   chan struct{} // Refresh moved refreshAt
+	// readSlot serialises reads (background and Refresh): a read holds its
+	// one slot. A channel, not a mutex, so that a Refresh waiting behind a
+	// stuck read gives up when its context ends, and the loop when Close
+	// cancels it.
+	readSlot chan struct{}
+	kick     chan struct{} // Refresh moved refreshAt
 
 	hits    [4]atomic.Uint64 // by stateIndex
 	misses  atomic.Uint64
@@ -92,7 +96,10 @@ type Source struct {
 	closeOnce sync.Once
 	closing   chan struct{}
 	done      chan struct{}
-	cancel    context.CancelFunc
+	// life ends at Close: it cancels the background loop's read and any
+	// Refresh's read in flight, so Close never waits for a stuck Vault.
+	life   context.Context
+	cancel context.CancelFunc
 }
 
 // keyCfgID identifies a key's private config: its id and its material, so
@@ -212,8 +219,9 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		log:     o.logger.With(slog.String("component", "ticketkeys"), slog.String("keyring", mount+"/"+name)),
 		keyCfgs: map[keyCfgID]*tls.Config{},
 		updated: make(chan struct{}, 1),
-		kick:    make(chan struct{}, 1),
-		inert:   randomName(),
+		kick:     make(chan struct{}, 1),
+		readSlot: make(chan struct{}, 1),
+		inert:    randomName(),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -232,9 +240,8 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 			s.swap(w, now, wait)
 			s.notifyRefresh(RefreshEvent{Time: now, Duration: now.Sub(start), Changed: true, NextRefresh: wait})
 			s.log.Info("first ticket-key window read", slog.Int("keys", len(w.Keys)), slog.Duration("next_refresh", wait))
-			loopCtx, cancel := context.WithCancel(context.Background())
-			s.cancel = cancel
-			go s.loop(loopCtx)
+			s.life, s.cancel = context.WithCancel(context.Background())
+			go s.loop(s.life)
 			return s, nil
 		}
 		if ctx.Err() != nil && lastErr != nil {
@@ -390,14 +397,29 @@ func (s *Source) nextRefresh() time.Time {
 // any). The next background read is then due after the new window's ttl.
 // Use it after an emergency rotation (rotate mode=now purge_previous=true) to
 // drop a purged key without waiting for the ttl. It returns ErrClosed after
-// Close.
+// Close, and when Close is called while it reads.
+//
+// Reads are serialised: if another read is in progress (the background one,
+// or another Refresh), Refresh waits for it, but never past ctx: when ctx
+// ends first it returns an error wrapping ctx.Err() and reads nothing. Give
+// ctx a deadline shorter than WithFetchTimeout if a stuck Vault must not
+// hold the caller that long.
 func (s *Source) Refresh(ctx context.Context) error {
 	select {
 	case <-s.closing:
 		return fmt.Errorf("%w: Refresh: create a new Source", ErrClosed)
 	default:
 	}
+	// The read ends when ctx ends or when Close is called, whichever comes
+	// first: Close cancels a Refresh in flight rather than waiting for it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.life, cancel)
+	defer stop()
 	if err := s.read(ctx, true); err != nil {
+		if s.life.Err() != nil {
+			return fmt.Errorf("%w: Refresh: the Source was closed during the read (%v)", ErrClosed, err)
+		}
 		return err
 	}
 	select {
@@ -411,8 +433,12 @@ func (s *Source) Refresh(ctx context.Context) error {
 // reads so that an older answer never replaces a newer one. A failed
 // background read backs off; a failed Refresh leaves the schedule alone.
 func (s *Source) read(ctx context.Context, manual bool) error {
-	s.readMu.Lock()
-	defer s.readMu.Unlock()
+	select {
+	case s.readSlot <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("ticketkeys: reading %s: gave up waiting for another read of it in progress: %w", s.path, ctx.Err())
+	}
+	defer func() { <-s.readSlot }()
 	start := s.o.clock.Now()
 	w, err := s.fetch(ctx)
 	now := s.o.clock.Now()
@@ -801,10 +827,12 @@ func (s *Source) Window() *Window {
 	return &w
 }
 
-// Close stops the background refresh and timers. The keys in use stay
-// usable by servers still running (they are derived from the last window and
-// the clock), so Close can run before the server shuts down. Close is
-// idempotent and always returns nil.
+// Close stops the background refresh and timers, and cancels any read in
+// flight (a Refresh in progress returns ErrClosed), so it returns promptly
+// even while Vault does not answer. The keys in use stay usable by servers
+// still running (they are derived from the last window and the clock), so
+// Close can run before the server shuts down. Close is idempotent and always
+// returns nil.
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
