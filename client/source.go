@@ -211,19 +211,19 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		return nil, err
 	}
 	s := &Source{
-		client:  c,
-		mount:   mount,
-		name:    name,
-		path:    mount + "/keys/" + name,
-		o:       o,
-		log:     o.logger.With(slog.String("component", "ticketkeys"), slog.String("keyring", mount+"/"+name)),
-		keyCfgs: map[keyCfgID]*tls.Config{},
-		updated: make(chan struct{}, 1),
+		client:   c,
+		mount:    mount,
+		name:     name,
+		path:     mount + "/keys/" + name,
+		o:        o,
+		log:      o.logger.With(slog.String("component", "ticketkeys"), slog.String("keyring", mount+"/"+name)),
+		keyCfgs:  map[keyCfgID]*tls.Config{},
+		updated:  make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
 		readSlot: make(chan struct{}, 1),
 		inert:    randomName(),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s.legacyFrom.Store(o.clock.Now().UnixNano())
 
