@@ -17,16 +17,20 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// fakeClock is a manual clock. Timers fire when Advance moves time past them.
+// fakeClock is a manual clock. Timers fire when advance moves time past
+// them. Like a real clock it has a wall reading (Now) and a monotonic one
+// (elapsed, which timers follow): jump steps the wall clock alone, as NTP
+// or an operator does, and leaves timers where they were.
 type fakeClock struct {
 	mu      sync.Mutex
 	now     time.Time
+	elapsed time.Duration // monotonic time since the clock was made
 	waiters map[*fakeWaiter]bool
 	calls   int // After calls so far
 }
 
 type fakeWaiter struct {
-	at time.Time
+	at time.Duration // monotonic deadline
 	ch chan time.Time
 }
 
@@ -44,7 +48,7 @@ func (c *fakeClock) After(d time.Duration) (<-chan time.Time, func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
-	w := &fakeWaiter{at: c.now.Add(d), ch: make(chan time.Time, 1)}
+	w := &fakeWaiter{at: c.elapsed + d, ch: make(chan time.Time, 1)}
 	if d <= 0 {
 		w.ch <- c.now
 		return w.ch, func() {}
@@ -68,15 +72,24 @@ func (c *fakeClock) advance(d time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	c.elapsed += d
 	fired := false
 	for w := range c.waiters {
-		if !w.at.After(c.now) {
+		if w.at <= c.elapsed {
 			w.ch <- c.now
 			delete(c.waiters, w)
 			fired = true
 		}
 	}
 	return fired
+}
+
+// jump steps the wall clock by d (forward or back) without moving the
+// monotonic clock: no timer fires and none moves.
+func (c *fakeClock) jump(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // step advances the clock by d and, if that woke the Source's loop, waits
