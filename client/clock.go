@@ -13,7 +13,13 @@ type clock interface {
 
 type realClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+// Now returns the wall-clock time without its monotonic reading. The
+// schedule is wall time (the keys' times come from Vault), and the key set's
+// instants are compared with later readings: with monotonic readings on both
+// sides those comparisons would follow the monotonic clock, so a node whose
+// wall clock was stepped (NTP, an operator) would keep a key set computed at
+// the stepped time until the monotonic clock caught up.
+func (realClock) Now() time.Time { return time.Now().Round(0) }
 
 func (realClock) After(d time.Duration) (<-chan time.Time, func()) {
 	t := time.NewTimer(d)

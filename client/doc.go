@@ -54,9 +54,14 @@
 // a pre-published next key at the same instant without reading Vault at that
 // moment, and no key is used at or after its not_after. The key set a
 // handshake sees never moves backwards: once a set is in use, a handshake
-// that read the clock a moment earlier gets that set too. Nodes need
-// synchronised clocks (NTP); a node whose clock is behind Vault's keeps
-// encrypting with the key Vault called current.
+// that read the clock a moment earlier (less than a second) gets that set
+// too. Nodes need synchronised clocks (NTP); a node whose clock is behind
+// Vault's keeps encrypting with the key Vault called current. All of this is
+// wall-clock time (readings carry no monotonic part): when the wall clock
+// steps back by a second or more, the keys in use are recomputed at the new
+// reading and the Source reads Vault at once, so a node whose clock was
+// briefly ahead (and perhaps exhausted there) is back on the shared keys as
+// soon as its clock is.
 //
 // # Refresh and the publish-ahead rule
 //

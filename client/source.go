@@ -556,19 +556,53 @@ func (s *Source) emitNotices() {
 // before another handshake that got here first) uses that newer set, so no
 // key change is undone and redone, and an exhaustion episode keeps its one
 // local key.
+//
+// A reading earlier than the set's instant by clockStepTolerance or more is
+// not such a race but the wall clock stepped back: the keys are recomputed
+// at that reading, and the next read of Vault is made at once, so a node
+// whose clock was briefly ahead (and perhaps exhausted there) is back on the
+// shared keys as soon as its clock is.
 func (s *Source) keysetAt(now time.Time) *keyset {
-	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) {
+	if ks := s.ks.Load(); ks != nil && ks.covers(now) {
 		return ks
 	}
 	s.mu.Lock()
-	if ks := s.ks.Load(); ks != nil && now.Before(ks.validUntil) {
+	ks := s.ks.Load()
+	if ks != nil && ks.covers(now) {
 		s.mu.Unlock()
 		return ks
 	}
-	ks := s.recomputeLocked(now, "schedule")
+	steppedBack := ks != nil && clockSteppedBack(now, ks.computedAt)
+	if steppedBack && s.refreshAt.After(now) {
+		s.refreshAt = now
+	}
+	ks = s.recomputeLocked(now, "schedule")
 	s.mu.Unlock()
+	if steppedBack {
+		select {
+		case s.kick <- struct{}{}: // the loop re-plans: read now
+		default:
+		}
+	}
 	s.emitNotices()
 	return ks
+}
+
+// clockStepTolerance separates a race between handshakes (one read the clock
+// a moment before another got the key set) from a step of the wall clock: a
+// reading this much earlier than a key set's instant is a step back.
+const clockStepTolerance = time.Second
+
+// clockSteppedBack reports whether a reading at now, taken after something
+// was computed at then, means that the wall clock stepped back.
+func clockSteppedBack(now, then time.Time) bool {
+	return now.Before(then.Add(-clockStepTolerance))
+}
+
+// covers reports whether ks holds the keys in use at now: now is before its
+// validUntil and not so far before its instant that the clock stepped back.
+func (ks *keyset) covers(now time.Time) bool {
+	return now.Before(ks.validUntil) && !clockSteppedBack(now, ks.computedAt)
 }
 
 // keyConfigLocked returns the private tls.Config holding only k, which is
@@ -589,8 +623,8 @@ func (s *Source) keyConfigLocked(k *Key) *tls.Config {
 func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	w := s.window
 	prev := s.ks.Load()
-	if prev != nil && now.Before(prev.computedAt) {
-		now = prev.computedAt // never backwards (see keysetAt)
+	if prev != nil && now.Before(prev.computedAt) && !clockSteppedBack(now, prev.computedAt) {
+		now = prev.computedAt // never backwards, unless the clock stepped back (see keysetAt)
 	}
 	ks := &keyset{computedAt: now, validUntil: now.Add(24 * time.Hour), counts: map[KeyState]int{}}
 	soonest := func(t time.Time) {
