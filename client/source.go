@@ -89,6 +89,9 @@ type Source struct {
 	// last renewed by a legacy ticket that decrypted (Unix nanoseconds).
 	legacyFrom atomic.Int64
 	legacyHits atomic.Uint64
+	// decryptAttempts counts ticket decryption attempts (DecryptTicket
+	// calls), so that tests bound the cost of a ticket without timing it.
+	decryptAttempts atomic.Uint64
 	// inert names the undecryptable tickets issued while tickets are
 	// disabled; it is never a key's name.
 	inert keyName

@@ -104,6 +104,7 @@ func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.Se
 		if len(identity) > TicketKeyNameSize {
 			name := keyName(identity[:TicketKeyNameSize])
 			if k := ks.byName[name]; k != nil {
+				s.decryptAttempts.Add(1)
 				if ss, err := k.cfg.DecryptTicket(identity[TicketKeyNameSize:], cs); err == nil && ss != nil {
 					return s.hit(k.state, false, ss), nil
 				}
@@ -118,6 +119,7 @@ func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.Se
 				if k.state == StateLocal {
 					continue // the local key never made a ticket without a name
 				}
+				s.decryptAttempts.Add(1)
 				if ss, err := k.cfg.DecryptTicket(identity, cs); err == nil && ss != nil {
 					s.legacyFrom.Store(now.UnixNano())
 					return s.hit(k.state, true, ss), nil
