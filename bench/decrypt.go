@@ -54,8 +54,9 @@ func NewDecryptFixture(t testing.TB, n int) (*DecryptFixture, error) {
 
 // NewLegacyDecryptFixture is NewDecryptFixture with a ticket in the previous
 // release's format (no key name) and a Source that accepts such tickets:
-// each key of the window is tried in turn, as every ticket was before key
-// names (also the cost of a forged ticket during a rolling upgrade).
+// keys are tried in turn, at most client.LegacyTicketKeys of them, and the
+// ticket is made with the last one tried (the most a resuming legacy ticket,
+// or a forged one, costs during a rolling upgrade).
 func NewLegacyDecryptFixture(t testing.TB, n int) (*DecryptFixture, error) {
 	return newDecryptFixture(t, n, true)
 }
@@ -85,8 +86,8 @@ func newDecryptFixture(t testing.TB, n int, legacy bool) (*DecryptFixture, error
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts := []client.Option{client.WithLogger(slog.New(slog.DiscardHandler))}
-	if !legacy {
-		opts = append(opts, client.WithLegacyTickets(0))
+	if legacy {
+		opts = append(opts, client.WithLegacyTicketsUntil(time.Now().Add(time.Hour)))
 	}
 	src, err := client.NewSource(ctx, vc, "ticketkeys", "bench", opts...)
 	if err != nil {
@@ -98,6 +99,11 @@ func newDecryptFixture(t testing.TB, n int, legacy bool) (*DecryptFixture, error
 		return nil, fmt.Errorf("decrypt fixture: %w", err)
 	}
 	oldest := w.keys[0]
+	if legacy {
+		// The oldest key the legacy path tries (current, then previous
+		// newest first): the most attempts a ticket that resumes costs.
+		oldest = w.keys[max(0, n-client.LegacyTicketKeys)]
+	}
 	f.ticket, err = client.SealTicket(oldest.ID, oldest.material, ss)
 	if err != nil {
 		return nil, fmt.Errorf("decrypt fixture: %w", err)

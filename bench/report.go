@@ -405,7 +405,7 @@ func (r *Report) writeDecrypt(b *strings.Builder) {
 		"Each ticket starts with the 16-byte name of the key that made it, so the hook looks the key up and tries "+
 		"exactly one, whatever the window size: a forged or unknown ticket costs one lookup, not N decryptions. "+
 		"(`legacy/window=N` in the go test output is a ticket of the previous release, without the name, which is "+
-		"tried against every key while `WithLegacyTickets` accepts such tickets during a rolling upgrade.)\n\n")
+		"tried against at most `client.LegacyTicketKeys` keys while `WithLegacyTicketsUntil` accepts such tickets during a rolling upgrade.)\n\n")
 	fmt.Fprintf(b, "| window | ns/op | allocs/op | × window=1 |\n|---:|---:|---:|---:|\n")
 	base := r.Decrypt[0].NsPerOp
 	for _, d := range r.Decrypt {

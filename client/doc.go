@@ -31,16 +31,20 @@
 // one per key of the window. SealTicket, OpenTicket and TicketKeyID build and
 // read this format for tools.
 //
-// Release v0.1.0 issued tickets without the name. During a rolling upgrade
-// the Source still accepts those: a ticket whose first 16 bytes name no key in
-// use is tried against every published key, as v0.1.0 did, until
-// WithLegacyTickets' period (default 168h, the longest key lifetime; renewed
-// by every such ticket that decrypts) has passed without one; Status reports
-// LegacyUntil and counts them in Tickets.Legacy. Meanwhile a forged ticket
-// naming no key costs one attempt per published key (as in v0.1.0), and
-// afterwards a map lookup. Tickets issued by upgraded nodes do not resume on
-// nodes still running v0.1.0 (one full handshake there), so upgrade the
-// fleet within a short time.
+// Release v0.1.0 issued tickets without the name. By default the Source
+// does not accept those: a client holding one makes one full handshake. For
+// a rolling upgrade without that cost, WithLegacyTicketsUntil names an
+// absolute deadline, the same in every node's configuration (so a restart
+// does not extend it, unlike a period counted from start-up), at most 168h
+// ahead; until then a ticket whose first 16 bytes name no key in use is
+// tried against at most LegacyTicketKeys published keys (the current key,
+// the next one, the newest previous ones). So a forged ticket costs at most
+// that many decryptions, five times that per TLS 1.3 ClientHello (crypto/tls
+// tries at most five identities), and after the deadline a map lookup.
+// Status reports LegacyUntil and counts those tickets in Tickets.Legacy.
+// Tickets issued by upgraded nodes do not resume on nodes still running
+// v0.1.0 (one full handshake there), so upgrade the fleet within a short
+// time.
 //
 // # Time, not reads, moves the keys
 //

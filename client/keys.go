@@ -26,7 +26,7 @@ package client
 // package documentation). Servers fed by TicketKeys resume each other's
 // tickets; a ticket of a server wired with ConfigureServer never resumes on
 // them, and theirs resume on it only through its legacy path for unnamed
-// tickets (WithLegacyTickets).
+// tickets, while WithLegacyTicketsUntil accepts them.
 //
 // SetSessionTicketKeys cannot turn tickets off: do not combine TicketKeys
 // with WithDisableTicketsOnExhaustion, under which it returns nil while

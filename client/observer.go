@@ -38,7 +38,7 @@ type TicketEvent struct {
 	// State is the state of that key (empty on a miss).
 	State KeyState
 	// Legacy is true when the ticket was in the previous release's format
-	// (no key name; see WithLegacyTickets).
+	// (no key name; see WithLegacyTicketsUntil).
 	Legacy bool
 }
 
@@ -92,8 +92,8 @@ type Status struct {
 	// Tickets counts ticket decryption outcomes since the Source started.
 	Tickets TicketCounts
 	// LegacyUntil is when tickets of the previous release's format (no key
-	// name) stop being accepted, unless one resumes before then; zero when
-	// they are not accepted (see WithLegacyTickets).
+	// name) stop being accepted: WithLegacyTicketsUntil's deadline while it
+	// is ahead, zero when they are not accepted (the default).
 	LegacyUntil time.Time
 }
 

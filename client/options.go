@@ -18,7 +18,7 @@ type options struct {
 	backoffMax        time.Duration
 	fetchTimeout      time.Duration
 	maxRefresh        time.Duration
-	legacyFor         time.Duration
+	legacyUntil       time.Time
 	clock             clock
 	jitter            func(max time.Duration) time.Duration
 	invalidOptionErrs []error
@@ -31,7 +31,6 @@ func defaultOptions() options {
 		backoffMax:   30 * time.Second,
 		fetchTimeout: 30 * time.Second,
 		maxRefresh:   time.Hour,
-		legacyFor:    maxKeyLifetime,
 		clock:        realClock{},
 		jitter:       randomJitter,
 	}
@@ -120,29 +119,39 @@ func WithMaxRefreshInterval(d time.Duration) Option {
 	}
 }
 
-// WithLegacyTickets sets how long the Source keeps accepting session tickets
-// in the format of the previous release (v0.1.0: crypto/tls's ticket with no
-// key name in front), so that a rolling upgrade costs no resumption: those
-// tickets are tried against every published key of the window, as that
-// release did. The period runs from NewSource and starts again whenever such
-// a ticket decrypts, so it ends only after no node of the previous release
-// has issued a ticket that resumed here for d. If not given, d is 168h (the
-// longest key lifetime the engine allows, so every ticket such a node issued
-// has expired when it ends). 0 turns legacy tickets off.
+// LegacyTicketKeys is the most keys a ticket without a key name is tried
+// against while WithLegacyTicketsUntil accepts such tickets: the current key,
+// the next one (a node of the previous release whose clock runs a little
+// ahead) and the newest previous keys. A forged ticket therefore costs at
+// most this many decryption attempts whatever the window's size, and at most
+// five times that per TLS 1.3 ClientHello (crypto/tls tries at most five
+// identities). A ticket of the previous release made under an older key gets
+// a full handshake instead of resuming.
+const LegacyTicketKeys = 4
+
+// WithLegacyTicketsUntil makes the Source accept, until deadline, session
+// tickets in the format of the previous release (v0.1.0: crypto/tls's ticket
+// with no key name in front), so that a rolling upgrade from it costs no
+// resumption. Such a ticket is tried against at most LegacyTicketKeys keys
+// (see there). If not given, or zero, those tickets are never accepted: a
+// client holding one makes one full handshake.
 //
-// While legacy tickets are accepted, a forged ticket whose first 16 bytes
-// name no key in use costs one decryption attempt per published key (at most
-// five tickets per TLS 1.3 ClientHello); afterwards it costs a map lookup,
-// and a ticket naming a key always costs exactly one attempt.
-func WithLegacyTickets(d time.Duration) Option {
-	return func(o *options) {
-		if d < 0 {
-			o.invalidOptionErrs = append(o.invalidOptionErrs,
-				fmt.Errorf("ticketkeys: WithLegacyTickets: must be >= 0 (0 turns legacy tickets off), got %s", d))
-			return
-		}
-		o.legacyFor = d
-	}
+// deadline is an absolute instant, so that it is the same on every node and
+// a restart does not extend it: set it once, in the fleet's configuration,
+// to the end of the upgrade plus the tickets' useful life (for example the
+// upgrade's start plus 24h), and remove the option in a later deployment.
+// NewSource refuses a deadline more than 168h ahead (the longest key
+// lifetime: every ticket a node of the previous release issued is dead by
+// then), so a forgotten option cannot keep legacy tickets open for ever.
+// Status reports LegacyUntil while they are accepted and counts them in
+// Tickets.Legacy: once that count stops growing, no node of the previous
+// release issues tickets any more.
+//
+// Servers fed by TicketKeys (Caddy, for example) make tickets in that format
+// too: they resume on a server wired with ConfigureServer only while this
+// option accepts them.
+func WithLegacyTicketsUntil(deadline time.Time) Option {
+	return func(o *options) { o.legacyUntil = deadline.Round(0) }
 }
 
 // withClock replaces the clock (tests only).

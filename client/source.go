@@ -84,10 +84,8 @@ type Source struct {
 	issued  atomic.Uint64
 	updated chan struct{}
 
-	// Tickets of the previous release's format (no key name): see
-	// WithLegacyTickets. legacyFrom is when the legacy period started or was
-	// last renewed by a legacy ticket that decrypted (Unix nanoseconds).
-	legacyFrom atomic.Int64
+	// Tickets of the previous release's format (no key name) that
+	// decrypted: see WithLegacyTicketsUntil.
 	legacyHits atomic.Uint64
 	// decryptAttempts counts ticket decryption attempts (DecryptTicket
 	// calls), so that tests bound the cost of a ticket without timing it.
@@ -228,7 +226,12 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	s.legacyFrom.Store(o.clock.Now().UnixNano())
+	if lu := o.legacyUntil; !lu.IsZero() {
+		if now := o.clock.Now(); lu.After(now.Add(maxKeyLifetime)) {
+			return nil, fmt.Errorf("ticketkeys: WithLegacyTicketsUntil: must be at most %s after now (%s; every ticket of the previous release has expired by then), got %s; set it to the end of the rolling upgrade",
+				maxKeyLifetime, now.UTC().Format(time.RFC3339), lu.UTC().Format(time.RFC3339))
+		}
+	}
 
 	var lastErr error
 	noWindow := func() error {
@@ -842,7 +845,7 @@ func (s *Source) Status() Status {
 		Legacy:   s.legacyHits.Load(),
 	}
 	if s.acceptsLegacy(now) {
-		st.LegacyUntil = s.legacyUntil()
+		st.LegacyUntil = s.o.legacyUntil
 	}
 	return st
 }

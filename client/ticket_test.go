@@ -45,7 +45,7 @@ func legacyServer(t *testing.T, cert *testcert.Cert, n int64) string {
 func TestTicketNamesItsKey(t *testing.T) {
 	for _, v := range versions {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
-			_, _, src, rec := newFakeSource(t, 10*time.Second, WithLegacyTickets(0))
+			_, _, src, rec := newFakeSource(t, 10*time.Second) // legacy tickets off by default
 			cert := testcert.New(t, testcert.ECDSAP256)
 			addr := hookedServer(t, cert, src)
 
@@ -128,12 +128,13 @@ func resumeWith(t *testing.T, cert *testcert.Cert, addr string, v uint16, ticket
 }
 
 // TestLegacyTicketsDuringRollingUpgrade: tickets of the previous release
-// (no key name) resume while legacy tickets are accepted, the period starts
-// again at each such ticket, and ends after d without one.
+// (no key name) resume until WithLegacyTicketsUntil's deadline, and not at or
+// after it, however many resumed before (the deadline is absolute).
 func TestLegacyTicketsDuringRollingUpgrade(t *testing.T) {
 	for _, v := range versions {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
-			_, fc, src, rec := newFakeSource(t, 10*time.Second, WithLegacyTickets(30*time.Second))
+			deadline := t0.Add(40 * time.Second)
+			_, fc, src, rec := newFakeSource(t, 10*time.Second, WithLegacyTicketsUntil(deadline))
 			cert := testcert.New(t, testcert.ECDSAP256)
 			addr := hookedServer(t, cert, src)
 			old := legacyServer(t, cert, 0)
@@ -143,19 +144,19 @@ func TestLegacyTicketsDuringRollingUpgrade(t *testing.T) {
 				get(t, cert, old, c, v)
 				return c
 			}
-			if st := src.Status(); !st.LegacyUntil.Equal(t0.Add(40 * time.Second)) {
-				t.Fatalf("legacy until %v, want NewSource + 30s", st.LegacyUntil)
+			if st := src.Status(); !st.LegacyUntil.Equal(deadline) {
+				t.Fatalf("legacy until %v, want the deadline", st.LegacyUntil)
 			}
 			if !get(t, cert, addr, legacyTicket(), v) {
 				t.Fatal("+10s: a ticket of the previous release did not resume")
 			}
-			fc.step(t, 25*time.Second) // +35s: within 30s of the last legacy hit
+			fc.step(t, 25*time.Second) // +35s
 			if !get(t, cert, addr, legacyTicket(), v) {
 				t.Fatal("+35s: a ticket of the previous release did not resume")
 			}
 			st := src.Status()
-			if st.Tickets.Legacy != 2 || st.Tickets.Current != 2 || !st.LegacyUntil.Equal(t0.Add(65*time.Second)) {
-				t.Fatalf("legacy hits %d (want 2), current hits %d (want 2), legacy until %v (want +65s)",
+			if st.Tickets.Legacy != 2 || st.Tickets.Current != 2 || !st.LegacyUntil.Equal(deadline) {
+				t.Fatalf("legacy hits %d (want 2), current hits %d (want 2), legacy until %v (want the deadline, not moved by hits)",
 					st.Tickets.Legacy, st.Tickets.Current, st.LegacyUntil)
 			}
 			rec.mu.Lock()
@@ -170,13 +171,12 @@ func TestLegacyTicketsDuringRollingUpgrade(t *testing.T) {
 				t.Fatalf("legacy ticket events %d, want 2", legacyEvents)
 			}
 
-			fc.step(t, 31*time.Second) // +66s: 31s without a legacy ticket
-			c := legacyTicket()        // key 0 is previous now, still decrypting
-			if get(t, cert, addr, c, v) {
-				t.Fatal("+66s: a ticket of the previous release resumed after the legacy period ended")
+			fc.step(t, 5*time.Second) // +40s: the deadline
+			if get(t, cert, addr, legacyTicket(), v) {
+				t.Fatal("+40s: a ticket of the previous release resumed at the deadline")
 			}
 			if st := src.Status(); !st.LegacyUntil.IsZero() {
-				t.Fatalf("legacy until %v after the period ended, want zero", st.LegacyUntil)
+				t.Fatalf("legacy until %v after the deadline, want zero", st.LegacyUntil)
 			}
 		})
 	}
@@ -208,8 +208,5 @@ func TestSealOpenTicketErrors(t *testing.T) {
 	}
 	if _, err := OpenTicket(keyID(0), keyMaterial(0), append(mustName(t, keyID(0)), make([]byte, 64)...)); err == nil || !strings.Contains(err.Error(), "does not decrypt") {
 		t.Errorf("OpenTicket(garbage): got %v", err)
-	}
-	if _, err := buildOptions([]Option{WithLegacyTickets(-time.Second)}); err == nil || !strings.Contains(err.Error(), "WithLegacyTickets: must be >= 0") {
-		t.Errorf("WithLegacyTickets(-1s): got %v", err)
 	}
 }

@@ -91,9 +91,9 @@ func (s *Source) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]by
 // unwrapSession decrypts a ticket with exactly the key its name designates
 // and reports which state that key is in, or a miss. A ticket that names no
 // key in use is tried, in the previous release's format (no name), against
-// the published keys while legacy tickets are accepted (WithLegacyTickets),
-// and otherwise dropped at the cost of a map lookup. A ticket no key
-// decrypts is ignored (full handshake), never an error.
+// at most LegacyTicketKeys published keys until WithLegacyTicketsUntil's
+// deadline, and otherwise dropped at the cost of a map lookup. A ticket no
+// key decrypts is ignored (full handshake), never an error.
 func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	if len(identity) == 0 {
 		return nil, nil
@@ -115,34 +115,46 @@ func (s *Source) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.Se
 			}
 		}
 		if s.acceptsLegacy(now) {
-			for _, k := range ks.decrypt {
-				if k.state == StateLocal {
-					continue // the local key never made a ticket without a name
-				}
-				s.decryptAttempts.Add(1)
-				if ss, err := k.cfg.DecryptTicket(identity, cs); err == nil && ss != nil {
-					s.legacyFrom.Store(now.UnixNano())
-					return s.hit(k.state, true, ss), nil
-				}
+			if ss, k := s.unwrapLegacy(ks, identity, cs); ss != nil {
+				return s.hit(k.state, true, ss), nil
 			}
 		}
 	}
 	return s.miss(), nil
 }
 
-// acceptsLegacy reports whether tickets of the previous release's format
-// are still tried at now.
-func (s *Source) acceptsLegacy(now time.Time) bool {
-	return s.o.legacyFor > 0 && now.Before(s.legacyUntil())
+// unwrapLegacy tries a ticket without a key name against the keys a node of
+// the previous release most likely made it with, in ks's order: the current
+// key, the first next key, then previous keys newest first; at most
+// LegacyTicketKeys of them, so that a forged ticket costs a bounded number of
+// decryptions whatever the window's size.
+func (s *Source) unwrapLegacy(ks *keyset, ticket []byte, cs tls.ConnectionState) (*tls.SessionState, *activeKey) {
+	tried, next := 0, false
+	for _, k := range ks.decrypt {
+		if tried == LegacyTicketKeys {
+			break
+		}
+		switch {
+		case k.state == StateLocal:
+			continue // the local key never made a ticket without a name
+		case k.state == StateNext && next:
+			continue // later next keys encrypted nowhere yet
+		case k.state == StateNext:
+			next = true
+		}
+		tried++
+		s.decryptAttempts.Add(1)
+		if ss, err := k.cfg.DecryptTicket(ticket, cs); err == nil && ss != nil {
+			return ss, k
+		}
+	}
+	return nil, nil
 }
 
-// legacyUntil is when legacy tickets stop being accepted unless one
-// decrypts before then.
-func (s *Source) legacyUntil() time.Time {
-	if s.o.legacyFor <= 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, s.legacyFrom.Load()).Add(s.o.legacyFor)
+// acceptsLegacy reports whether tickets of the previous release's format
+// are still tried at now (see WithLegacyTicketsUntil).
+func (s *Source) acceptsLegacy(now time.Time) bool {
+	return now.Before(s.o.legacyUntil)
 }
 
 func (s *Source) hit(state KeyState, legacy bool, ss *tls.SessionState) *tls.SessionState {
