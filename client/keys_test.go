@@ -136,9 +136,10 @@ func TestTicketKeysChangeSignals(t *testing.T) {
 // TicketKeys with SetSessionTicketKeys resume each other's tickets; one with
 // crypto/tls's own random keys does not (so the check can fail). Named
 // tickets of a server wired with ConfigureServer do not resume on them;
-// their unnamed tickets resume there only through the Source's legacy path.
+// their unnamed tickets resume there only through the Source's legacy path,
+// while WithLegacyTicketsUntil accepts them.
 func TestTicketKeysResumeAcrossServers(t *testing.T) {
-	_, _, src, _ := newFakeSource(t, 10*time.Second)
+	_, _, src, _ := newFakeSource(t, 10*time.Second, WithLegacyTicketsUntil(t0.Add(time.Hour)))
 	cert := testcert.New(t, testcert.ECDSAP256)
 	serve := func(keys [][32]byte) string {
 		cfg := cert.ServerConfig()
