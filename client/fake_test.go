@@ -144,6 +144,11 @@ type fakeVault struct {
 	blocked atomic.Int64 // reads held in the handler right now
 	// clientTimeout, if set, replaces the 5s timeout of client().
 	clientTimeout time.Duration
+	// logins counts logins at auth/fake/login; each issues a new token
+	// that becomes the only valid one. denyKeyring refuses keyring reads
+	// (403) whatever the token, as a policy that lacks the keyring does.
+	logins      atomic.Int64
+	denyKeyring bool
 }
 
 func newFakeVault(t *testing.T, clock func() time.Time, t0 time.Time, period, retain time.Duration) *fakeVault {
@@ -286,6 +291,14 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []string{msg}})
 	}
+	if r.URL.Path == "/v1/auth/fake/login" && r.Method != http.MethodGet {
+		tok := fmt.Sprintf("login-%d", fv.logins.Add(1))
+		fv.setToken(tok)
+		_ = json.NewEncoder(w).Encode(map[string]any{"auth": map[string]any{
+			"client_token": tok, "lease_duration": 3600, "renewable": false,
+		}})
+		return
+	}
 	if r.Method != http.MethodGet {
 		fail(405, "method")
 		return
@@ -303,7 +316,10 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		fail(400, `format: must be one of nginx, haproxy, envoy; got "go"`)
 		return
 	}
-	if r.Header.Get("X-Vault-Token") != token {
+	fv.mu.Lock()
+	deny := fv.denyKeyring
+	fv.mu.Unlock()
+	if r.Header.Get("X-Vault-Token") != token || deny {
 		fail(403, "permission denied")
 		return
 	}
