@@ -136,6 +136,11 @@
 // with an auth method from vault/api/auth/... and keep the token alive with
 // KeepLogin (renewal through api.LifetimeWatcher, a new login when it ends),
 // or point the client at a local Vault Agent or Proxy (VAULT_AGENT_ADDR).
+// When KeepLogin keeps the Source's own client logged in, a read refused with
+// HTTP 403 (a revoked token whose login credentials are still valid) makes it
+// log in again at once and the Source reads again, so the node keeps the
+// shared keys; such logins happen at most once per 30s, the gap doubling up
+// to 10m while they do not help (a policy that lacks the keyring).
 //
 // # Observability
 //

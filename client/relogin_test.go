@@ -74,6 +74,7 @@ func TestReloginBacksOff(t *testing.T) {
 	}
 	refused := fv.requests.Load() - reads - fv.logins.Load() + 1
 	relogins := fv.logins.Load() - 1
+	t.Logf("%d logins after %d refused reads in 10 minutes", relogins, refused)
 	// Gaps of 30s, 1m, 2m, 4m: logins at 0, 30s, 1m30s, 3m30s, 7m30s.
 	if relogins < 2 || relogins > 5 {
 		t.Fatalf("%d logins after %d refused reads in 10 minutes, want 2 to 5 (at most one per 30s, backing off)", relogins, refused)

@@ -239,7 +239,7 @@ func NewSource(ctx context.Context, c *api.Client, mount, name string, opts ...O
 	}
 	for attempt := 1; ; attempt++ {
 		start := s.o.clock.Now()
-		w, err := s.fetch(ctx)
+		w, err := s.fetchLoggedIn(ctx)
 		if err == nil {
 			now := s.o.clock.Now()
 			wait := s.refreshWait(w, now)
@@ -317,6 +317,30 @@ func (s *Source) fetch(ctx context.Context) (*Window, error) {
 		return nil, fmt.Errorf("ticketkeys: reading %s: invalid window: name: must be %q, got %q", s.path, s.name, w.Name)
 	}
 	return w, nil
+}
+
+// fetchLoggedIn is fetch, and when the read is refused (HTTP 403) and a
+// KeepLogin keeps the Source's client logged in, a new login (rate-limited
+// by the Login) and a second read: a revoked token is replaced at the first
+// refused read, before the Source gives up the read and, in time, the
+// shared keys.
+func (s *Source) fetchLoggedIn(ctx context.Context) (*Window, error) {
+	w, err := s.fetch(ctx)
+	if err == nil || !errors.Is(err, ErrPermissionDenied) {
+		return w, err
+	}
+	l := loginFor(s.client)
+	if l == nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.o.fetchTimeout)
+	ok := l.reloginAfterDenied(lctx)
+	cancel()
+	if !ok {
+		return nil, err
+	}
+	s.log.Info("logged in again after a refused keyring read; reading again")
+	return s.fetch(ctx)
 }
 
 // refreshWait is the wait after a good read at now. The window only changes
@@ -446,7 +470,7 @@ func (s *Source) read(ctx context.Context, manual bool) error {
 	}
 	defer func() { <-s.readSlot }()
 	start := s.o.clock.Now()
-	w, err := s.fetch(ctx)
+	w, err := s.fetchLoggedIn(ctx)
 	now := s.o.clock.Now()
 	if err != nil {
 		if !manual && ctx.Err() != nil {
