@@ -2,8 +2,11 @@ package client
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +154,95 @@ func TestForgedTicketCostIsCapped(t *testing.T) {
 	}
 	if st := src.Status(); st.Tickets.Legacy != 4 {
 		t.Errorf("legacy hits %d, want 4", st.Tickets.Legacy)
+	}
+}
+
+// TestForgedIdentitiesPerClientHelloAreCapped (issue 18 item 6): one TLS 1.3
+// ClientHello offering eight forged 1 KB identities that name no key, sent
+// raw to a ConfigureServer server accepting legacy tickets against a 256-key
+// window, costs at most five (crypto/tls's limit of identities tried) times
+// LegacyTicketKeys decryption attempts.
+func TestForgedIdentitiesPerClientHelloAreCapped(t *testing.T) {
+	now := t0.Add(300*period + 10*time.Second)
+	_, _, src, _ := newFakeSourceWith(t, now.Sub(t0), func(fv *fakeVault) { fv.retain = 254 * period },
+		WithLegacyTicketsUntil(now.Add(time.Hour)))
+	cert := testcert.New(t, testcert.ECDSAP256)
+	addr := hookedServer(t, cert, src)
+
+	var identities [][]byte
+	for range 8 {
+		id := make([]byte, 1024)
+		if _, err := rand.Read(id); err != nil {
+			t.Fatal(err)
+		}
+		identities = append(identities, id)
+	}
+	before := src.decryptAttempts.Load()
+	sendClientHelloWithPSKs(t, addr, identities)
+	const maxPerHello = 5 * LegacyTicketKeys
+	got := src.decryptAttempts.Load() - before
+	if got > maxPerHello {
+		t.Fatalf("one ClientHello with 8 forged identities cost %d decryption attempts against 256 keys, want at most %d", got, maxPerHello)
+	}
+	if got < LegacyTicketKeys {
+		t.Fatalf("one ClientHello with 8 forged identities cost %d decryption attempts: the identities did not reach the legacy path, the test proves nothing", got)
+	}
+	t.Logf("8 forged identities in one ClientHello: %d decryption attempts", got)
+}
+
+// sendClientHelloWithPSKs sends a TLS 1.3 ClientHello offering identities
+// as pre-shared keys (with dummy binders) and waits for the server's first
+// answer, by which time it has tried them all.
+func sendClientHelloWithPSKs(t *testing.T, addr string, identities [][]byte) {
+	t.Helper()
+	u16 := func(b []byte) []byte { return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...) }
+	ext := func(typ uint16, body []byte) []byte { return append([]byte{byte(typ >> 8), byte(typ)}, u16(body)...) }
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids, binders []byte
+	for _, id := range identities {
+		ids = append(ids, u16(id)...)
+		ids = append(ids, 0, 0, 0, 0) // obfuscated_ticket_age
+		binders = append(binders, append([]byte{32}, make([]byte, 32)...)...)
+	}
+	var exts []byte
+	exts = append(exts, ext(10, u16([]byte{0x00, 0x1d}))...)                                          // supported_groups: x25519
+	exts = append(exts, ext(13, u16([]byte{0x04, 0x03, 0x08, 0x04}))...)                              // signature_algorithms
+	exts = append(exts, ext(43, []byte{2, 0x03, 0x04})...)                                            // supported_versions: TLS 1.3
+	exts = append(exts, ext(51, u16(append([]byte{0x00, 0x1d}, u16(key.PublicKey().Bytes())...)))...) // key_share
+	exts = append(exts, ext(45, []byte{1, 1})...)                                                     // psk_key_exchange_modes: psk_dhe_ke
+	exts = append(exts, ext(41, append(u16(ids), u16(binders)...))...)                                // pre_shared_key, last
+	body := []byte{0x03, 0x03}
+	random := make([]byte, 32)
+	_, _ = rand.Read(random)
+	body = append(body, random...)
+	body = append(body, 32)
+	body = append(body, random...) // legacy_session_id
+	body = append(body, u16([]byte{0x13, 0x01})...)
+	body = append(body, 1, 0)
+	body = append(body, u16(exts)...)
+	hello := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	if len(hello) > 1<<14 {
+		t.Fatalf("ClientHello of %d bytes does not fit one record", len(hello))
+	}
+	record := append([]byte{22, 0x03, 0x01}, u16(hello)...)
+
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(record); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 5)
+	if _, err := io.ReadFull(conn, head); err != nil {
+		t.Fatalf("no answer to the ClientHello: %v", err)
+	}
+	if head[0] != 22 {
+		t.Fatalf("the server answered the ClientHello with record type %d, want a handshake (22): the hello is malformed", head[0])
 	}
 }
