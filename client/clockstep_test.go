@@ -3,6 +3,10 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +81,95 @@ func TestWallClockStepForwardAndBack(t *testing.T) {
 				fc.step(t, time.Second)
 			}
 		})
+	}
+}
+
+// TestWallClockStepsGenerated: random histories at production scale (1h
+// periods, 12h retain, reads at the engine's ttl) in which the node's wall
+// clock steps forward or back by up to 3h at random and comes back to
+// Vault's time later, while monotonic time runs on. Invariant: whenever the
+// node's clock agrees with Vault's again, the node encrypts with the key the
+// schedule names, at once, and keeps doing so for as long as it agrees. A
+// failure prints the seed and the history so far.
+func TestWallClockStepsGenerated(t *testing.T) {
+	const hour = time.Hour
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			rng := mrand.New(mrand.NewPCG(seed, 18))
+			start := t0.Add(time.Duration(rng.Int64N(int64(hour))))
+			fc := newFakeClock(start)
+			fv := newFakeVault(t, func() time.Time {
+				fc.mu.Lock()
+				defer fc.mu.Unlock()
+				return start.Add(fc.elapsed)
+			}, t0, hour, 12*hour)
+			src, err := NewSource(context.Background(), fv.client(t, fv.token), "ticketkeys", "web",
+				withClock(fc), WithLogger(slog.New(slog.DiscardHandler)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = src.Close() })
+			waitParked(t, fc, 0)
+
+			var history []string
+			offset := time.Duration(0) // node wall clock minus Vault's
+			for op := 0; op < 150; op++ {
+				switch r := rng.IntN(10); {
+				case r < 2 && offset == 0: // step away from Vault's time
+					offset = time.Duration(rng.Int64N(int64(6*hour))) - 3*hour
+					offset = offset.Truncate(time.Second)
+					if offset > -2*time.Second && offset < 2*time.Second {
+						offset = 2 * time.Second
+					}
+					fc.jump(offset)
+					history = append(history, fmt.Sprintf("jump %s", offset))
+				case r < 4 && offset != 0: // step back to Vault's time
+					fc.jump(-offset)
+					history = append(history, fmt.Sprintf("jump %s (back in sync)", -offset))
+					offset = 0
+				default: // time passes, with a handshake-like key lookup
+					d := time.Duration(1+rng.Int64N(20*60)) * time.Second
+					history = append(history, fmt.Sprintf("run %s", d))
+					for d > 0 {
+						s := min(d, time.Minute)
+						fc.step(t, s)
+						d -= s
+					}
+				}
+				settle(t, fc, src)
+				if offset != 0 {
+					src.Status() // the node's handshakes see the stepped clock
+					continue
+				}
+				want := keyID(int64(fc.Now().Sub(t0) / hour))
+				if st := src.Status(); st.Exhausted || st.CurrentID != want {
+					w := src.Window()
+					t.Logf("window: ttl %s, %d keys, last encrypts until +%s; last refresh +%s, last error %v; next refresh +%s",
+						w.TTL, len(w.Keys), w.encryptEnd(len(w.Keys)-1).Sub(t0), st.LastRefresh.Sub(t0), st.LastError, src.nextRefresh().Sub(t0))
+					t.Fatalf("seed %d, after op %d (%s) at +%s, in sync with Vault: exhausted=%v, on the scheduled key=%v\nhistory: %s",
+						seed, op, history[len(history)-1], fc.Now().Sub(t0), st.Exhausted, st.CurrentID == want, strings.Join(history, "; "))
+				}
+			}
+		})
+	}
+}
+
+// settle waits (at most 10s) until the Source's loop has taken any kick and
+// is parked on a timer, so that a history's next operation does not outrun
+// it: in production time does not jump ahead while the loop is runnable.
+func settle(t *testing.T, fc *fakeClock, src *Source) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fc.mu.Lock()
+		parked := len(fc.waiters) > 0
+		fc.mu.Unlock()
+		if parked && len(src.kick) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Source's loop is not parked on a timer after 10s (kick pending: %v)", len(src.kick) > 0)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
