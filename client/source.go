@@ -188,6 +188,8 @@ func stateIndex(s KeyState) int {
 // token that truly lacks the policy therefore fails NewSource only when ctx
 // ends, with an error that wraps ErrPermissionDenied, Vault's response and
 // the context's error; give ctx a deadline (each retry is logged at Warn).
+// When KeepLogin keeps c logged in, a refused read first has it log in again
+// (rate-limited; see KeepLogin), at start-up as later.
 //
 // Authentication is the caller's: c carries the token (set it directly, use
 // KeepLogin with an auth method, or point c at a local Vault Agent or Proxy,
