@@ -148,6 +148,7 @@ type fakeVault struct {
 	// that becomes the only valid one. denyKeyring refuses keyring reads
 	// (403) whatever the token, as a policy that lacks the keyring does.
 	logins      atomic.Int64
+	loginTimes  []time.Time // by fv.clock, under mu
 	denyKeyring bool
 }
 
@@ -294,6 +295,9 @@ func (fv *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/v1/auth/fake/login" && r.Method != http.MethodGet {
 		tok := fmt.Sprintf("login-%d", fv.logins.Add(1))
 		fv.setToken(tok)
+		fv.mu.Lock()
+		fv.loginTimes = append(fv.loginTimes, fv.clock())
+		fv.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]any{"auth": map[string]any{
 			"client_token": tok, "lease_duration": 3600, "renewable": false,
 		}})

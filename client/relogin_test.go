@@ -2,6 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,5 +88,87 @@ func TestReloginBacksOff(t *testing.T) {
 	}
 	if st := src.Status(); st.LastError == nil {
 		t.Fatal("no read error reported while every read was refused")
+	}
+}
+
+// TestReloginGenerated: random histories at production scale (1h periods,
+// 12h retain) of token revocations, periods in which the policy refuses the
+// keyring whatever the token, and time passing in steps of up to 15 minutes.
+// Invariants: logins after the first are never less than 30s apart (the
+// rate limit holds whatever happens), and once the keyring has been readable
+// again for 11 minutes (the longest login gap plus retries) the node encrypts
+// with the scheduled key. A failure prints the seed and the history.
+func TestReloginGenerated(t *testing.T) {
+	const hour = time.Hour
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			rng := mrand.New(mrand.NewPCG(seed, 9))
+			fc := newFakeClock(t0.Add(time.Duration(rng.Int64N(int64(hour)))))
+			fv := newFakeVault(t, fc.Now, t0, hour, 12*hour)
+			fv.setToken("")
+			c := fv.client(t, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			opts := []Option{withClock(fc), WithRetryBackoff(time.Second, 30*time.Second), WithLogger(slog.New(slog.DiscardHandler))}
+			l, err := KeepLogin(ctx, c, fakeAuth{}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			src, err := NewSource(ctx, c, "ticketkeys", "web", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = src.Close() })
+			waitParked(t, fc, 0)
+
+			var history []string
+			readableSince := fc.Now()
+			denied := false
+			for op := 0; op < 120; op++ {
+				switch r := rng.IntN(10); {
+				case r < 2:
+					fv.setToken("")
+					history = append(history, "revoke")
+				case r < 3:
+					denied = !denied
+					fv.mu.Lock()
+					fv.denyKeyring = denied
+					fv.mu.Unlock()
+					if !denied {
+						readableSince = fc.Now()
+					}
+					history = append(history, fmt.Sprintf("deny=%v", denied))
+				default:
+					d := time.Duration(1+rng.Int64N(15*60)) * time.Second
+					history = append(history, fmt.Sprintf("run %s", d))
+					for d > 0 {
+						s := min(d, 10*time.Second)
+						fc.step(t, s)
+						d -= s
+					}
+				}
+				fail := func(format string, args ...any) {
+					t.Helper()
+					t.Fatalf("seed %d, op %d at +%s: %s\nhistory: %s", seed, op, fc.Now().Sub(t0), fmt.Sprintf(format, args...), strings.Join(history, "; "))
+				}
+				fv.mu.Lock()
+				times := append([]time.Time(nil), fv.loginTimes...)
+				fv.mu.Unlock()
+				for i := 2; i < len(times); i++ {
+					if gap := times[i].Sub(times[i-1]); gap < reloginMinGap {
+						fail("logins %d and %d only %s apart, want at least %s", i, i+1, gap, reloginMinGap)
+					}
+				}
+				if !denied && fc.Now().Sub(readableSince) >= 11*time.Minute {
+					want := keyID(int64(fc.Now().Sub(t0) / hour))
+					if st := src.Status(); st.Exhausted || st.CurrentID != want {
+						fail("keyring readable for %s: exhausted=%v on the scheduled key=%v (logins %d, last error %v)",
+							fc.Now().Sub(readableSince), st.Exhausted, st.CurrentID == want, len(times), st.LastError)
+					}
+				}
+			}
+			t.Logf("seed %d: %d logins over %s of history", seed, fv.logins.Load(), fc.Now().Sub(t0))
+		})
 	}
 }
