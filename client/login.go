@@ -178,7 +178,7 @@ func (l *Login) loginUntil(ctx context.Context) (*api.Secret, error) {
 		wait := src.backoff(attempt)
 		l.log.Error("Vault login failed; retrying", slog.Int("attempt", attempt), slog.Duration("retry_in", wait), slog.String("error", err.Error()))
 		t := time.NewTimer(wait)
-	wait:
+	sleeping:
 		for {
 			select {
 			case <-ctx.Done():
@@ -187,7 +187,7 @@ func (l *Login) loginUntil(ctx context.Context) (*api.Secret, error) {
 			case reply := <-l.relogin:
 				reply <- errLoginRetrying
 			case <-t.C:
-				break wait
+				break sleeping
 			}
 		}
 	}
