@@ -204,9 +204,10 @@ func (spec vectorSpec) render(t *testing.T, format string) Wire {
 		case st == StateNext:
 			next = append(next, served{i, st})
 		default:
-			prev = append([]served{{i, st}}, prev...)
+			prev = append(prev, served{i, st})
 		}
 	}
+	slices.Reverse(prev) // newest first
 	w := Wire{Name: spec.name, Format: format, KeySize: spec.keySize, RotationPeriod: int64(spec.period / time.Second),
 		Retain: int64(spec.retain / time.Second), PublishAhead: int64(spec.ahead / time.Second), TTL: 60}
 	enc := map[int]string{}

@@ -296,12 +296,13 @@ func (dw *decodeWire) validate(format string) (*Window, error) {
 	// Sort by activation. Keys sharing a not_before: the zero-length ones
 	// first, then by reported state (previous, current, next), so that the
 	// one that may encrypt comes last and, for keys without encrypt_until,
-	// the ones before it end where it starts.
+	// the ones before it end where it starts; then in the engine's order
+	// (next keys by activation, previous keys newest first).
 	order := make(map[[NameSize]byte]int, len(w.Keys))
 	for i, k := range w.Keys {
 		order[k.Name] = i
 	}
-	slices.SortStableFunc(w.Keys, func(a, b Key) int {
+	slices.SortFunc(w.Keys, func(a, b Key) int {
 		if c := a.NotBefore.Compare(b.NotBefore); c != 0 {
 			return c
 		}
@@ -311,7 +312,14 @@ func (dw *decodeWire) validate(format string) (*Window, error) {
 			}
 			return 1
 		}
-		return stateRank(a.State) - stateRank(b.State)
+		if c := stateRank(a.State) - stateRank(b.State); c != 0 {
+			return c
+		}
+		if a.State == StatePrevious {
+			// The engine lists previous keys newest first.
+			return order[b.Name] - order[a.Name]
+		}
+		return order[a.Name] - order[b.Name]
 	})
 	for i := 1; i < len(w.Keys); i++ {
 		a, b := &w.Keys[i-1], &w.Keys[i]
@@ -339,9 +347,9 @@ func stateRank(s string) int {
 	}
 }
 
-// validateHAProxyLines checks tls_ticket_keys: required in the haproxy
-// format (three lines, each the ticket_key of a key of the window), absent
-// otherwise.
+// validateHAProxyLines checks tls_ticket_keys: in the haproxy format, when
+// present, three lines, each the ticket_key of a key of the window; absent
+// in the other formats.
 func (w *Window) validateHAProxyLines(lines *[]*string) error {
 	if w.Format != FormatHAProxy {
 		if lines != nil {
@@ -350,7 +358,7 @@ func (w *Window) validateHAProxyLines(lines *[]*string) error {
 		return nil
 	}
 	if lines == nil {
-		return fmt.Errorf("window: tls_ticket_keys: required in the haproxy format, missing")
+		return nil // optional: readers that need HAProxy's ring can build it from keys
 	}
 	if len(*lines) != HAProxyLines {
 		return fmt.Errorf("window: tls_ticket_keys: must hold %d lines (previous, current, next), got %d", HAProxyLines, len(*lines))
