@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // serveWindow answers GET /v1/ticketkeys/keys/<name>?format=go with data, as
@@ -94,4 +98,120 @@ func TestSameSecondRotationWindowIsAcceptedByTheGoClient(t *testing.T) {
 	if got := src.Status().CurrentID; got != rotated {
 		t.Fatalf("the Go client encrypts with key %q, want the rotated key %q", got, rotated)
 	}
+}
+
+// TestEngineAndScheduleAgreeOnTheEncryptingKey drives the real engine
+// through generated histories (periods from 5s to 24h, scheduled and
+// immediate rotations, some in the second a key activates, purges, settings
+// changes, ticks and outages) and, after every step, decodes the go window
+// it serves with schedule.Decode (which must accept it) and checks that the
+// engine's rule (keyring.current) and the package's rule
+// (Window.EncryptingAt) name the same key at every instant around every
+// key's times, up to the first key the window does not publish yet; and
+// that the key the engine calls current is the package's at the read.
+func TestEngineAndScheduleAgreeOnTheEncryptingKey(t *testing.T) {
+	ctx := context.Background()
+	periods := []time.Duration{5 * time.Second, time.Minute, 10 * time.Minute, time.Hour, 24 * time.Hour}
+	steps, instants, shared := 0, 0, 0
+	for seed := uint64(1); seed <= 12; seed++ {
+		r := mrand.New(mrand.NewPCG(seed, 18))
+		tb := getBackend(t)
+		period := periods[r.IntN(len(periods))]
+		retain := time.Duration(r.IntN(6)) * period
+		tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{
+			"rotation_period": int(period / time.Second), "retain": int(retain / time.Second)})
+		for step := 0; step < 60; step++ {
+			steps++
+			kr, err := loadKeyring(ctx, tb.storage, "web")
+			if err != nil || kr == nil {
+				t.Fatalf("seed %d step %d: load: %v", seed, step, err)
+			}
+			switch op := r.IntN(10); {
+			case op < 4:
+				tb.clock.Advance(time.Duration(1 + r.Int64N(int64(period))))
+				tb.tick(t)
+			case op == 4:
+				// To the second the next key activates.
+				for _, k := range kr.Keys {
+					if k.NotBefore.After(tb.clock.Now()) {
+						tb.clock.Set(k.NotBefore)
+						break
+					}
+				}
+			case op == 5:
+				tb.clock.Advance(time.Duration(r.IntN(30)) * period) // an outage: no ticks
+			case op == 6 || op == 7:
+				mode := []string{"now", "scheduled"}[op-6]
+				data := map[string]interface{}{"mode": mode, "purge_previous": r.IntN(4) == 0}
+				if resp, err := tb.request(t, logical.UpdateOperation, "keys/web/rotate", data); err != nil || (resp != nil && resp.IsError() && !strings.Contains(resp.Error().Error(), "256 keys")) {
+					t.Fatalf("seed %d step %d: rotate %v: %v %v", seed, step, data, err, resp)
+				}
+			case op == 8:
+				p := periods[r.IntN(len(periods))]
+				resp, err := tb.request(t, logical.UpdateOperation, "keys/web", map[string]interface{}{
+					"rotation_period": int(p / time.Second), "retain": int(time.Duration(r.IntN(6)) * p / time.Second)})
+				if err != nil {
+					t.Fatalf("seed %d step %d: settings: %v", seed, step, err)
+				}
+				_ = resp // refusals (lifetime, key cap) are fine
+			default:
+				tb.clock.Advance(time.Second)
+			}
+
+			read, _ := readWindow(t, tb, "web", "go")
+			now := tb.clock.Now()
+			raw, err := json.Marshal(read.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := schedule.Decode(raw, schedule.FormatGo)
+			if err != nil {
+				t.Fatalf("seed %d step %d: schedule refuses the engine's window: %v", seed, step, err)
+			}
+			if kr, err = loadKeyring(ctx, tb.storage, "web"); err != nil {
+				t.Fatal(err)
+			}
+			// The package sees only published keys: compare up to the
+			// first key the window does not carry yet.
+			bound := time.Time{}
+			for _, k := range kr.Keys {
+				if now.Before(k.PublishAt) && (bound.IsZero() || k.NotBefore.Before(bound)) {
+					bound = k.NotBefore
+				}
+			}
+			for i := 1; i < len(w.Keys); i++ {
+				if w.Keys[i].NotBefore.Equal(w.Keys[i-1].NotBefore) {
+					shared++
+				}
+			}
+			cur := w.EncryptingAt(now)
+			for _, k := range w.Keys {
+				if k.State == schedule.StateCurrent && (cur < 0 || w.Keys[cur].ID != k.ID) {
+					t.Fatalf("seed %d step %d: the engine serves %s as current, the package's rule says key %d", seed, step, k.ID[:8], cur)
+				}
+			}
+			for _, k := range w.Keys {
+				for _, c := range []time.Time{k.NotBefore, w.EncryptEnd(slices.IndexFunc(w.Keys, func(x schedule.Key) bool { return x.ID == k.ID })), k.NotAfter} {
+					for _, at := range []time.Time{c.Add(-time.Nanosecond), c, c.Add(time.Nanosecond)} {
+						if at.Before(now) || (!bound.IsZero() && !at.Before(bound)) {
+							continue
+						}
+						instants++
+						want := ""
+						if ek := kr.current(at); ek != nil {
+							want = ek.ID()
+						}
+						got := ""
+						if i := w.EncryptingAt(at); i >= 0 {
+							got = w.Keys[i].ID
+						}
+						if got != want {
+							t.Fatalf("seed %d step %d at now+%s: the engine encrypts with %q, the package's rule says %q", seed, step, at.Sub(now), want, got)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d steps, %d instants compared, %d windows with keys sharing not_before", steps, instants, shared)
 }
