@@ -110,7 +110,7 @@ func TestParseAgentRead(t *testing.T) {
 	}{
 		{func(m map[string]any) { delete(m, "ttl") }, "ttl: required, missing"},
 		{func(m map[string]any) { m["ttl"] = json.Number("1.5") }, `field "ttl": want int64, got JSON number 1.5`},
-		{func(m map[string]any) { m["keys"] = "x" }, `field "keys": want []schedule.decodeKey, got JSON string`},
+		{func(m map[string]any) { m["keys"] = "x" }, `field "keys": want a list, got JSON string`},
 		{func(m map[string]any) { m["keys"] = []any{map[string]any{"id": "aa"}} }, "keys[0].id: must be 32 hex characters, got 2 characters"},
 	} {
 		d := data()

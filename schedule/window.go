@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 )
@@ -177,7 +178,14 @@ func Decode(data []byte, format string) (*Window, error) {
 func redactJSONError(err error) string {
 	switch e := err.(type) {
 	case *json.UnmarshalTypeError:
-		return fmt.Sprintf("field %q: want %s, got JSON %s", e.Field, e.Type, e.Value)
+		want := e.Type.String()
+		switch e.Type.Kind() {
+		case reflect.Slice:
+			want = "a list"
+		case reflect.Struct, reflect.Pointer:
+			want = "an object"
+		}
+		return fmt.Sprintf("field %q: want %s, got JSON %s", e.Field, want, e.Value)
 	case *json.SyntaxError:
 		return fmt.Sprintf("syntax error at offset %d", e.Offset)
 	default:

@@ -44,6 +44,7 @@ func TestDecodeRefusals(t *testing.T) {
 	}{
 		{name: "not json", raw: "{", want: "window: not a JSON object of the documented shape"},
 		{name: "trailing", raw: `{"format":"go"} {}`, want: "trailing data"},
+		{name: "keys a string", raw: `{"format":"go","keys":"x"}`, want: `field "keys": want a list, got JSON string`},
 		{name: "ticket_key a number", raw: `{"format":"go","keys":[{"ticket_key":5}]}`, want: `field "keys.ticket_key": want string, got JSON number`},
 		{name: "format missing", edit: func(w *Wire) { w.Format = "" }, want: `window: format: must be "go", got ""`},
 		{name: "format asked", format: FormatNginx, want: `window: format: must be "nginx", got "go"`},
