@@ -2,12 +2,15 @@ package ticketkeys
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -214,4 +217,91 @@ func TestEngineAndScheduleAgreeOnTheEncryptingKey(t *testing.T) {
 		}
 	}
 	t.Logf("%d steps, %d instants compared, %d windows with keys sharing not_before", steps, instants, shared)
+}
+
+// TestEngineServesTheVectorsReads: every read of schedule's test vectors
+// (windows that carry encrypt_until) is exactly what the engine's own
+// rendering serves for those keys at that instant: order, states, times,
+// every layout's ticket_key and HAProxy's lines. The Lua module's tests read
+// these vectors, so this holds them to the engine, not to a copy of it.
+func TestEngineServesTheVectorsReads(t *testing.T) {
+	raw, err := os.ReadFile("schedule/testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Windows []struct {
+			Name    string `json:"name"`
+			RawAt   string `json:"read_at"`
+			Secrets []struct {
+				ID, AES, HMAC string
+			} `json:"secrets"`
+			Reads map[string]schedule.Wire `json:"reads"`
+		} `json:"windows"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, vw := range v.Windows {
+		readAt, err := time.Parse(time.RFC3339, vw.RawAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for format, want := range vw.Reads {
+			if want.Keys[0].EncryptUntil == "" {
+				continue // an engine before v0.2.0
+			}
+			byID := map[string]schedule.WireKey{}
+			for _, k := range want.Keys {
+				byID[k.ID] = k
+			}
+			kr := &keyring{Name: want.Name, Settings: keyringSettings{RotationPeriod: time.Duration(want.RotationPeriod) * time.Second,
+				Retain: time.Duration(want.Retain) * time.Second, PublishAhead: time.Duration(want.PublishAhead) * time.Second, KeySize: want.KeySize}}
+			for _, s := range vw.Secrets { // the keyring's order
+				wk, served := byID[s.ID]
+				if !served {
+					continue
+				}
+				k := &ticketKey{}
+				for _, f := range []struct {
+					dst *[]byte
+					hex string
+				}{{&k.Name, s.ID}, {&k.AES, s.AES}, {&k.HMAC, s.HMAC}} {
+					if *f.dst, err = hex.DecodeString(f.hex); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, f := range []struct {
+					dst *time.Time
+					s   string
+				}{{&k.NotBefore, wk.NotBefore}, {&k.EncryptUntil, wk.EncryptUntil}, {&k.NotAfter, wk.NotAfter}} {
+					if *f.dst, err = time.Parse(time.RFC3339, f.s); err != nil {
+						t.Fatal(err)
+					}
+				}
+				kr.Keys = append(kr.Keys, k)
+			}
+			data, _, err := windowData(kr, format, readAt)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", vw.Name, format, err)
+			}
+			data["ttl"] = want.TTL
+			got, err := json.Marshal(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantJSON, _ := json.Marshal(want)
+			var a, b any
+			_ = json.Unmarshal(got, &a)
+			_ = json.Unmarshal(wantJSON, &b)
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("%s/%s: the engine serves a different read than the vectors (ids, states, times or layouts)", vw.Name, format)
+			}
+			checked++
+		}
+	}
+	if checked < 15 {
+		t.Fatalf("only %d reads checked", checked)
+	}
 }
