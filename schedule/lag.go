@@ -40,14 +40,17 @@ func TTLJitterMax(rotationPeriod, publishAhead time.Duration) time.Duration {
 	return min(rotationPeriod/20, publishAhead/10, MaxTTLJitter).Truncate(time.Second)
 }
 
+// ReaderDelay is the longest a reader following ttl waits after the ttl ran
+// out: Vault Agent's 1s or the Go client's delay for the longest ttl a read
+// hands out (rotation_period plus rounding and jitter), whichever is longer.
+func ReaderDelay(rotationPeriod, publishAhead time.Duration) time.Duration {
+	maxTTL := rotationPeriod + TTLRounding + TTLJitterMax(rotationPeriod, publishAhead)
+	return max(AgentReadDelay, GoClientDelayMax(maxTTL))
+}
+
 // ReaderLag is the longest a reader following ttl takes, after the window
 // changed, to hold the new window: the ttl rounding, its jitter, the
-// reader's own delay after the ttl (Agent's or the Go client's, whichever is
-// longer) and the read itself. A ttl is never longer than rotation_period
-// plus rounding and jitter, which bounds the Go client's delay for short
-// periods.
+// reader's own delay after the ttl (ReaderDelay) and the read itself.
 func ReaderLag(rotationPeriod, publishAhead time.Duration) time.Duration {
-	jitter := TTLJitterMax(rotationPeriod, publishAhead)
-	maxTTL := rotationPeriod + TTLRounding + jitter
-	return TTLRounding + jitter + max(AgentReadDelay, GoClientDelayMax(maxTTL)) + ReadAllowance
+	return TTLRounding + TTLJitterMax(rotationPeriod, publishAhead) + ReaderDelay(rotationPeriod, publishAhead) + ReadAllowance
 }

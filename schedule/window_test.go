@@ -247,7 +247,7 @@ func TestReaderLag(t *testing.T) {
 		if got := TTLJitterMax(tc.period, tc.ahead); got != tc.jitter {
 			t.Errorf("TTLJitterMax(%s, %s) = %s, want %s", tc.period, tc.ahead, got, tc.jitter)
 		}
-		if got := ReaderLag(tc.period, tc.ahead); got.Truncate(time.Second) != tc.lag {
+		if got := ReaderLag(tc.period, tc.ahead); got.Truncate(time.Second) != tc.lag || got != 2*time.Second+tc.jitter+ReaderDelay(tc.period, tc.ahead) {
 			t.Errorf("ReaderLag(%s, %s) = %s, want %s", tc.period, tc.ahead, got, tc.lag)
 		}
 	}
