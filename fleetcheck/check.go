@@ -66,8 +66,11 @@ type Config struct {
 	Timeout time.Duration
 	// RetiredFor is how long after it retires a key is still offered to the
 	// nodes (its material held in memory only). If zero, one rotation
-	// period, at least 1m. MaxRetired bounds how many (newest first); if
-	// zero, 4.
+	// period, at least 1m. MaxRetired bounds how many are offered per round
+	// (if zero, 4): half of them the newest every round (after a purge, the
+	// former next and current keys), the other slots rotating through the
+	// rest, so every retired key is offered to every node within a few
+	// rounds.
 	RetiredFor time.Duration
 	MaxRetired int
 	// Logger receives one line per round (never material). If nil, nothing
@@ -82,23 +85,13 @@ type Config struct {
 type Checker struct {
 	cfg Config
 
-	mu      sync.Mutex
-	round   int
-	known   map[string]*Key // keys of the last window read
-	retired []*retiredKey
-	last    *Report
-}
-
-// retiredKey is a key gone from the window, still offered to the nodes for
-// RetiredFor.
-type retiredKey struct {
-	key              *Key
-	reason           string
-	at               time.Time
-	lastAcceptedAt   time.Time
-	lastAcceptedBy   []string
-	refusedSince     time.Time
-	acceptedThisTime []string
+	mu    sync.Mutex
+	round int
+	known map[string]*Key // keys of the last window read
+	// lastWindow is the last window read (its keys are those in known).
+	lastWindow *Window
+	retired    []*retiredKey // newest first (retiredPriority)
+	last       *Report
 }
 
 // New checks cfg and returns a Checker.
@@ -190,7 +183,7 @@ func (c *Checker) Close() {
 	for _, r := range c.retired {
 		r.key.wipe()
 	}
-	c.known, c.retired = map[string]*Key{}, nil
+	c.known, c.retired, c.lastWindow = map[string]*Key{}, nil, nil
 }
 
 func (c *Checker) nextGrace(w *Window) time.Duration {
@@ -214,48 +207,6 @@ func (c *Checker) retiredFor(w *Window) time.Duration {
 		return c.cfg.RetiredFor
 	}
 	return max(w.RotationPeriod, time.Minute)
-}
-
-// absorb takes a new window: keys of the last window that are gone from it
-// become retired keys; retired keys older than RetiredFor are wiped.
-func (c *Checker) absorb(w *Window) {
-	for id, k := range c.known {
-		if nk := w.ByID(id); nk != nil {
-			if nk != k {
-				k.wipe() // the new window holds its own copy
-			}
-			continue
-		}
-		r := &retiredKey{key: k, reason: "expired", at: k.NotAfter}
-		if w.ReadAt.Before(k.NotAfter) {
-			r.reason, r.at = "removed", w.ReadAt
-		}
-		c.retired = append(c.retired, r)
-	}
-	c.known = make(map[string]*Key, len(w.Keys))
-	for _, k := range w.Keys {
-		c.known[k.ID] = k
-	}
-	slices.SortFunc(c.retired, func(a, b *retiredKey) int { return b.at.Compare(a.at) }) // newest first
-	keep := c.retired[:0]
-	for i, r := range c.retired {
-		if i >= c.cfg.MaxRetired || w.ReadAt.Sub(r.at) > c.retiredFor(w) {
-			r.key.wipe()
-			continue
-		}
-		keep = append(keep, r)
-	}
-	clear(c.retired[len(keep):])
-	c.retired = keep
-}
-
-func (c *Checker) retiredByID(id string) *retiredKey {
-	for _, r := range c.retired {
-		if r.key.ID == id {
-			return r
-		}
-	}
-	return nil
 }
 
 // targets lists the nodes that node i's ticket is offered to this round.

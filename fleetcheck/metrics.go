@@ -35,6 +35,7 @@ var (
 	descMatrixFail  = prometheus.NewDesc(ns+"matrix_failures", "Cross-node offers that did not resume in the last round.", []string{"keyring"}, nil)
 	descRetiredAcc  = prometheus.NewDesc(ns+"retired_keys_accepted", "Retired keys that at least one node still resumed in the last round.", []string{"keyring"}, nil)
 	descRetiredHeld = prometheus.NewDesc(ns+"retired_keys_checked", "Retired keys offered to the nodes in the last round.", []string{"keyring"}, nil)
+	descRetiredOpen = prometheus.NewDesc(ns+"retired_keys_not_refused_everywhere", "Retired keys held that some node has not refused yet (not offered to it yet, unreachable, or still resuming).", []string{"keyring"}, nil)
 
 	descNodeReachable = prometheus.NewDesc(ns+"node_reachable", "1 if the node completed a handshake in every TLS version.", []string{"keyring", "node"}, nil)
 	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within grace) in every TLS version.", []string{"keyring", "node"}, nil)
@@ -46,7 +47,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRounds, descOK, descLastRound, descDuration, descVaultOK, descNodes, descReachable,
-		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld,
+		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld, descRetiredOpen,
 		descNodeReachable, descNodeCurrent, descNodeNext, descNodeRetired, descNodeMatrix} {
 		ch <- d
 	}
@@ -68,7 +69,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(descDuration, r.Finished.Sub(r.Started).Seconds())
 	g(descVaultOK, b2f(r.VaultError == ""))
 	g(descNodes, float64(len(r.Nodes)))
-	reachable, accepted := 0, 0
+	reachable, accepted, offered, open := 0, 0, 0, 0
 	for _, n := range r.Nodes {
 		if n.Reachable {
 			reachable++
@@ -77,6 +78,12 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, rs := range r.Retired {
 		if len(rs.AcceptedBy) > 0 {
 			accepted++
+		}
+		if rs.OfferedThisRound {
+			offered++
+		}
+		if rs.RefusedEverywhereSince.IsZero() {
+			open++
 		}
 	}
 	g(descReachable, float64(reachable))
@@ -89,7 +96,8 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(descPairs, float64(r.Matrix.Pairs))
 	g(descMatrixFail, float64(r.Matrix.Failures))
 	g(descRetiredAcc, float64(accepted))
-	g(descRetiredHeld, float64(len(r.Retired)))
+	g(descRetiredHeld, float64(offered))
+	g(descRetiredOpen, float64(open))
 	for _, n := range r.Nodes {
 		g(descNodeReachable, b2f(n.Reachable), n.Addr)
 		g(descNodeCurrent, b2f(n.Current == StatusOK), n.Addr)

@@ -74,9 +74,12 @@ type Report struct {
 	// NodesReadyNext counts nodes that resumed a ticket under the next key
 	// in every TLS version.
 	NodesReadyNext int `json:"nodes_ready_next"`
-	// Retired is what each retired key still in memory did this round.
+	// Retired follows each retired key still in memory (newest first);
+	// at most Settings.MaxRetired of them were offered this round.
 	Retired []RetiredSummary `json:"retired,omitempty"`
-	Nodes   []NodeReport     `json:"nodes"`
+	// Purges groups the keys removed from the window at one instant.
+	Purges []PurgeSummary `json:"purges,omitempty"`
+	Nodes  []NodeReport   `json:"nodes"`
 	// Failures lists every failed check in one line each.
 	Failures []string `json:"failures,omitempty"`
 }
@@ -89,6 +92,7 @@ type Settings struct {
 	NextGrace    float64  `json:"next_grace_seconds"`
 	MatrixFull   int      `json:"matrix_full"`
 	MatrixSample int      `json:"matrix_sample"`
+	MaxRetired   int      `json:"max_retired"`
 }
 
 // WindowSummary is the part of a window a report keeps: no material.
@@ -131,13 +135,32 @@ type RetiredSummary struct {
 	RetiredAt time.Time `json:"retired_at"`
 	// AcceptedBy lists the nodes that resumed a ticket under it this round.
 	AcceptedBy []string `json:"accepted_by,omitempty"`
+	// OfferedThisRound is false when the round offered other retired keys
+	// (more are held than MaxRetired); AcceptedBy is then empty.
+	OfferedThisRound bool `json:"offered_this_round"`
 	// LastAcceptedAt and LastAcceptedBy: the last round in which a node
 	// still resumed it, and the nodes that did.
 	LastAcceptedAt time.Time `json:"last_accepted_at,omitzero"`
 	LastAcceptedBy []string  `json:"last_accepted_by,omitempty"`
-	// RefusedEverywhereSince is the start of the first round after which no
-	// node has resumed it.
+	// RefusedEverywhereSince is the start of the round in which the last
+	// node (in the last TLS version) refused it, once every node has
+	// refused it since any last resumed it; zero until then.
 	RefusedEverywhereSince time.Time `json:"refused_everywhere_since,omitzero"`
+	// NotYetRefusedBy lists the nodes that have not refused it in every TLS
+	// version yet: not offered it yet, unreachable, or still resuming it.
+	NotYetRefusedBy []string `json:"not_yet_refused_by,omitempty"`
+}
+
+// PurgeSummary is the keys removed from the window at one instant (rotate
+// purge_previous=true, or a next key discarded by mode=now).
+type PurgeSummary struct {
+	RemovedAt time.Time `json:"removed_at"`
+	Keys      []string  `json:"keys"`
+	// RefusedEverywhereSince is the latest RefusedEverywhereSince of its
+	// keys once every one of them is refused by every node; zero until then.
+	RefusedEverywhereSince time.Time `json:"refused_everywhere_since,omitzero"`
+	// NotYetRefusedEverywhere counts its keys some node has not refused yet.
+	NotYetRefusedEverywhere int `json:"not_yet_refused_everywhere"`
 }
 
 // NodeReport is one node's results; the Current/Next/Retired statuses
@@ -251,13 +274,26 @@ func (r *Report) WriteTable(w io.Writer) error {
 		case len(rs.AcceptedBy) > 0:
 			fmt.Fprintf(w, "retired key %s (%s at %s): still accepted by %s\n", short(rs.ID), rs.Reason,
 				rs.RetiredAt.UTC().Format(time.RFC3339), strings.Join(rs.AcceptedBy, ", "))
-		case !rs.LastAcceptedAt.IsZero():
+		case !rs.RefusedEverywhereSince.IsZero() && !rs.LastAcceptedAt.IsZero():
 			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere since %s; last accepted at %s by %s\n", short(rs.ID), rs.Reason,
 				rs.RetiredAt.UTC().Format(time.RFC3339), rs.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano),
 				rs.LastAcceptedAt.UTC().Format(time.RFC3339Nano), strings.Join(rs.LastAcceptedBy, ", "))
+		case !rs.RefusedEverywhereSince.IsZero():
+			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere since %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), rs.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano))
 		default:
-			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere\n", short(rs.ID), rs.Reason, rs.RetiredAt.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "retired key %s (%s at %s): not yet refused by %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), strings.Join(rs.NotYetRefusedBy, ", "))
 		}
+	}
+	for _, p := range r.Purges {
+		if p.RefusedEverywhereSince.IsZero() {
+			fmt.Fprintf(w, "purge at %s (%d keys): %d keys not yet refused by every node\n", p.RemovedAt.UTC().Format(time.RFC3339),
+				len(p.Keys), p.NotYetRefusedEverywhere)
+			continue
+		}
+		fmt.Fprintf(w, "purge at %s (%d keys): every key refused everywhere since %s\n", p.RemovedAt.UTC().Format(time.RFC3339),
+			len(p.Keys), p.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano))
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAIL %s\n", f)

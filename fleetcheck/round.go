@@ -33,7 +33,9 @@ type round struct {
 	mu      sync.Mutex
 	matrix  map[[3]int]offerResult // source, target, version
 	next    map[[2]int]offerResult // node, version
-	retired map[[3]int]offerResult // node, version, retired key
+	retired map[[3]int]offerResult // node, version, index in offered
+	// offered are the retired keys this round offers (retiredToOffer).
+	offered []*retiredKey
 }
 
 // Check runs one round: it reads the window, takes a fresh ticket from every
@@ -51,9 +53,11 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
 	}
 	r.rep.Settings.Grace, r.rep.Settings.MatrixFull, r.rep.Settings.MatrixSample = c.cfg.Grace.Seconds(), c.cfg.MatrixFull, c.cfg.MatrixSample
+	r.rep.Settings.MaxRetired = c.cfg.MaxRetired
 	if err := r.readWindow(ctx); err != nil {
 		return nil, err
 	}
+	r.offered = c.retiredToOffer()
 	r.takeFresh(ctx)
 	defer r.forget()
 	if err := ctxend.Err(ctx, time.Now()); err != nil {
@@ -273,7 +277,7 @@ func (r *round) offerAll(ctx context.Context) {
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, r.nxt) },
 					func(res offerResult) { r.next[[2]int{j, vi}] = res }))
 			}
-			for ri, rk := range r.c.retired {
+			for ri, rk := range r.offered {
 				tasks = append(tasks, r.offerTask(ctx, j, v,
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, rk.key) },
 					func(res offerResult) { r.retired[[3]int{j, vi, ri}] = res }))
@@ -288,8 +292,9 @@ func (r *round) evaluate() {
 	nodes, cfg := r.cfg.Nodes, r.cfg
 	// Graces count from now: the offers have just been made.
 	now := time.Now()
-	for _, rk := range r.c.retired {
+	for _, rk := range r.offered {
 		rk.acceptedThisTime = nil
+		rk.lastOffered = r.rep.Round
 	}
 	for j := range nodes {
 		nr := &r.reps[j]
@@ -312,8 +317,18 @@ func (r *round) evaluate() {
 				vr.NextKeyID = r.nxt.ID
 				vr.Next = r.c.checkNext(r.w, r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
 			}
-			for ri, rk := range r.c.retired {
+			for ri, rk := range r.offered {
 				res := r.retired[[3]int{j, vi, ri}]
+				point := checkPoint(nodes[j].Addr, vr.Version)
+				switch {
+				case res.err != nil:
+				case res.resumed:
+					delete(rk.refusedAt, point)
+				default:
+					if _, ok := rk.refusedAt[point]; !ok {
+						rk.refusedAt[point] = r.rep.Started
+					}
+				}
 				rc := RetiredCheck{KeyID: rk.key.ID, Resumed: res.resumed}
 				switch {
 				case res.err != nil:
@@ -372,7 +387,7 @@ func (r *round) aggregate() {
 	for j := range r.reps {
 		nr := &r.reps[j]
 		nr.Current, nr.Next, nr.Retired = StatusNone, StatusNone, StatusNone
-		if len(r.c.retired) > 0 {
+		if len(r.offered) > 0 {
 			nr.Retired = StatusOK
 		}
 		fail := func(version, what, detail string) {
@@ -424,15 +439,30 @@ func (r *round) aggregate() {
 }
 
 // followRetired records, across rounds, which nodes still resumed each
-// retired key and since when none has.
+// retired key, since when every node refuses it (only once every node was
+// offered it and refused it), and groups the keys of each purge.
 func (r *round) followRetired() {
-	for _, rk := range r.c.retired {
-		if len(rk.acceptedThisTime) > 0 {
-			rk.lastAcceptedAt, rk.lastAcceptedBy, rk.refusedSince = r.rep.Started, rk.acceptedThisTime, time.Time{}
-		} else if rk.refusedSince.IsZero() {
-			rk.refusedSince = r.rep.Started
-		}
-		r.rep.Retired = append(r.rep.Retired, RetiredSummary{ID: rk.key.ID, Reason: rk.reason, RetiredAt: rk.at, AcceptedBy: rk.acceptedThisTime,
-			LastAcceptedAt: rk.lastAcceptedAt, LastAcceptedBy: rk.lastAcceptedBy, RefusedEverywhereSince: rk.refusedSince})
+	var points, versions []string
+	for _, v := range r.cfg.Versions {
+		versions = append(versions, versionName(v))
 	}
+	for _, n := range r.cfg.Nodes {
+		for _, v := range versions {
+			points = append(points, checkPoint(n.Addr, v))
+		}
+	}
+	for _, rk := range r.c.retired {
+		offered := slices.Contains(r.offered, rk)
+		if offered && len(rk.acceptedThisTime) > 0 {
+			rk.lastAcceptedAt, rk.lastAcceptedBy = r.rep.Started, rk.acceptedThisTime
+		}
+		rs := RetiredSummary{ID: rk.key.ID, Reason: rk.reason, RetiredAt: rk.at, OfferedThisRound: offered,
+			LastAcceptedAt: rk.lastAcceptedAt, LastAcceptedBy: rk.lastAcceptedBy,
+			RefusedEverywhereSince: rk.refusedEverywhereSince(points), NotYetRefusedBy: rk.notYetRefusedBy(r.cfg.Nodes, versions)}
+		if offered {
+			rs.AcceptedBy = rk.acceptedThisTime
+		}
+		r.rep.Retired = append(r.rep.Retired, rs)
+	}
+	r.rep.Purges = purges(r.rep.Retired)
 }
