@@ -42,12 +42,17 @@ type Config struct {
 	// Versions are the TLS versions every check runs in. If empty, TLS 1.2
 	// and TLS 1.3.
 	Versions []uint16
-	// Grace is the tolerance around a boundary: a fresh ticket under the
-	// adjacent key within Grace of an activation is on schedule, and a key
-	// retired less than Grace ago may still resume (pending). If zero,
-	// DefaultGrace (5s): clock skew plus a Vault Agent's re-read just after
-	// the change (ttl + 1 s + jitter).
+	// Grace is the clock skew tolerated around an instant of the schedule:
+	// a fresh ticket under the next key within Grace before its activation
+	// is on schedule. A node's whole tolerance after an instant (still on
+	// the previous key after an activation, still resuming a key retired or
+	// purged) is Grace for local nodes and Grace + AgentLag of the window
+	// for Agent-fed nodes (Node.Kind). If zero, DefaultGrace (5s).
 	Grace time.Duration
+	// ReloadAllowance is the time an Agent-fed node takes to use a window
+	// Agent has rendered (reload, push, file watch), part of AgentLag. If
+	// zero, DefaultReloadAllowance (2s).
+	ReloadAllowance time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
 	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
@@ -117,6 +122,9 @@ func New(cfg Config) (*Checker, error) {
 			return nil, fmt.Errorf("fleetcheck: nodes[%d].addr: must be unique, %q appears twice", i, n.Addr)
 		}
 		seen[n.Addr] = true
+		if n.Kind != "" && !slices.Contains(Kinds, n.Kind) {
+			return nil, fmt.Errorf("fleetcheck: nodes[%d].kind: must be one of %v, got %q", i, Kinds, n.Kind)
+		}
 	}
 	if len(cfg.Versions) == 0 {
 		cfg.Versions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
@@ -129,7 +137,7 @@ func New(cfg Config) (*Checker, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}} {
+	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}, {"reload_allowance", cfg.ReloadAllowance}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %s", d.name, d.v)
 		}
@@ -144,6 +152,9 @@ func New(cfg Config) (*Checker, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
+	}
+	if cfg.ReloadAllowance == 0 {
+		cfg.ReloadAllowance = DefaultReloadAllowance
 	}
 	if cfg.MatrixFull == 0 {
 		cfg.MatrixFull = DefaultMatrixFull
@@ -186,20 +197,20 @@ func (c *Checker) Close() {
 	c.known, c.retired, c.lastWindow = map[string]*Key{}, nil, nil
 }
 
-func (c *Checker) nextGrace(w *Window) time.Duration {
-	return nextGrace(c.cfg, w.PublishAhead)
+func (c *Checker) nextGrace(w *Window, n Node) time.Duration {
+	return nextGrace(c.cfg, w.PublishAhead, c.switchLag(n, w.RotationPeriod, w.PublishAhead))
 }
 
 // nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
-// but at least Grace (a node fed by Vault Agent fetches a published key as
-// late as it switches at an activation) and at most 2 minutes and half of
-// publish_ahead, so that a missing key is still reported before it
-// activates.
-func nextGrace(cfg Config, publishAhead time.Duration) time.Duration {
+// but at least the node's tolerance lag (an Agent-fed node fetches a
+// published key as late as it switches at an activation) and at most 2
+// minutes and half of publish_ahead, so that a missing key is still
+// reported before it activates.
+func nextGrace(cfg Config, publishAhead, lag time.Duration) time.Duration {
 	if cfg.NextGrace > 0 {
 		return cfg.NextGrace
 	}
-	return min(max(publishAhead/4, cfg.Grace), 2*time.Minute, publishAhead/2)
+	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead/2)
 }
 
 func (c *Checker) retiredFor(w *Window) time.Duration {
@@ -257,7 +268,7 @@ func (c *Checker) keyByID(w *Window, id string) *Key {
 }
 
 // checkCurrent compares the key of a fresh ticket with the schedule.
-func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Check {
+func (c *Checker) checkCurrent(w *Window, n Node, f *freshTicket, vr *VersionReport) Check {
 	if f.keyIDErr != nil {
 		if errors.Is(f.keyIDErr, ErrTicketUnknownKey) {
 			return Check{Status: StatusFail, Detail: f.keyIDErr.Error()}
@@ -292,24 +303,11 @@ func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Che
 		}
 		s.wipe()
 	}
-	if expected == nil {
-		return Check{Status: StatusFail, Detail: fmt.Sprintf("the window has no key for %s; the node encrypts with %s (%s)", f.at.UTC().Format(time.RFC3339), f.keyID, vr.TicketKeyState)}
-	}
-	if f.keyID == expected.ID {
-		return Check{Status: StatusOK}
-	}
-	g := c.cfg.Grace
-	if i := slices.Index(w.Keys, expected); i > 0 && w.Keys[i-1].ID == f.keyID && f.at.Sub(expected.NotBefore) < g {
-		return Check{Status: StatusOK, Detail: fmt.Sprintf("still on the previous key %s, %s after the activation of %s (grace %s)", f.keyID, f.at.Sub(expected.NotBefore).Round(time.Millisecond), expected.ID, g)}
-	}
-	if n := w.NextAfter(f.at); n != nil && n.ID == f.keyID && n.NotBefore.Sub(f.at) < g {
-		return Check{Status: StatusOK, Detail: fmt.Sprintf("already on the next key %s, %s before its activation (grace %s)", f.keyID, n.NotBefore.Sub(f.at).Round(time.Millisecond), g)}
-	}
-	return Check{Status: StatusFail, Detail: fmt.Sprintf("encrypts with key %s (%s); the schedule says %s", f.keyID, vr.TicketKeyState, expected.ID)}
+	return onSchedule(w, f.keyID, f.at, c.switchLag(n, w.RotationPeriod, w.PublishAhead), c.cfg.Grace, vr.TicketKeyState)
 }
 
 // checkNext judges whether a node resumed a ticket under the next key.
-func (c *Checker) checkNext(w *Window, nxt *Key, res offerResult, now time.Time) Check {
+func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now time.Time) Check {
 	if res.resumed {
 		return Check{Status: StatusOK}
 	}
@@ -318,7 +316,7 @@ func (c *Checker) checkNext(w *Window, nxt *Key, res offerResult, now time.Time)
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
 	}
-	if g := c.nextGrace(w); now.Before(published.Add(g)) {
+	if g := c.nextGrace(w, n); now.Before(published.Add(g)) {
 		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}
 	}
 	return Check{Status: StatusFail, Detail: fmt.Sprintf("%s, published at %s, activating at %s (in %s)", why,

@@ -21,6 +21,10 @@ type Node struct {
 	ServerName string
 	// RootCAs verifies the node's certificate. If nil, the system roots.
 	RootCAs *x509.CertPool
+	// Kind says how the node follows the window: KindLocal (switches at the
+	// instant) or KindAgent (after Vault Agent's re-read). If empty,
+	// DefaultKind of the format.
+	Kind string
 }
 
 func (n Node) serverName() string {

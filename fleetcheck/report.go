@@ -93,6 +93,8 @@ type Settings struct {
 	MatrixFull   int      `json:"matrix_full"`
 	MatrixSample int      `json:"matrix_sample"`
 	MaxRetired   int      `json:"max_retired"`
+	// ReloadAllowance (seconds) is part of an Agent-fed node's tolerance.
+	ReloadAllowance float64 `json:"reload_allowance_seconds"`
 }
 
 // WindowSummary is the part of a window a report keeps: no material.
@@ -169,9 +171,14 @@ type NodeReport struct {
 	Addr       string `json:"addr"`
 	ServerName string `json:"server_name"`
 	Reachable  bool   `json:"reachable"`
-	Current    Status `json:"current"`
-	Next       Status `json:"next"`
-	Retired    Status `json:"retired"`
+	// Kind is how the node follows the window (local or agent) and
+	// Tolerance (seconds) how long after an instant of the schedule it may
+	// still show the window before it.
+	Kind      string  `json:"kind"`
+	Tolerance float64 `json:"tolerance_seconds"`
+	Current   Status  `json:"current"`
+	Next      Status  `json:"next"`
+	Retired   Status  `json:"retired"`
 	// MatrixRow counts this node's tickets resumed by the targets they were
 	// offered to; MatrixColumn counts other nodes' tickets this node resumed.
 	MatrixRowOK     int             `json:"matrix_row_ok"`

@@ -53,7 +53,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
 	}
 	r.rep.Settings.Grace, r.rep.Settings.MatrixFull, r.rep.Settings.MatrixSample = c.cfg.Grace.Seconds(), c.cfg.MatrixFull, c.cfg.MatrixSample
-	r.rep.Settings.MaxRetired = c.cfg.MaxRetired
+	r.rep.Settings.MaxRetired, r.rep.Settings.ReloadAllowance = c.cfg.MaxRetired, c.cfg.ReloadAllowance.Seconds()
 	if err := r.readWindow(ctx); err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (r *round) readWindow(ctx context.Context) error {
 	r.w = w
 	r.nxt = w.NextAfter(r.rep.Started)
 	r.rep.Window = summarize(w, r.rep.Started)
-	r.rep.Settings.NextGrace = r.c.nextGrace(w).Seconds()
+	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxSwitchLag(w.RotationPeriod, w.PublishAhead)).Seconds()
 	if r.rep.Keyring == "" {
 		r.rep.Keyring = w.Keyring
 	}
@@ -298,6 +298,12 @@ func (r *round) evaluate() {
 	}
 	for j := range nodes {
 		nr := &r.reps[j]
+		nr.Kind = r.c.kindOf(nodes[j])
+		var lag time.Duration
+		if r.w != nil {
+			lag = r.c.switchLag(nodes[j], r.w.RotationPeriod, r.w.PublishAhead)
+		}
+		nr.Tolerance = lag.Seconds()
 		for vi := range cfg.Versions {
 			vr := &nr.Versions[vi]
 			f := r.fr[j][vi]
@@ -307,7 +313,7 @@ func (r *round) evaluate() {
 				nr.Errors = append(nr.Errors, vr.Version+": "+vr.HandshakeError)
 				continue
 			}
-			vr.Current = r.c.checkCurrent(r.w, f, vr)
+			vr.Current = r.c.checkCurrent(r.w, nodes[j], f, vr)
 			switch {
 			case r.w == nil:
 				vr.Next = Check{Status: StatusNone, Detail: "window unknown (Vault read failed)"}
@@ -315,7 +321,7 @@ func (r *round) evaluate() {
 				vr.Next = Check{Status: StatusNone, Detail: "no next key is published"}
 			default:
 				vr.NextKeyID = r.nxt.ID
-				vr.Next = r.c.checkNext(r.w, r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
+				vr.Next = r.c.checkNext(r.w, nodes[j], r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
 			}
 			for ri, rk := range r.offered {
 				res := r.retired[[3]int{j, vi, ri}]
@@ -333,8 +339,8 @@ func (r *round) evaluate() {
 				switch {
 				case res.err != nil:
 					rc.Check = Check{Status: StatusFail, Detail: "could not offer a ticket under it: " + res.err.Error()}
-				case res.resumed && now.Sub(rk.at) < cfg.Grace:
-					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (grace %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, cfg.Grace)}
+				case res.resumed && now.Sub(rk.at) < lag:
+					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (tolerance %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, lag)}
 				case res.resumed:
 					rc.Check = Check{Status: StatusFail, Detail: fmt.Sprintf("resumes a ticket under retired key %s (%s at %s)", rk.key.ID, rk.reason, rk.at.UTC().Format(time.RFC3339))}
 				default:

@@ -8,7 +8,7 @@
 //	ticketkeys-fleetcheck -keyring web -format nginx -ca ca.pem -sni www.example.com \
 //	    -node 10.0.0.1:443 -node 10.0.0.2:443 [-json report.json] [-continuous -listen 127.0.0.1:9464]
 //
-// A node is host:port[,sni=NAME][,ca=FILE]; -nodes-file reads one per line (# starts a comment). The Vault
+// A node is host:port[,sni=NAME][,ca=FILE][,kind=local|agent]; -nodes-file reads one per line (# starts a comment). The Vault
 // token (VAULT_TOKEN, or -token-file, re-read every round) needs read on <mount>/keys/<keyring> only
 // (bootstrap/policies/fleetcheck.hcl). Key material stays in memory: it is never printed, logged or written.
 //
@@ -60,7 +60,8 @@ func (n *nodeList) Set(v string) error { *n = append(*n, v); return nil }
 type options struct {
 	vaultAddr, tokenFile, mount, keyring, format string
 	nodes                                        nodeList
-	nodesFile, sni, ca, tlsVersions              string
+	nodesFile, sni, ca, tlsVersions, kind        string
+	reloadAllowance                              time.Duration
 	grace, nextGrace, timeout, retiredFor        time.Duration
 	matrixFull, matrixSample, concurrency        int
 	maxRetired                                   int
@@ -80,10 +81,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.mount, "mount", "ticketkeys", "mount path of the ticketkeys engine")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring name (required)")
 	fs.StringVar(&o.format, "format", "", "format the nodes use: nginx, haproxy, envoy or go (required)")
-	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE] (repeatable)")
+	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE][,kind=local|agent] (repeatable)")
 	fs.StringVar(&o.nodesFile, "nodes-file", "", "file with one node per line, as -node (# starts a comment)")
 	fs.StringVar(&o.sni, "sni", "", "default server name (SNI, and the name certificates must match); default: each node's host")
 	fs.StringVar(&o.ca, "ca", "", "default PEM file of CA certificates to verify the nodes; default: the system roots")
+	fs.StringVar(&o.kind, "kind", "", "default node kind: local (switches at the instant: Go client, nginx Lua, Caddy module) or agent (fed by Vault Agent: nginx key files, HAProxy, Envoy); default: local for -format go, else agent")
+	fs.DurationVar(&o.reloadAllowance, "reload-allowance", fleetcheck.DefaultReloadAllowance, "time an Agent-fed node takes to use a rendered window (reload, push), part of its tolerance")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
 	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "tolerance around activations and retirements (clock skew, Agent re-read delay)")
 	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
@@ -185,7 +188,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	pools := map[string]*x509.CertPool{}
 	var nodes []fleetcheck.Node
 	for _, spec := range specs {
-		n, err := parseNode(spec, o.sni, o.ca, pools)
+		n, err := parseNode(spec, o.sni, o.ca, o.kind, pools)
 		if err != nil {
 			return nil, err
 		}
@@ -214,7 +217,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	}
 	return fleetcheck.New(fleetcheck.Config{
 		Keyring: o.keyring, Format: o.format, Read: read, Nodes: nodes, Versions: versions,
-		Grace: o.grace, NextGrace: o.nextGrace, Timeout: o.timeout, RetiredFor: o.retiredFor,
+		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, Timeout: o.timeout, RetiredFor: o.retiredFor,
 		MatrixFull: o.matrixFull, MatrixSample: o.matrixSample, Concurrency: o.concurrency, MaxRetired: o.maxRetired,
 		Logger: logger,
 	})
@@ -289,10 +292,10 @@ func readNodesFile(path string) ([]string, error) {
 	return out, nil
 }
 
-// parseNode parses host:port[,sni=NAME][,ca=FILE]; pools caches CA files.
-func parseNode(spec, defSNI, defCA string, pools map[string]*x509.CertPool) (fleetcheck.Node, error) {
+// parseNode parses host:port[,sni=NAME][,ca=FILE][,kind=local|agent]; pools caches CA files.
+func parseNode(spec, defSNI, defCA, defKind string, pools map[string]*x509.CertPool) (fleetcheck.Node, error) {
 	parts := strings.Split(spec, ",")
-	n := fleetcheck.Node{Addr: strings.TrimSpace(parts[0]), ServerName: defSNI}
+	n := fleetcheck.Node{Addr: strings.TrimSpace(parts[0]), ServerName: defSNI, Kind: defKind}
 	if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" {
 		return n, fmt.Errorf("node %q: address must be host:port, got %q", spec, n.Addr)
 	}
@@ -304,8 +307,10 @@ func parseNode(spec, defSNI, defCA string, pools map[string]*x509.CertPool) (fle
 			n.ServerName = v
 		case ok && k == "ca" && v != "":
 			ca = v
+		case ok && k == "kind" && v != "":
+			n.Kind = v
 		default:
-			return n, fmt.Errorf("node %q: option must be sni=NAME or ca=FILE, got %q", spec, p)
+			return n, fmt.Errorf("node %q: option must be sni=NAME, ca=FILE or kind=local|agent, got %q", spec, p)
 		}
 	}
 	if ca != "" {
