@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,17 +87,20 @@ type Config struct {
 // Checker runs rounds of checks against one keyring's fleet and remembers,
 // between rounds, the keys it has seen so that it can offer tickets under
 // keys once they retire. Its methods are safe for concurrent use; rounds
-// run one at a time.
+// run one at a time, and Last never waits for a round.
 type Checker struct {
 	cfg Config
 
-	mu    sync.Mutex
+	// lastReport is the report of the last whole round, read without mu so
+	// that /metrics and /report.json never wait for a round in progress.
+	lastReport atomic.Pointer[Report]
+
+	mu    sync.Mutex // held through a round: the state below
 	round int
 	known map[string]*Key // keys of the last window read
 	// lastWindow is the last window read (its keys are those in known).
 	lastWindow *Window
 	retired    []*retiredKey // newest first (retiredPriority)
-	last       *Report
 }
 
 // New checks cfg and returns a Checker.
@@ -177,11 +181,10 @@ func New(cfg Config) (*Checker, error) {
 	return &Checker{cfg: cfg, known: map[string]*Key{}}, nil
 }
 
-// Last returns the report of the last round, or nil.
+// Last returns the report of the last whole round, or nil. It does not
+// wait for a round in progress.
 func (c *Checker) Last() *Report {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.last
+	return c.lastReport.Load()
 }
 
 // Close wipes every key the checker holds.

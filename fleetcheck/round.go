@@ -82,7 +82,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	}
 	rep.OK = len(rep.Failures) == 0
 	rep.Finished = time.Now()
-	c.last = rep
+	c.lastReport.Store(rep)
 	r.cfg.Logger.Info("fleet check round", "keyring", rep.Keyring, "round", rep.Round, "ok", rep.OK,
 		"nodes", len(rep.Nodes), "ready_next", rep.NodesReadyNext, "matrix_pairs", rep.Matrix.Pairs,
 		"matrix_failures", rep.Matrix.Failures, "failures", len(rep.Failures), "duration", rep.Finished.Sub(rep.Started).Round(time.Millisecond))
