@@ -38,7 +38,7 @@ var (
 	descRetiredOpen = prometheus.NewDesc(ns+"retired_keys_not_refused_everywhere", "Retired keys held that some node has not refused yet (not offered to it yet, unreachable, or still resuming).", []string{"keyring"}, nil)
 
 	descNodeReachable = prometheus.NewDesc(ns+"node_reachable", "1 if the node completed a handshake in every TLS version.", []string{"keyring", "node"}, nil)
-	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within grace) in every TLS version.", []string{"keyring", "node"}, nil)
+	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within its tolerance) in every TLS version; absent while no window was ever read.", []string{"keyring", "node"}, nil)
 	descNodeNext      = prometheus.NewDesc(ns+"node_next_key_ready", "1 if the node resumed a ticket under the next key in every TLS version; 0 if not (or not yet); absent while no next key is published.", []string{"keyring", "node"}, nil)
 	descNodeRetired   = prometheus.NewDesc(ns+"node_retired_keys_accepted", "Offers under retired keys the node resumed in the last round (every TLS version).", []string{"keyring", "node"}, nil)
 	descNodeMatrix    = prometheus.NewDesc(ns+"node_matrix_failures", "Matrix offers that did not resume: direction=row (this node's tickets elsewhere), column (others' tickets here).", []string{"keyring", "node", "direction"}, nil)
@@ -100,8 +100,11 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(descRetiredOpen, float64(open))
 	for _, n := range r.Nodes {
 		g(descNodeReachable, b2f(n.Reachable), n.Addr)
-		g(descNodeCurrent, b2f(n.Current == StatusOK), n.Addr)
-		if published {
+		// Unknown answers (no window ever read, no next key) are absent, not 0.
+		if n.Current != StatusNone {
+			g(descNodeCurrent, b2f(n.Current == StatusOK), n.Addr)
+		}
+		if published && n.Next != StatusNone {
 			g(descNodeNext, b2f(n.Next == StatusOK), n.Addr)
 		}
 		g(descNodeRetired, float64(n.retiredAccepted), n.Addr)

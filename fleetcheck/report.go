@@ -69,6 +69,9 @@ type Report struct {
 	Window *WindowSummary `json:"window,omitempty"`
 	// VaultError is set when the window could not be read.
 	VaultError string `json:"vault_error,omitempty"`
+	// WindowStale is true when the read failed and the round judged the
+	// nodes against the last window read (Window.ReadAt says when).
+	WindowStale bool `json:"window_stale,omitempty"`
 	// Matrix says which pairs were offered.
 	Matrix MatrixSummary `json:"matrix"`
 	// NodesReadyNext counts nodes that resumed a ticket under the next key
@@ -275,6 +278,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "; matrix %d/%d resumed%s\n", r.Matrix.Pairs-r.Matrix.Failures, r.Matrix.Pairs, sampled)
 	if r.VaultError != "" {
 		fmt.Fprintf(w, "vault: %s\n", r.VaultError)
+	}
+	if r.WindowStale && r.Window != nil {
+		fmt.Fprintf(w, "window stale: judged against the last window read, at %s\n", r.Window.ReadAt.UTC().Format(time.RFC3339))
 	}
 	for _, rs := range r.Retired {
 		switch {

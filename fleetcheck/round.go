@@ -89,18 +89,23 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// readWindow reads the window; a failed read is recorded in the report (the
-// round goes on without it), a window of another format is an error.
+// readWindow reads the window; a failed read is recorded in the report and
+// the round judges against the last window read (marked stale; none if no
+// read ever succeeded); a window of another format is an error.
 func (r *round) readWindow(ctx context.Context) error {
 	w, err := r.cfg.Read(ctx)
 	if err != nil {
 		r.rep.VaultError = err.Error()
-		return nil
+		if w = r.c.lastWindow; w == nil {
+			return nil
+		}
+		r.rep.WindowStale = true
+	} else {
+		if w.Format != r.cfg.Format {
+			return fmt.Errorf("fleetcheck: the window reader returned format %q, the check is for %q", w.Format, r.cfg.Format)
+		}
+		r.c.absorb(w)
 	}
-	if w.Format != r.cfg.Format {
-		return fmt.Errorf("fleetcheck: the window reader returned format %q, the check is for %q", w.Format, r.cfg.Format)
-	}
-	r.c.absorb(w)
 	r.w = w
 	r.nxt = w.NextAfter(r.rep.Started)
 	r.rep.Window = summarize(w, r.rep.Started)
