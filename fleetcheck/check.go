@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,10 @@ type Config struct {
 // run one at a time, and Last never waits for a round.
 type Checker struct {
 	cfg Config
+	// sampleBase shifts the sampled matrix's rotation, drawn from the clock
+	// at New: one-shot runs (cron) each make round 1 only, and would
+	// otherwise all offer the same pairs.
+	sampleBase int
 
 	// lastReport is the report of the last whole round, read without mu so
 	// that /metrics and /report.json never wait for a round in progress.
@@ -178,7 +183,12 @@ func New(cfg Config) (*Checker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Checker{cfg: cfg, known: map[string]*Key{}}, nil
+	c := &Checker{cfg: cfg, known: map[string]*Key{}}
+	if n := len(cfg.Nodes); n > 1 {
+		now := time.Now()
+		c.sampleBase = rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(now.Unix()))).IntN(n - 1)
+	}
+	return c, nil
 }
 
 // Last returns the report of the last whole round, or nil. It does not
@@ -223,7 +233,11 @@ func (c *Checker) retiredFor(w *Window) time.Duration {
 	return max(w.RotationPeriod, time.Minute)
 }
 
-// targets lists the nodes that node i's ticket is offered to this round.
+// targets lists the nodes that node i's ticket is offered to this round:
+// above MatrixFull, itself and the MatrixSample nodes at offsets
+// 1+sampleBase+round*MatrixSample... (mod n-1), so that consecutive rounds
+// cover every pair within ceil((n-1)/MatrixSample) rounds and one-shot runs
+// start at a random place.
 func (c *Checker) targets(i, n, round int) []int {
 	if n <= c.cfg.MatrixFull {
 		out := make([]int, n)
@@ -235,7 +249,7 @@ func (c *Checker) targets(i, n, round int) []int {
 	s := min(c.cfg.MatrixSample, n-1)
 	out := []int{i}
 	for m := 0; m < s; m++ {
-		off := 1 + (round*s+m)%(n-1)
+		off := 1 + (c.sampleBase+round*s+m)%(n-1)
 		out = append(out, (i+off)%n)
 	}
 	return out
