@@ -149,8 +149,9 @@ func (f *freshTicket) resumption(ticket []byte) (*tls.ClientSessionState, error)
 	return tls.NewResumptionState(ticket, st)
 }
 
-// dial connects and completes a TLS handshake within timeout.
-func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (*tls.Conn, error) {
+// dial connects and completes a TLS handshake within timeout. If hello is
+// not nil, it receives the connection wrapped to record the ClientHello.
+func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration, hello **helloConn) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	d := net.Dialer{}
@@ -160,6 +161,10 @@ func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
+	}
+	if hello != nil {
+		*hello = &helloConn{Conn: raw}
+		raw = *hello
 	}
 	conn := tls.Client(raw, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
@@ -175,7 +180,7 @@ func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (
 func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (*freshTicket, error) {
 	cache := &captureCache{}
 	at := time.Now()
-	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout)
+	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -208,20 +213,23 @@ func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (
 	return f, nil
 }
 
-// errNotOffered means the TLS client did not offer the session (for example
-// it had expired); the result says nothing about the node.
-var errNotOffered = errors.New("the TLS client did not offer the ticket")
+// errNotOffered means the TLS client did not send the ticket (its session's
+// certificate chain does not verify for this node, or names another
+// server); the result says nothing about the node.
+var errNotOffered = errors.New("not offered: the TLS client did not send the ticket (the session's certificate chain does not verify for this node: per-node ca= or sni= with other certificates)")
 
-// offer offers cs to the node and reports whether the node resumed it.
+// offer offers cs to the node and reports whether the node resumed it. It
+// returns errNotOffered when the ticket did not go out in the ClientHello.
 func offer(ctx context.Context, n Node, version uint16, cs *tls.ClientSessionState, timeout time.Duration) (bool, error) {
 	cache := &offerCache{cs: cs}
-	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout)
+	var hello *helloConn
+	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout, &hello)
 	if err != nil {
 		return false, err
 	}
 	resumed := conn.ConnectionState().DidResume
 	conn.Close()
-	if !cache.offered {
+	if sent, ok := hello.ticketSent(); !cache.offered || (ok && !sent) {
 		return false, errNotOffered
 	}
 	return resumed, nil

@@ -128,6 +128,10 @@ type MatrixSummary struct {
 	Pairs int `json:"pairs"`
 	// Failures is the number of offers that did not resume.
 	Failures int `json:"failures"`
+	// NotOffered counts pairs whose ticket the TLS client did not send
+	// (certificates that do not verify across the two nodes): neither
+	// resumed nor failed, and not in Pairs.
+	NotOffered int `json:"not_offered,omitempty"`
 }
 
 // RetiredSummary follows one retired key across rounds.
@@ -224,7 +228,9 @@ type RetiredCheck struct {
 type Cell struct {
 	To      string `json:"to"`
 	Resumed bool   `json:"resumed"`
-	Error   string `json:"error,omitempty"`
+	// NotOffered is true when the TLS client did not send the ticket.
+	NotOffered bool   `json:"not_offered,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -274,6 +280,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	sampled := ""
 	if r.Matrix.Sampled {
 		sampled = " (sampled)"
+	}
+	if r.Matrix.NotOffered > 0 {
+		sampled += fmt.Sprintf(", %d not offered (the client did not send the ticket)", r.Matrix.NotOffered)
 	}
 	fmt.Fprintf(w, "; matrix %d/%d resumed%s\n", r.Matrix.Pairs-r.Matrix.Failures, r.Matrix.Pairs, sampled)
 	if r.VaultError != "" {

@@ -342,6 +342,8 @@ func (r *round) evaluate() {
 				}
 				rc := RetiredCheck{KeyID: rk.key.ID, Resumed: res.resumed}
 				switch {
+				case errors.Is(res.err, errNotOffered):
+					rc.Check = Check{Status: StatusNone, Detail: res.err.Error()}
 				case res.err != nil:
 					rc.Check = Check{Status: StatusFail, Detail: "could not offer a ticket under it: " + res.err.Error()}
 				case res.resumed && now.Sub(rk.at) < lag:
@@ -361,8 +363,8 @@ func (r *round) evaluate() {
 				if !ok {
 					continue
 				}
-				cell := Cell{To: nodes[t].Addr, Resumed: res.resumed}
-				if res.err != nil {
+				cell := Cell{To: nodes[t].Addr, Resumed: res.resumed, NotOffered: errors.Is(res.err, errNotOffered)}
+				if res.err != nil && !cell.NotOffered {
 					cell.Error = res.err.Error()
 				}
 				vr.Matrix = append(vr.Matrix, cell)
@@ -376,6 +378,10 @@ func (r *round) evaluate() {
 func (r *round) countMatrix() {
 	for key, res := range r.matrix {
 		i, j := key[0], key[1]
+		if errors.Is(res.err, errNotOffered) {
+			r.rep.Matrix.NotOffered++
+			continue
+		}
 		r.rep.Matrix.Pairs++
 		r.reps[i].MatrixRowTotal++
 		r.reps[j].MatrixColTotal++
@@ -430,7 +436,7 @@ func (r *round) aggregate() {
 				}
 			}
 			for _, cell := range vr.Matrix {
-				if !cell.Resumed {
+				if !cell.Resumed && !cell.NotOffered {
 					why := "not resumed"
 					if cell.Error != "" {
 						why = cell.Error
