@@ -80,6 +80,15 @@ type Config struct {
 	// rounds.
 	RetiredFor time.Duration
 	MaxRetired int
+	// PreviousKeys is how many previous keys (newest first) every node must
+	// still resume, of those the window says decrypt (the retain promise).
+	// If zero, all of them; for format haproxy one (its ring of three holds
+	// previous, current and next). An nginx node fed key files holds
+	// slots - 2 (docs/nginx.md): set it to that.
+	PreviousKeys int
+	// MaxPrevious bounds the previous keys offered per round: the newest
+	// every round, the others rotating. If zero, 2.
+	MaxPrevious int
 	// Logger receives one line per round (never material). If nil, nothing
 	// is logged.
 	Logger *slog.Logger
@@ -154,7 +163,7 @@ func New(cfg Config) (*Checker, error) {
 	for _, d := range []struct {
 		name string
 		v    int
-	}{{"matrix_full", cfg.MatrixFull}, {"matrix_sample", cfg.MatrixSample}, {"concurrency", cfg.Concurrency}, {"max_retired", cfg.MaxRetired}} {
+	}{{"matrix_full", cfg.MatrixFull}, {"matrix_sample", cfg.MatrixSample}, {"concurrency", cfg.Concurrency}, {"max_retired", cfg.MaxRetired}, {"previous_keys", cfg.PreviousKeys}, {"max_previous", cfg.MaxPrevious}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %d", d.name, d.v)
 		}
@@ -176,6 +185,9 @@ func New(cfg Config) (*Checker, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxPrevious == 0 {
+		cfg.MaxPrevious = DefaultMaxPrevious
 	}
 	if cfg.MaxRetired == 0 {
 		cfg.MaxRetired = DefaultMaxRetired

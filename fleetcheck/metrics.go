@@ -40,6 +40,7 @@ var (
 	descNodeReachable = prometheus.NewDesc(ns+"node_reachable", "1 if the node completed a handshake in every TLS version.", []string{"keyring", "node"}, nil)
 	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within its tolerance) in every TLS version; absent while no window was ever read.", []string{"keyring", "node"}, nil)
 	descNodeNext      = prometheus.NewDesc(ns+"node_next_key_ready", "1 if the node resumed a ticket under the next key in every TLS version; 0 if not (or not yet); absent while no next key is published.", []string{"keyring", "node"}, nil)
+	descNodePrevious  = prometheus.NewDesc(ns+"node_previous_keys_ok", "1 if the node resumed a ticket under each previous key offered (the retain promise) in every TLS version; absent when none was offered.", []string{"keyring", "node"}, nil)
 	descNodeRetired   = prometheus.NewDesc(ns+"node_retired_keys_accepted", "Offers under retired keys the node resumed in the last round (every TLS version).", []string{"keyring", "node"}, nil)
 	descNodeMatrix    = prometheus.NewDesc(ns+"node_matrix_failures", "Matrix offers that did not resume: direction=row (this node's tickets elsewhere), column (others' tickets here).", []string{"keyring", "node", "direction"}, nil)
 )
@@ -48,7 +49,7 @@ var (
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRounds, descOK, descLastRound, descDuration, descVaultOK, descNodes, descReachable,
 		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld, descRetiredOpen,
-		descNodeReachable, descNodeCurrent, descNodeNext, descNodeRetired, descNodeMatrix} {
+		descNodeReachable, descNodeCurrent, descNodeNext, descNodePrevious, descNodeRetired, descNodeMatrix} {
 		ch <- d
 	}
 }
@@ -106,6 +107,9 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if published && n.Next != StatusNone {
 			g(descNodeNext, b2f(n.Next == StatusOK), n.Addr)
+		}
+		if n.Previous != StatusNone {
+			g(descNodePrevious, b2f(n.Previous == StatusOK), n.Addr)
 		}
 		g(descNodeRetired, float64(n.retiredAccepted), n.Addr)
 		g(descNodeMatrix, float64(n.matrixRowFails), n.Addr, "row")

@@ -185,18 +185,21 @@ type NodeReport struct {
 	Tolerance float64 `json:"tolerance_seconds"`
 	Current   Status  `json:"current"`
 	Next      Status  `json:"next"`
-	Retired   Status  `json:"retired"`
+	// Previous: whether it resumed tickets under the previous keys offered.
+	Previous Status `json:"previous"`
+	Retired  Status `json:"retired"`
 	// MatrixRow counts this node's tickets resumed by the targets they were
 	// offered to; MatrixColumn counts other nodes' tickets this node resumed.
-	MatrixRowOK     int             `json:"matrix_row_ok"`
-	MatrixRowTotal  int             `json:"matrix_row_total"`
-	MatrixColOK     int             `json:"matrix_column_ok"`
-	MatrixColTotal  int             `json:"matrix_column_total"`
-	Versions        []VersionReport `json:"versions"`
-	Errors          []string        `json:"errors,omitempty"`
-	matrixRowFails  int
-	matrixColFails  int
-	retiredAccepted int
+	MatrixRowOK      int             `json:"matrix_row_ok"`
+	MatrixRowTotal   int             `json:"matrix_row_total"`
+	MatrixColOK      int             `json:"matrix_column_ok"`
+	MatrixColTotal   int             `json:"matrix_column_total"`
+	Versions         []VersionReport `json:"versions"`
+	Errors           []string        `json:"errors,omitempty"`
+	matrixRowFails   int
+	matrixColFails   int
+	retiredAccepted  int
+	previousFailures int
 }
 
 // VersionReport is one node's results in one TLS version.
@@ -208,17 +211,26 @@ type VersionReport struct {
 	TicketKeyID string `json:"ticket_key_id,omitempty"`
 	// TicketKeyState is that key's state at the handshake: current, next,
 	// previous, retired or unknown.
-	TicketKeyState string         `json:"ticket_key_state,omitempty"`
-	Current        Check          `json:"current"`
-	Next           Check          `json:"next"`
-	NextKeyID      string         `json:"next_key_id,omitempty"`
-	Retired        []RetiredCheck `json:"retired,omitempty"`
+	TicketKeyState string `json:"ticket_key_state,omitempty"`
+	Current        Check  `json:"current"`
+	Next           Check  `json:"next"`
+	NextKeyID      string `json:"next_key_id,omitempty"`
+	// Previous are tickets under previous keys (still decrypting) offered.
+	Previous []KeyCheck     `json:"previous,omitempty"`
+	Retired  []RetiredCheck `json:"retired,omitempty"`
 	// Matrix is this node's row: its ticket offered to each target.
 	Matrix []Cell `json:"matrix,omitempty"`
 }
 
 // RetiredCheck is a ticket under a retired key offered to the node.
 type RetiredCheck struct {
+	KeyID   string `json:"key_id"`
+	Resumed bool   `json:"resumed"`
+	Check
+}
+
+// KeyCheck is a ticket under a key of the window offered to the node.
+type KeyCheck struct {
 	KeyID   string `json:"key_id"`
 	Resumed bool   `json:"resumed"`
 	Check
@@ -244,7 +256,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // key, retired keys, matrix row and column, errors; then the fleet summary.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
+	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tPREVIOUS KEYS\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
 	for _, n := range r.Nodes {
 		errs := "-"
 		if len(n.Errors) > 0 {
@@ -256,7 +268,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 				errs += fmt.Sprintf(" (+%d more, below)", len(n.Errors)-1)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Retired,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Previous, n.Retired,
 			ratio(n.MatrixRowOK, n.MatrixRowTotal), ratio(n.MatrixColOK, n.MatrixColTotal), errs)
 	}
 	if err := tw.Flush(); err != nil {

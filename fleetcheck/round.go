@@ -36,6 +36,10 @@ type round struct {
 	retired map[[3]int]offerResult // node, version, index in offered
 	// offered are the retired keys this round offers (retiredToOffer).
 	offered []*retiredKey
+	// prev are the previous keys this round offers (previousToOffer), and
+	// previous their results.
+	prev     []*Key
+	previous map[[3]int]offerResult // node, version, index in prev
 }
 
 // Check runs one round: it reads the window, takes a fresh ticket from every
@@ -48,7 +52,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	defer c.mu.Unlock()
 	c.round++
 	r := &round{c: c, cfg: c.cfg, rep: &Report{Keyring: c.cfg.Keyring, Format: c.cfg.Format, Round: c.round, Started: time.Now()},
-		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}}
+		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}, previous: map[[3]int]offerResult{}}
 	for _, v := range c.cfg.Versions {
 		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
 	}
@@ -108,6 +112,7 @@ func (r *round) readWindow(ctx context.Context) error {
 	}
 	r.w = w
 	r.nxt = w.NextAfter(r.rep.Started)
+	r.prev = r.c.previousToOffer(w, r.rep.Started, r.rep.Round)
 	r.rep.Window = summarize(w, r.rep.Started)
 	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxSwitchLag(w.RotationPeriod, w.PublishAhead)).Seconds()
 	if r.rep.Keyring == "" {
@@ -282,6 +287,11 @@ func (r *round) offerAll(ctx context.Context) {
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, r.nxt) },
 					func(res offerResult) { r.next[[2]int{j, vi}] = res }))
 			}
+			for pi, k := range r.prev {
+				tasks = append(tasks, r.offerTask(ctx, j, v,
+					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, k) },
+					func(res offerResult) { r.previous[[3]int{j, vi, pi}] = res }))
+			}
 			for ri, rk := range r.offered {
 				tasks = append(tasks, r.offerTask(ctx, j, v,
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, rk.key) },
@@ -327,6 +337,10 @@ func (r *round) evaluate() {
 			default:
 				vr.NextKeyID = r.nxt.ID
 				vr.Next = r.c.checkNext(r.w, nodes[j], r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
+			}
+			for pi, k := range r.prev {
+				res := r.previous[[3]int{j, vi, pi}]
+				vr.Previous = append(vr.Previous, KeyCheck{KeyID: k.ID, Resumed: res.resumed, Check: checkPrevious(k, res)})
 			}
 			for ri, rk := range r.offered {
 				res := r.retired[[3]int{j, vi, ri}]
@@ -403,7 +417,7 @@ func (r *round) aggregate() {
 	rep := r.rep
 	for j := range r.reps {
 		nr := &r.reps[j]
-		nr.Current, nr.Next, nr.Retired = StatusNone, StatusNone, StatusNone
+		nr.Current, nr.Next, nr.Retired, nr.Previous = StatusNone, StatusNone, StatusNone, StatusNone
 		if len(r.offered) > 0 {
 			nr.Retired = StatusOK
 		}
@@ -424,6 +438,14 @@ func (r *round) aggregate() {
 			if vr.Next.Status == StatusFail {
 				fail(vr.Version, "next key", vr.Next.Detail)
 				nr.Errors = append(nr.Errors, vr.Version+" next key: "+vr.Next.Detail)
+			}
+			for _, pc := range vr.Previous {
+				nr.Previous = worst(nr.Previous, pc.Status)
+				if pc.Status == StatusFail {
+					nr.previousFailures++
+					fail(vr.Version, "previous key", pc.Detail)
+					nr.Errors = append(nr.Errors, vr.Version+" previous key: "+pc.Detail)
+				}
 			}
 			for _, rc := range vr.Retired {
 				nr.Retired = worst(nr.Retired, rc.Status)

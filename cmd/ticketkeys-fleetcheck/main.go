@@ -64,7 +64,7 @@ type options struct {
 	reloadAllowance                              time.Duration
 	grace, nextGrace, timeout, retiredFor        time.Duration
 	matrixFull, matrixSample, concurrency        int
-	maxRetired                                   int
+	maxRetired, previousKeys, maxPrevious        int
 	jsonPath, evidencePath                       string
 	table, continuous                            bool
 	interval                                     time.Duration
@@ -96,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.matrixSample, "matrix-sample", fleetcheck.DefaultMatrixSample, "above -matrix-full, other nodes each node's ticket goes to per round (rotating)")
 	fs.IntVar(&o.concurrency, "concurrency", fleetcheck.DefaultConcurrency, "handshakes in flight at most")
 	fs.IntVar(&o.maxRetired, "max-retired", fleetcheck.DefaultMaxRetired, "retired keys offered per round at most (newest first)")
+	fs.IntVar(&o.previousKeys, "previous-keys", 0, "previous keys (newest first) every node must still resume (default: all the window holds; haproxy: 1, its ring of three; nginx key files: slots - 2)")
+	fs.IntVar(&o.maxPrevious, "max-previous", fleetcheck.DefaultMaxPrevious, "previous keys offered per round at most (the newest every round, the others rotating)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON evidence report of each round to this file (replaced atomically; - for stdout)")
 	fs.StringVar(&o.evidencePath, "evidence", "", "append each round's JSON report as one line to this file")
 	fs.BoolVar(&o.table, "table", true, "print the table of each round to stdout")
@@ -219,6 +221,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 		Keyring: o.keyring, Format: o.format, Read: read, Nodes: nodes, Versions: versions,
 		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, Timeout: o.timeout, RetiredFor: o.retiredFor,
 		MatrixFull: o.matrixFull, MatrixSample: o.matrixSample, Concurrency: o.concurrency, MaxRetired: o.maxRetired,
+		PreviousKeys: o.previousKeys, MaxPrevious: o.maxPrevious,
 		Logger: logger,
 	})
 }
