@@ -13,8 +13,51 @@ import (
 // server), and then a failed resumption says nothing about the node.
 type helloConn struct {
 	net.Conn
-	mu  sync.Mutex
-	buf []byte
+	mu   sync.Mutex
+	buf  []byte // what the client wrote
+	rbuf []byte // what the server sent (its TLS 1.2 NewSessionTicket is in clear)
+}
+
+func (h *helloConn) Read(p []byte) (int, error) {
+	n, err := h.Conn.Read(p)
+	h.mu.Lock()
+	if room := maxHello - len(h.rbuf); room > 0 && n > 0 {
+		h.rbuf = append(h.rbuf, p[:min(n, room)]...)
+	}
+	h.mu.Unlock()
+	return n, err
+}
+
+// lifetimeHint12 returns the ticket_lifetime_hint of the server's TLS 1.2
+// NewSessionTicket (RFC 5077 3.3: sent in clear, before its
+// ChangeCipherSpec), or false if none was seen.
+func (h *helloConn) lifetimeHint12() (uint32, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	const recordHeader, changeCipherSpec, handshake, newSessionTicket = 5, 20, 22, 4
+	stream := h.rbuf
+	var hs []byte
+	for len(stream) >= recordHeader && stream[0] != changeCipherSpec {
+		n := int(binary.BigEndian.Uint16(stream[3:5]))
+		if len(stream) < recordHeader+n {
+			break
+		}
+		if stream[0] == handshake {
+			hs = append(hs, stream[recordHeader:recordHeader+n]...)
+		}
+		stream = stream[recordHeader+n:]
+	}
+	for len(hs) >= 4 {
+		n := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
+		if len(hs) < 4+n {
+			break
+		}
+		if hs[0] == newSessionTicket && n >= 4 {
+			return binary.BigEndian.Uint32(hs[4:8]), true
+		}
+		hs = hs[4+n:]
+	}
+	return 0, false
 }
 
 // maxHello bounds what helloConn keeps: a ClientHello with a ticket fits

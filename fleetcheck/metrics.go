@@ -41,6 +41,8 @@ var (
 	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within its tolerance) in every TLS version; absent while no window was ever read.", []string{"keyring", "node"}, nil)
 	descNodeNext      = prometheus.NewDesc(ns+"node_next_key_ready", "1 if the node resumed a ticket under the next key in every TLS version; 0 if not (or not yet); absent while no next key is published.", []string{"keyring", "node"}, nil)
 	descNodePrevious  = prometheus.NewDesc(ns+"node_previous_keys_ok", "1 if the node resumed a ticket under each previous key offered (the retain promise) in every TLS version; absent when none was offered.", []string{"keyring", "node"}, nil)
+	descNodeLifetime  = prometheus.NewDesc(ns+"node_ticket_lifetime_seconds", "Shortest ticket lifetime the node sent in its TLS versions (absent when it sent none); below rotation_period its users lose resumption before any rotation.", []string{"keyring", "node"}, nil)
+	descResumption    = prometheus.NewDesc(ns+"resumption_window_seconds", "Longest a ticket resumes as far as the keyring goes (a key's not_after - not_before).", []string{"keyring"}, nil)
 	descNodeRetired   = prometheus.NewDesc(ns+"node_retired_keys_accepted", "Offers under retired keys the node resumed in the last round (every TLS version).", []string{"keyring", "node"}, nil)
 	descNodeMatrix    = prometheus.NewDesc(ns+"node_matrix_failures", "Matrix offers that did not resume: direction=row (this node's tickets elsewhere), column (others' tickets here).", []string{"keyring", "node", "direction"}, nil)
 )
@@ -49,7 +51,7 @@ var (
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRounds, descOK, descLastRound, descDuration, descVaultOK, descNodes, descReachable,
 		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld, descRetiredOpen,
-		descNodeReachable, descNodeCurrent, descNodeNext, descNodePrevious, descNodeRetired, descNodeMatrix} {
+		descNodeReachable, descNodeCurrent, descNodeNext, descNodePrevious, descNodeLifetime, descResumption, descNodeRetired, descNodeMatrix} {
 		ch <- d
 	}
 }
@@ -94,6 +96,9 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	if published {
 		g(descUntilAct, time.Until(r.Window.NextActivation).Seconds())
 	}
+	if r.Window != nil && r.Window.ResumptionWindow > 0 {
+		g(descResumption, r.Window.ResumptionWindow)
+	}
 	g(descPairs, float64(r.Matrix.Pairs))
 	g(descMatrixFail, float64(r.Matrix.Failures))
 	g(descRetiredAcc, float64(accepted))
@@ -110,6 +115,9 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if n.Previous != StatusNone {
 			g(descNodePrevious, b2f(n.Previous == StatusOK), n.Addr)
+		}
+		if n.TicketLifetime > 0 {
+			g(descNodeLifetime, n.TicketLifetime, n.Addr)
 		}
 		g(descNodeRetired, float64(n.retiredAccepted), n.Addr)
 		g(descNodeMatrix, float64(n.matrixRowFails), n.Addr, "row")

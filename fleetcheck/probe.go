@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -128,6 +129,10 @@ type freshTicket struct {
 	keyID    string
 	keyIDErr error
 	state    []byte // tls.SessionState.Bytes() of the client's session
+	// lifetime is the ticket lifetime the node sent (TLS 1.3
+	// NewSessionTicket.ticket_lifetime, TLS 1.2 ticket_lifetime_hint); 0
+	// when it sent none (0 in TLS 1.2 means unspecified).
+	lifetime time.Duration
 }
 
 // forget drops the session. It cannot overwrite it in place: crypto/tls
@@ -180,7 +185,13 @@ func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration, h
 func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (*freshTicket, error) {
 	cache := &captureCache{}
 	at := time.Now()
-	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout, nil)
+	cfg := n.clientConfig(version, cache)
+	// A whole-second clock for this handshake makes the TLS 1.3 session's
+	// use_by exactly that second + the ticket's lifetime (ticketLifetime13).
+	clock := at.Truncate(time.Second)
+	cfg.Time = func() time.Time { return clock }
+	var hello *helloConn
+	conn, err := dial(ctx, n, cfg, timeout, &hello)
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +219,11 @@ func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (
 		return nil, fmt.Errorf("%s: encode the client session: %w", versionName(version), err)
 	}
 	f := &freshTicket{version: version, at: at, ticket: append([]byte(nil), ticket...), state: raw}
+	if version == tls.VersionTLS13 {
+		f.lifetime = ticketLifetime13(raw, clock)
+	} else if hint, ok := hello.lifetimeHint12(); ok {
+		f.lifetime = time.Duration(hint) * time.Second
+	}
 	f.named = f.ticket
 	f.keyID, f.keyIDErr = TicketKeyID(f.ticket)
 	return f, nil
@@ -233,4 +249,19 @@ func offer(ctx context.Context, n Node, version uint16, cs *tls.ClientSessionSta
 		return false, errNotOffered
 	}
 	return resumed, nil
+}
+
+// ticketLifetime13 reads the lifetime of a TLS 1.3 ticket from the client's
+// session (crypto/tls SessionState.Bytes of a client session ends with
+// use_by uint64 and age_add uint32; use_by is the handshake's clock +
+// ticket_lifetime, in Unix seconds). 0 if it cannot.
+func ticketLifetime13(state []byte, clock time.Time) time.Duration {
+	if len(state) < 12 {
+		return 0
+	}
+	useBy := int64(binary.BigEndian.Uint64(state[len(state)-12:]))
+	if d := useBy - clock.Unix(); d > 0 && d <= 7*24*3600 {
+		return time.Duration(d) * time.Second
+	}
+	return 0
 }

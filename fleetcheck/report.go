@@ -85,6 +85,9 @@ type Report struct {
 	Nodes  []NodeReport   `json:"nodes"`
 	// Failures lists every failed check in one line each.
 	Failures []string `json:"failures,omitempty"`
+	// Warnings lists what limits resumption without failing a check (a
+	// ticket lifetime shorter than rotation_period).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Settings records how a round judged: TLS versions, graces (seconds) and
@@ -102,13 +105,16 @@ type Settings struct {
 
 // WindowSummary is the part of a window a report keeps: no material.
 type WindowSummary struct {
-	ReadAt         time.Time    `json:"read_at"`
-	RotationPeriod int64        `json:"rotation_period"`
-	PublishAhead   int64        `json:"publish_ahead"`
-	Current        string       `json:"current,omitempty"`
-	Next           string       `json:"next,omitempty"`
-	NextActivation time.Time    `json:"next_activation,omitzero"`
-	Keys           []KeySummary `json:"keys"`
+	ReadAt         time.Time `json:"read_at"`
+	RotationPeriod int64     `json:"rotation_period"`
+	PublishAhead   int64     `json:"publish_ahead"`
+	Current        string    `json:"current,omitempty"`
+	Next           string    `json:"next,omitempty"`
+	NextActivation time.Time `json:"next_activation,omitzero"`
+	// ResumptionWindow (seconds) is the longest a ticket resumes as far as
+	// the keyring goes: a key's not_after - not_before.
+	ResumptionWindow float64      `json:"resumption_window_seconds,omitempty"`
+	Keys             []KeySummary `json:"keys"`
 }
 
 // KeySummary is a key's id, state and times.
@@ -188,6 +194,12 @@ type NodeReport struct {
 	// Previous: whether it resumed tickets under the previous keys offered.
 	Previous Status `json:"previous"`
 	Retired  Status `json:"retired"`
+	// TicketLifetime (seconds) is the shortest ticket lifetime the node sent
+	// in its TLS versions (0: none sent), and EffectiveResumption that
+	// lifetime capped by the keyring's resumption window: how long its users
+	// can resume.
+	TicketLifetime      float64 `json:"ticket_lifetime_seconds,omitempty"`
+	EffectiveResumption float64 `json:"effective_resumption_seconds,omitempty"`
 	// MatrixRow counts this node's tickets resumed by the targets they were
 	// offered to; MatrixColumn counts other nodes' tickets this node resumed.
 	MatrixRowOK      int             `json:"matrix_row_ok"`
@@ -209,6 +221,10 @@ type VersionReport struct {
 	HandshakeAt    time.Time `json:"handshake_at,omitzero"`
 	// TicketKeyID is the key id at the front of the node's fresh ticket.
 	TicketKeyID string `json:"ticket_key_id,omitempty"`
+	// TicketLifetime (seconds) is the lifetime the node sent with the
+	// ticket (TLS 1.3 ticket_lifetime, TLS 1.2 ticket_lifetime_hint); absent
+	// when none.
+	TicketLifetime float64 `json:"ticket_lifetime_seconds,omitempty"`
 	// TicketKeyState is that key's state at the handshake: current, next,
 	// previous, retired or unknown.
 	TicketKeyState string `json:"ticket_key_state,omitempty"`
@@ -331,6 +347,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAIL %s\n", f)
+	}
+	for _, x := range r.Warnings {
+		fmt.Fprintf(w, "WARN %s\n", x)
 	}
 	return nil
 }

@@ -78,6 +78,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	r.evaluate()
 	r.countMatrix()
 	r.aggregate()
+	r.judgeLifetimes()
 	r.followRetired()
 
 	rep := r.rep
