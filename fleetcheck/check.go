@@ -104,6 +104,10 @@ type Checker struct {
 	// at New: one-shot runs (cron) each make round 1 only, and would
 	// otherwise all offer the same pairs.
 	sampleBase int
+	// groups are the resumption domains (node indices), groupOf each
+	// node's domain.
+	groups  [][]int
+	groupOf []int
 
 	// lastReport is the report of the last whole round, read without mu so
 	// that /metrics and /report.json never wait for a round in progress.
@@ -196,6 +200,7 @@ func New(cfg Config) (*Checker, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := &Checker{cfg: cfg, known: map[string]*Key{}}
+	c.groups, c.groupOf = domains(cfg.Nodes)
 	if n := len(cfg.Nodes); n > 1 {
 		now := time.Now()
 		c.sampleBase = rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(now.Unix()))).IntN(n - 1)

@@ -26,6 +26,11 @@ type Node struct {
 	// instant) or KindAgent (after Vault Agent's re-read). If empty,
 	// DefaultKind of the format.
 	Kind string
+	// Domain names the node's resumption domain: nodes that resume each
+	// other's tickets (one listener kind: an nginx http listener and its
+	// stream listener are two domains, so are Go and OpenSSL nodes). The
+	// matrix is checked inside each domain. If empty, the default domain.
+	Domain string
 }
 
 func (n Node) serverName() string {

@@ -130,6 +130,9 @@ type MatrixSummary struct {
 	// Sampled is true when the fleet is larger than Config.MatrixFull and
 	// each node's ticket went to a rotating sample of the others.
 	Sampled bool `json:"sampled"`
+	// Domains is the number of resumption domains the matrix ran in (each
+	// node's ticket is offered only inside its domain).
+	Domains int `json:"domains"`
 	// Pairs is the number of (source, target, version) offers.
 	Pairs int `json:"pairs"`
 	// Failures is the number of offers that did not resume.
@@ -183,6 +186,7 @@ type PurgeSummary struct {
 type NodeReport struct {
 	Addr       string `json:"addr"`
 	ServerName string `json:"server_name"`
+	Domain     string `json:"domain,omitempty"`
 	Reachable  bool   `json:"reachable"`
 	// Kind is how the node follows the window (local or agent) and
 	// Tolerance (seconds) how long after an instant of the schedule it may

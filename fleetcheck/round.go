@@ -137,7 +137,7 @@ func (r *round) takeFresh(ctx context.Context) {
 	}
 	parallel(r.cfg.Concurrency, tasks)
 	for j, n := range nodes {
-		r.reps[j] = NodeReport{Addr: n.Addr, ServerName: n.serverName(), Reachable: true, Versions: make([]VersionReport, nv)}
+		r.reps[j] = NodeReport{Addr: n.Addr, ServerName: n.serverName(), Domain: n.Domain, Reachable: true, Versions: make([]VersionReport, nv)}
 		for vi, v := range r.cfg.Versions {
 			vr := &r.reps[j].Versions[vi]
 			vr.Version = versionName(v)
@@ -268,7 +268,7 @@ func (r *round) offerAll(ctx context.Context) {
 			if r.fr[i][vi] == nil {
 				continue
 			}
-			for _, j := range r.c.targets(i, len(nodes), r.rep.Round) {
+			for _, j := range r.c.matrixTargets(i, r.rep.Round) {
 				if r.fr[j][vi] == nil {
 					continue // unreachable in this version: reported once, as its handshake error
 				}
@@ -373,7 +373,7 @@ func (r *round) evaluate() {
 				}
 				vr.Retired = append(vr.Retired, rc)
 			}
-			for _, t := range r.c.targets(j, len(nodes), r.rep.Round) {
+			for _, t := range r.c.matrixTargets(j, r.rep.Round) {
 				res, ok := r.matrix[[3]int{j, t, vi}]
 				if !ok {
 					continue
@@ -409,7 +409,8 @@ func (r *round) countMatrix() {
 		r.reps[i].matrixRowFails++
 		r.reps[j].matrixColFails++
 	}
-	r.rep.Matrix.Sampled = len(r.cfg.Nodes) > r.cfg.MatrixFull
+	r.rep.Matrix.Sampled = r.c.sampled()
+	r.rep.Matrix.Domains = len(r.c.groups)
 }
 
 // aggregate sums each node's versions up (the worst status wins) and lists

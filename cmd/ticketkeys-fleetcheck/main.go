@@ -8,9 +8,9 @@
 //	ticketkeys-fleetcheck -keyring web -format nginx -ca ca.pem -sni www.example.com \
 //	    -node 10.0.0.1:443 -node 10.0.0.2:443 [-json report.json] [-continuous -listen 127.0.0.1:9464]
 //
-// A node is host:port[,sni=NAME][,ca=FILE][,kind=local|agent]; -nodes-file reads one per line (# starts a comment). The Vault
-// token (VAULT_TOKEN, or -token-file, re-read every round) needs read on <mount>/keys/<keyring> only
-// (bootstrap/policies/fleetcheck.hcl). Key material stays in memory: it is never printed, logged or written.
+// A node is host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME]; -nodes-file reads one per
+// line (# starts a comment). The Vault token (VAULT_TOKEN, or -token-file, re-read every round) needs read
+// on <mount>/keys/<keyring> only (bootstrap/policies/fleetcheck.hcl). Key material stays in memory: it is never printed, logged or written.
 //
 // Exit status (one round): 0 when no check failed, 1 when one did, 2 on a usage or configuration error.
 // With -continuous it runs until SIGINT or SIGTERM, checking every -interval and at the schedule's instants,
@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.mount, "mount", "ticketkeys", "mount path of the ticketkeys engine")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring name (required)")
 	fs.StringVar(&o.format, "format", "", "format the nodes use: nginx, haproxy, envoy or go (required)")
-	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE][,kind=local|agent] (repeatable)")
+	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME] (repeatable)")
 	fs.StringVar(&o.nodesFile, "nodes-file", "", "file with one node per line, as -node (# starts a comment)")
 	fs.StringVar(&o.sni, "sni", "", "default server name (SNI, and the name certificates must match); default: each node's host")
 	fs.StringVar(&o.ca, "ca", "", "default PEM file of CA certificates to verify the nodes; default: the system roots")
@@ -295,7 +295,7 @@ func readNodesFile(path string) ([]string, error) {
 	return out, nil
 }
 
-// parseNode parses host:port[,sni=NAME][,ca=FILE][,kind=local|agent]; pools caches CA files.
+// parseNode parses host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME]; pools caches CA files.
 func parseNode(spec, defSNI, defCA, defKind string, pools map[string]*x509.CertPool) (fleetcheck.Node, error) {
 	parts := strings.Split(spec, ",")
 	n := fleetcheck.Node{Addr: strings.TrimSpace(parts[0]), ServerName: defSNI, Kind: defKind}
@@ -312,8 +312,10 @@ func parseNode(spec, defSNI, defCA, defKind string, pools map[string]*x509.CertP
 			ca = v
 		case ok && k == "kind" && v != "":
 			n.Kind = v
+		case ok && k == "domain" && v != "":
+			n.Domain = v
 		default:
-			return n, fmt.Errorf("node %q: option must be sni=NAME, ca=FILE or kind=local|agent, got %q", spec, p)
+			return n, fmt.Errorf("node %q: option must be sni=NAME, ca=FILE, kind=local|agent or domain=NAME, got %q", spec, p)
 		}
 	}
 	if ca != "" {

@@ -33,7 +33,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad format", append(base[:2:2], "-format", "apache", "-node", "127.0.0.1:443"), `format: must be one of [nginx haproxy envoy go], got "apache"`},
 		{"no node", base, "at least one node is required"},
 		{"node without port", append(base, "-node", "127.0.0.1"), `address must be host:port, got "127.0.0.1"`},
-		{"unknown node option", append(base, "-node", "127.0.0.1:443,port=9"), `option must be sni=NAME, ca=FILE or kind=local|agent, got "port=9"`},
+		{"unknown node option", append(base, "-node", "127.0.0.1:443,port=9"), `option must be sni=NAME, ca=FILE, kind=local|agent or domain=NAME, got "port=9"`},
 		{"unknown node kind", append(base, "-node", "127.0.0.1:443,kind=lua"), `nodes[0].kind: must be one of [local agent], got "lua"`},
 		{"duplicate node", append(base, "-node", "127.0.0.1:443", "-node", "127.0.0.1:443"), `"127.0.0.1:443" appears twice`},
 		{"ca without certificates", append(base, "-node", "127.0.0.1:443,ca="+empty), "holds no PEM certificate"},
