@@ -66,7 +66,7 @@ type options struct {
 	matrixFull, matrixSample, concurrency        int
 	maxRetired, previousKeys, maxPrevious        int
 	jsonPath, evidencePath                       string
-	table, continuous                            bool
+	table, continuous, unnamedTickets            bool
 	interval                                     time.Duration
 	listen                                       string
 }
@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ca, "ca", "", "default PEM file of CA certificates to verify the nodes; default: the system roots")
 	fs.StringVar(&o.kind, "kind", "", "default node kind: local (switches at the instant: Go client, nginx Lua, Caddy module) or agent (fed by Vault Agent: nginx key files, HAProxy, Envoy); default: local for -format go, else agent")
 	fs.DurationVar(&o.reloadAllowance, "reload-allowance", fleetcheck.DefaultReloadAllowance, "time an Agent-fed node takes to use a rendered window (reload, push), part of its tolerance")
+	fs.BoolVar(&o.unnamedTickets, "unnamed-tickets", false, "format go only: the nodes install the window with crypto/tls SetSessionTicketKeys (Caddy), so their tickets carry no key name; each is named by the key that opens it")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
 	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "tolerance around activations and retirements (clock skew, Agent re-read delay)")
 	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
@@ -218,7 +219,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 		return nil, err
 	}
 	return fleetcheck.New(fleetcheck.Config{
-		Keyring: o.keyring, Format: o.format, Read: read, Nodes: nodes, Versions: versions,
+		Keyring: o.keyring, Format: o.format, UnnamedTickets: o.unnamedTickets, Read: read, Nodes: nodes, Versions: versions,
 		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, Timeout: o.timeout, RetiredFor: o.retiredFor,
 		MatrixFull: o.matrixFull, MatrixSample: o.matrixSample, Concurrency: o.concurrency, MaxRetired: o.maxRetired,
 		PreviousKeys: o.previousKeys, MaxPrevious: o.maxPrevious,
