@@ -59,6 +59,8 @@ func (n *nodeList) Set(v string) error { *n = append(*n, v); return nil }
 // options are the parsed flags.
 type options struct {
 	vaultAddr, tokenFile, mount, keyring, format string
+	approleRoleIDFile, approleSecretIDFile       string
+	approleMount                                 string
 	nodes                                        nodeList
 	nodesFile, sni, ca, tlsVersions, kind        string
 	reloadAllowance                              time.Duration
@@ -78,6 +80,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address (default: VAULT_ADDR)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the Vault token, re-read every round (e.g. a Vault Agent sink); default: VAULT_TOKEN")
+	fs.StringVar(&o.approleRoleIDFile, "approle-role-id-file", "", "log in with AppRole: file holding the role_id (with -approle-secret-id-file); the token is renewed and the login repeated as a node's (client.KeepLogin)")
+	fs.StringVar(&o.approleSecretIDFile, "approle-secret-id-file", "", "log in with AppRole: file holding the secret_id")
+	fs.StringVar(&o.approleMount, "approle-mount", "approle", "mount path of the AppRole auth method")
 	fs.StringVar(&o.mount, "mount", "ticketkeys", "mount path of the ticketkeys engine")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring name (required)")
 	fs.StringVar(&o.format, "format", "", "format the nodes use: nginx, haproxy, envoy or go (required)")
@@ -109,12 +114,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	checker, err := setup(o, logger)
+	checker, vc, err := setup(o, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "ticketkeys-fleetcheck: %v\n", err)
 		return 2
 	}
 	defer checker.Close()
+	switch {
+	case o.approleRoleIDFile != "":
+		login, err := loginAppRole(ctx, vc, o, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "ticketkeys-fleetcheck: %v\n", err)
+			return 1
+		}
+		defer login.Close()
+	case o.tokenFile == "" && o.continuous:
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		renewed := make(chan struct{})
+		go func() { defer close(renewed); renewToken(renewCtx, vc, logger) }()
+		defer func() { stopRenew(); <-renewed }()
+	}
 
 	out := &outputs{o: o, stdout: stdout}
 	if !o.continuous {
@@ -170,7 +189,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // setup validates the options and builds the checker.
-func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
+func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, *api.Client, error) {
+	read, vc, err := vaultReader(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := newChecker(o, read, logger)
+	return c, vc, err
+}
+
+// newChecker validates the options other than Vault's and builds the checker.
+func newChecker(o options, read fleetcheck.WindowReader, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	if o.keyring == "" {
 		return nil, errors.New("-keyring: required, got \"\"")
 	}
@@ -214,10 +243,6 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	if !o.continuous && o.listen != "" {
 		return nil, errors.New("-listen: only with -continuous")
 	}
-	read, err := vaultReader(o)
-	if err != nil {
-		return nil, err
-	}
 	return fleetcheck.New(fleetcheck.Config{
 		Keyring: o.keyring, Format: o.format, UnnamedTickets: o.unnamedTickets, Read: read, Nodes: nodes, Versions: versions,
 		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, Timeout: o.timeout, RetiredFor: o.retiredFor,
@@ -228,27 +253,37 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 }
 
 // vaultReader reads the window with the token from -token-file (re-read each round, so an Agent sink's
-// renewed token is picked up) or VAULT_TOKEN.
-func vaultReader(o options) (fleetcheck.WindowReader, error) {
+// renewed token is picked up), an AppRole login (made by run) or VAULT_TOKEN.
+func vaultReader(o options) (fleetcheck.WindowReader, *api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
-		return nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
+		return nil, nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
 	}
 	if o.vaultAddr != "" {
 		cfg.Address = o.vaultAddr
 	}
 	vc, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, nil, fmt.Errorf("vault client: %w", err)
+	}
+	if (o.approleRoleIDFile == "") != (o.approleSecretIDFile == "") {
+		return nil, nil, errors.New("-approle-role-id-file and -approle-secret-id-file: give both or neither")
+	}
+	if o.approleRoleIDFile != "" {
+		if o.tokenFile != "" {
+			return nil, nil, errors.New("-token-file and -approle-role-id-file: give one way to get a token, not both")
+		}
+		vc.ClearToken()
+		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), vc, nil
 	}
 	if o.tokenFile == "" {
 		if vc.Token() == "" {
-			return nil, errors.New("no Vault token: set VAULT_TOKEN or -token-file")
+			return nil, nil, errors.New("no Vault token: set VAULT_TOKEN, -token-file or -approle-role-id-file and -approle-secret-id-file")
 		}
-		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), nil
+		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), vc, nil
 	}
 	if _, err := readToken(o.tokenFile); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	inner := fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format)
 	return func(ctx context.Context) (*fleetcheck.Window, error) {
@@ -258,7 +293,7 @@ func vaultReader(o options) (fleetcheck.WindowReader, error) {
 		}
 		vc.SetToken(tok)
 		return inner(ctx)
-	}, nil
+	}, vc, nil
 }
 
 func readToken(path string) (string, error) {

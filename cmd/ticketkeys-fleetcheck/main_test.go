@@ -41,6 +41,8 @@ func TestUsageErrors(t *testing.T) {
 		{"negative grace", append(base, "-node", "127.0.0.1:443", "-grace", "-1s"), "grace: must not be negative, got -1s"},
 		{"listen without continuous", append(base, "-node", "127.0.0.1:443", "-listen", "127.0.0.1:0"), "-listen: only with -continuous"},
 		{"empty token file", append(base, "-node", "127.0.0.1:443", "-token-file", empty), "is empty"},
+		{"role id without secret id", append(base, "-node", "127.0.0.1:443", "-approle-role-id-file", empty), "-approle-role-id-file and -approle-secret-id-file: give both or neither"},
+		{"token file and approle", append(base, "-node", "127.0.0.1:443", "-token-file", empty, "-approle-role-id-file", empty, "-approle-secret-id-file", empty), "give one way to get a token, not both"},
 		{"missing nodes file", append(base, "-nodes-file", filepath.Join(dir, "nope")), "-nodes-file: open"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
