@@ -345,7 +345,7 @@ func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now ti
 	if res.resumed {
 		return Check{Status: StatusOK}
 	}
-	published := nxt.NotBefore.Add(-w.PublishAhead)
+	published := w.publishedAt(nxt)
 	why := "does not resume a ticket under the next key " + nxt.ID
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
@@ -366,7 +366,7 @@ func summarize(w *Window, now time.Time) *WindowSummary {
 		s.Next, s.NextActivation = k.ID, k.NotBefore
 	}
 	for _, k := range w.Keys {
-		s.Keys = append(s.Keys, KeySummary{ID: k.ID, State: k.State, NotBefore: k.NotBefore, NotAfter: k.NotAfter})
+		s.Keys = append(s.Keys, KeySummary{ID: k.ID, State: k.State, PublishAt: w.publishedAt(k), NotBefore: k.NotBefore, NotAfter: k.NotAfter})
 	}
 	return s
 }

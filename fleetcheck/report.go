@@ -119,8 +119,11 @@ type WindowSummary struct {
 
 // KeySummary is a key's id, state and times.
 type KeySummary struct {
-	ID        string    `json:"id"`
-	State     string    `json:"state"`
+	ID    string `json:"id"`
+	State string `json:"state"`
+	// PublishAt is when the key became readable (its publish_at, or
+	// not_before - publish_ahead from an engine that does not send it).
+	PublishAt time.Time `json:"publish_at"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 }

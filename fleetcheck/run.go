@@ -65,7 +65,10 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 		grace := c.cfg.Grace
 		var last time.Time
 		for _, k := range w.Keys {
-			published := k.NotBefore.Add(-publishAhead)
+			published := k.PublishAt
+			if published.IsZero() {
+				published = k.NotBefore.Add(-publishAhead)
+			}
 			consider(published)
 			consider(published.Add(nextGrace))
 			consider(k.NotBefore.Add(-grace - 2*eventDelay))
