@@ -250,7 +250,11 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 	watch := watchWindowsFormat(t, s, f.keyring, f.format)
 	var nodes []fleetcheck.Node
 	for _, a := range f.addrs {
-		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool})
+		n := fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool}
+		if f.kind == "nginx-lua" {
+			n.Kind = fleetcheck.KindLocal // the Lua module switches at the instant; format nginx defaults to agent
+		}
+		nodes = append(nodes, n)
 	}
 	checker, err := fleetcheck.New(fleetcheck.Config{
 		Keyring: f.keyring, Format: f.format, Nodes: nodes, MaxRetired: 6,
