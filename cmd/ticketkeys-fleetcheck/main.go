@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.reloadAllowance, "reload-allowance", fleetcheck.DefaultReloadAllowance, "time an Agent-fed node takes to use a rendered window (reload, push), part of its tolerance")
 	fs.BoolVar(&o.unnamedTickets, "unnamed-tickets", false, "format go only: the nodes install the window with crypto/tls SetSessionTicketKeys (Caddy), so their tickets carry no key name; each is named by the key that opens it")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
-	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "tolerance around activations and retirements (clock skew, Agent re-read delay)")
+	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "clock skew tolerated around the schedule's instants; Agent-fed nodes (-kind agent) add Vault Agent's re-read delay, derived from the window (docs/fleet-check.md)")
 	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
 	fs.DurationVar(&o.timeout, "timeout", fleetcheck.DefaultTimeout, "bound on each connection")
 	fs.DurationVar(&o.retiredFor, "retired-for", 0, "how long a retired key is still offered to the nodes (continuous mode; default: one rotation period, at least 1m)")
