@@ -52,9 +52,10 @@ func TestLastDoesNotWaitForTheRound(t *testing.T) {
 		nodes = append(nodes, silentNode(t))
 	}
 	c := newChecker(t, s, cert, append(addrs(servers), nodes...), func(c *Config) { c.Timeout = 3 * time.Second })
-	c.cfg.Nodes = nodesOf(cert, addrs(servers)...)
+	setNodes := func(n []Node) { c.cfg.Nodes = n; c.groups, c.groupOf = domains(n) }
+	setNodes(nodesOf(cert, addrs(servers)...))
 	first := check(t, c) // a whole round, healthy node only
-	c.cfg.Nodes = nodesOf(cert, append(addrs(servers), nodes...)...)
+	setNodes(nodesOf(cert, append(addrs(servers), nodes...)...))
 
 	done := make(chan struct{})
 	var ended time.Time
