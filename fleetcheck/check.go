@@ -55,6 +55,11 @@ type Config struct {
 	// Agent has rendered (reload, push, file watch), part of AgentLag. If
 	// zero, DefaultReloadAllowance (2s).
 	ReloadAllowance time.Duration
+	// MaxReadTTL is the engine mount's max_read_ttl: after a purge, every
+	// reader drops the purged keys within it (plus its read delay), so a
+	// node still resuming one until then is pending, not failing. If zero,
+	// DefaultMaxReadTTL (5m, the engine's default).
+	MaxReadTTL time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
 	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
@@ -159,7 +164,7 @@ func New(cfg Config) (*Checker, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}, {"reload_allowance", cfg.ReloadAllowance}} {
+	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}, {"reload_allowance", cfg.ReloadAllowance}, {"max_read_ttl", cfg.MaxReadTTL}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %s", d.name, d.v)
 		}
@@ -174,6 +179,9 @@ func New(cfg Config) (*Checker, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
+	}
+	if cfg.MaxReadTTL == 0 {
+		cfg.MaxReadTTL = DefaultMaxReadTTL
 	}
 	if cfg.ReloadAllowance == 0 {
 		cfg.ReloadAllowance = DefaultReloadAllowance

@@ -116,3 +116,33 @@ func TestPurgeOffersEveryRetiredKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgedKeyToleratedUntilReadersReread: after rotate mode=now
+// purge_previous=true a reader following ttl drops the purged keys within
+// max_read_ttl (default 5m) + its read delay (docs/api.md, emergency
+// propagation). A healthy node still resuming a purged key 30 s after the
+// purge is pending (named as still accepting it: the exposure), not failing;
+// after max_read_ttl + delays it fails.
+func TestPurgedKeyToleratedUntilReadersReread(t *testing.T) {
+	s, servers, cert := goFleet(t, 2)
+	prev := s.keys[0]
+	c := newChecker(t, s, cert, addrs(servers), nil)
+	check(t, c)
+	s.remove(prev.ID)
+	check(t, c)
+	for _, tc := range []struct {
+		ago  time.Duration
+		want Status
+	}{{30 * time.Second, StatusPending}, {5*time.Minute + 5*time.Second + 12*time.Second, StatusFail}} {
+		c.retired[0].at = time.Now().Add(-tc.ago)
+		r := check(t, c)
+		for _, n := range r.Nodes {
+			if n.Retired != tc.want {
+				t.Errorf("node still resuming a key purged %s ago: retired %s; want %s:\n%s", tc.ago, n.Retired, tc.want, table(t, r))
+			}
+		}
+		if len(r.Retired) != 1 || len(r.Retired[0].AcceptedBy) != 2 {
+			t.Errorf("purged %s ago: retired summary %+v; want both nodes named as still accepting it", tc.ago, r.Retired)
+		}
+	}
+}

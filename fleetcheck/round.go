@@ -361,8 +361,8 @@ func (r *round) evaluate() {
 					rc.Check = Check{Status: StatusNone, Detail: res.err.Error()}
 				case res.err != nil:
 					rc.Check = Check{Status: StatusFail, Detail: "could not offer a ticket under it: " + res.err.Error()}
-				case res.resumed && now.Sub(rk.at) < lag:
-					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (tolerance %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, lag)}
+				case res.resumed && now.Sub(rk.at) < r.retiredLag(nodes[j], rk):
+					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (tolerance %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, r.retiredLag(nodes[j], rk))}
 				case res.resumed:
 					rc.Check = Check{Status: StatusFail, Detail: fmt.Sprintf("resumes a ticket under retired key %s (%s at %s)", rk.key.ID, rk.reason, rk.at.UTC().Format(time.RFC3339))}
 				default:
@@ -506,4 +506,13 @@ func (r *round) followRetired() {
 		r.rep.Retired = append(r.rep.Retired, rs)
 	}
 	r.rep.Purges = purges(r.rep.Retired)
+}
+
+// retiredLag is the node's tolerance for rk (Checker.retiredLag) under the
+// round's window.
+func (r *round) retiredLag(n Node, rk *retiredKey) time.Duration {
+	if r.w == nil {
+		return r.c.retiredLag(n, rk, 0, 0)
+	}
+	return r.c.retiredLag(n, rk, r.w.RotationPeriod, r.w.PublishAhead)
 }

@@ -93,6 +93,9 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 		if w := rep.Window; w != nil {
 			consider(r.RetiredAt.Add(c.maxSwitchLag(time.Duration(w.RotationPeriod)*time.Second, time.Duration(w.PublishAhead)*time.Second)))
 		}
+		if r.Reason == "removed" {
+			consider(r.RetiredAt.Add(c.cfg.Grace + c.cfg.MaxReadTTL + goClientMaxDelay + agentReadTime + c.cfg.ReloadAllowance))
+		}
 	}
 	return next
 }

@@ -114,3 +114,28 @@ func onSchedule(w *Window, keyID string, at time.Time, lag, skew time.Duration, 
 	}
 	return Check{Status: StatusFail, Detail: fmt.Sprintf("encrypts with key %s (%s); the schedule says %s", keyID, state, expected.ID)}
 }
+
+// DefaultMaxReadTTL is Config.MaxReadTTL's default: the engine's default
+// max_read_ttl, the longest ttl of any read.
+const DefaultMaxReadTTL = 5 * time.Minute
+
+// goClientMaxDelay is the longest the Go client (client.Source) waits after
+// a ttl before it re-reads.
+const goClientMaxDelay = 5 * time.Second
+
+// retiredLag is how long after rk left the window node n may still resume
+// it without failing. A key past its not_after: local nodes drop it at that
+// instant, Agent-fed ones after their lag (the window changes then, so
+// Agent's ttl ends there). A key removed early (a purge, a next key
+// discarded by rotate mode=now) is news to every reader: it drops the key at
+// its next read, within max_read_ttl + its read delay (docs/api.md,
+// emergency propagation), plus the reload for Agent-fed nodes.
+func (c *Checker) retiredLag(n Node, rk *retiredKey, rotationPeriod, publishAhead time.Duration) time.Duration {
+	if rk.reason != "removed" {
+		return c.switchLag(n, rotationPeriod, publishAhead)
+	}
+	if c.kindOf(n) == KindAgent {
+		return c.cfg.Grace + c.cfg.MaxReadTTL + agentReadDelay + agentReadTime + c.cfg.ReloadAllowance
+	}
+	return c.cfg.Grace + c.cfg.MaxReadTTL + goClientMaxDelay + agentReadTime
+}

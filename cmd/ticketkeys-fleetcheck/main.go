@@ -63,7 +63,7 @@ type options struct {
 	approleMount                                 string
 	nodes                                        nodeList
 	nodesFile, sni, ca, tlsVersions, kind        string
-	reloadAllowance                              time.Duration
+	reloadAllowance, maxReadTTL                  time.Duration
 	grace, nextGrace, timeout, retiredFor        time.Duration
 	matrixFull, matrixSample, concurrency        int
 	maxRetired, previousKeys, maxPrevious        int
@@ -93,6 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.kind, "kind", "", "default node kind: local (switches at the instant: Go client, nginx Lua, Caddy module) or agent (fed by Vault Agent: nginx key files, HAProxy, Envoy); default: local for -format go, else agent")
 	fs.DurationVar(&o.reloadAllowance, "reload-allowance", fleetcheck.DefaultReloadAllowance, "time an Agent-fed node takes to use a rendered window (reload, push), part of its tolerance")
 	fs.BoolVar(&o.unnamedTickets, "unnamed-tickets", false, "format go only: the nodes install the window with crypto/tls SetSessionTicketKeys (Caddy), so their tickets carry no key name; each is named by the key that opens it")
+	fs.DurationVar(&o.maxReadTTL, "max-read-ttl", fleetcheck.DefaultMaxReadTTL, "the engine mount's max_read_ttl: after a purge, a node may resume the purged keys until its next read, within this (pending, not failing)")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
 	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "clock skew tolerated around the schedule's instants; Agent-fed nodes (-kind agent) add Vault Agent's re-read delay, derived from the window (docs/fleet-check.md)")
 	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
@@ -245,7 +246,7 @@ func newChecker(o options, read fleetcheck.WindowReader, logger *slog.Logger) (*
 	}
 	return fleetcheck.New(fleetcheck.Config{
 		Keyring: o.keyring, Format: o.format, UnnamedTickets: o.unnamedTickets, Read: read, Nodes: nodes, Versions: versions,
-		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, Timeout: o.timeout, RetiredFor: o.retiredFor,
+		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, MaxReadTTL: o.maxReadTTL, Timeout: o.timeout, RetiredFor: o.retiredFor,
 		MatrixFull: o.matrixFull, MatrixSample: o.matrixSample, Concurrency: o.concurrency, MaxRetired: o.maxRetired,
 		PreviousKeys: o.previousKeys, MaxPrevious: o.maxPrevious,
 		Logger: logger,
