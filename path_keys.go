@@ -461,6 +461,7 @@ func keyFields(k windowKey) map[string]interface{} {
 	return map[string]interface{}{
 		"id":            k.ID(),
 		"state":         k.State,
+		"publish_at":    k.PublishAt.Format(time.RFC3339),
 		"not_before":    k.NotBefore.Format(time.RFC3339),
 		"encrypt_until": k.EncryptUntil.Format(time.RFC3339),
 		"not_after":     k.NotAfter.Format(time.RFC3339),

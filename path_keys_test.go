@@ -340,3 +340,34 @@ func assertStatus(t *testing.T, resp *logical.Response, err error, status int, f
 		}
 	}
 }
+
+// TestWindowPublishesPublishAt: every key of a read carries its stored
+// publish_at, so a reader (the fleet check) judges when a key became
+// readable from the key itself, not from today's publish_ahead, which may
+// have changed since it was published.
+func TestWindowPublishesPublishAt(t *testing.T) {
+	tb := getBackend(t)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"rotation_period": "1h", "publish_ahead": "20m"})
+	tb.clock.Advance(45 * time.Minute) // the next key is published (at 40m)
+	tb.mustRequest(t, logical.UpdateOperation, "keys/web", map[string]interface{}{"publish_ahead": "30m"})
+	stored := map[string]time.Time{}
+	for _, k := range tb.cached(t, "web").Keys {
+		stored[k.ID()] = k.PublishAt
+	}
+	for _, f := range formats {
+		resp, keys := readWindow(t, tb, "web", f)
+		raw := resp.Data["keys"].([]map[string]interface{})
+		if len(keys) < 2 {
+			t.Fatalf("format %s: %d keys; want the current and the published next key", f, len(keys))
+		}
+		for i, k := range keys {
+			got, err := time.Parse(time.RFC3339, fmt.Sprint(raw[i]["publish_at"]))
+			if err != nil {
+				t.Fatalf("format %s key %s: publish_at %v: %v", f, k.ID, raw[i]["publish_at"], err)
+			}
+			if !got.Equal(stored[k.ID]) {
+				t.Fatalf("format %s key %s: publish_at %s, stored %s", f, k.ID, got, stored[k.ID])
+			}
+		}
+	}
+}

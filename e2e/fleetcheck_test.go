@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,7 +251,11 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 	watch := watchWindowsFormat(t, s, f.keyring, f.format)
 	var nodes []fleetcheck.Node
 	for _, a := range f.addrs {
-		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool})
+		n := fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool}
+		if f.kind == "nginx-lua" {
+			n.Kind = fleetcheck.KindLocal // the Lua module switches at the instant; format nginx defaults to agent
+		}
+		nodes = append(nodes, n)
 	}
 	checker, err := fleetcheck.New(fleetcheck.Config{
 		Keyring: f.keyring, Format: f.format, Nodes: nodes, MaxRetired: 6,
@@ -388,6 +393,19 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 		t.Logf("%s: purged key %s: last accepted at %s by %v; refused by every node since %s (%s after the purge)", f.kind, shortIDs(rs.ID),
 			rs.LastAcceptedAt.Format("15:04:05.000"), rs.LastAcceptedBy, rs.RefusedEverywhereSince.Format("15:04:05.000"),
 			rs.RefusedEverywhereSince.Sub(purgedAt).Round(time.Millisecond))
+	}
+	// The purge's summary names the time the last node refused every purged key.
+	var purge *fleetcheck.PurgeSummary
+	for i := range done2.Purges {
+		if p := &done2.Purges[i]; slices.Contains(p.Keys, purgedCurrent) {
+			purge = p
+		}
+	}
+	if purge == nil || purge.RefusedEverywhereSince.Before(purgedAt) || purge.NotYetRefusedEverywhere != 0 {
+		t.Errorf("%s: purge summary %+v; want every purged key refused everywhere, after the purge at %s", f.kind, purge, purgedAt.Format("15:04:05.000"))
+	} else {
+		t.Logf("%s: purge of %d keys: every one refused by every node since %s (%s after the purge)", f.kind, len(purge.Keys),
+			purge.RefusedEverywhereSince.Format("15:04:05.000"), purge.RefusedEverywhereSince.Sub(purgedAt).Round(time.Millisecond))
 	}
 	watch.Stop()
 	watch.noKeyMaterial(t, rec.file)

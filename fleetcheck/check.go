@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,12 +44,22 @@ type Config struct {
 	// Versions are the TLS versions every check runs in. If empty, TLS 1.2
 	// and TLS 1.3.
 	Versions []uint16
-	// Grace is the tolerance around a boundary: a fresh ticket under the
-	// adjacent key within Grace of an activation is on schedule, and a key
-	// retired less than Grace ago may still resume (pending). If zero,
-	// DefaultGrace (5s): clock skew plus a Vault Agent's re-read just after
-	// the change (ttl + 1 s + jitter).
+	// Grace is the clock skew tolerated around an instant of the schedule:
+	// a fresh ticket under the next key within Grace before its activation
+	// is on schedule. A node's whole tolerance after an instant (still on
+	// the previous key after an activation, still resuming a key retired or
+	// purged) is Grace for local nodes and Grace + AgentLag of the window
+	// for Agent-fed nodes (Node.Kind). If zero, DefaultGrace (5s).
 	Grace time.Duration
+	// ReloadAllowance is the time an Agent-fed node takes to use a window
+	// Agent has rendered (reload, push, file watch), part of AgentLag. If
+	// zero, DefaultReloadAllowance (2s).
+	ReloadAllowance time.Duration
+	// MaxReadTTL is the engine mount's max_read_ttl: after a purge, every
+	// reader drops the purged keys within it (plus its read delay), so a
+	// node still resuming one until then is pending, not failing. If zero,
+	// DefaultMaxReadTTL (5m, the engine's default).
+	MaxReadTTL time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
 	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
@@ -66,10 +78,22 @@ type Config struct {
 	Timeout time.Duration
 	// RetiredFor is how long after it retires a key is still offered to the
 	// nodes (its material held in memory only). If zero, one rotation
-	// period, at least 1m. MaxRetired bounds how many (newest first); if
-	// zero, 4.
+	// period, at least 1m. MaxRetired bounds how many are offered per round
+	// (if zero, 4): half of them the newest every round (after a purge, the
+	// former next and current keys), the other slots rotating through the
+	// rest, so every retired key is offered to every node within a few
+	// rounds.
 	RetiredFor time.Duration
 	MaxRetired int
+	// PreviousKeys is how many previous keys (newest first) every node must
+	// still resume, of those the window says decrypt (the retain promise).
+	// If zero, all of them; for format haproxy one (its ring of three holds
+	// previous, current and next). An nginx node fed key files holds
+	// slots - 2 (docs/nginx.md): set it to that.
+	PreviousKeys int
+	// MaxPrevious bounds the previous keys offered per round: the newest
+	// every round, the others rotating. If zero, 2.
+	MaxPrevious int
 	// Logger receives one line per round (never material). If nil, nothing
 	// is logged.
 	Logger *slog.Logger
@@ -78,27 +102,28 @@ type Config struct {
 // Checker runs rounds of checks against one keyring's fleet and remembers,
 // between rounds, the keys it has seen so that it can offer tickets under
 // keys once they retire. Its methods are safe for concurrent use; rounds
-// run one at a time.
+// run one at a time, and Last never waits for a round.
 type Checker struct {
 	cfg Config
+	// sampleBase shifts the sampled matrix's rotation, drawn from the clock
+	// at New: one-shot runs (cron) each make round 1 only, and would
+	// otherwise all offer the same pairs.
+	sampleBase int
+	// groups are the resumption domains (node indices), groupOf each
+	// node's domain.
+	groups  [][]int
+	groupOf []int
 
-	mu      sync.Mutex
-	round   int
-	known   map[string]*Key // keys of the last window read
-	retired []*retiredKey
-	last    *Report
-}
+	// lastReport is the report of the last whole round, read without mu so
+	// that /metrics and /report.json never wait for a round in progress.
+	lastReport atomic.Pointer[Report]
 
-// retiredKey is a key gone from the window, still offered to the nodes for
-// RetiredFor.
-type retiredKey struct {
-	key              *Key
-	reason           string
-	at               time.Time
-	lastAcceptedAt   time.Time
-	lastAcceptedBy   []string
-	refusedSince     time.Time
-	acceptedThisTime []string
+	mu    sync.Mutex // held through a round: the state below
+	round int
+	known map[string]*Key // keys of the last window read
+	// lastWindow is the last window read (its keys are those in known).
+	lastWindow *Window
+	retired    []*retiredKey // newest first (retiredPriority)
 }
 
 // New checks cfg and returns a Checker.
@@ -124,6 +149,9 @@ func New(cfg Config) (*Checker, error) {
 			return nil, fmt.Errorf("fleetcheck: nodes[%d].addr: must be unique, %q appears twice", i, n.Addr)
 		}
 		seen[n.Addr] = true
+		if n.Kind != "" && !slices.Contains(Kinds, n.Kind) {
+			return nil, fmt.Errorf("fleetcheck: nodes[%d].kind: must be one of %v, got %q", i, Kinds, n.Kind)
+		}
 	}
 	if len(cfg.Versions) == 0 {
 		cfg.Versions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
@@ -136,7 +164,7 @@ func New(cfg Config) (*Checker, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}} {
+	}{{"grace", cfg.Grace}, {"next_grace", cfg.NextGrace}, {"timeout", cfg.Timeout}, {"retired_for", cfg.RetiredFor}, {"reload_allowance", cfg.ReloadAllowance}, {"max_read_ttl", cfg.MaxReadTTL}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %s", d.name, d.v)
 		}
@@ -144,13 +172,19 @@ func New(cfg Config) (*Checker, error) {
 	for _, d := range []struct {
 		name string
 		v    int
-	}{{"matrix_full", cfg.MatrixFull}, {"matrix_sample", cfg.MatrixSample}, {"concurrency", cfg.Concurrency}, {"max_retired", cfg.MaxRetired}} {
+	}{{"matrix_full", cfg.MatrixFull}, {"matrix_sample", cfg.MatrixSample}, {"concurrency", cfg.Concurrency}, {"max_retired", cfg.MaxRetired}, {"previous_keys", cfg.PreviousKeys}, {"max_previous", cfg.MaxPrevious}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("fleetcheck: %s: must not be negative, got %d", d.name, d.v)
 		}
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
+	}
+	if cfg.MaxReadTTL == 0 {
+		cfg.MaxReadTTL = DefaultMaxReadTTL
+	}
+	if cfg.ReloadAllowance == 0 {
+		cfg.ReloadAllowance = DefaultReloadAllowance
 	}
 	if cfg.MatrixFull == 0 {
 		cfg.MatrixFull = DefaultMatrixFull
@@ -164,20 +198,28 @@ func New(cfg Config) (*Checker, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.MaxPrevious == 0 {
+		cfg.MaxPrevious = DefaultMaxPrevious
+	}
 	if cfg.MaxRetired == 0 {
 		cfg.MaxRetired = DefaultMaxRetired
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Checker{cfg: cfg, known: map[string]*Key{}}, nil
+	c := &Checker{cfg: cfg, known: map[string]*Key{}}
+	c.groups, c.groupOf = domains(cfg.Nodes)
+	if n := len(cfg.Nodes); n > 1 {
+		now := time.Now()
+		c.sampleBase = rand.New(rand.NewPCG(uint64(now.UnixNano()), uint64(now.Unix()))).IntN(n - 1)
+	}
+	return c, nil
 }
 
-// Last returns the report of the last round, or nil.
+// Last returns the report of the last whole round, or nil. It does not
+// wait for a round in progress.
 func (c *Checker) Last() *Report {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.last
+	return c.lastReport.Load()
 }
 
 // Close wipes every key the checker holds.
@@ -190,23 +232,23 @@ func (c *Checker) Close() {
 	for _, r := range c.retired {
 		r.key.wipe()
 	}
-	c.known, c.retired = map[string]*Key{}, nil
+	c.known, c.retired, c.lastWindow = map[string]*Key{}, nil, nil
 }
 
-func (c *Checker) nextGrace(w *Window) time.Duration {
-	return nextGrace(c.cfg, w.PublishAhead)
+func (c *Checker) nextGrace(w *Window, n Node) time.Duration {
+	return nextGrace(c.cfg, w.PublishAhead, c.switchLag(n, w.RotationPeriod, w.PublishAhead))
 }
 
 // nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
-// but at least Grace (a node fed by Vault Agent fetches a published key as
-// late as it switches at an activation) and at most 2 minutes and half of
-// publish_ahead, so that a missing key is still reported before it
-// activates.
-func nextGrace(cfg Config, publishAhead time.Duration) time.Duration {
+// but at least the node's tolerance lag (an Agent-fed node fetches a
+// published key as late as it switches at an activation) and at most 2
+// minutes and half of publish_ahead, so that a missing key is still
+// reported before it activates.
+func nextGrace(cfg Config, publishAhead, lag time.Duration) time.Duration {
 	if cfg.NextGrace > 0 {
 		return cfg.NextGrace
 	}
-	return min(max(publishAhead/4, cfg.Grace), 2*time.Minute, publishAhead/2)
+	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead/2)
 }
 
 func (c *Checker) retiredFor(w *Window) time.Duration {
@@ -216,49 +258,11 @@ func (c *Checker) retiredFor(w *Window) time.Duration {
 	return max(w.RotationPeriod, time.Minute)
 }
 
-// absorb takes a new window: keys of the last window that are gone from it
-// become retired keys; retired keys older than RetiredFor are wiped.
-func (c *Checker) absorb(w *Window) {
-	for id, k := range c.known {
-		if nk := w.ByID(id); nk != nil {
-			if nk != k {
-				k.wipe() // the new window holds its own copy
-			}
-			continue
-		}
-		r := &retiredKey{key: k, reason: "expired", at: k.NotAfter}
-		if w.ReadAt.Before(k.NotAfter) {
-			r.reason, r.at = "removed", w.ReadAt
-		}
-		c.retired = append(c.retired, r)
-	}
-	c.known = make(map[string]*Key, len(w.Keys))
-	for _, k := range w.Keys {
-		c.known[k.ID] = k
-	}
-	slices.SortFunc(c.retired, func(a, b *retiredKey) int { return b.at.Compare(a.at) }) // newest first
-	keep := c.retired[:0]
-	for i, r := range c.retired {
-		if i >= c.cfg.MaxRetired || w.ReadAt.Sub(r.at) > c.retiredFor(w) {
-			r.key.wipe()
-			continue
-		}
-		keep = append(keep, r)
-	}
-	clear(c.retired[len(keep):])
-	c.retired = keep
-}
-
-func (c *Checker) retiredByID(id string) *retiredKey {
-	for _, r := range c.retired {
-		if r.key.ID == id {
-			return r
-		}
-	}
-	return nil
-}
-
-// targets lists the nodes that node i's ticket is offered to this round.
+// targets lists the nodes that node i's ticket is offered to this round:
+// above MatrixFull, itself and the MatrixSample nodes at offsets
+// 1+sampleBase+round*MatrixSample... (mod n-1), so that consecutive rounds
+// cover every pair within ceil((n-1)/MatrixSample) rounds and one-shot runs
+// start at a random place.
 func (c *Checker) targets(i, n, round int) []int {
 	if n <= c.cfg.MatrixFull {
 		out := make([]int, n)
@@ -270,7 +274,7 @@ func (c *Checker) targets(i, n, round int) []int {
 	s := min(c.cfg.MatrixSample, n-1)
 	out := []int{i}
 	for m := 0; m < s; m++ {
-		off := 1 + (round*s+m)%(n-1)
+		off := 1 + (c.sampleBase+round*s+m)%(n-1)
 		out = append(out, (i+off)%n)
 	}
 	return out
@@ -306,7 +310,7 @@ func (c *Checker) keyByID(w *Window, id string) *Key {
 }
 
 // checkCurrent compares the key of a fresh ticket with the schedule.
-func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Check {
+func (c *Checker) checkCurrent(w *Window, n Node, f *freshTicket, vr *VersionReport) Check {
 	if f.keyIDErr != nil {
 		if errors.Is(f.keyIDErr, ErrTicketUnknownKey) {
 			return Check{Status: StatusFail, Detail: f.keyIDErr.Error()}
@@ -341,33 +345,20 @@ func (c *Checker) checkCurrent(w *Window, f *freshTicket, vr *VersionReport) Che
 		}
 		s.wipe()
 	}
-	if expected == nil {
-		return Check{Status: StatusFail, Detail: fmt.Sprintf("the window has no key for %s; the node encrypts with %s (%s)", f.at.UTC().Format(time.RFC3339), f.keyID, vr.TicketKeyState)}
-	}
-	if f.keyID == expected.ID {
-		return Check{Status: StatusOK}
-	}
-	g := c.cfg.Grace
-	if i := slices.Index(w.Keys, expected); i > 0 && w.Keys[i-1].ID == f.keyID && f.at.Sub(expected.NotBefore) < g {
-		return Check{Status: StatusOK, Detail: fmt.Sprintf("still on the previous key %s, %s after the activation of %s (grace %s)", f.keyID, f.at.Sub(expected.NotBefore).Round(time.Millisecond), expected.ID, g)}
-	}
-	if n := w.NextAfter(f.at); n != nil && n.ID == f.keyID && n.NotBefore.Sub(f.at) < g {
-		return Check{Status: StatusOK, Detail: fmt.Sprintf("already on the next key %s, %s before its activation (grace %s)", f.keyID, n.NotBefore.Sub(f.at).Round(time.Millisecond), g)}
-	}
-	return Check{Status: StatusFail, Detail: fmt.Sprintf("encrypts with key %s (%s); the schedule says %s", f.keyID, vr.TicketKeyState, expected.ID)}
+	return onSchedule(w, f.keyID, f.at, c.switchLag(n, w.RotationPeriod, w.PublishAhead), c.cfg.Grace, vr.TicketKeyState)
 }
 
 // checkNext judges whether a node resumed a ticket under the next key.
-func (c *Checker) checkNext(w *Window, nxt *Key, res offerResult, now time.Time) Check {
+func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now time.Time) Check {
 	if res.resumed {
 		return Check{Status: StatusOK}
 	}
-	published := nxt.NotBefore.Add(-w.PublishAhead)
+	published := w.publishedAt(nxt)
 	why := "does not resume a ticket under the next key " + nxt.ID
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
 	}
-	if g := c.nextGrace(w); now.Before(published.Add(g)) {
+	if g := c.nextGrace(w, n); now.Before(published.Add(g)) {
 		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}
 	}
 	return Check{Status: StatusFail, Detail: fmt.Sprintf("%s, published at %s, activating at %s (in %s)", why,
@@ -383,7 +374,7 @@ func summarize(w *Window, now time.Time) *WindowSummary {
 		s.Next, s.NextActivation = k.ID, k.NotBefore
 	}
 	for _, k := range w.Keys {
-		s.Keys = append(s.Keys, KeySummary{ID: k.ID, State: k.State, NotBefore: k.NotBefore, NotAfter: k.NotAfter})
+		s.Keys = append(s.Keys, KeySummary{ID: k.ID, State: k.State, PublishAt: w.publishedAt(k), NotBefore: k.NotBefore, NotAfter: k.NotAfter})
 	}
 	return s
 }

@@ -35,10 +35,14 @@ var (
 	descMatrixFail  = prometheus.NewDesc(ns+"matrix_failures", "Cross-node offers that did not resume in the last round.", []string{"keyring"}, nil)
 	descRetiredAcc  = prometheus.NewDesc(ns+"retired_keys_accepted", "Retired keys that at least one node still resumed in the last round.", []string{"keyring"}, nil)
 	descRetiredHeld = prometheus.NewDesc(ns+"retired_keys_checked", "Retired keys offered to the nodes in the last round.", []string{"keyring"}, nil)
+	descRetiredOpen = prometheus.NewDesc(ns+"retired_keys_not_refused_everywhere", "Retired keys held that some node has not refused yet (not offered to it yet, unreachable, or still resuming).", []string{"keyring"}, nil)
 
 	descNodeReachable = prometheus.NewDesc(ns+"node_reachable", "1 if the node completed a handshake in every TLS version.", []string{"keyring", "node"}, nil)
-	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within grace) in every TLS version.", []string{"keyring", "node"}, nil)
+	descNodeCurrent   = prometheus.NewDesc(ns+"node_current_key_ok", "1 if the node's fresh tickets carry the scheduled key (within its tolerance) in every TLS version; absent while no window was ever read.", []string{"keyring", "node"}, nil)
 	descNodeNext      = prometheus.NewDesc(ns+"node_next_key_ready", "1 if the node resumed a ticket under the next key in every TLS version; 0 if not (or not yet); absent while no next key is published.", []string{"keyring", "node"}, nil)
+	descNodePrevious  = prometheus.NewDesc(ns+"node_previous_keys_ok", "1 if the node resumed a ticket under each previous key offered (the retain promise) in every TLS version; absent when none was offered.", []string{"keyring", "node"}, nil)
+	descNodeLifetime  = prometheus.NewDesc(ns+"node_ticket_lifetime_seconds", "Shortest ticket lifetime the node sent in its TLS versions (absent when it sent none); below rotation_period its users lose resumption before any rotation.", []string{"keyring", "node"}, nil)
+	descResumption    = prometheus.NewDesc(ns+"resumption_window_seconds", "Longest a ticket resumes as far as the keyring goes (a key's not_after - not_before).", []string{"keyring"}, nil)
 	descNodeRetired   = prometheus.NewDesc(ns+"node_retired_keys_accepted", "Offers under retired keys the node resumed in the last round (every TLS version).", []string{"keyring", "node"}, nil)
 	descNodeMatrix    = prometheus.NewDesc(ns+"node_matrix_failures", "Matrix offers that did not resume: direction=row (this node's tickets elsewhere), column (others' tickets here).", []string{"keyring", "node", "direction"}, nil)
 )
@@ -46,8 +50,8 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRounds, descOK, descLastRound, descDuration, descVaultOK, descNodes, descReachable,
-		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld,
-		descNodeReachable, descNodeCurrent, descNodeNext, descNodeRetired, descNodeMatrix} {
+		descReadyNext, descNextPub, descUntilAct, descPairs, descMatrixFail, descRetiredAcc, descRetiredHeld, descRetiredOpen,
+		descNodeReachable, descNodeCurrent, descNodeNext, descNodePrevious, descNodeLifetime, descResumption, descNodeRetired, descNodeMatrix} {
 		ch <- d
 	}
 }
@@ -68,7 +72,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(descDuration, r.Finished.Sub(r.Started).Seconds())
 	g(descVaultOK, b2f(r.VaultError == ""))
 	g(descNodes, float64(len(r.Nodes)))
-	reachable, accepted := 0, 0
+	reachable, accepted, offered, open := 0, 0, 0, 0
 	for _, n := range r.Nodes {
 		if n.Reachable {
 			reachable++
@@ -78,6 +82,12 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		if len(rs.AcceptedBy) > 0 {
 			accepted++
 		}
+		if rs.OfferedThisRound {
+			offered++
+		}
+		if rs.RefusedEverywhereSince.IsZero() {
+			open++
+		}
 	}
 	g(descReachable, float64(reachable))
 	g(descReadyNext, float64(r.NodesReadyNext))
@@ -86,15 +96,28 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	if published {
 		g(descUntilAct, time.Until(r.Window.NextActivation).Seconds())
 	}
+	if r.Window != nil && r.Window.ResumptionWindow > 0 {
+		g(descResumption, r.Window.ResumptionWindow)
+	}
 	g(descPairs, float64(r.Matrix.Pairs))
 	g(descMatrixFail, float64(r.Matrix.Failures))
 	g(descRetiredAcc, float64(accepted))
-	g(descRetiredHeld, float64(len(r.Retired)))
+	g(descRetiredHeld, float64(offered))
+	g(descRetiredOpen, float64(open))
 	for _, n := range r.Nodes {
 		g(descNodeReachable, b2f(n.Reachable), n.Addr)
-		g(descNodeCurrent, b2f(n.Current == StatusOK), n.Addr)
-		if published {
+		// Unknown answers (no window ever read, no next key) are absent, not 0.
+		if n.Current != StatusNone {
+			g(descNodeCurrent, b2f(n.Current == StatusOK), n.Addr)
+		}
+		if published && n.Next != StatusNone {
 			g(descNodeNext, b2f(n.Next == StatusOK), n.Addr)
+		}
+		if n.Previous != StatusNone {
+			g(descNodePrevious, b2f(n.Previous == StatusOK), n.Addr)
+		}
+		if n.TicketLifetime > 0 {
+			g(descNodeLifetime, n.TicketLifetime, n.Addr)
 		}
 		g(descNodeRetired, float64(n.retiredAccepted), n.Addr)
 		g(descNodeMatrix, float64(n.matrixRowFails), n.Addr, "row")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,15 @@ type Node struct {
 	ServerName string
 	// RootCAs verifies the node's certificate. If nil, the system roots.
 	RootCAs *x509.CertPool
+	// Kind says how the node follows the window: KindLocal (switches at the
+	// instant) or KindAgent (after Vault Agent's re-read). If empty,
+	// DefaultKind of the format.
+	Kind string
+	// Domain names the node's resumption domain: nodes that resume each
+	// other's tickets (one listener kind: an nginx http listener and its
+	// stream listener are two domains, so are Go and OpenSSL nodes). The
+	// matrix is checked inside each domain. If empty, the default domain.
+	Domain string
 }
 
 func (n Node) serverName() string {
@@ -124,6 +134,10 @@ type freshTicket struct {
 	keyID    string
 	keyIDErr error
 	state    []byte // tls.SessionState.Bytes() of the client's session
+	// lifetime is the ticket lifetime the node sent (TLS 1.3
+	// NewSessionTicket.ticket_lifetime, TLS 1.2 ticket_lifetime_hint); 0
+	// when it sent none (0 in TLS 1.2 means unspecified).
+	lifetime time.Duration
 }
 
 // forget drops the session. It cannot overwrite it in place: crypto/tls
@@ -145,8 +159,9 @@ func (f *freshTicket) resumption(ticket []byte) (*tls.ClientSessionState, error)
 	return tls.NewResumptionState(ticket, st)
 }
 
-// dial connects and completes a TLS handshake within timeout.
-func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (*tls.Conn, error) {
+// dial connects and completes a TLS handshake within timeout. If hello is
+// not nil, it receives the connection wrapped to record the ClientHello.
+func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration, hello **helloConn) (*tls.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	d := net.Dialer{}
@@ -156,6 +171,10 @@ func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
+	}
+	if hello != nil {
+		*hello = &helloConn{Conn: raw}
+		raw = *hello
 	}
 	conn := tls.Client(raw, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
@@ -171,7 +190,13 @@ func dial(ctx context.Context, n Node, cfg *tls.Config, timeout time.Duration) (
 func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (*freshTicket, error) {
 	cache := &captureCache{}
 	at := time.Now()
-	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout)
+	cfg := n.clientConfig(version, cache)
+	// A whole-second clock for this handshake makes the TLS 1.3 session's
+	// use_by exactly that second + the ticket's lifetime (ticketLifetime13).
+	clock := at.Truncate(time.Second)
+	cfg.Time = func() time.Time { return clock }
+	var hello *helloConn
+	conn, err := dial(ctx, n, cfg, timeout, &hello)
 	if err != nil {
 		return nil, err
 	}
@@ -199,26 +224,49 @@ func fresh(ctx context.Context, n Node, version uint16, timeout time.Duration) (
 		return nil, fmt.Errorf("%s: encode the client session: %w", versionName(version), err)
 	}
 	f := &freshTicket{version: version, at: at, ticket: append([]byte(nil), ticket...), state: raw}
+	if version == tls.VersionTLS13 {
+		f.lifetime = ticketLifetime13(raw, clock)
+	} else if hint, ok := hello.lifetimeHint12(); ok {
+		f.lifetime = time.Duration(hint) * time.Second
+	}
 	f.named = f.ticket
 	f.keyID, f.keyIDErr = TicketKeyID(f.ticket)
 	return f, nil
 }
 
-// errNotOffered means the TLS client did not offer the session (for example
-// it had expired); the result says nothing about the node.
-var errNotOffered = errors.New("the TLS client did not offer the ticket")
+// errNotOffered means the TLS client did not send the ticket (its session's
+// certificate chain does not verify for this node, or names another
+// server); the result says nothing about the node.
+var errNotOffered = errors.New("not offered: the TLS client did not send the ticket (the session's certificate chain does not verify for this node: per-node ca= or sni= with other certificates)")
 
-// offer offers cs to the node and reports whether the node resumed it.
+// offer offers cs to the node and reports whether the node resumed it. It
+// returns errNotOffered when the ticket did not go out in the ClientHello.
 func offer(ctx context.Context, n Node, version uint16, cs *tls.ClientSessionState, timeout time.Duration) (bool, error) {
 	cache := &offerCache{cs: cs}
-	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout)
+	var hello *helloConn
+	conn, err := dial(ctx, n, n.clientConfig(version, cache), timeout, &hello)
 	if err != nil {
 		return false, err
 	}
 	resumed := conn.ConnectionState().DidResume
 	conn.Close()
-	if !cache.offered {
+	if sent, ok := hello.ticketSent(); !cache.offered || (ok && !sent) {
 		return false, errNotOffered
 	}
 	return resumed, nil
+}
+
+// ticketLifetime13 reads the lifetime of a TLS 1.3 ticket from the client's
+// session (crypto/tls SessionState.Bytes of a client session ends with
+// use_by uint64 and age_add uint32; use_by is the handshake's clock +
+// ticket_lifetime, in Unix seconds). 0 if it cannot.
+func ticketLifetime13(state []byte, clock time.Time) time.Duration {
+	if len(state) < 12 {
+		return 0
+	}
+	useBy := int64(binary.BigEndian.Uint64(state[len(state)-12:]))
+	if d := useBy - clock.Unix(); d > 0 && d <= 7*24*3600 {
+		return time.Duration(d) * time.Second
+	}
+	return 0
 }

@@ -69,16 +69,25 @@ type Report struct {
 	Window *WindowSummary `json:"window,omitempty"`
 	// VaultError is set when the window could not be read.
 	VaultError string `json:"vault_error,omitempty"`
+	// WindowStale is true when the read failed and the round judged the
+	// nodes against the last window read (Window.ReadAt says when).
+	WindowStale bool `json:"window_stale,omitempty"`
 	// Matrix says which pairs were offered.
 	Matrix MatrixSummary `json:"matrix"`
 	// NodesReadyNext counts nodes that resumed a ticket under the next key
 	// in every TLS version.
 	NodesReadyNext int `json:"nodes_ready_next"`
-	// Retired is what each retired key still in memory did this round.
+	// Retired follows each retired key still in memory (newest first);
+	// at most Settings.MaxRetired of them were offered this round.
 	Retired []RetiredSummary `json:"retired,omitempty"`
-	Nodes   []NodeReport     `json:"nodes"`
+	// Purges groups the keys removed from the window at one instant.
+	Purges []PurgeSummary `json:"purges,omitempty"`
+	Nodes  []NodeReport   `json:"nodes"`
 	// Failures lists every failed check in one line each.
 	Failures []string `json:"failures,omitempty"`
+	// Warnings lists what limits resumption without failing a check (a
+	// ticket lifetime shorter than rotation_period).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Settings records how a round judged: TLS versions, graces (seconds) and
@@ -89,23 +98,32 @@ type Settings struct {
 	NextGrace    float64  `json:"next_grace_seconds"`
 	MatrixFull   int      `json:"matrix_full"`
 	MatrixSample int      `json:"matrix_sample"`
+	MaxRetired   int      `json:"max_retired"`
+	// ReloadAllowance (seconds) is part of an Agent-fed node's tolerance.
+	ReloadAllowance float64 `json:"reload_allowance_seconds"`
 }
 
 // WindowSummary is the part of a window a report keeps: no material.
 type WindowSummary struct {
-	ReadAt         time.Time    `json:"read_at"`
-	RotationPeriod int64        `json:"rotation_period"`
-	PublishAhead   int64        `json:"publish_ahead"`
-	Current        string       `json:"current,omitempty"`
-	Next           string       `json:"next,omitempty"`
-	NextActivation time.Time    `json:"next_activation,omitzero"`
-	Keys           []KeySummary `json:"keys"`
+	ReadAt         time.Time `json:"read_at"`
+	RotationPeriod int64     `json:"rotation_period"`
+	PublishAhead   int64     `json:"publish_ahead"`
+	Current        string    `json:"current,omitempty"`
+	Next           string    `json:"next,omitempty"`
+	NextActivation time.Time `json:"next_activation,omitzero"`
+	// ResumptionWindow (seconds) is the longest a ticket resumes as far as
+	// the keyring goes: a key's not_after - not_before.
+	ResumptionWindow float64      `json:"resumption_window_seconds,omitempty"`
+	Keys             []KeySummary `json:"keys"`
 }
 
 // KeySummary is a key's id, state and times.
 type KeySummary struct {
-	ID        string    `json:"id"`
-	State     string    `json:"state"`
+	ID    string `json:"id"`
+	State string `json:"state"`
+	// PublishAt is when the key became readable (its publish_at, or
+	// not_before - publish_ahead from an engine that does not send it).
+	PublishAt time.Time `json:"publish_at"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 }
@@ -115,10 +133,17 @@ type MatrixSummary struct {
 	// Sampled is true when the fleet is larger than Config.MatrixFull and
 	// each node's ticket went to a rotating sample of the others.
 	Sampled bool `json:"sampled"`
+	// Domains is the number of resumption domains the matrix ran in (each
+	// node's ticket is offered only inside its domain).
+	Domains int `json:"domains"`
 	// Pairs is the number of (source, target, version) offers.
 	Pairs int `json:"pairs"`
 	// Failures is the number of offers that did not resume.
 	Failures int `json:"failures"`
+	// NotOffered counts pairs whose ticket the TLS client did not send
+	// (certificates that do not verify across the two nodes): neither
+	// resumed nor failed, and not in Pairs.
+	NotOffered int `json:"not_offered,omitempty"`
 }
 
 // RetiredSummary follows one retired key across rounds.
@@ -131,13 +156,32 @@ type RetiredSummary struct {
 	RetiredAt time.Time `json:"retired_at"`
 	// AcceptedBy lists the nodes that resumed a ticket under it this round.
 	AcceptedBy []string `json:"accepted_by,omitempty"`
+	// OfferedThisRound is false when the round offered other retired keys
+	// (more are held than MaxRetired); AcceptedBy is then empty.
+	OfferedThisRound bool `json:"offered_this_round"`
 	// LastAcceptedAt and LastAcceptedBy: the last round in which a node
 	// still resumed it, and the nodes that did.
 	LastAcceptedAt time.Time `json:"last_accepted_at,omitzero"`
 	LastAcceptedBy []string  `json:"last_accepted_by,omitempty"`
-	// RefusedEverywhereSince is the start of the first round after which no
-	// node has resumed it.
+	// RefusedEverywhereSince is the start of the round in which the last
+	// node (in the last TLS version) refused it, once every node has
+	// refused it since any last resumed it; zero until then.
 	RefusedEverywhereSince time.Time `json:"refused_everywhere_since,omitzero"`
+	// NotYetRefusedBy lists the nodes that have not refused it in every TLS
+	// version yet: not offered it yet, unreachable, or still resuming it.
+	NotYetRefusedBy []string `json:"not_yet_refused_by,omitempty"`
+}
+
+// PurgeSummary is the keys removed from the window at one instant (rotate
+// purge_previous=true, or a next key discarded by mode=now).
+type PurgeSummary struct {
+	RemovedAt time.Time `json:"removed_at"`
+	Keys      []string  `json:"keys"`
+	// RefusedEverywhereSince is the latest RefusedEverywhereSince of its
+	// keys once every one of them is refused by every node; zero until then.
+	RefusedEverywhereSince time.Time `json:"refused_everywhere_since,omitzero"`
+	// NotYetRefusedEverywhere counts its keys some node has not refused yet.
+	NotYetRefusedEverywhere int `json:"not_yet_refused_everywhere"`
 }
 
 // NodeReport is one node's results; the Current/Next/Retired statuses
@@ -145,21 +189,36 @@ type RetiredSummary struct {
 type NodeReport struct {
 	Addr       string `json:"addr"`
 	ServerName string `json:"server_name"`
+	Domain     string `json:"domain,omitempty"`
 	Reachable  bool   `json:"reachable"`
-	Current    Status `json:"current"`
-	Next       Status `json:"next"`
-	Retired    Status `json:"retired"`
+	// Kind is how the node follows the window (local or agent) and
+	// Tolerance (seconds) how long after an instant of the schedule it may
+	// still show the window before it.
+	Kind      string  `json:"kind"`
+	Tolerance float64 `json:"tolerance_seconds"`
+	Current   Status  `json:"current"`
+	Next      Status  `json:"next"`
+	// Previous: whether it resumed tickets under the previous keys offered.
+	Previous Status `json:"previous"`
+	Retired  Status `json:"retired"`
+	// TicketLifetime (seconds) is the shortest ticket lifetime the node sent
+	// in its TLS versions (0: none sent), and EffectiveResumption that
+	// lifetime capped by the keyring's resumption window: how long its users
+	// can resume.
+	TicketLifetime      float64 `json:"ticket_lifetime_seconds,omitempty"`
+	EffectiveResumption float64 `json:"effective_resumption_seconds,omitempty"`
 	// MatrixRow counts this node's tickets resumed by the targets they were
 	// offered to; MatrixColumn counts other nodes' tickets this node resumed.
-	MatrixRowOK     int             `json:"matrix_row_ok"`
-	MatrixRowTotal  int             `json:"matrix_row_total"`
-	MatrixColOK     int             `json:"matrix_column_ok"`
-	MatrixColTotal  int             `json:"matrix_column_total"`
-	Versions        []VersionReport `json:"versions"`
-	Errors          []string        `json:"errors,omitempty"`
-	matrixRowFails  int
-	matrixColFails  int
-	retiredAccepted int
+	MatrixRowOK      int             `json:"matrix_row_ok"`
+	MatrixRowTotal   int             `json:"matrix_row_total"`
+	MatrixColOK      int             `json:"matrix_column_ok"`
+	MatrixColTotal   int             `json:"matrix_column_total"`
+	Versions         []VersionReport `json:"versions"`
+	Errors           []string        `json:"errors,omitempty"`
+	matrixRowFails   int
+	matrixColFails   int
+	retiredAccepted  int
+	previousFailures int
 }
 
 // VersionReport is one node's results in one TLS version.
@@ -169,13 +228,19 @@ type VersionReport struct {
 	HandshakeAt    time.Time `json:"handshake_at,omitzero"`
 	// TicketKeyID is the key id at the front of the node's fresh ticket.
 	TicketKeyID string `json:"ticket_key_id,omitempty"`
+	// TicketLifetime (seconds) is the lifetime the node sent with the
+	// ticket (TLS 1.3 ticket_lifetime, TLS 1.2 ticket_lifetime_hint); absent
+	// when none.
+	TicketLifetime float64 `json:"ticket_lifetime_seconds,omitempty"`
 	// TicketKeyState is that key's state at the handshake: current, next,
 	// previous, retired or unknown.
-	TicketKeyState string         `json:"ticket_key_state,omitempty"`
-	Current        Check          `json:"current"`
-	Next           Check          `json:"next"`
-	NextKeyID      string         `json:"next_key_id,omitempty"`
-	Retired        []RetiredCheck `json:"retired,omitempty"`
+	TicketKeyState string `json:"ticket_key_state,omitempty"`
+	Current        Check  `json:"current"`
+	Next           Check  `json:"next"`
+	NextKeyID      string `json:"next_key_id,omitempty"`
+	// Previous are tickets under previous keys (still decrypting) offered.
+	Previous []KeyCheck     `json:"previous,omitempty"`
+	Retired  []RetiredCheck `json:"retired,omitempty"`
 	// Matrix is this node's row: its ticket offered to each target.
 	Matrix []Cell `json:"matrix,omitempty"`
 }
@@ -187,11 +252,20 @@ type RetiredCheck struct {
 	Check
 }
 
+// KeyCheck is a ticket under a key of the window offered to the node.
+type KeyCheck struct {
+	KeyID   string `json:"key_id"`
+	Resumed bool   `json:"resumed"`
+	Check
+}
+
 // Cell is a ticket from the row's node offered to target.
 type Cell struct {
 	To      string `json:"to"`
 	Resumed bool   `json:"resumed"`
-	Error   string `json:"error,omitempty"`
+	// NotOffered is true when the TLS client did not send the ticket.
+	NotOffered bool   `json:"not_offered,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -205,7 +279,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // key, retired keys, matrix row and column, errors; then the fleet summary.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
+	fmt.Fprintln(tw, "NODE\tREACHABLE\tCURRENT KEY\tNEXT KEY\tPREVIOUS KEYS\tRETIRED KEYS\tMATRIX ROW\tMATRIX COLUMN\tERRORS")
 	for _, n := range r.Nodes {
 		errs := "-"
 		if len(n.Errors) > 0 {
@@ -217,7 +291,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 				errs += fmt.Sprintf(" (+%d more, below)", len(n.Errors)-1)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Retired,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Addr, yesNo(n.Reachable), n.Current, n.Next, n.Previous, n.Retired,
 			ratio(n.MatrixRowOK, n.MatrixRowTotal), ratio(n.MatrixColOK, n.MatrixColTotal), errs)
 	}
 	if err := tw.Flush(); err != nil {
@@ -242,25 +316,47 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Matrix.Sampled {
 		sampled = " (sampled)"
 	}
+	if r.Matrix.NotOffered > 0 {
+		sampled += fmt.Sprintf(", %d not offered (the client did not send the ticket)", r.Matrix.NotOffered)
+	}
 	fmt.Fprintf(w, "; matrix %d/%d resumed%s\n", r.Matrix.Pairs-r.Matrix.Failures, r.Matrix.Pairs, sampled)
 	if r.VaultError != "" {
 		fmt.Fprintf(w, "vault: %s\n", r.VaultError)
+	}
+	if r.WindowStale && r.Window != nil {
+		fmt.Fprintf(w, "window stale: judged against the last window read, at %s\n", r.Window.ReadAt.UTC().Format(time.RFC3339))
 	}
 	for _, rs := range r.Retired {
 		switch {
 		case len(rs.AcceptedBy) > 0:
 			fmt.Fprintf(w, "retired key %s (%s at %s): still accepted by %s\n", short(rs.ID), rs.Reason,
 				rs.RetiredAt.UTC().Format(time.RFC3339), strings.Join(rs.AcceptedBy, ", "))
-		case !rs.LastAcceptedAt.IsZero():
+		case !rs.RefusedEverywhereSince.IsZero() && !rs.LastAcceptedAt.IsZero():
 			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere since %s; last accepted at %s by %s\n", short(rs.ID), rs.Reason,
 				rs.RetiredAt.UTC().Format(time.RFC3339), rs.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano),
 				rs.LastAcceptedAt.UTC().Format(time.RFC3339Nano), strings.Join(rs.LastAcceptedBy, ", "))
+		case !rs.RefusedEverywhereSince.IsZero():
+			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere since %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), rs.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano))
 		default:
-			fmt.Fprintf(w, "retired key %s (%s at %s): refused everywhere\n", short(rs.ID), rs.Reason, rs.RetiredAt.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, "retired key %s (%s at %s): not yet refused by %s\n", short(rs.ID), rs.Reason,
+				rs.RetiredAt.UTC().Format(time.RFC3339), strings.Join(rs.NotYetRefusedBy, ", "))
 		}
+	}
+	for _, p := range r.Purges {
+		if p.RefusedEverywhereSince.IsZero() {
+			fmt.Fprintf(w, "purge at %s (%d keys): %d keys not yet refused by every node\n", p.RemovedAt.UTC().Format(time.RFC3339),
+				len(p.Keys), p.NotYetRefusedEverywhere)
+			continue
+		}
+		fmt.Fprintf(w, "purge at %s (%d keys): every key refused everywhere since %s\n", p.RemovedAt.UTC().Format(time.RFC3339),
+			len(p.Keys), p.RefusedEverywhereSince.UTC().Format(time.RFC3339Nano))
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAIL %s\n", f)
+	}
+	for _, x := range r.Warnings {
+		fmt.Fprintf(w, "WARN %s\n", x)
 	}
 	return nil
 }

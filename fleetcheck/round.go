@@ -33,7 +33,13 @@ type round struct {
 	mu      sync.Mutex
 	matrix  map[[3]int]offerResult // source, target, version
 	next    map[[2]int]offerResult // node, version
-	retired map[[3]int]offerResult // node, version, retired key
+	retired map[[3]int]offerResult // node, version, index in offered
+	// offered are the retired keys this round offers (retiredToOffer).
+	offered []*retiredKey
+	// prev are the previous keys this round offers (previousToOffer), and
+	// previous their results.
+	prev     []*Key
+	previous map[[3]int]offerResult // node, version, index in prev
 }
 
 // Check runs one round: it reads the window, takes a fresh ticket from every
@@ -46,14 +52,16 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	defer c.mu.Unlock()
 	c.round++
 	r := &round{c: c, cfg: c.cfg, rep: &Report{Keyring: c.cfg.Keyring, Format: c.cfg.Format, Round: c.round, Started: time.Now()},
-		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}}
+		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}, previous: map[[3]int]offerResult{}}
 	for _, v := range c.cfg.Versions {
 		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
 	}
 	r.rep.Settings.Grace, r.rep.Settings.MatrixFull, r.rep.Settings.MatrixSample = c.cfg.Grace.Seconds(), c.cfg.MatrixFull, c.cfg.MatrixSample
+	r.rep.Settings.MaxRetired, r.rep.Settings.ReloadAllowance = c.cfg.MaxRetired, c.cfg.ReloadAllowance.Seconds()
 	if err := r.readWindow(ctx); err != nil {
 		return nil, err
 	}
+	r.offered = c.retiredToOffer()
 	r.takeFresh(ctx)
 	defer r.forget()
 	if err := ctxend.Err(ctx, time.Now()); err != nil {
@@ -70,6 +78,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	r.evaluate()
 	r.countMatrix()
 	r.aggregate()
+	r.judgeLifetimes()
 	r.followRetired()
 
 	rep := r.rep
@@ -78,29 +87,35 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	}
 	rep.OK = len(rep.Failures) == 0
 	rep.Finished = time.Now()
-	c.last = rep
+	c.lastReport.Store(rep)
 	r.cfg.Logger.Info("fleet check round", "keyring", rep.Keyring, "round", rep.Round, "ok", rep.OK,
 		"nodes", len(rep.Nodes), "ready_next", rep.NodesReadyNext, "matrix_pairs", rep.Matrix.Pairs,
 		"matrix_failures", rep.Matrix.Failures, "failures", len(rep.Failures), "duration", rep.Finished.Sub(rep.Started).Round(time.Millisecond))
 	return rep, nil
 }
 
-// readWindow reads the window; a failed read is recorded in the report (the
-// round goes on without it), a window of another format is an error.
+// readWindow reads the window; a failed read is recorded in the report and
+// the round judges against the last window read (marked stale; none if no
+// read ever succeeded); a window of another format is an error.
 func (r *round) readWindow(ctx context.Context) error {
 	w, err := r.cfg.Read(ctx)
 	if err != nil {
 		r.rep.VaultError = err.Error()
-		return nil
+		if w = r.c.lastWindow; w == nil {
+			return nil
+		}
+		r.rep.WindowStale = true
+	} else {
+		if w.Format != r.cfg.Format {
+			return fmt.Errorf("fleetcheck: the window reader returned format %q, the check is for %q", w.Format, r.cfg.Format)
+		}
+		r.c.absorb(w)
 	}
-	if w.Format != r.cfg.Format {
-		return fmt.Errorf("fleetcheck: the window reader returned format %q, the check is for %q", w.Format, r.cfg.Format)
-	}
-	r.c.absorb(w)
 	r.w = w
 	r.nxt = w.NextAfter(r.rep.Started)
+	r.prev = r.c.previousToOffer(w, r.rep.Started, r.rep.Round)
 	r.rep.Window = summarize(w, r.rep.Started)
-	r.rep.Settings.NextGrace = r.c.nextGrace(w).Seconds()
+	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxSwitchLag(w.RotationPeriod, w.PublishAhead)).Seconds()
 	if r.rep.Keyring == "" {
 		r.rep.Keyring = w.Keyring
 	}
@@ -122,7 +137,7 @@ func (r *round) takeFresh(ctx context.Context) {
 	}
 	parallel(r.cfg.Concurrency, tasks)
 	for j, n := range nodes {
-		r.reps[j] = NodeReport{Addr: n.Addr, ServerName: n.serverName(), Reachable: true, Versions: make([]VersionReport, nv)}
+		r.reps[j] = NodeReport{Addr: n.Addr, ServerName: n.serverName(), Domain: n.Domain, Reachable: true, Versions: make([]VersionReport, nv)}
 		for vi, v := range r.cfg.Versions {
 			vr := &r.reps[j].Versions[vi]
 			vr.Version = versionName(v)
@@ -253,7 +268,7 @@ func (r *round) offerAll(ctx context.Context) {
 			if r.fr[i][vi] == nil {
 				continue
 			}
-			for _, j := range r.c.targets(i, len(nodes), r.rep.Round) {
+			for _, j := range r.c.matrixTargets(i, r.rep.Round) {
 				if r.fr[j][vi] == nil {
 					continue // unreachable in this version: reported once, as its handshake error
 				}
@@ -273,7 +288,12 @@ func (r *round) offerAll(ctx context.Context) {
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, r.nxt) },
 					func(res offerResult) { r.next[[2]int{j, vi}] = res }))
 			}
-			for ri, rk := range r.c.retired {
+			for pi, k := range r.prev {
+				tasks = append(tasks, r.offerTask(ctx, j, v,
+					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, k) },
+					func(res offerResult) { r.previous[[3]int{j, vi, pi}] = res }))
+			}
+			for ri, rk := range r.offered {
 				tasks = append(tasks, r.offerTask(ctx, j, v,
 					func() (*tls.ClientSessionState, error) { return r.craft(j, vi, rk.key) },
 					func(res offerResult) { r.retired[[3]int{j, vi, ri}] = res }))
@@ -288,11 +308,18 @@ func (r *round) evaluate() {
 	nodes, cfg := r.cfg.Nodes, r.cfg
 	// Graces count from now: the offers have just been made.
 	now := time.Now()
-	for _, rk := range r.c.retired {
+	for _, rk := range r.offered {
 		rk.acceptedThisTime = nil
+		rk.lastOffered = r.rep.Round
 	}
 	for j := range nodes {
 		nr := &r.reps[j]
+		nr.Kind = r.c.kindOf(nodes[j])
+		var lag time.Duration
+		if r.w != nil {
+			lag = r.c.switchLag(nodes[j], r.w.RotationPeriod, r.w.PublishAhead)
+		}
+		nr.Tolerance = lag.Seconds()
 		for vi := range cfg.Versions {
 			vr := &nr.Versions[vi]
 			f := r.fr[j][vi]
@@ -302,7 +329,7 @@ func (r *round) evaluate() {
 				nr.Errors = append(nr.Errors, vr.Version+": "+vr.HandshakeError)
 				continue
 			}
-			vr.Current = r.c.checkCurrent(r.w, f, vr)
+			vr.Current = r.c.checkCurrent(r.w, nodes[j], f, vr)
 			switch {
 			case r.w == nil:
 				vr.Next = Check{Status: StatusNone, Detail: "window unknown (Vault read failed)"}
@@ -310,16 +337,32 @@ func (r *round) evaluate() {
 				vr.Next = Check{Status: StatusNone, Detail: "no next key is published"}
 			default:
 				vr.NextKeyID = r.nxt.ID
-				vr.Next = r.c.checkNext(r.w, r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
+				vr.Next = r.c.checkNext(r.w, nodes[j], r.nxt, r.next[[2]int{j, vi}], r.rep.Started)
 			}
-			for ri, rk := range r.c.retired {
+			for pi, k := range r.prev {
+				res := r.previous[[3]int{j, vi, pi}]
+				vr.Previous = append(vr.Previous, KeyCheck{KeyID: k.ID, Resumed: res.resumed, Check: checkPrevious(k, res)})
+			}
+			for ri, rk := range r.offered {
 				res := r.retired[[3]int{j, vi, ri}]
-				rc := RetiredCheck{KeyID: rk.key.ID, Resumed: res.resumed}
+				point := checkPoint(nodes[j].Addr, vr.Version)
 				switch {
 				case res.err != nil:
+				case res.resumed:
+					delete(rk.refusedAt, point)
+				default:
+					if _, ok := rk.refusedAt[point]; !ok {
+						rk.refusedAt[point] = r.rep.Started
+					}
+				}
+				rc := RetiredCheck{KeyID: rk.key.ID, Resumed: res.resumed}
+				switch {
+				case errors.Is(res.err, errNotOffered):
+					rc.Check = Check{Status: StatusNone, Detail: res.err.Error()}
+				case res.err != nil:
 					rc.Check = Check{Status: StatusFail, Detail: "could not offer a ticket under it: " + res.err.Error()}
-				case res.resumed && now.Sub(rk.at) < cfg.Grace:
-					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (grace %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, cfg.Grace)}
+				case res.resumed && now.Sub(rk.at) < r.retiredLag(nodes[j], rk):
+					rc.Check = Check{Status: StatusPending, Detail: fmt.Sprintf("still resumes a ticket under key %s, %s after it was %s (tolerance %s)", rk.key.ID, now.Sub(rk.at).Round(time.Millisecond), rk.reason, r.retiredLag(nodes[j], rk))}
 				case res.resumed:
 					rc.Check = Check{Status: StatusFail, Detail: fmt.Sprintf("resumes a ticket under retired key %s (%s at %s)", rk.key.ID, rk.reason, rk.at.UTC().Format(time.RFC3339))}
 				default:
@@ -330,13 +373,13 @@ func (r *round) evaluate() {
 				}
 				vr.Retired = append(vr.Retired, rc)
 			}
-			for _, t := range r.c.targets(j, len(nodes), r.rep.Round) {
+			for _, t := range r.c.matrixTargets(j, r.rep.Round) {
 				res, ok := r.matrix[[3]int{j, t, vi}]
 				if !ok {
 					continue
 				}
-				cell := Cell{To: nodes[t].Addr, Resumed: res.resumed}
-				if res.err != nil {
+				cell := Cell{To: nodes[t].Addr, Resumed: res.resumed, NotOffered: errors.Is(res.err, errNotOffered)}
+				if res.err != nil && !cell.NotOffered {
 					cell.Error = res.err.Error()
 				}
 				vr.Matrix = append(vr.Matrix, cell)
@@ -350,6 +393,10 @@ func (r *round) evaluate() {
 func (r *round) countMatrix() {
 	for key, res := range r.matrix {
 		i, j := key[0], key[1]
+		if errors.Is(res.err, errNotOffered) {
+			r.rep.Matrix.NotOffered++
+			continue
+		}
 		r.rep.Matrix.Pairs++
 		r.reps[i].MatrixRowTotal++
 		r.reps[j].MatrixColTotal++
@@ -362,7 +409,8 @@ func (r *round) countMatrix() {
 		r.reps[i].matrixRowFails++
 		r.reps[j].matrixColFails++
 	}
-	r.rep.Matrix.Sampled = len(r.cfg.Nodes) > r.cfg.MatrixFull
+	r.rep.Matrix.Sampled = r.c.sampled()
+	r.rep.Matrix.Domains = len(r.c.groups)
 }
 
 // aggregate sums each node's versions up (the worst status wins) and lists
@@ -371,8 +419,8 @@ func (r *round) aggregate() {
 	rep := r.rep
 	for j := range r.reps {
 		nr := &r.reps[j]
-		nr.Current, nr.Next, nr.Retired = StatusNone, StatusNone, StatusNone
-		if len(r.c.retired) > 0 {
+		nr.Current, nr.Next, nr.Retired, nr.Previous = StatusNone, StatusNone, StatusNone, StatusNone
+		if len(r.offered) > 0 {
 			nr.Retired = StatusOK
 		}
 		fail := func(version, what, detail string) {
@@ -393,6 +441,14 @@ func (r *round) aggregate() {
 				fail(vr.Version, "next key", vr.Next.Detail)
 				nr.Errors = append(nr.Errors, vr.Version+" next key: "+vr.Next.Detail)
 			}
+			for _, pc := range vr.Previous {
+				nr.Previous = worst(nr.Previous, pc.Status)
+				if pc.Status == StatusFail {
+					nr.previousFailures++
+					fail(vr.Version, "previous key", pc.Detail)
+					nr.Errors = append(nr.Errors, vr.Version+" previous key: "+pc.Detail)
+				}
+			}
 			for _, rc := range vr.Retired {
 				nr.Retired = worst(nr.Retired, rc.Status)
 				if rc.Resumed {
@@ -404,7 +460,7 @@ func (r *round) aggregate() {
 				}
 			}
 			for _, cell := range vr.Matrix {
-				if !cell.Resumed {
+				if !cell.Resumed && !cell.NotOffered {
 					why := "not resumed"
 					if cell.Error != "" {
 						why = cell.Error
@@ -424,15 +480,39 @@ func (r *round) aggregate() {
 }
 
 // followRetired records, across rounds, which nodes still resumed each
-// retired key and since when none has.
+// retired key, since when every node refuses it (only once every node was
+// offered it and refused it), and groups the keys of each purge.
 func (r *round) followRetired() {
-	for _, rk := range r.c.retired {
-		if len(rk.acceptedThisTime) > 0 {
-			rk.lastAcceptedAt, rk.lastAcceptedBy, rk.refusedSince = r.rep.Started, rk.acceptedThisTime, time.Time{}
-		} else if rk.refusedSince.IsZero() {
-			rk.refusedSince = r.rep.Started
-		}
-		r.rep.Retired = append(r.rep.Retired, RetiredSummary{ID: rk.key.ID, Reason: rk.reason, RetiredAt: rk.at, AcceptedBy: rk.acceptedThisTime,
-			LastAcceptedAt: rk.lastAcceptedAt, LastAcceptedBy: rk.lastAcceptedBy, RefusedEverywhereSince: rk.refusedSince})
+	var points, versions []string
+	for _, v := range r.cfg.Versions {
+		versions = append(versions, versionName(v))
 	}
+	for _, n := range r.cfg.Nodes {
+		for _, v := range versions {
+			points = append(points, checkPoint(n.Addr, v))
+		}
+	}
+	for _, rk := range r.c.retired {
+		offered := slices.Contains(r.offered, rk)
+		if offered && len(rk.acceptedThisTime) > 0 {
+			rk.lastAcceptedAt, rk.lastAcceptedBy = r.rep.Started, rk.acceptedThisTime
+		}
+		rs := RetiredSummary{ID: rk.key.ID, Reason: rk.reason, RetiredAt: rk.at, OfferedThisRound: offered,
+			LastAcceptedAt: rk.lastAcceptedAt, LastAcceptedBy: rk.lastAcceptedBy,
+			RefusedEverywhereSince: rk.refusedEverywhereSince(points), NotYetRefusedBy: rk.notYetRefusedBy(r.cfg.Nodes, versions)}
+		if offered {
+			rs.AcceptedBy = rk.acceptedThisTime
+		}
+		r.rep.Retired = append(r.rep.Retired, rs)
+	}
+	r.rep.Purges = purges(r.rep.Retired)
+}
+
+// retiredLag is the node's tolerance for rk (Checker.retiredLag) under the
+// round's window.
+func (r *round) retiredLag(n Node, rk *retiredKey) time.Duration {
+	if r.w == nil {
+		return r.c.retiredLag(n, rk, 0, 0)
+	}
+	return r.c.retiredLag(n, rk, r.w.RotationPeriod, r.w.PublishAhead)
 }

@@ -60,18 +60,23 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 	if w := rep.Window; w != nil {
 		publishAhead := time.Duration(w.PublishAhead) * time.Second
 		period := time.Duration(w.RotationPeriod) * time.Second
-		nextGrace := nextGrace(c.cfg, publishAhead)
+		lag := c.maxSwitchLag(period, publishAhead)
+		nextGrace := nextGrace(c.cfg, publishAhead, lag)
 		grace := c.cfg.Grace
 		var last time.Time
 		for _, k := range w.Keys {
-			published := k.NotBefore.Add(-publishAhead)
+			published := k.PublishAt
+			if published.IsZero() {
+				published = k.NotBefore.Add(-publishAhead)
+			}
 			consider(published)
 			consider(published.Add(nextGrace))
 			consider(k.NotBefore.Add(-grace - 2*eventDelay))
 			consider(k.NotBefore)
 			consider(k.NotBefore.Add(grace))
+			consider(k.NotBefore.Add(lag))
 			consider(k.NotAfter)
-			consider(k.NotAfter.Add(grace))
+			consider(k.NotAfter.Add(lag))
 			if k.NotBefore.After(last) {
 				last = k.NotBefore
 			}
@@ -85,6 +90,12 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 	}
 	for _, r := range rep.Retired {
 		consider(r.RetiredAt.Add(c.cfg.Grace))
+		if w := rep.Window; w != nil {
+			consider(r.RetiredAt.Add(c.maxSwitchLag(time.Duration(w.RotationPeriod)*time.Second, time.Duration(w.PublishAhead)*time.Second)))
+		}
+		if r.Reason == "removed" {
+			consider(r.RetiredAt.Add(c.cfg.Grace + c.cfg.MaxReadTTL + goClientMaxDelay + agentReadTime + c.cfg.ReloadAllowance))
+		}
 	}
 	return next
 }

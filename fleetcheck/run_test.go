@@ -45,7 +45,8 @@ func TestRunAndMetrics(t *testing.T) {
 	s, servers, cert := goFleet(t, 3)
 	servers[2].set(s.keys[1], s.keys[0]) // not ready for the next key
 	c := newChecker(t, s, cert, addrs(servers), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Until three rounds ran (bounded: a round takes well under a second, more under -race on a loaded machine).
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var mu sync.Mutex
 	var rounds []int
@@ -53,6 +54,9 @@ func TestRunAndMetrics(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		rounds = append(rounds, r.Round)
+		if len(rounds) == 3 {
+			cancel()
+		}
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,9 @@ type Key struct {
 	// State is the state the engine reported at the read: current, next or
 	// previous.
 	State string `json:"state"`
+	// PublishAt is when the key became readable (the engine's publish_at;
+	// zero from an engine that does not send it).
+	PublishAt time.Time `json:"publish_at,omitzero"`
 	// NotBefore is when the key starts encrypting.
 	NotBefore time.Time `json:"not_before"`
 	// EncryptUntil is when the key stops encrypting, as the engine
@@ -146,6 +149,10 @@ func VaultReader(vc *api.Client, mount, keyring, format string) WindowReader {
 		defer clear(raw)
 		w, err := ParseWindow(raw, format, time.Now())
 		if err != nil {
+			return nil, fmt.Errorf("fleetcheck: read %s: %w", path, err)
+		}
+		if err := applyPublishAt(w, raw); err != nil {
+			w.wipe()
 			return nil, fmt.Errorf("fleetcheck: read %s: %w", path, err)
 		}
 		if w.Keyring == "" {

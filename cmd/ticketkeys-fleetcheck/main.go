@@ -8,9 +8,9 @@
 //	ticketkeys-fleetcheck -keyring web -format nginx -ca ca.pem -sni www.example.com \
 //	    -node 10.0.0.1:443 -node 10.0.0.2:443 [-json report.json] [-continuous -listen 127.0.0.1:9464]
 //
-// A node is host:port[,sni=NAME][,ca=FILE]; -nodes-file reads one per line (# starts a comment). The Vault
-// token (VAULT_TOKEN, or -token-file, re-read every round) needs read on <mount>/keys/<keyring> only
-// (bootstrap/policies/fleetcheck.hcl). Key material stays in memory: it is never printed, logged or written.
+// A node is host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME]; -nodes-file reads one per
+// line (# starts a comment). The Vault token (VAULT_TOKEN, or -token-file, re-read every round) needs read
+// on <mount>/keys/<keyring> only (bootstrap/policies/fleetcheck.hcl). Key material stays in memory: it is never printed, logged or written.
 //
 // Exit status (one round): 0 when no check failed, 1 when one did, 2 on a usage or configuration error.
 // With -continuous it runs until SIGINT or SIGTERM, checking every -interval and at the schedule's instants,
@@ -59,13 +59,16 @@ func (n *nodeList) Set(v string) error { *n = append(*n, v); return nil }
 // options are the parsed flags.
 type options struct {
 	vaultAddr, tokenFile, mount, keyring, format string
+	approleRoleIDFile, approleSecretIDFile       string
+	approleMount                                 string
 	nodes                                        nodeList
-	nodesFile, sni, ca, tlsVersions              string
+	nodesFile, sni, ca, tlsVersions, kind        string
+	reloadAllowance, maxReadTTL                  time.Duration
 	grace, nextGrace, timeout, retiredFor        time.Duration
 	matrixFull, matrixSample, concurrency        int
-	maxRetired                                   int
+	maxRetired, previousKeys, maxPrevious        int
 	jsonPath, evidencePath                       string
-	table, continuous                            bool
+	table, continuous, unnamedTickets            bool
 	interval                                     time.Duration
 	listen                                       string
 }
@@ -77,22 +80,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address (default: VAULT_ADDR)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the Vault token, re-read every round (e.g. a Vault Agent sink); default: VAULT_TOKEN")
+	fs.StringVar(&o.approleRoleIDFile, "approle-role-id-file", "", "log in with AppRole: file holding the role_id (with -approle-secret-id-file); the token is renewed and the login repeated as a node's (client.KeepLogin)")
+	fs.StringVar(&o.approleSecretIDFile, "approle-secret-id-file", "", "log in with AppRole: file holding the secret_id")
+	fs.StringVar(&o.approleMount, "approle-mount", "approle", "mount path of the AppRole auth method")
 	fs.StringVar(&o.mount, "mount", "ticketkeys", "mount path of the ticketkeys engine")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring name (required)")
 	fs.StringVar(&o.format, "format", "", "format the nodes use: nginx, haproxy, envoy or go (required)")
-	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE] (repeatable)")
+	fs.Var(&o.nodes, "node", "a node: host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME] (repeatable)")
 	fs.StringVar(&o.nodesFile, "nodes-file", "", "file with one node per line, as -node (# starts a comment)")
 	fs.StringVar(&o.sni, "sni", "", "default server name (SNI, and the name certificates must match); default: each node's host")
 	fs.StringVar(&o.ca, "ca", "", "default PEM file of CA certificates to verify the nodes; default: the system roots")
+	fs.StringVar(&o.kind, "kind", "", "default node kind: local (switches at the instant: Go client, nginx Lua, Caddy module) or agent (fed by Vault Agent: nginx key files, HAProxy, Envoy); default: local for -format go, else agent")
+	fs.DurationVar(&o.reloadAllowance, "reload-allowance", fleetcheck.DefaultReloadAllowance, "time an Agent-fed node takes to use a rendered window (reload, push), part of its tolerance")
+	fs.BoolVar(&o.unnamedTickets, "unnamed-tickets", false, "format go only: the nodes install the window with crypto/tls SetSessionTicketKeys (Caddy), so their tickets carry no key name; each is named by the key that opens it")
+	fs.DurationVar(&o.maxReadTTL, "max-read-ttl", fleetcheck.DefaultMaxReadTTL, "the engine mount's max_read_ttl: after a purge, a node may resume the purged keys until its next read, within this (pending, not failing)")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
-	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "tolerance around activations and retirements (clock skew, Agent re-read delay)")
+	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "clock skew tolerated around the schedule's instants; Agent-fed nodes (-kind agent) add Vault Agent's re-read delay, derived from the window (docs/fleet-check.md)")
 	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
 	fs.DurationVar(&o.timeout, "timeout", fleetcheck.DefaultTimeout, "bound on each connection")
-	fs.DurationVar(&o.retiredFor, "retired-for", 0, "how long a retired key is still offered to the nodes (continuous mode; default: one rotation period, at least 1m)")
+	fs.DurationVar(&o.retiredFor, "retired-for", 0, "how long a retired key is held and offered to the nodes (continuous mode; default: one rotation period, at least 1m; at most 256 keys)")
 	fs.IntVar(&o.matrixFull, "matrix-full", fleetcheck.DefaultMatrixFull, "largest fleet checked with the full cross-node matrix")
 	fs.IntVar(&o.matrixSample, "matrix-sample", fleetcheck.DefaultMatrixSample, "above -matrix-full, other nodes each node's ticket goes to per round (rotating)")
 	fs.IntVar(&o.concurrency, "concurrency", fleetcheck.DefaultConcurrency, "handshakes in flight at most")
-	fs.IntVar(&o.maxRetired, "max-retired", fleetcheck.DefaultMaxRetired, "retired keys offered per round at most (newest first)")
+	fs.IntVar(&o.maxRetired, "max-retired", fleetcheck.DefaultMaxRetired, "retired keys offered per round at most: half of them the newest every round (after a purge, the former next and current keys), the others rotating through the rest")
+	fs.IntVar(&o.previousKeys, "previous-keys", 0, "previous keys (newest first) every node must still resume (default: all the window holds; haproxy: 1, its ring of three; nginx key files: slots - 2)")
+	fs.IntVar(&o.maxPrevious, "max-previous", fleetcheck.DefaultMaxPrevious, "previous keys offered per round at most (the newest every round, the others rotating)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON evidence report of each round to this file (replaced atomically; - for stdout)")
 	fs.StringVar(&o.evidencePath, "evidence", "", "append each round's JSON report as one line to this file")
 	fs.BoolVar(&o.table, "table", true, "print the table of each round to stdout")
@@ -103,12 +115,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	checker, err := setup(o, logger)
+	checker, vc, err := setup(o, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "ticketkeys-fleetcheck: %v\n", err)
 		return 2
 	}
 	defer checker.Close()
+	switch {
+	case o.approleRoleIDFile != "":
+		login, err := loginAppRole(ctx, vc, o, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "ticketkeys-fleetcheck: %v\n", err)
+			return 1
+		}
+		defer login.Close()
+	case o.tokenFile == "" && o.continuous:
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		renewed := make(chan struct{})
+		go func() { defer close(renewed); renewToken(renewCtx, vc, logger) }()
+		defer func() { stopRenew(); <-renewed }()
+	}
 
 	out := &outputs{o: o, stdout: stdout}
 	if !o.continuous {
@@ -164,7 +190,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // setup validates the options and builds the checker.
-func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
+func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, *api.Client, error) {
+	read, vc, err := vaultReader(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := newChecker(o, read, logger)
+	return c, vc, err
+}
+
+// newChecker validates the options other than Vault's and builds the checker.
+func newChecker(o options, read fleetcheck.WindowReader, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	if o.keyring == "" {
 		return nil, errors.New("-keyring: required, got \"\"")
 	}
@@ -185,7 +221,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	pools := map[string]*x509.CertPool{}
 	var nodes []fleetcheck.Node
 	for _, spec := range specs {
-		n, err := parseNode(spec, o.sni, o.ca, pools)
+		n, err := parseNode(spec, o.sni, o.ca, o.kind, pools)
 		if err != nil {
 			return nil, err
 		}
@@ -208,40 +244,47 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	if !o.continuous && o.listen != "" {
 		return nil, errors.New("-listen: only with -continuous")
 	}
-	read, err := vaultReader(o)
-	if err != nil {
-		return nil, err
-	}
 	return fleetcheck.New(fleetcheck.Config{
-		Keyring: o.keyring, Format: o.format, Read: read, Nodes: nodes, Versions: versions,
-		Grace: o.grace, NextGrace: o.nextGrace, Timeout: o.timeout, RetiredFor: o.retiredFor,
+		Keyring: o.keyring, Format: o.format, UnnamedTickets: o.unnamedTickets, Read: read, Nodes: nodes, Versions: versions,
+		Grace: o.grace, NextGrace: o.nextGrace, ReloadAllowance: o.reloadAllowance, MaxReadTTL: o.maxReadTTL, Timeout: o.timeout, RetiredFor: o.retiredFor,
 		MatrixFull: o.matrixFull, MatrixSample: o.matrixSample, Concurrency: o.concurrency, MaxRetired: o.maxRetired,
+		PreviousKeys: o.previousKeys, MaxPrevious: o.maxPrevious,
 		Logger: logger,
 	})
 }
 
 // vaultReader reads the window with the token from -token-file (re-read each round, so an Agent sink's
-// renewed token is picked up) or VAULT_TOKEN.
-func vaultReader(o options) (fleetcheck.WindowReader, error) {
+// renewed token is picked up), an AppRole login (made by run) or VAULT_TOKEN.
+func vaultReader(o options) (fleetcheck.WindowReader, *api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
-		return nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
+		return nil, nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
 	}
 	if o.vaultAddr != "" {
 		cfg.Address = o.vaultAddr
 	}
 	vc, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, nil, fmt.Errorf("vault client: %w", err)
+	}
+	if (o.approleRoleIDFile == "") != (o.approleSecretIDFile == "") {
+		return nil, nil, errors.New("-approle-role-id-file and -approle-secret-id-file: give both or neither")
+	}
+	if o.approleRoleIDFile != "" {
+		if o.tokenFile != "" {
+			return nil, nil, errors.New("-token-file and -approle-role-id-file: give one way to get a token, not both")
+		}
+		vc.ClearToken()
+		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), vc, nil
 	}
 	if o.tokenFile == "" {
 		if vc.Token() == "" {
-			return nil, errors.New("no Vault token: set VAULT_TOKEN or -token-file")
+			return nil, nil, errors.New("no Vault token: set VAULT_TOKEN, -token-file or -approle-role-id-file and -approle-secret-id-file")
 		}
-		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), nil
+		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), vc, nil
 	}
 	if _, err := readToken(o.tokenFile); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	inner := fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format)
 	return func(ctx context.Context) (*fleetcheck.Window, error) {
@@ -251,7 +294,7 @@ func vaultReader(o options) (fleetcheck.WindowReader, error) {
 		}
 		vc.SetToken(tok)
 		return inner(ctx)
-	}, nil
+	}, vc, nil
 }
 
 func readToken(path string) (string, error) {
@@ -289,10 +332,10 @@ func readNodesFile(path string) ([]string, error) {
 	return out, nil
 }
 
-// parseNode parses host:port[,sni=NAME][,ca=FILE]; pools caches CA files.
-func parseNode(spec, defSNI, defCA string, pools map[string]*x509.CertPool) (fleetcheck.Node, error) {
+// parseNode parses host:port[,sni=NAME][,ca=FILE][,kind=local|agent][,domain=NAME]; pools caches CA files.
+func parseNode(spec, defSNI, defCA, defKind string, pools map[string]*x509.CertPool) (fleetcheck.Node, error) {
 	parts := strings.Split(spec, ",")
-	n := fleetcheck.Node{Addr: strings.TrimSpace(parts[0]), ServerName: defSNI}
+	n := fleetcheck.Node{Addr: strings.TrimSpace(parts[0]), ServerName: defSNI, Kind: defKind}
 	if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" {
 		return n, fmt.Errorf("node %q: address must be host:port, got %q", spec, n.Addr)
 	}
@@ -304,8 +347,12 @@ func parseNode(spec, defSNI, defCA string, pools map[string]*x509.CertPool) (fle
 			n.ServerName = v
 		case ok && k == "ca" && v != "":
 			ca = v
+		case ok && k == "kind" && v != "":
+			n.Kind = v
+		case ok && k == "domain" && v != "":
+			n.Domain = v
 		default:
-			return n, fmt.Errorf("node %q: option must be sni=NAME or ca=FILE, got %q", spec, p)
+			return n, fmt.Errorf("node %q: option must be sni=NAME, ca=FILE, kind=local|agent or domain=NAME, got %q", spec, p)
 		}
 	}
 	if ca != "" {

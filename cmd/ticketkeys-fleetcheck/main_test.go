@@ -33,13 +33,16 @@ func TestUsageErrors(t *testing.T) {
 		{"bad format", append(base[:2:2], "-format", "apache", "-node", "127.0.0.1:443"), `format: must be one of [nginx haproxy envoy go], got "apache"`},
 		{"no node", base, "at least one node is required"},
 		{"node without port", append(base, "-node", "127.0.0.1"), `address must be host:port, got "127.0.0.1"`},
-		{"unknown node option", append(base, "-node", "127.0.0.1:443,port=9"), `option must be sni=NAME or ca=FILE, got "port=9"`},
+		{"unknown node option", append(base, "-node", "127.0.0.1:443,port=9"), `option must be sni=NAME, ca=FILE, kind=local|agent or domain=NAME, got "port=9"`},
+		{"unknown node kind", append(base, "-node", "127.0.0.1:443,kind=lua"), `nodes[0].kind: must be one of [local agent], got "lua"`},
 		{"duplicate node", append(base, "-node", "127.0.0.1:443", "-node", "127.0.0.1:443"), `"127.0.0.1:443" appears twice`},
 		{"ca without certificates", append(base, "-node", "127.0.0.1:443,ca="+empty), "holds no PEM certificate"},
 		{"bad TLS version", append(base, "-node", "127.0.0.1:443,ca="+ca, "-tls", "1.1"), `-tls: each version must be 1.2 or 1.3, got "1.1"`},
 		{"negative grace", append(base, "-node", "127.0.0.1:443", "-grace", "-1s"), "grace: must not be negative, got -1s"},
 		{"listen without continuous", append(base, "-node", "127.0.0.1:443", "-listen", "127.0.0.1:0"), "-listen: only with -continuous"},
 		{"empty token file", append(base, "-node", "127.0.0.1:443", "-token-file", empty), "is empty"},
+		{"role id without secret id", append(base, "-node", "127.0.0.1:443", "-approle-role-id-file", empty), "-approle-role-id-file and -approle-secret-id-file: give both or neither"},
+		{"token file and approle", append(base, "-node", "127.0.0.1:443", "-token-file", empty, "-approle-role-id-file", empty, "-approle-secret-id-file", empty), "give one way to get a token, not both"},
 		{"missing nodes file", append(base, "-nodes-file", filepath.Join(dir, "nope")), "-nodes-file: open"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
