@@ -68,6 +68,21 @@ func (c *configCache) set(cfg *mountConfig, gen uint64) {
 	c.cfg = cfg
 }
 
+// write runs the config's storage write and caches cfg only if it succeeded.
+// The cached config is dropped before the write, so a write that fails after
+// storage applied it leaves nothing stale: the next read loads storage.
+func (c *configCache) write(cfg *mountConfig, put func() error) error {
+	c.mu.Lock()
+	gen := c.generation
+	c.cfg = nil
+	c.mu.Unlock()
+	if err := put(); err != nil {
+		return err
+	}
+	c.set(cfg, gen)
+	return nil
+}
+
 func (c *configCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -215,15 +230,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if ttlOK {
 		next.MaxReadTTL = ttlCap
 	}
-	_, gen := b.cfgCache.get()
 	entry, err := logical.StorageEntryJSON(configStorageKey, &next)
 	if err != nil {
 		return nil, err
 	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
+	if err := b.cfgCache.write(&next, func() error { return req.Storage.Put(ctx, entry) }); err != nil {
 		return nil, fmt.Errorf("writing config: %w", err)
 	}
-	b.cfgCache.set(&next, gen)
 	// A lower cap applies at once to the keys already published: their
 	// not_after moves earlier (never later). Should this stop half way, the
 	// periodic function finishes it.
