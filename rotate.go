@@ -147,7 +147,9 @@ func (kr *keyring) maintain(now time.Time, random io.Reader) (bool, error) {
 		if err != nil {
 			return changed, err
 		}
-		kr.Keys = append(kr.Keys, k)
+		if err := kr.insert(k); err != nil {
+			return changed, err
+		}
 		changed = true
 	}
 	return changed, nil
@@ -172,19 +174,31 @@ func (kr *keyring) repair(now, sec, gridEnd time.Time, random io.Reader) error {
 	if err != nil {
 		return err
 	}
-	kr.insert(k)
-	return nil
+	return kr.insert(k)
 }
 
-// insert adds k keeping Keys ordered by NotBefore.
-func (kr *keyring) insert(k *ticketKey) {
+// insert adds k keeping Keys ordered by NotBefore. It is the one way a key
+// enters a schedule, and it refuses a key that shares its not_before with
+// another key or never encrypts (encrypt_until at or before not_before):
+// readers reject a window holding such keys, so callers pick activation
+// times that keep not_before unique (see rotate) and this is the backstop.
+func (kr *keyring) insert(k *ticketKey) error {
+	if !k.EncryptUntil.After(k.NotBefore) {
+		return fmt.Errorf("keyring %q: a new key would never encrypt (not_before %s, encrypt_until %s); nothing was changed",
+			kr.Name, k.NotBefore.Format(time.RFC3339), k.EncryptUntil.Format(time.RFC3339))
+	}
 	i := len(kr.Keys)
 	for i > 0 && kr.Keys[i-1].NotBefore.After(k.NotBefore) {
 		i--
 	}
+	if i > 0 && kr.Keys[i-1].NotBefore.Equal(k.NotBefore) {
+		return fmt.Errorf("keyring %q: a new key would have the not_before of key %s (%s), and readers refuse two keys activating together; nothing was changed",
+			kr.Name, kr.Keys[i-1].ID(), k.NotBefore.Format(time.RFC3339))
+	}
 	kr.Keys = append(kr.Keys, nil)
 	copy(kr.Keys[i+1:], kr.Keys[i:])
 	kr.Keys[i] = k
+	return nil
 }
 
 // destroy removes the keys matching drop, records their metadata with reason,
@@ -304,17 +318,31 @@ func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random
 	case rotateNow:
 		kr.dropUnpublished(now)
 		kr.destroy(now, func(k *ticketKey) bool { return k.NotBefore.After(now) }, reasonDiscarded)
-		if cur := kr.current(now); cur != nil {
-			cur.EncryptUntil = sec
+		if purgePrevious {
+			// Every key that encrypted until now goes: the new key is alone.
+			kr.destroy(now, func(*ticketKey) bool { return true }, reasonPurged)
 		}
-		nk, err = kr.newKey(random, sec, sec, sec.Add(kr.Settings.RotationPeriod))
+		// The new key encrypts from this second, or from the second after
+		// the last kept key's activation when that key activated in this
+		// very second: not_before stays unique and no key is left that
+		// never encrypts.
+		nb := sec
+		if last := kr.last(); last != nil && !last.NotBefore.Before(nb) {
+			nb = last.NotBefore.Add(time.Second)
+		}
+		if cur := kr.current(now); cur != nil {
+			cur.EncryptUntil = nb
+		}
+		nk, err = kr.newKey(random, sec, nb, nb.Add(kr.Settings.RotationPeriod))
 	default:
 		return nil, fmt.Errorf("unknown rotation mode %q", mode)
 	}
 	if err != nil {
 		return nil, err
 	}
-	kr.insert(nk)
+	if err := kr.insert(nk); err != nil {
+		return nil, err
+	}
 	if purgePrevious {
 		kr.destroy(now, func(k *ticketKey) bool { return k != nk && !k.EncryptUntil.After(now) }, reasonPurged)
 	}
