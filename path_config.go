@@ -223,6 +223,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return logical.ErrorResponse("max_key_lifetime must be at least rotation_period + retain of every keyring; keyring %q needs %s, got %s: shorten that keyring first",
 				name, fmtDuration(life), fmtDuration(v)), nil
 		}
+		// A key published under a longer rotation_period encrypts for longer
+		// than its keyring's rotation_period now says; cutting it would leave
+		// a gap in the schedule that no published key covers.
+		if k := kr.encryptSpanOver(v); k != nil {
+			return logical.ErrorResponse("max_key_lifetime must be at least how long every published key encrypts; keyring %q has a key encrypting for %s (from %s to %s, published under an earlier rotation_period), got %s: choose at least %s, or lower it after %s",
+				name, fmtDuration(k.EncryptUntil.Sub(k.NotBefore)), k.NotBefore.Format(time.RFC3339), k.EncryptUntil.Format(time.RFC3339),
+				fmtDuration(v), fmtDuration(k.EncryptUntil.Sub(k.NotBefore)), k.EncryptUntil.Format(time.RFC3339)), nil
+		}
 	}
 	next := *cfg
 	next.SchemaVersion = configSchemaVersion

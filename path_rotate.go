@@ -52,8 +52,14 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	// naming the field and the value.
 	purge := d.Get("purge_previous").(bool)
 
+	b.configLock.RLock()
+	defer b.configLock.RUnlock()
 	l := b.lockKeyring(name)
 	defer l.unlock()
+	cfg, err := loadConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
 	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -62,7 +68,7 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 		return nil, errKeyringNotFound(name)
 	}
 	now := b.clock().UTC()
-	nk, err := kr.rotate(mode, purge, now, b.random)
+	nk, err := kr.rotate(mode, purge, now, b.random, cfg.MaxKeyLifetime)
 	if err != nil {
 		return nil, err
 	}
