@@ -62,12 +62,20 @@ func (c *keyringCache) set(name string, kr *keyring, gen uint64) {
 // it reported the error (a timeout, a cancelled context), leaves nothing
 // cached: the next load reads what storage really holds. This is the only
 // way a writer changes the cache.
+//
+// The one exception is a write storage refused as read-only (a standby's
+// storage): it was never applied, so the entry, still what storage holds,
+// is put back and a node that cannot write keeps serving from its cache.
 func (c *keyringCache) write(name string, kr *keyring, put func() error) error {
 	c.mu.Lock()
 	gen := c.generation
+	before := c.entries[name]
 	delete(c.entries, name)
 	c.mu.Unlock()
 	if err := put(); err != nil {
+		if isReadOnly(err) && before != nil {
+			c.set(name, before, gen)
+		}
 		return err
 	}
 	c.set(name, kr, gen)
