@@ -311,7 +311,14 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	if kr == nil {
 		return nil, errKeyringNotFound(name)
 	}
-	if !kr.needsMaintenance(b.clock()) {
+	cfg, err := b.config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	// A lower max_key_lifetime applies to the next read even when the config
+	// write stopped before it shortened this keyring (a timeout after the
+	// config was stored): no key is served past the cap.
+	if !kr.needsMaintenance(b.clock()) && !kr.overLifetime(cfg.MaxKeyLifetime) {
 		return kr, nil
 	}
 	// Never attempt a write where storage cannot be written (a performance
@@ -320,8 +327,7 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 		b.logBehindOnce(name)
 		return nil, logical.ErrReadOnly
 	}
-	cfg, err := loadConfig(ctx, s)
-	if err != nil {
+	if cfg, err = loadConfig(ctx, s); err != nil {
 		return nil, err
 	}
 	if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {

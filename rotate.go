@@ -298,7 +298,8 @@ func (kr *keyring) encryptSpanOver(maxLifetime time.Duration) *ticketKey {
 // readable are regenerated under the new settings.
 func (kr *keyring) applySettings(s keyringSettings, now time.Time, random io.Reader) error {
 	now = now.UTC()
-	if back := now.Add(kr.Settings.PublishAhead); back.After(kr.ReadersBackBy) {
+	// Whole seconds, rounded up: every schedule time is published in RFC 3339 seconds.
+	if back := now.Add(kr.Settings.PublishAhead + time.Second - time.Nanosecond).Truncate(time.Second); back.After(kr.ReadersBackBy) {
 		kr.ReadersBackBy = back // readers may hold a ttl of the old settings until then
 	}
 	kr.dropUnpublished(now)
