@@ -344,8 +344,8 @@ type history struct {
 	reads, ticks, faults int
 	// observed is the storage version observeStorage last examined.
 	observed int
-	decoded  map[any]bool    // renderings already given to the decoders
-	cfg      *mountConfig    // storage's config at version cfgSeen
+	decoded  map[any]bool // renderings already given to the decoders
+	cfg      *mountConfig // storage's config at version cfgSeen
 	cfgSeen  int
 }
 
