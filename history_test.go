@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "unsafe" // go:linkname, for the client's window decoder
@@ -32,6 +33,8 @@ var (
 	historyOps      = flag.Int("history.ops", 20000, "operations TestScheduleInvariantsOverHistories runs, over histories of -history.len operations")
 	historyLen      = flag.Int("history.len", 200, "operations per generated history")
 	historyLongWait = flag.Duration("history.longwait", 2*time.Hour, "longest of the occasional long waits between operations")
+	historyWorkers  = flag.Int("history.workers", 2, "histories run at once")
+	historyTimeout  = flag.Duration("history.timeout", 20*time.Minute, "bound on the whole run")
 	historySeed     = flag.Uint64("history.seed", 0, "run only the history of this seed (as printed by a failure)")
 )
 
@@ -397,7 +400,7 @@ func (h *history) newNode(view logical.Storage, sys logical.SystemView, n byte) 
 	b := newBackend(h.clock.Now, rand.NewChaCha8(key))
 	b.jitter = func(n int64) int64 { return h.rng.Int64N(n) }
 	if err := b.Setup(context.Background(), &logical.BackendConfig{StorageView: view, Logger: hclog.NewNullLogger(), System: sys}); err != nil {
-		h.t.Fatal(err)
+		panic(err) // runs on the harness's worker goroutines, where t.Fatal may not
 	}
 	return b
 }
@@ -854,33 +857,67 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 			seeds = append(seeds, base+uint64(i)*7919)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Minute) // bound on the loop, far above its expected run time
-	ops, reads, ticks, faults := 0, 0, 0, 0
-	var simulated time.Duration
+	deadline := time.Now().Add(*historyTimeout) // bound on the loop, far above its expected run time
+	var (
+		mu                        sync.Mutex
+		ops, reads, ticks, faults int
+		simulated                 time.Duration
+		failure                   string
+		next                      int
+	)
 	start := time.Now()
-	for _, seed := range seeds {
-		if time.Now().After(deadline) {
-			t.Fatalf("stopped at the time bound after %d operations", ops)
-		}
-		hist := genHistory(rand.New(rand.NewPCG(seed, 18)), length)
-		h := newHistory(t, seed, hist)
-		if v := h.run(); v != "" {
-			small, v2 := shrink(t, seed, hist[:min(h.step+1, len(hist))])
-			lines := make([]string, len(small))
-			for i, op := range small {
-				lines[i] = fmt.Sprintf("  %3d  %s", i, op)
+	var wg sync.WaitGroup
+	for range max(*historyWorkers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if failure != "" || next == len(seeds) {
+					mu.Unlock()
+					return
+				}
+				if time.Now().After(deadline) {
+					failure = fmt.Sprintf("stopped at the time bound (-history.timeout %s) after %d operations", *historyTimeout, ops)
+					mu.Unlock()
+					return
+				}
+				seed := seeds[next]
+				next++
+				mu.Unlock()
+
+				hist := genHistory(rand.New(rand.NewPCG(seed, 18)), length)
+				h := newHistory(t, seed, hist)
+				if v := h.run(); v != "" {
+					small, v2 := shrink(t, seed, hist[:min(h.step+1, len(hist))])
+					lines := make([]string, len(small))
+					for i, op := range small {
+						lines[i] = fmt.Sprintf("  %3d  %s", i, op)
+					}
+					mu.Lock()
+					if failure == "" {
+						failure = fmt.Sprintf("seed %d: %s\nshrunk to %d operations (replay with -run TestScheduleInvariantsOverHistories -history.seed=%d for the full history):\n%s\nshrunk history fails with: %s",
+							seed, v, len(small), seed, strings.Join(lines, "\n"), v2)
+					}
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				ops += len(hist)
+				reads += h.reads
+				ticks += h.ticks
+				faults += h.faults
+				simulated += h.clock.Now().Sub(testStart)
+				mu.Unlock()
 			}
-			t.Fatalf("seed %d: %s\nshrunk to %d operations (replay with -run TestScheduleInvariantsOverHistories -history.seed=%d for the full history):\n%s\nshrunk history fails with: %s",
-				seed, v, len(small), seed, strings.Join(lines, "\n"), v2)
-		}
-		ops += len(hist)
-		reads += h.reads
-		ticks += h.ticks
-		faults += h.faults
-		simulated += h.clock.Now().Sub(testStart)
+		}()
 	}
-	t.Logf("%d histories, %d operations (%d with an injected fault), %d reads, %d periodic ticks, %.0f simulated days, in %s",
-		len(seeds), ops, faults, reads, ticks, simulated.Hours()/24, time.Since(start).Round(time.Millisecond))
+	wg.Wait()
+	if failure != "" {
+		t.Fatal(failure)
+	}
+	t.Logf("%d histories, %d operations (%d with an injected fault), %d reads, %d periodic ticks, %.0f simulated days (long waits up to %s), in %s",
+		len(seeds), ops, faults, reads, ticks, simulated.Hours()/24, *historyLongWait, time.Since(start).Round(time.Millisecond))
 }
 
 // flagSet reports whether the named flag was given on the command line.
