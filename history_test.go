@@ -27,6 +27,7 @@ import (
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/fleetcheck"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 var (
@@ -58,6 +59,8 @@ type windowDecoder struct {
 // reader's own format.
 var windowDecoders = []windowDecoder{
 	{"go client", formatGo, func(data []byte, _ time.Time) error { _, err := clientDecodeWindow(data); return err }},
+	{"schedule (go)", formatGo, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatGo); return err }},
+	{"schedule (nginx)", formatNginx, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatNginx); return err }},
 	{"fleet check (go)", formatGo, func(data []byte, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatGo, at)
 		return err

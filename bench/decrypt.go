@@ -21,6 +21,7 @@ import (
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // MaxWindow is the largest window of the decryption benchmark: 14 keys is a
@@ -135,15 +136,11 @@ func BenchmarkDecrypt(b *testing.B, f *DecryptFixture) {
 	}
 }
 
-// fixtureKey is one key of the fixture's window.
+// fixtureKey is one key of the fixture's window, in the engine's wire
+// format (schedule.WireKey) with its material.
 type fixtureKey struct {
-	ID        string `json:"id"`
-	State     string `json:"state"`
-	NotBefore string `json:"not_before"`
-	NotAfter  string `json:"not_after"`
-	Until     string `json:"encrypt_until"`
-	TicketKey string `json:"ticket_key"`
-	material  []byte
+	schedule.WireKey
+	material []byte
 }
 
 // fixtureWindow answers GET /v1/ticketkeys/keys/bench?format=go with a
@@ -172,9 +169,9 @@ func newFixtureWindow(n int, now time.Time) (*fixtureWindow, error) {
 		if i == n-1 {
 			state = "current"
 		}
-		w.keys = append(w.keys, fixtureKey{ID: hex.EncodeToString(name[:]), State: state,
+		w.keys = append(w.keys, fixtureKey{WireKey: schedule.WireKey{ID: hex.EncodeToString(name[:]), State: state,
 			NotBefore: nb.UTC().Format(time.RFC3339), NotAfter: nb.Add(period + retain).UTC().Format(time.RFC3339),
-			Until: nb.Add(period).UTC().Format(time.RFC3339), TicketKey: base64.StdEncoding.EncodeToString(m), material: m})
+			EncryptUntil: nb.Add(period).UTC().Format(time.RFC3339), TicketKey: base64.StdEncoding.EncodeToString(m)}, material: m})
 	}
 	var err error
 	w.body, err = json.Marshal(map[string]any{"data": map[string]any{

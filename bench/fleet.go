@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Fleet kinds: how each simulated node reads its keyring.
@@ -623,45 +624,25 @@ func runAgentReader(ctx context.Context, c *api.Client, spec FleetSpec, i int, t
 }
 
 // parseAgentRead takes what an Agent template would use from a read: the
-// key ids and times, the ttl and the settings.
+// key ids and times, the ttl and the settings. The read is decoded and
+// validated by schedule.Decode, as every reader does.
 func parseAgentRead(sec *api.Secret) (keys map[string]keyTimes, ttl, period, ahead time.Duration, err error) {
 	if sec == nil || sec.Data == nil {
 		return nil, 0, 0, 0, fmt.Errorf("read: no data")
 	}
-	secs := func(field string) (time.Duration, error) {
-		n, ok := sec.Data[field].(json.Number)
-		if !ok {
-			return 0, fmt.Errorf("read: %s: want a number, got %T", field, sec.Data[field])
-		}
-		v, err := n.Int64()
-		if err != nil {
-			return 0, fmt.Errorf("read: %s: want an integer, got %s", field, n)
-		}
-		return time.Duration(v) * time.Second, nil
+	raw, err := json.Marshal(sec.Data)
+	if err != nil {
+		return nil, 0, 0, 0, fmt.Errorf("read: %w", err)
 	}
-	if ttl, err = secs("ttl"); err != nil {
-		return
+	defer clear(raw)
+	w, err := schedule.Decode(raw, "")
+	if err != nil {
+		return nil, 0, 0, 0, fmt.Errorf("read: %w", err)
 	}
-	if period, err = secs("rotation_period"); err != nil {
-		return
+	defer w.Wipe()
+	keys = make(map[string]keyTimes, len(w.Keys))
+	for _, k := range w.Keys {
+		keys[k.ID] = keyTimes{notBefore: k.NotBefore, publishAt: k.NotBefore.Add(-w.PublishAhead)}
 	}
-	if ahead, err = secs("publish_ahead"); err != nil {
-		return
-	}
-	list, ok := sec.Data["keys"].([]any)
-	if !ok {
-		return nil, 0, 0, 0, fmt.Errorf("read: keys: want a list, got %T", sec.Data["keys"])
-	}
-	keys = make(map[string]keyTimes, len(list))
-	for j, item := range list {
-		m, _ := item.(map[string]any)
-		id, _ := m["id"].(string)
-		nb, _ := m["not_before"].(string)
-		t, perr := time.Parse(time.RFC3339, nb)
-		if id == "" || perr != nil {
-			return nil, 0, 0, 0, fmt.Errorf("read: keys[%d]: want id and RFC 3339 not_before", j)
-		}
-		keys[id] = keyTimes{notBefore: t, publishAt: t.Add(-ahead)}
-	}
-	return keys, ttl, period, ahead, nil
+	return keys, w.TTL, w.RotationPeriod, w.PublishAhead, nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
@@ -83,32 +84,36 @@ func TestReadRecorderWindow(t *testing.T) {
 	}
 }
 
+// TestParseAgentRead: a read is decoded by schedule.Decode (ids, times,
+// ttl, settings) and a malformed one is refused naming the field.
 func TestParseAgentRead(t *testing.T) {
-	sec := &api.Secret{Data: map[string]any{
-		"ttl": json.Number("4"), "rotation_period": json.Number("5"), "publish_ahead": json.Number("5"),
-		"keys": []any{map[string]any{"id": "aa", "not_before": "2026-01-01T00:00:10Z", "tls_ticket_key": "…"}},
-	}}
-	keys, ttl, period, ahead, err := parseAgentRead(sec)
+	nb := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	material := append(bytes.Repeat([]byte{0xaa}, 16), bytes.Repeat([]byte{7}, 64)...)
+	data := func() map[string]any {
+		return map[string]any{"name": "web", "format": "nginx", "key_size": json.Number("80"), "retain": json.Number("10"),
+			"ttl": json.Number("4"), "rotation_period": json.Number("5"), "publish_ahead": json.Number("5"),
+			"keys": []any{map[string]any{"id": strings.Repeat("aa", 16), "state": "current", "not_before": "2026-01-01T00:00:10Z",
+				"encrypt_until": "2026-01-01T00:00:15Z", "not_after": "2026-01-01T00:00:25Z", "ticket_key": base64.StdEncoding.EncodeToString(material)}},
+		}
+	}
+	keys, ttl, period, ahead, err := parseAgentRead(&api.Secret{Data: data()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nb := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
-	if ttl != 4*time.Second || period != 5*time.Second || ahead != 5*time.Second || keys["aa"].notBefore != nb || keys["aa"].publishAt != nb.Add(-5*time.Second) {
+	id := strings.Repeat("aa", 16)
+	if ttl != 4*time.Second || period != 5*time.Second || ahead != 5*time.Second || keys[id].notBefore != nb || keys[id].publishAt != nb.Add(-5*time.Second) {
 		t.Fatalf("parsed %v %s %s %s", keys, ttl, period, ahead)
 	}
 	for _, tc := range []struct {
 		change func(map[string]any)
 		want   string
 	}{
-		{func(m map[string]any) { delete(m, "ttl") }, "ttl: want a number"},
-		{func(m map[string]any) { m["ttl"] = json.Number("1.5") }, "ttl: want an integer, got 1.5"},
-		{func(m map[string]any) { m["keys"] = "x" }, "keys: want a list"},
-		{func(m map[string]any) { m["keys"] = []any{map[string]any{"id": "aa"}} }, "keys[0]: want id and RFC 3339 not_before"},
+		{func(m map[string]any) { delete(m, "ttl") }, "ttl: required, missing"},
+		{func(m map[string]any) { m["ttl"] = json.Number("1.5") }, `field "ttl": want int64, got JSON number 1.5`},
+		{func(m map[string]any) { m["keys"] = "x" }, `field "keys": want a list, got JSON string`},
+		{func(m map[string]any) { m["keys"] = []any{map[string]any{"id": "aa"}} }, "keys[0].id: must be 32 hex characters, got 2 characters"},
 	} {
-		d := map[string]any{}
-		for k, v := range sec.Data {
-			d[k] = v
-		}
+		d := data()
 		tc.change(d)
 		if _, _, _, _, err := parseAgentRead(&api.Secret{Data: d}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseAgentRead: %v, want %q", err, tc.want)

@@ -49,7 +49,12 @@
 // published the key) and a not_after (when it stops decrypting). An engine
 // older than v0.2.0 does not publish encrypt_until; the Source then takes the
 // next key's not_before, or for the last published key one rotation_period
-// after its not_before. The keys in use are derived from the held window and
+// after its not_before. A key whose encrypt_until equals its not_before (cut
+// by `rotate mode=now` in the second it activated, by engines before the
+// fix of issue 18) never encrypts; it shares its not_before with the rotated
+// key and only decrypts. These rules, and the window's validation, are the
+// schedule package's, which every reader of this project uses. The keys in
+// use are derived from the held window and
 // the local clock at every handshake and on a timer, so every node activates
 // a pre-published next key at the same instant without reading Vault at that
 // moment, and no key is used at or after its not_after. The key set a

@@ -2,35 +2,34 @@ package fleetcheck
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	sched "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Server formats of the engine (docs/api.md). The three OpenSSL-based ones
 // share one ticket construction and differ only in the order of the key's
 // parts.
 const (
-	FormatNginx   = "nginx"
-	FormatHAProxy = "haproxy"
-	FormatEnvoy   = "envoy"
-	FormatGo      = "go"
+	FormatNginx   = sched.FormatNginx
+	FormatHAProxy = sched.FormatHAProxy
+	FormatEnvoy   = sched.FormatEnvoy
+	FormatGo      = sched.FormatGo
 )
 
 // Formats lists the formats a check accepts.
-var Formats = []string{FormatNginx, FormatHAProxy, FormatEnvoy, FormatGo}
+var Formats = sched.Formats
 
 // keyNameLen is the length of a key name, the first bytes of every ticket.
-const keyNameLen = 16
+const keyNameLen = sched.NameSize
 
 // goKeyLen is the length of a key in the go format.
-const goKeyLen = 32
+const goKeyLen = sched.GoKeySize
 
 // Key is one ticket key of a window. Its material lives only in memory, in
 // unexported fields: it is never printed, logged, marshalled or written.
@@ -43,6 +42,9 @@ type Key struct {
 	State string `json:"state"`
 	// NotBefore is when the key starts encrypting.
 	NotBefore time.Time `json:"not_before"`
+	// EncryptUntil is when the key stops encrypting, as the engine
+	// published it; zero when it did not (see schedule.Window.EncryptEnd).
+	EncryptUntil time.Time `json:"encrypt_until,omitzero"`
 	// NotAfter is when the key stops decrypting.
 	NotAfter time.Time `json:"not_after"`
 
@@ -79,16 +81,26 @@ type Window struct {
 	Keys           []*Key
 }
 
-// KeyAt returns the key that encrypts at t according to the schedule: the
-// latest key whose NotBefore is at or before t, or nil.
+// KeyAt returns the key that encrypts at t according to the schedule
+// (schedule.Window.EncryptingAt: it respects encrypt_until, and a
+// zero-length key never encrypts), or nil when none does.
 func (w *Window) KeyAt(t time.Time) *Key {
-	var cur *Key
-	for _, k := range w.Keys {
-		if !k.NotBefore.After(t) && t.Before(k.NotAfter) {
-			cur = k
-		}
+	if i := w.rules().EncryptingAt(t); i >= 0 {
+		return w.Keys[i]
 	}
-	return cur
+	return nil
+}
+
+// rules returns the window's times (no material) for the schedule
+// package's rules. Keys must be sorted by NotBefore, as ParseWindow leaves
+// them.
+func (w *Window) rules() *sched.Window {
+	sw := &sched.Window{Name: w.Keyring, Format: w.Format, KeySize: w.KeySize, RotationPeriod: w.RotationPeriod,
+		Retain: w.Retain, PublishAhead: w.PublishAhead, Keys: make([]sched.Key, len(w.Keys))}
+	for i, k := range w.Keys {
+		sw.Keys[i] = sched.Key{ID: k.ID, Name: k.name, State: k.State, NotBefore: k.NotBefore, EncryptUntil: k.EncryptUntil, NotAfter: k.NotAfter}
+	}
+	return sw
 }
 
 // NextAfter returns the first published key that activates after t, or nil.
@@ -143,136 +155,43 @@ func VaultReader(vc *api.Client, mount, keyring, format string) WindowReader {
 	}
 }
 
-type wireWindow struct {
-	Name           string    `json:"name"`
-	Format         string    `json:"format"`
-	KeySize        int       `json:"key_size"`
-	RotationPeriod int64     `json:"rotation_period"`
-	Retain         int64     `json:"retain"`
-	PublishAhead   int64     `json:"publish_ahead"`
-	Keys           []wireKey `json:"keys"`
-}
-
-type wireKey struct {
-	ID        string `json:"id"`
-	State     string `json:"state"`
-	NotBefore string `json:"not_before"`
-	NotAfter  string `json:"not_after"`
-	TicketKey string `json:"ticket_key"`
-}
-
-// ParseWindow decodes the response data of a window read in format.
-// Errors name the field and the rule; they never echo key material.
+// ParseWindow decodes the response data of a window read in format with the
+// schedule package's decoder (the one every reader uses). Errors name the
+// field, the rule and the value; they never echo key material or ids.
 func ParseWindow(data []byte, format string, readAt time.Time) (*Window, error) {
 	if !slices.Contains(Formats, format) {
 		return nil, fmt.Errorf("format: must be one of %v, got %q", Formats, format)
 	}
-	var ww wireWindow
-	if err := json.Unmarshal(data, &ww); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, fmt.Errorf("window: field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
-		}
-		return nil, errors.New("window: not a JSON object of the documented shape")
+	sw, err := sched.Decode(data, format)
+	if err != nil {
+		return nil, err
 	}
-	if ww.Format != format {
-		return nil, fmt.Errorf("window: format: want %q, got %q", format, ww.Format)
-	}
-	if ww.KeySize != 48 && ww.KeySize != 80 {
-		return nil, fmt.Errorf("window: key_size: must be 48 or 80, got %d", ww.KeySize)
-	}
-	if ww.RotationPeriod < 1 {
-		return nil, fmt.Errorf("window: rotation_period: must be >= 1 second, got %d", ww.RotationPeriod)
-	}
-	if len(ww.Keys) == 0 {
-		return nil, errors.New("window: keys: must hold at least one key, got 0")
-	}
+	defer sw.Wipe()
 	w := &Window{
-		Keyring:        ww.Name,
+		Keyring:        sw.Name,
 		Format:         format,
-		KeySize:        ww.KeySize,
-		RotationPeriod: time.Duration(ww.RotationPeriod) * time.Second,
-		PublishAhead:   time.Duration(ww.PublishAhead) * time.Second,
-		Retain:         time.Duration(ww.Retain) * time.Second,
+		KeySize:        sw.KeySize,
+		RotationPeriod: sw.RotationPeriod,
+		PublishAhead:   sw.PublishAhead,
+		Retain:         sw.Retain,
 		ReadAt:         readAt,
 	}
-	seen := map[string]bool{}
-	for i, wk := range ww.Keys {
-		k, err := parseKey(i, wk, format, ww.KeySize)
-		if err != nil {
-			w.wipe()
-			return nil, err
+	for i := range sw.Keys {
+		sk := &sw.Keys[i]
+		k := &Key{ID: sk.ID, State: sk.State, NotBefore: sk.NotBefore, EncryptUntil: sk.EncryptUntil, NotAfter: sk.NotAfter, name: sk.Name}
+		if format == FormatGo {
+			k.gok = slices.Clone(sk.Material)
+		} else {
+			_, aes, hmac, err := sched.Split(format, sw.KeySize, sk.Material)
+			if err != nil {
+				w.wipe()
+				return nil, fmt.Errorf("window: keys[%d].ticket_key: %w", i, err)
+			}
+			k.aes, k.hmac = slices.Clone(aes), slices.Clone(hmac)
 		}
-		if seen[k.ID] {
-			w.wipe()
-			return nil, fmt.Errorf("window: keys[%d].id: must be unique, %s appears twice", i, k.ID)
-		}
-		seen[k.ID] = true
 		w.Keys = append(w.Keys, k)
 	}
-	slices.SortFunc(w.Keys, func(a, b *Key) int { return a.NotBefore.Compare(b.NotBefore) })
 	return w, nil
-}
-
-func parseKey(i int, wk wireKey, format string, keySize int) (*Key, error) {
-	k := &Key{ID: wk.ID, State: wk.State}
-	name, err := hex.DecodeString(wk.ID)
-	if err != nil || len(name) != keyNameLen {
-		return nil, fmt.Errorf("window: keys[%d].id: must be %d hex characters, got %q", i, 2*keyNameLen, wk.ID)
-	}
-	copy(k.name[:], name)
-	if k.NotBefore, err = time.Parse(time.RFC3339, wk.NotBefore); err != nil {
-		return nil, fmt.Errorf("window: keys[%d].not_before: must be an RFC 3339 time, got %q", i, wk.NotBefore)
-	}
-	if k.NotAfter, err = time.Parse(time.RFC3339, wk.NotAfter); err != nil {
-		return nil, fmt.Errorf("window: keys[%d].not_after: must be an RFC 3339 time, got %q", i, wk.NotAfter)
-	}
-	if !k.NotAfter.After(k.NotBefore) {
-		return nil, fmt.Errorf("window: keys[%d].not_after: must be after not_before (%s), got %s", i, wk.NotBefore, wk.NotAfter)
-	}
-	raw, err := base64.StdEncoding.DecodeString(wk.TicketKey)
-	if err != nil {
-		return nil, fmt.Errorf("window: keys[%d].ticket_key: must be standard base64, got %d characters that are not", i, len(wk.TicketKey))
-	}
-	defer clear(raw)
-	if err := k.setMaterial(raw, format, keySize); err != nil {
-		return nil, fmt.Errorf("window: keys[%d].ticket_key: %w", i, err)
-	}
-	return k, nil
-}
-
-// setMaterial splits raw, a key in format's layout (docs/api.md), into its
-// parts, checking that its name matches the key id.
-//
-//	nginx 80, envoy: name[16] hmac[32] aes[32]
-//	nginx 48:        name[16] aes[16] hmac[16]
-//	haproxy:         name[16] aes[n] hmac[n]
-//	go:              32 bytes
-func (k *Key) setMaterial(raw []byte, format string, keySize int) error {
-	if format == FormatGo {
-		if len(raw) != goKeyLen {
-			return fmt.Errorf("must decode to %d bytes in format go, got %d", goKeyLen, len(raw))
-		}
-		k.gok = slices.Clone(raw)
-		return nil
-	}
-	if len(raw) != keySize {
-		return fmt.Errorf("must decode to key_size (%d) bytes, got %d", keySize, len(raw))
-	}
-	if format == FormatEnvoy && keySize != 80 {
-		return fmt.Errorf("format envoy needs 80-byte keys, got %d", keySize)
-	}
-	if string(raw[:keyNameLen]) != string(k.name[:]) {
-		return errors.New("must start with the key name whose hex is the id; it does not")
-	}
-	n := (keySize - keyNameLen) / 2
-	first, second := raw[keyNameLen:keyNameLen+n], raw[keyNameLen+n:]
-	if format == FormatHAProxy || (format == FormatNginx && keySize == 48) {
-		k.aes, k.hmac = slices.Clone(first), slices.Clone(second)
-	} else {
-		k.hmac, k.aes = slices.Clone(first), slices.Clone(second)
-	}
-	return nil
 }
 
 func (w *Window) wipe() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -68,12 +69,12 @@ func TestParseWindow(t *testing.T) {
 		edit   func(map[string]any)
 		want   string
 	}{
-		{"format mismatch", FormatHAProxy, nil, `window: format: want "haproxy", got "nginx"`},
+		{"format mismatch", FormatHAProxy, nil, `window: format: must be "haproxy", got "nginx"`},
 		{"bad key size", FormatNginx, func(m map[string]any) { m["key_size"] = 64 }, "key_size: must be 48 or 80, got 64"},
 		{"no keys", FormatNginx, func(m map[string]any) { m["keys"] = []any{} }, "keys: must hold at least one key, got 0"},
-		{"bad id", FormatNginx, keyField("id", "xyz"), `keys[0].id: must be 32 hex characters, got "xyz"`},
+		{"bad id", FormatNginx, keyField("id", "xyz"), "keys[0].id: must be 32 hex characters, got 3 characters"},
 		{"name not the id", FormatNginx, keyField("id", strings.Repeat("ab", 16)), "must start with the key name whose hex is the id"},
-		{"not base64", FormatNginx, keyField("ticket_key", "!!"+secret[2:]), "keys[0].ticket_key: must be standard base64"},
+		{"not base64", FormatNginx, keyField("ticket_key", "!!"+secret[2:]), "keys[0].ticket_key: must be standard padded base64"},
 		{"wrong length", FormatNginx, keyField("ticket_key", secret[:len(secret)-8]), "must decode to key_size (80) bytes"},
 		{"bad time", FormatNginx, keyField("not_after", "tomorrow"), `keys[0].not_after: must be an RFC 3339 time, got "tomorrow"`},
 		{"reversed times", FormatNginx, keyField("not_after", now.Add(-time.Hour).UTC().Format(time.RFC3339)), "keys[0].not_after: must be after not_before"},
@@ -90,5 +91,54 @@ func TestParseWindow(t *testing.T) {
 	env := newKey(t, 48, now, now.Add(time.Hour))
 	if _, err := ParseWindow(windowJSON(t, FormatEnvoy, 48, []*Key{env}, nil), FormatEnvoy, now); err == nil || !strings.Contains(err.Error(), "format envoy needs 80-byte keys") {
 		t.Errorf("envoy with 48-byte keys: %v", err)
+	}
+}
+
+// TestKeyAtFollowsTheVectors: for every window of the schedule package's
+// test vectors (zero-length keys, encrypt_until brought forward, capped
+// lifetimes, 26 and 256 keys, every format), ParseWindow accepts every read
+// and KeyAt names the vectors' encrypting key at every sample instant, none
+// where the schedule is exhausted. The old KeyAt ignored encrypt_until: it
+// kept the last key encrypting until its not_after.
+func TestKeyAtFollowsTheVectors(t *testing.T) {
+	raw, err := os.ReadFile("../schedule/testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Windows []struct {
+			Name    string                     `json:"name"`
+			Reads   map[string]json.RawMessage `json:"reads"`
+			Samples []struct {
+				At         time.Time `json:"at"`
+				Encrypting string    `json:"encrypting"`
+			} `json:"samples"`
+		} `json:"windows"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, vw := range v.Windows {
+		for format, read := range vw.Reads {
+			w, err := ParseWindow(read, format, time.Now())
+			if err != nil {
+				t.Errorf("%s/%s: %v", vw.Name, format, err)
+				continue
+			}
+			for _, s := range vw.Samples {
+				got := ""
+				if k := w.KeyAt(s.At); k != nil {
+					got = k.ID
+				}
+				if got != s.Encrypting {
+					t.Errorf("%s/%s at %s: KeyAt = %q, want %q", vw.Name, format, s.At.Format(time.RFC3339Nano), got, s.Encrypting)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 200 {
+		t.Fatalf("only %d samples checked", checked)
 	}
 }

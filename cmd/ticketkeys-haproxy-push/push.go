@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // ringSize is HAProxy's TLS_TICKETS_NO: the number of keys per reference (previous, current, next).
@@ -157,7 +159,7 @@ func parseKeysFile(data []byte) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: not standard base64 (%d characters)", line, len(s))
 		}
-		if len(raw) != 48 && len(raw) != 80 {
+		if !schedule.ValidKeySize(len(raw)) {
 			return nil, fmt.Errorf("line %d: key is %d bytes, want 48 or 80", line, len(raw))
 		}
 		if size != 0 && len(raw) != size {
@@ -244,13 +246,19 @@ func exchange(opts Options, command string) (string, error) {
 	return buf.String(), nil
 }
 
-// keyID is the hex of the key's 16-byte name (public: it is sent in every ticket), or "invalid".
+// keyID is the hex of the key's 16-byte name in HAProxy's layout (schedule.Split; public: it is sent in
+// every ticket), or "invalid".
 func keyID(b64 string) string {
 	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(raw) < 16 {
+	if err != nil {
 		return "invalid"
 	}
-	return hex.EncodeToString(raw[:16])
+	defer clear(raw)
+	name, _, _, err := schedule.Split(schedule.FormatHAProxy, len(raw), raw)
+	if err != nil {
+		return "invalid"
+	}
+	return hex.EncodeToString(name)
 }
 
 func firstLine(s string) string {
