@@ -36,9 +36,9 @@ func (c *keyringCache) get(name string) (*keyring, uint64) {
 	return c.entries[name], c.generation
 }
 
-// set caches kr (nil: drops the entry) unless an invalidation happened since
-// generation gen was read; then the entry is dropped, so the next reader loads
-// storage afresh.
+// set caches kr, read from storage while generation gen was current, unless
+// an invalidation happened since; then the entry is dropped, so the next
+// reader loads storage afresh.
 func (c *keyringCache) set(name string, kr *keyring, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -54,6 +54,32 @@ func (c *keyringCache) set(name string, kr *keyring, gen uint64) {
 		kr.renders = &windowRenders{}
 	}
 	c.entries[name] = kr
+}
+
+// write runs a storage write of keyring name and caches its outcome: kr after
+// a write that succeeded (nil after a delete). The entry is dropped before the
+// write starts, so a write that fails, even one that storage applied before
+// it reported the error (a timeout, a cancelled context), leaves nothing
+// cached: the next load reads what storage really holds. This is the only
+// way a writer changes the cache.
+//
+// The one exception is a write storage refused as read-only (a standby's
+// storage): it was never applied, so the entry, still what storage holds,
+// is put back and a node that cannot write keeps serving from its cache.
+func (c *keyringCache) write(name string, kr *keyring, put func() error) error {
+	c.mu.Lock()
+	gen := c.generation
+	before := c.entries[name]
+	delete(c.entries, name)
+	c.mu.Unlock()
+	if err := put(); err != nil {
+		if isReadOnly(err) && before != nil {
+			c.set(name, before, gen)
+		}
+		return err
+	}
+	c.set(name, kr, gen)
+	return nil
 }
 
 // invalidate drops a keyring whose storage entry changed elsewhere. It needs
@@ -123,27 +149,22 @@ func (l *keyringLock) loadForUpdate(ctx context.Context, s logical.Storage) (*ke
 }
 
 // store writes the keyring with one Put and makes it the cached copy; the
-// caller must not modify kr afterwards. When the Put fails the cached copy
-// (what storage still holds) stays.
+// caller must not modify kr afterwards. When the Put fails nothing stays
+// cached (see keyringCache.write).
 func (l *keyringLock) store(ctx context.Context, s logical.Storage, kr *keyring) error {
 	l.mustWrite("store")
-	_, gen := l.b.cache.get(l.name)
-	if err := saveKeyring(ctx, s, kr); err != nil {
-		return err
-	}
-	l.b.cache.set(l.name, kr, gen)
-	return nil
+	return l.b.cache.write(l.name, kr, func() error { return saveKeyring(ctx, s, kr) })
 }
 
 // delete removes the keyring from storage and from the cache.
 func (l *keyringLock) delete(ctx context.Context, s logical.Storage) error {
 	l.mustWrite("delete")
-	_, gen := l.b.cache.get(l.name)
-	if err := s.Delete(ctx, keyringPath(l.name)); err != nil {
-		return fmt.Errorf("deleting keyring %q: %w", l.name, err)
-	}
-	l.b.cache.set(l.name, nil, gen)
-	return nil
+	return l.b.cache.write(l.name, nil, func() error {
+		if err := s.Delete(ctx, keyringPath(l.name)); err != nil {
+			return fmt.Errorf("deleting keyring %q: %w", l.name, err)
+		}
+		return nil
+	})
 }
 
 // mustWrite stops a change made under a read lock: a coding error, which

@@ -88,7 +88,7 @@ func TestKeyringAtTheCap(t *testing.T) {
 	for i := 0; i < 10 && refused == ""; i++ {
 		resp, err := tb.request(t, logical.UpdateOperation, "keys/web/rotate", map[string]interface{}{"mode": "now"})
 		if msg := errorText(resp, err); msg != "" {
-			assertStatus(t, resp, err, 400, "over the cap of 256", "purge_previous=true")
+			assertStatus(t, resp, err, 400, "over the cap of 256", "mode=now purge_previous=true")
 			refused = msg
 		}
 	}

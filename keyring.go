@@ -92,6 +92,12 @@ type keyring struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 	// PublishAheadSet is true once an operator set publish_ahead; until then it follows rotation_period.
 	PublishAheadSet bool `json:"publish_ahead_set,omitempty"`
+	// ReadersBackBy is when every reader that read under earlier settings
+	// holds a window read under the current ones: a settings change at t
+	// sets it to t + the old publish_ahead, the longest any ttl handed out
+	// before (leadTTLCap) keeps a reader away. No key published after the
+	// change activates before it (see rotate).
+	ReadersBackBy time.Time `json:"readers_back_by,omitempty"`
 
 	// renders caches this keyring's rendered windows (see render.go). The
 	// keyring cache attaches it when it takes the keyring, from which point

@@ -68,6 +68,21 @@ func (c *configCache) set(cfg *mountConfig, gen uint64) {
 	c.cfg = cfg
 }
 
+// write runs the config's storage write and caches cfg only if it succeeded.
+// The cached config is dropped before the write, so a write that fails after
+// storage applied it leaves nothing stale: the next read loads storage.
+func (c *configCache) write(cfg *mountConfig, put func() error) error {
+	c.mu.Lock()
+	gen := c.generation
+	c.cfg = nil
+	c.mu.Unlock()
+	if err := put(); err != nil {
+		return err
+	}
+	c.set(cfg, gen)
+	return nil
+}
+
 func (c *configCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -208,6 +223,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return logical.ErrorResponse("max_key_lifetime must be at least rotation_period + retain of every keyring; keyring %q needs %s, got %s: shorten that keyring first",
 				name, fmtDuration(life), fmtDuration(v)), nil
 		}
+		// A key published under a longer rotation_period encrypts for longer
+		// than its keyring's rotation_period now says; cutting it would leave
+		// a gap in the schedule that no published key covers.
+		if k := kr.encryptSpanOver(v); k != nil {
+			return logical.ErrorResponse("max_key_lifetime must be at least how long every published key encrypts; keyring %q has a key encrypting for %s (from %s to %s, published under an earlier rotation_period), got %s: choose at least %s, or lower it after %s",
+				name, fmtDuration(k.EncryptUntil.Sub(k.NotBefore)), k.NotBefore.Format(time.RFC3339), k.EncryptUntil.Format(time.RFC3339),
+				fmtDuration(v), fmtDuration(k.EncryptUntil.Sub(k.NotBefore)), k.EncryptUntil.Format(time.RFC3339)), nil
+		}
 	}
 	next := *cfg
 	next.SchemaVersion = configSchemaVersion
@@ -215,15 +238,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if ttlOK {
 		next.MaxReadTTL = ttlCap
 	}
-	_, gen := b.cfgCache.get()
 	entry, err := logical.StorageEntryJSON(configStorageKey, &next)
 	if err != nil {
 		return nil, err
 	}
-	if err := req.Storage.Put(ctx, entry); err != nil {
+	if err := b.cfgCache.write(&next, func() error { return req.Storage.Put(ctx, entry) }); err != nil {
 		return nil, fmt.Errorf("writing config: %w", err)
 	}
-	b.cfgCache.set(&next, gen)
 	// A lower cap applies at once to the keys already published: their
 	// not_after moves earlier (never later). Should this stop half way, the
 	// periodic function finishes it.

@@ -112,7 +112,7 @@ var windowResponseFields = map[string]*framework.FieldSchema{
 	"rotation_period": {Type: framework.TypeInt, Description: "Seconds each key encrypts."},
 	"retain":          {Type: framework.TypeInt, Description: "Seconds a key keeps decrypting after it stops encrypting."},
 	"publish_ahead":   {Type: framework.TypeInt, Description: "Seconds before activation a key is readable."},
-	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change), at most the mount's max_read_ttl; >= 1."},
+	"ttl":             {Type: framework.TypeInt, Description: "Seconds until the window changes next (with a small jitter after the change), at most the mount's max_read_ttl and publish_ahead minus the reader delay and 1s; >= 1."},
 	"keys": {
 		Type: framework.TypeSlice,
 		Description: "Readable keys: current first, then next by activation, then previous newest first. Each has id (hex key name), state, " +
@@ -311,7 +311,14 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 	if kr == nil {
 		return nil, errKeyringNotFound(name)
 	}
-	if !kr.needsMaintenance(b.clock()) {
+	cfg, err := b.config(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	// A lower max_key_lifetime applies to the next read even when the config
+	// write stopped before it shortened this keyring (a timeout after the
+	// config was stored): no key is served past the cap.
+	if !kr.needsMaintenance(b.clock()) && !kr.overLifetime(cfg.MaxKeyLifetime) {
 		return kr, nil
 	}
 	// Never attempt a write where storage cannot be written (a performance
@@ -320,8 +327,7 @@ func (b *backend) readKeyring(ctx context.Context, s logical.Storage, name strin
 		b.logBehindOnce(name)
 		return nil, logical.ErrReadOnly
 	}
-	cfg, err := loadConfig(ctx, s)
-	if err != nil {
+	if cfg, err = loadConfig(ctx, s); err != nil {
 		return nil, err
 	}
 	if err := b.maintainKeyring(ctx, s, name, cfg.MaxKeyLifetime); err != nil {
@@ -507,7 +513,9 @@ nginx (default), haproxy, envoy or go, as base64 in each key's ticket_key
 field, current first, then next, then previous. ttl is the number of seconds
 until the window changes next, so Vault Agent re-renders right after each
 change, and never more than the mount's max_read_ttl (default 5m), so every
-reader drops keys purged by an emergency rotation within it. The haproxy format adds tls_ticket_keys, the three lines of a
+reader drops keys purged by an emergency rotation within it, nor more than
+publish_ahead minus the reader delay and 1s, so every reader holds each key
+before it activates, including keys of a scheduled rotation. The haproxy format adds tls_ticket_keys, the three lines of a
 tls-ticket-keys file (previous, current, next).
 
 Delete destroys the keyring and all its keys at once.

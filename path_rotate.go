@@ -52,8 +52,14 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 	// naming the field and the value.
 	purge := d.Get("purge_previous").(bool)
 
+	b.configLock.RLock()
+	defer b.configLock.RUnlock()
 	l := b.lockKeyring(name)
 	defer l.unlock()
+	cfg, err := loadConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
 	kr, err := l.loadForUpdate(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -62,13 +68,17 @@ func (b *backend) pathKeyRotateWrite(ctx context.Context, req *logical.Request, 
 		return nil, errKeyringNotFound(name)
 	}
 	now := b.clock().UTC()
-	nk, err := kr.rotate(mode, purge, now, b.random)
+	nk, err := kr.rotate(mode, purge, now, b.random, cfg.MaxKeyLifetime)
 	if err != nil {
 		return nil, err
 	}
-	if n := kr.peakKeys(now); n > maxKeysPerKeyring {
-		return logical.ErrorResponse("rotating keyring %q now would make it hold up to %d keys, over the cap of %d: every rotation adds a key and the keys it replaces keep decrypting until their not_after; rotate with purge_previous=true, or wait until older keys expire",
-			name, n, maxKeysPerKeyring), nil
+	// mode=now purge_previous=true leaves the new key and its schedule only,
+	// no more keys than a new keyring with these (accepted) settings: it is
+	// always accepted, so an emergency rotation is never refused.
+	emergency := mode == rotateNow && purge
+	if n := kr.peakKeys(now); n > maxKeysPerKeyring && !emergency {
+		return logical.ErrorResponse("rotating keyring %q with mode=%s purge_previous=%t would make it hold up to %d keys, over the cap of %d: every rotation adds a key and the current key and the keys it replaces keep decrypting until their not_after; rotate with mode=now purge_previous=true (always accepted: it destroys every older key), or wait until older keys expire",
+			name, mode, purge, n, maxKeysPerKeyring), nil
 	}
 	kr.UpdatedAt = now
 	if err := l.store(ctx, req.Storage, kr); err != nil {

@@ -90,6 +90,14 @@ func TestSameSecondRotationWindowIsAcceptedByTheGoClient(t *testing.T) {
 		t.Logf("the engine gave the rotated key its own not_before; no zero-length key in this window")
 	}
 
+	// The rotated key encrypts from max(now, the cut key's not_before + 1s):
+	// wait for it on the real clock the client reads (at most a second).
+	rotatedFrom, err := time.Parse(time.RFC3339, resp.Data["rotated_key_not_before"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(rotatedFrom))
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	src, err := client.NewSource(ctx, serveWindow(t, "web", read.Data), "ticketkeys", "web",

@@ -147,7 +147,9 @@ func (kr *keyring) maintain(now time.Time, random io.Reader) (bool, error) {
 		if err != nil {
 			return changed, err
 		}
-		kr.Keys = append(kr.Keys, k)
+		if err := kr.insert(k); err != nil {
+			return changed, err
+		}
 		changed = true
 	}
 	return changed, nil
@@ -165,26 +167,38 @@ func (kr *keyring) repair(now, sec, gridEnd time.Time, random io.Reader) error {
 		gap := sec.Sub(gridEnd)
 		start = gridEnd.Add(gap - gap%period)
 		end = start.Add(period)
-	} else if len(kr.Keys) > 0 && kr.Keys[0].NotBefore.After(now) {
-		end = kr.Keys[0].NotBefore
+	} else if len(kr.Keys) > 0 && kr.Keys[0].NotBefore.After(now) && kr.Keys[0].NotBefore.Before(end) {
+		end = kr.Keys[0].NotBefore // never longer than rotation_period: within max_key_lifetime
 	}
 	k, err := kr.newKey(random, start, start, end)
 	if err != nil {
 		return err
 	}
-	kr.insert(k)
-	return nil
+	return kr.insert(k)
 }
 
-// insert adds k keeping Keys ordered by NotBefore.
-func (kr *keyring) insert(k *ticketKey) {
+// insert adds k keeping Keys ordered by NotBefore. It is the one way a key
+// enters a schedule, and it refuses a key that shares its not_before with
+// another key or never encrypts (encrypt_until at or before not_before):
+// readers reject a window holding such keys, so callers pick activation
+// times that keep not_before unique (see rotate) and this is the backstop.
+func (kr *keyring) insert(k *ticketKey) error {
+	if !k.EncryptUntil.After(k.NotBefore) {
+		return fmt.Errorf("keyring %q: a new key would never encrypt (not_before %s, encrypt_until %s); nothing was changed",
+			kr.Name, k.NotBefore.Format(time.RFC3339), k.EncryptUntil.Format(time.RFC3339))
+	}
 	i := len(kr.Keys)
 	for i > 0 && kr.Keys[i-1].NotBefore.After(k.NotBefore) {
 		i--
 	}
+	if i > 0 && kr.Keys[i-1].NotBefore.Equal(k.NotBefore) {
+		return fmt.Errorf("keyring %q: a new key would have the not_before of key %s (%s), and readers refuse two keys activating together; nothing was changed",
+			kr.Name, kr.Keys[i-1].ID(), k.NotBefore.Format(time.RFC3339))
+	}
 	kr.Keys = append(kr.Keys, nil)
 	copy(kr.Keys[i+1:], kr.Keys[i:])
 	kr.Keys[i] = k
+	return nil
 }
 
 // destroy removes the keys matching drop, records their metadata with reason,
@@ -246,19 +260,37 @@ func (kr *keyring) overLifetime(maxLifetime time.Duration) bool {
 
 // capLifetime brings every key's not_after to at most maxLifetime after its
 // not_before (after max_key_lifetime was lowered), and reports whether any
-// moved. It only ever shortens; maintain then destroys keys it expired.
+// moved. It only ever moves not_after, and never before encrypt_until: the
+// schedule stays whole (a cut encrypt_until left a gap that a repair key,
+// never published ahead, filled). The config write refuses a cap shorter
+// than a key's encryption span (see encryptSpanOver); a cap written around
+// it leaves such a key until its encrypt_until. maintain then destroys keys
+// it expired.
 func (kr *keyring) capLifetime(maxLifetime time.Duration) bool {
 	changed := false
 	for _, k := range kr.Keys {
-		if limit := k.NotBefore.Add(maxLifetime); k.NotAfter.After(limit) {
+		limit := k.NotBefore.Add(maxLifetime)
+		if limit.Before(k.EncryptUntil) {
+			limit = k.EncryptUntil
+		}
+		if k.NotAfter.After(limit) {
 			k.NotAfter = limit
-			if k.EncryptUntil.After(limit) {
-				k.EncryptUntil = limit
-			}
 			changed = true
 		}
 	}
 	return changed
+}
+
+// encryptSpanOver returns a key that encrypts for longer than maxLifetime (a
+// key of an earlier, longer rotation_period), or nil: such a key cannot be
+// brought within the cap without cutting the schedule.
+func (kr *keyring) encryptSpanOver(maxLifetime time.Duration) *ticketKey {
+	for _, k := range kr.Keys {
+		if k.EncryptUntil.Sub(k.NotBefore) > maxLifetime {
+			return k
+		}
+	}
+	return nil
 }
 
 // applySettings changes the settings of a live keyring. Keys that are already
@@ -266,6 +298,10 @@ func (kr *keyring) capLifetime(maxLifetime time.Duration) bool {
 // readable are regenerated under the new settings.
 func (kr *keyring) applySettings(s keyringSettings, now time.Time, random io.Reader) error {
 	now = now.UTC()
+	// Whole seconds, rounded up: every schedule time is published in RFC 3339 seconds.
+	if back := now.Add(kr.Settings.PublishAhead + time.Second - time.Nanosecond).Truncate(time.Second); back.After(kr.ReadersBackBy) {
+		kr.ReadersBackBy = back // readers may hold a ttl of the old settings until then
+	}
 	kr.dropUnpublished(now)
 	kr.Settings = s
 	_, err := kr.maintain(now, random)
@@ -280,9 +316,19 @@ func (kr *keyring) applySettings(s keyringSettings, now time.Time, random io.Rea
 // discarded and the schedule restarts from the new key.
 // purgePrevious destroys every key that no longer encrypts (with mode now,
 // including the key that was current until now).
-func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random io.Reader) (*ticketKey, error) {
+//
+// Every key it publishes ahead activates no earlier than publish_ahead after
+// now (rounded up to the second) and than ReadersBackBy, so every reader
+// following ttl holds it first (see leadTTLCap). With mode now, the new key
+// encrypts until ReadersBackBy at least, so that the key after it is held by
+// every reader too; never longer than maxLifetime allows.
+func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random io.Reader, maxLifetime time.Duration) (*ticketKey, error) {
 	now = now.UTC()
 	sec := now.Truncate(time.Second)
+	nextSec := sec
+	if nextSec.Before(now) {
+		nextSec = sec.Add(time.Second)
+	}
 	if _, err := kr.maintain(now, random); err != nil {
 		return nil, err
 	}
@@ -292,7 +338,10 @@ func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random
 	case rotateScheduled:
 		kr.dropUnpublished(now)
 		last := kr.last() // published, so it exists after maintain
-		nb := sec.Add(kr.Settings.PublishAhead)
+		nb := nextSec.Add(kr.Settings.PublishAhead)
+		if nb.Before(kr.ReadersBackBy) {
+			nb = kr.ReadersBackBy
+		}
 		if min := last.NotBefore.Add(time.Second); nb.Before(min) {
 			nb = min
 		}
@@ -304,17 +353,38 @@ func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random
 	case rotateNow:
 		kr.dropUnpublished(now)
 		kr.destroy(now, func(k *ticketKey) bool { return k.NotBefore.After(now) }, reasonDiscarded)
-		if cur := kr.current(now); cur != nil {
-			cur.EncryptUntil = sec
+		if purgePrevious {
+			// Every key that encrypted until now goes: the new key is alone.
+			kr.destroy(now, func(*ticketKey) bool { return true }, reasonPurged)
 		}
-		nk, err = kr.newKey(random, sec, sec, sec.Add(kr.Settings.RotationPeriod))
+		// The new key encrypts from this second, or from the second after
+		// the last kept key's activation when that key activated in this
+		// very second: not_before stays unique and no key is left that
+		// never encrypts.
+		nb := sec
+		if last := kr.last(); last != nil && !last.NotBefore.Before(nb) {
+			nb = last.NotBefore.Add(time.Second)
+		}
+		if cur := kr.current(now); cur != nil {
+			cur.EncryptUntil = nb
+		}
+		until := nb.Add(kr.Settings.RotationPeriod)
+		if until.Before(kr.ReadersBackBy) {
+			until = kr.ReadersBackBy
+			if longest := nb.Add(maxLifetime - kr.Settings.Retain); until.After(longest) {
+				until = longest
+			}
+		}
+		nk, err = kr.newKey(random, sec, nb, until)
 	default:
 		return nil, fmt.Errorf("unknown rotation mode %q", mode)
 	}
 	if err != nil {
 		return nil, err
 	}
-	kr.insert(nk)
+	if err := kr.insert(nk); err != nil {
+		return nil, err
+	}
 	if purgePrevious {
 		kr.destroy(now, func(k *ticketKey) bool { return k != nk && !k.EncryptUntil.After(now) }, reasonPurged)
 	}

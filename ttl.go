@@ -35,10 +35,38 @@ func ttlJitterMax(s keyringSettings) time.Duration {
 	return schedule.TTLJitterMax(s.RotationPeriod, s.PublishAhead)
 }
 
+// readerDelay is the longest a reader following ttl waits after the ttl ran
+// out: Vault Agent's 1s or the Go client's delay for the longest ttl a read
+// hands out (rotation_period plus rounding and jitter, see ttlSeconds).
+func readerDelay(s keyringSettings) time.Duration {
+	maxTTL := s.RotationPeriod + ttlRounding + ttlJitterMax(s)
+	return max(agentReadDelay, schedule.GoClientDelayMax(maxTTL))
+}
+
 // readerLag is the longest a reader following ttl takes, after the window
-// changed, to hold the new window (schedule.ReaderLag).
+// changed, to hold the new window (schedule.ReaderLag): the ttl rounding,
+// its jitter, readerDelay and the read itself.
 func readerLag(s keyringSettings) time.Duration {
 	return schedule.ReaderLag(s.RotationPeriod, s.PublishAhead)
+}
+
+// leadTTLCap is the longest ttl a read may hand out so that its reader holds
+// the next window within publish_ahead of the read: ttl + reader delay + the
+// read <= publish_ahead. Every key is published at least publish_ahead
+// before it activates (by the schedule, a scheduled rotation or a settings
+// change), so with this cap a reader that read before the key was published
+// is back with it before it activates, whatever was published in between:
+// the rule holds for keys no ttl could foresee (a scheduled rotation at any
+// second), where "until the next change" alone did not. checkPublishAhead
+// keeps it at least 1s + the jitter.
+//
+// Capping the ttl was chosen over delaying a scheduled rotation's activation
+// past the longest ttl handed out: the activation stays now + publish_ahead
+// as documented, and the cost, more reads, only falls on keyrings whose
+// publish_ahead is shorter than max_read_ttl (which already caps the ttl of
+// every other keyring).
+func leadTTLCap(s keyringSettings) time.Duration {
+	return (s.PublishAhead - readerDelay(s) - readAllowance).Truncate(time.Second)
 }
 
 // checkPublishAhead enforces the window promise for settings s: publish_ahead
@@ -55,9 +83,9 @@ func checkPublishAhead(s keyringSettings) error {
 // changes, rounded up, plus a small random jitter so that a fleet does not
 // re-read at one instant. It is never longer than rotation_period (plus
 // rounding and jitter), even while keys of older, longer settings are live,
-// and never longer than maxTTL: past it the jitter is taken off instead, so
-// every reader re-reads within maxTTL. It is never below 1 (0 would make
-// consul-template spin).
+// and never longer than maxTTL nor leadTTLCap: past either the jitter is
+// taken off instead, so every reader re-reads within it. It is never below
+// 1 (0 would make consul-template spin).
 func ttlSeconds(kr *keyring, now time.Time, maxTTL time.Duration, jitter func(n int64) int64) int64 {
 	period := kr.Settings.RotationPeriod
 	until := period
@@ -66,8 +94,9 @@ func ttlSeconds(kr *keyring, now time.Time, maxTTL time.Duration, jitter func(n 
 	}
 	ttl := int64(math.Ceil(until.Seconds()))
 	ttl += jitter(int64(ttlJitterMax(kr.Settings)/time.Second) + 1)
-	if capped := int64(maxTTL / time.Second); ttl > capped {
-		spread := min(maxTTL/10, maxTTLJitter).Truncate(time.Second)
+	limit := min(maxTTL, leadTTLCap(kr.Settings))
+	if capped := int64(limit / time.Second); ttl > capped {
+		spread := min(limit/10, maxTTLJitter).Truncate(time.Second)
 		ttl = capped - jitter(int64(spread/time.Second)+1)
 	}
 	return max(ttl, 1)

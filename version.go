@@ -7,8 +7,8 @@ package ticketkeys
 // It is a variable only so that a build can stamp another version without
 // editing this file, for a side-by-side upgrade or a rollback test:
 //
-//	go build -ldflags "-X github.com/ticketkeys/vault-plugin-secrets-ticketkeys.Version=v0.1.1-rc1" ./cmd/vault-plugin-secrets-ticketkeys
+//	go build -ldflags "-X github.com/ticketkeys/vault-plugin-secrets-ticketkeys.Version=v0.2.1-rc1" ./cmd/vault-plugin-secrets-ticketkeys
 //
 // Register such a build with that same version (bootstrap/register.sh -v). Nothing
 // assigns it at run time.
-var Version = "v0.1.0"
+var Version = "v0.2.0"
