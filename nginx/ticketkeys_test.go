@@ -283,7 +283,7 @@ func testBadWindowKeepsKeys(t *testing.T, b *servertest.NginxBuild) {
 		{"empty", []byte{}, "is empty"},
 		{"not base64", []byte("not*base64\n"), "is not standard base64"},
 		{"blank line", []byte(strings.Replace(goodText, "\n", "\n\n", 1)), "is blank"},
-		{"too many keys", luatest.WindowBytes(luatest.NewKeys(t, 17, 80)), "has more than 16 keys"},
+		{"too many keys", luatest.WindowBytes(luatest.NewKeys(t, engineMaxKeys+1, 80)), "has more than 256 keys"},
 		{"unreadable", nil, "cannot read window file"},
 	}
 	for _, c := range cases {

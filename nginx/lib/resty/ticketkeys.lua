@@ -55,10 +55,10 @@ local pcall = pcall
 
 local _M = { _VERSION = "0.1.0" }
 
--- MAX_KEYS bounds a window: the engine never publishes more than a few keys, and a larger file is more
--- likely a wrong file than a window.
-local MAX_KEYS = 16
--- MAX_FILE_BYTES bounds the read: 16 keys of 80 bytes are 16 * 109 bytes of base64 lines.
+-- MAX_KEYS bounds a window: the engine never serves more than 256 keys (its key cap; rotation_period=1h
+-- retain=24h alone makes 26), so every window it can serve installs, and a longer file is not a window.
+local MAX_KEYS = 256
+-- MAX_FILE_BYTES bounds the read: 256 keys of 80 bytes are 256 * 109 bytes of base64 lines.
 local MAX_FILE_BYTES = 64 * 1024
 -- MAX_CAPACITY bounds nalloc as read from memory: placeholders are a handful of directives, so a huge
 -- value means the array is not what the layout says it is.
