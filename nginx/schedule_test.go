@@ -1,7 +1,6 @@
 package nginx_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -444,55 +443,6 @@ func testTimedWindowErrors(t *testing.T, b *servertest.NginxBuild) {
 	}
 }
 
-// pidProbe is one fresh TLS handshake to the test's $pid server: when it started and ended, the
-// worker that answered and the id of the key that encrypted the ticket it issued.
-type pidProbe struct {
-	start, end time.Time
-	pid        string
-	key        string
-}
-
-// probeWorker makes a fresh TLS 1.2 handshake to addr (a server answering "$pid\n"), reads the worker
-// PID and returns the ticket's key name.
-func probeWorker(cert *testcert.Cert, addr string) (pidProbe, error) {
-	p := pidProbe{start: time.Now()}
-	cfg := cert.ClientConfig()
-	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	capture := &captureSession{}
-	cfg.ClientSessionCache = capture
-	c, err := tls.Dial("tcp", addr, cfg)
-	if err != nil {
-		return p, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"); err != nil {
-		return p, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return p, err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	p.end = time.Now()
-	p.pid = strings.TrimSpace(string(body))
-	if capture.state == nil {
-		return p, fmt.Errorf("no ticket from %s", addr)
-	}
-	ticket, _, err := capture.state.ResumptionState()
-	if err != nil || len(ticket) < 16 {
-		return p, fmt.Errorf("ticket of %d bytes: %v", len(ticket), err)
-	}
-	p.key = fmt.Sprintf("%x", ticket[:16])
-	return p, nil
-}
-
-type captureSession struct{ state *tls.ClientSessionState }
-
-func (c *captureSession) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
-func (c *captureSession) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
-
 // pidServer is an extra https server of the instance answering the worker's PID, for probes.
 func pidServer(port int) string {
 	return fmt.Sprintf("    server {\n        listen 127.0.0.1:%d ssl;\n        location / { return 200 \"$pid\\n\"; }\n    }\n", port)
@@ -561,12 +511,12 @@ func testSwitchesOnScheduleWithoutFileChanges(t *testing.T, b *servertest.NginxB
 	}
 
 	// Probe fresh handshakes every 30 ms until s+11.5.
-	var probes []pidProbe
+	var probes []luatest.Probe
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for n := 0; n < 2000 && time.Now().Before(at(11).Add(500*time.Millisecond)); n++ {
-			if p, err := probeWorker(cert, pidAddr); err == nil {
+			if p, err := luatest.ProbeWorker(cert, tls.VersionTLS12, pidAddr, "/"); err == nil {
 				probes = append(probes, p)
 			} else {
 				t.Errorf("probe: %v", err)
@@ -598,31 +548,31 @@ func testSwitchesOnScheduleWithoutFileChanges(t *testing.T, b *servertest.NginxB
 	workers := map[string]map[string]int{}
 	lastOld, firstNew := time.Time{}, time.Time{}
 	for _, p := range probes {
-		if workers[p.pid] == nil {
-			workers[p.pid] = map[string]int{}
+		if workers[p.PID] == nil {
+			workers[p.PID] = map[string]int{}
 		}
 		switch {
-		case p.end.Before(at(3)):
-			if p.key != id[1] {
-				t.Errorf("probe %s-%s (worker %s): ticket under %s before k2's not_before, want k1 %s", p.start.Format("05.000"), p.end.Format("05.000"), p.pid, p.key, id[1])
+		case p.End.Before(at(3)):
+			if p.Key != id[1] {
+				t.Errorf("probe %s-%s (worker %s): ticket under %s before k2's not_before, want k1 %s", p.Start.Format("05.000"), p.End.Format("05.000"), p.PID, p.Key, id[1])
 			}
-			workers[p.pid]["k1"]++
-		case p.start.After(at(4)) && p.end.Before(at(9)):
-			if p.key != id[2] {
-				t.Errorf("probe at s+%.3f (worker %s): ticket under %s, want k2 %s (more than 1 s after its not_before)", p.start.Sub(s).Seconds(), p.pid, p.key, id[2])
+			workers[p.PID]["k1"]++
+		case p.Start.After(at(4)) && p.End.Before(at(9)):
+			if p.Key != id[2] {
+				t.Errorf("probe at s+%.3f (worker %s): ticket under %s, want k2 %s (more than 1 s after its not_before)", p.Start.Sub(s).Seconds(), p.PID, p.Key, id[2])
 			}
-			workers[p.pid]["k2"]++
-		case p.start.After(at(10)):
-			if slices.Contains(id, p.key) {
-				t.Errorf("probe at s+%.3f (worker %s): ticket under published key %s after the last key's encrypt_until", p.start.Sub(s).Seconds(), p.pid, p.key)
+			workers[p.PID]["k2"]++
+		case p.Start.After(at(10)):
+			if slices.Contains(id, p.Key) {
+				t.Errorf("probe at s+%.3f (worker %s): ticket under published key %s after the last key's encrypt_until", p.Start.Sub(s).Seconds(), p.PID, p.Key)
 			}
-			workers[p.pid]["local"]++
+			workers[p.PID]["local"]++
 		}
-		if p.key == id[1] {
-			lastOld = p.start
+		if p.Key == id[1] {
+			lastOld = p.Start
 		}
-		if p.key == id[2] && (firstNew.IsZero() || p.end.Before(firstNew)) {
-			firstNew = p.end
+		if p.Key == id[2] && (firstNew.IsZero() || p.End.Before(firstNew)) {
+			firstNew = p.End
 		}
 	}
 	if len(workers) != 2 {

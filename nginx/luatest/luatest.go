@@ -581,3 +581,47 @@ func TicketKeyName(cert *testcert.Cert, version uint16, addr string, stream bool
 	}
 	return hex.EncodeToString(ticket[:16]), nil
 }
+
+// Probe is one fresh TLS handshake to a server answering its worker's PID ("$pid\n"): when it started
+// and ended, the worker that answered and the id of the key that encrypted the ticket it issued.
+type Probe struct {
+	Start, End time.Time
+	PID        string
+	Key        string
+}
+
+// ProbeWorker makes a fresh handshake (no session offered) in TLS version to addr, GETs path (a location
+// answering "$pid\n"), and returns the answering worker's PID and the ticket's key name.
+func ProbeWorker(cert *testcert.Cert, version uint16, addr, path string) (Probe, error) {
+	p := Probe{Start: time.Now()}
+	cfg := cert.ClientConfig()
+	cfg.MinVersion, cfg.MaxVersion = version, version
+	capture := &ticketCapture{}
+	cfg.ClientSessionCache = capture
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return p, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path); err != nil {
+		return p, fmt.Errorf("write %s: %w", addr, err)
+	}
+	body, err := io.ReadAll(c)
+	if err != nil {
+		return p, fmt.Errorf("read %s: %w", addr, err)
+	}
+	p.End = time.Now()
+	_, text, _ := strings.Cut(string(body), "\r\n\r\n")
+	p.PID = strings.TrimSpace(text)
+	if capture.state == nil {
+		return p, fmt.Errorf("%s issued no session ticket", addr)
+	}
+	ticket, _, err := capture.state.ResumptionState()
+	if err != nil || len(ticket) < 16 {
+		return p, fmt.Errorf("%s: ticket of %d bytes: %v", addr, len(ticket), err)
+	}
+	p.Key = hex.EncodeToString(ticket[:16])
+	return p, nil
+}
