@@ -146,6 +146,7 @@ http {
     server {
         listen 127.0.0.1:%[4]d ssl;
         location / { return 200 "ok\n"; }
+        location = /pid { return 200 "$pid\n"; }
     }
     server {
         listen 127.0.0.1:%[5]d reuseport;
