@@ -218,7 +218,7 @@ type teeCache struct {
 }
 
 func (c teeCache) Get(k string) (*tls.ClientSessionState, bool) { return nil, false }
-func (c teeCache) Put(k string, cs *tls.ClientSessionState)    { c.a.Put(k, cs); c.b.Put(k, cs) }
+func (c teeCache) Put(k string, cs *tls.ClientSessionState)     { c.a.Put(k, cs); c.b.Put(k, cs) }
 
 // TestParseScheduleFile proves each bad schedule line is refused naming the line, the key id, the field
 // and the rule, without key material; zero-length keys sharing a not_before and 256 keys are accepted.
