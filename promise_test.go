@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // simReader re-reads a keyring the way a real reader follows ttl: Vault Agent
@@ -22,7 +24,7 @@ func (r *simReader) delay(ttl time.Duration) time.Duration {
 	if strings.HasPrefix(r.name, "agent") {
 		return agentReadDelay
 	}
-	return min(max(ttl/20, goClientMinDelay), goClientMaxDelay)
+	return schedule.GoClientDelayMax(ttl)
 }
 
 // TestEveryAcceptedSettingKeepsTheWindowPromise sweeps rotation_period and

@@ -4,45 +4,41 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // The window promise: a reader that re-reads when the ttl of its last read
 // runs out holds every key before it activates. These are the delays such a
-// reader adds after the ttl, which publish_ahead must cover.
+// reader adds after the ttl, which publish_ahead must cover. They are the
+// schedule package's, which the Go client draws its own delay from.
 const (
 	// agentReadDelay: Vault Agent (consul-template) re-reads a non-leased
 	// secret 1s after its ttl.
-	agentReadDelay = time.Second
+	agentReadDelay = schedule.AgentReadDelay
 	// goClientMaxDelay: the Go client (client/source.go refreshWait) re-reads
 	// up to min(max(ttl/20, 100ms), 5s) after the ttl.
-	goClientMaxDelay = 5 * time.Second
-	goClientMinDelay = 100 * time.Millisecond
+	goClientMaxDelay = schedule.GoClientMaxDelay
+	goClientMinDelay = schedule.GoClientMinDelay
 	// readAllowance is the time a read itself may take (Vault round trip).
-	readAllowance = time.Second
+	readAllowance = schedule.ReadAllowance
 	// ttlRounding: ttl is whole seconds, rounded up.
-	ttlRounding = time.Second
+	ttlRounding = schedule.TTLRounding
 	// maxTTLJitter caps the spread added to ttl.
-	maxTTLJitter = 30 * time.Second
+	maxTTLJitter = schedule.MaxTTLJitter
 )
 
-// ttlJitterMax is the largest jitter added to a ttl: a twentieth of
-// rotation_period and a tenth of publish_ahead, at most 30s, in whole
-// seconds. Scaling it with publish_ahead keeps short publish_ahead settings
-// inside the promise.
+// ttlJitterMax is the largest jitter added to a ttl
+// (schedule.TTLJitterMax): a twentieth of rotation_period and a tenth of
+// publish_ahead, at most 30s, in whole seconds.
 func ttlJitterMax(s keyringSettings) time.Duration {
-	return min(s.RotationPeriod/20, s.PublishAhead/10, maxTTLJitter).Truncate(time.Second)
+	return schedule.TTLJitterMax(s.RotationPeriod, s.PublishAhead)
 }
 
 // readerLag is the longest a reader following ttl takes, after the window
-// changed, to hold the new window: the ttl rounding, its jitter, the reader's
-// own delay after the ttl and the read itself. A ttl is never longer than
-// rotation_period plus rounding and jitter (see ttlSeconds), which bounds the
-// Go client's delay for short periods.
+// changed, to hold the new window (schedule.ReaderLag).
 func readerLag(s keyringSettings) time.Duration {
-	jitter := ttlJitterMax(s)
-	maxTTL := s.RotationPeriod + ttlRounding + jitter
-	goDelay := min(max(maxTTL/20, goClientMinDelay), goClientMaxDelay)
-	return ttlRounding + jitter + max(agentReadDelay, goDelay) + readAllowance
+	return schedule.ReaderLag(s.RotationPeriod, s.PublishAhead)
 }
 
 // checkPublishAhead enforces the window promise for settings s: publish_ahead

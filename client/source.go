@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Errors of NewSource, Refresh and ConfigureServer. Errors that come from a
@@ -312,10 +314,12 @@ func (s *Source) fetch(ctx context.Context) (*Window, error) {
 // last published key's encrypt_until), by half the publish_ahead before it
 // (the next key is readable from publish_ahead before that instant), minus a
 // jitter. The wait is capped by WithMaxRefreshInterval, minus a jitter, so a
-// fleet started together does not read in lockstep.
+// fleet started together does not read in lockstep. Every jitter is drawn up
+// to schedule.GoClientDelayMax, the delay the engine's publish_ahead check
+// counts on.
 func (s *Source) refreshWait(w *Window, now time.Time) time.Duration {
 	jit := func(d time.Duration) time.Duration {
-		return s.o.jitter(min(max(d/20, 100*time.Millisecond), 5*time.Second))
+		return s.o.jitter(schedule.GoClientDelayMax(d))
 	}
 	wait := w.TTL + jit(w.TTL)
 	if len(w.Keys) > 0 {
@@ -573,18 +577,12 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 		}
 	}
 
-	// The encrypting key: the latest activated key whose encryption period
-	// covers now.
-	cur := -1
-	for i := range w.Keys {
-		k := &w.Keys[i]
-		end := w.encryptEnd(i)
-		soonest(k.NotBefore)
-		soonest(k.NotAfter)
-		soonest(end)
-		if !k.NotBefore.After(now) && now.Before(end) && now.Before(k.NotAfter) {
-			cur = i
-		}
+	// The encrypting key, by the schedule package's rule (zero-length keys
+	// never encrypt); the set is recomputed at the window's next change.
+	sw := w.rules()
+	cur := sw.EncryptingAt(now)
+	if t, ok := sw.NextChange(now); ok {
+		soonest(t)
 	}
 	if cur < 0 && len(w.Keys) > 0 && now.Before(w.Keys[0].NotBefore) {
 		// The local clock is behind Vault's: nothing has activated here yet.
@@ -602,12 +600,12 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 		ks.current = &activeKey{state: StateCurrent, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter}
 		ks.decrypt = append(ks.decrypt, ks.current)
 		ks.currentNotBefore = k.NotBefore
-		ks.encryptUntil = w.encryptEnd(cur)
+		ks.encryptUntil = sw.EncryptEnd(cur)
 	}
 	// Next keys by activation, then previous keys newest first.
 	for i := range w.Keys {
 		k := &w.Keys[i]
-		if i != cur && k.NotBefore.After(now) && now.Before(k.NotAfter) {
+		if i != cur && k.NotBefore.After(now) && sw.Decrypts(i, now) {
 			ks.decrypt = append(ks.decrypt, &activeKey{state: StateNext, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 			if ks.nextActivation.IsZero() {
 				ks.nextActivation = k.NotBefore
@@ -616,7 +614,7 @@ func (s *Source) recomputeLocked(now time.Time, reason string) *keyset {
 	}
 	for i := len(w.Keys) - 1; i >= 0; i-- {
 		k := &w.Keys[i]
-		if i != cur && !k.NotBefore.After(now) && now.Before(k.NotAfter) {
+		if i != cur && !k.NotBefore.After(now) && sw.Decrypts(i, now) {
 			ks.decrypt = append(ks.decrypt, &activeKey{state: StatePrevious, id: k.ID, name: k.name, cfg: s.keyConfigLocked(k), notAfter: k.NotAfter})
 		}
 	}

@@ -1,12 +1,20 @@
 package client
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // readCorpus returns the data of one committed fuzz seed.
@@ -113,5 +121,90 @@ func TestEncryptEndFromEngine(t *testing.T) {
 	}
 	if !w.Keys[0].EncryptUntil.IsZero() {
 		t.Fatal("a key without encrypt_until got one")
+	}
+}
+
+// zeroLengthWindow is a `go` window as engines already running serve it after
+// `rotate mode=now` in the second a scheduled key activated: that key was cut
+// at once (encrypt_until == not_before) and shares its not_before with the
+// rotated key, which is current.
+func zeroLengthWindow(t *testing.T) []byte {
+	t.Helper()
+	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	f := func(d time.Duration) string { return at.Add(d).Format(time.RFC3339) }
+	key := func(n int64, state string, nb, until, na time.Duration) map[string]any {
+		return map[string]any{"id": keyID(n), "state": state, "not_before": f(nb), "encrypt_until": f(until),
+			"not_after": f(na), "ticket_key": base64.StdEncoding.EncodeToString(keyMaterial(n))}
+	}
+	b, err := json.Marshal(map[string]any{"name": "web", "format": "go", "key_size": 80, "rotation_period": 3600,
+		"retain": 43200, "publish_ahead": 3600, "ttl": 3600, "keys": []any{
+			key(3, "current", 0, time.Hour, 13*time.Hour),
+			key(4, "next", time.Hour, 2*time.Hour, 14*time.Hour),
+			key(2, "previous", 0, 0, 12*time.Hour),
+			key(1, "previous", -time.Hour, 0, 12*time.Hour),
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestDecodeWindowZeroLengthKey: a key cut in the second it activated is
+// accepted; it shares not_before with the rotated key, never encrypts and
+// decrypts until its not_after. The client used to refuse the whole window
+// ("keys[2].not_before: must differ"), which kept NewSource from starting.
+func TestDecodeWindowZeroLengthKey(t *testing.T) {
+	w, err := decodeWindow(zeroLengthWindow(t))
+	if err != nil {
+		t.Fatalf("window with a zero-length key refused: %v", err)
+	}
+	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	if w.Keys[1].ID != keyID(2) || w.Keys[2].ID != keyID(3) {
+		t.Fatalf("keys sharing not_before are not ordered zero-length first: %v", w.Keys)
+	}
+	if end := w.encryptEnd(1); !end.Equal(at) {
+		t.Fatalf("the zero-length key encrypts until %s, want never (%s)", end, at)
+	}
+	for _, now := range []time.Time{at, at.Add(time.Second), at.Add(time.Hour - time.Second)} {
+		if i := w.rules().EncryptingAt(now); i != 2 {
+			t.Fatalf("at %s key %d encrypts, want the rotated key (2)", now, i)
+		}
+	}
+}
+
+// TestSourceStartsOnZeroLengthKeyWindow: NewSource starts on that window
+// and encrypts with the rotated key; the cut key decrypts.
+func TestSourceStartsOnZeroLengthKeyWindow(t *testing.T) {
+	at := time.Date(2026, 11, 2, 10, 0, 30, 0, time.UTC)
+	clock := newFakeClock(at)
+	body, err := json.Marshal(map[string]any{"data": json.RawMessage(zeroLengthWindow(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.MaxRetries = srv.URL, 0
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken("t")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	src, err := NewSource(ctx, c, "ticketkeys", "web", withClock(clock), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("NewSource refused the window: %v", err)
+	}
+	defer src.Close()
+	st := src.Status()
+	if st.CurrentID != keyID(3) || st.Exhausted {
+		t.Fatalf("encrypting %q (exhausted %v), want the rotated key", st.CurrentID, st.Exhausted)
+	}
+	if st.Keys[StatePrevious] != 2 || st.Keys[StateNext] != 1 {
+		t.Fatalf("keys in use %v, want the cut key and its predecessor as previous, one next", st.Keys)
 	}
 }
