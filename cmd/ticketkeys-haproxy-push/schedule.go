@@ -10,15 +10,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // maxScheduleKeys is the engine's cap on a keyring's keys: every window it serves fits.
 const maxScheduleKeys = 256
 
 // maxKeyLifetime is the engine's ceiling on not_after - not_before.
-const maxKeyLifetime = 168 * time.Hour
+const maxKeyLifetime = schedule.MaxKeyLifetime
 
 // scheduleKey is one key of a schedule file: the base64 key in HAProxy's layout and its times.
 type scheduleKey struct {
@@ -99,47 +102,41 @@ func parseScheduleFile(data []byte) ([]scheduleKey, error) {
 	return keys, nil
 }
 
-// stop is when k stops encrypting: its encrypt_until, never after its not_after.
-func (k scheduleKey) stop() time.Time {
-	if k.encryptUntil.After(k.notAfter) {
-		return k.notAfter
-	}
-	return k.encryptUntil
-}
-
 // ringAt is HAProxy's ring of three (previous, current, next; HAProxy encrypts with the middle one) that
-// the schedule requires at now, by the engine's rule: the encrypting key is the latest-activated key with
-// not_before <= now < min(encrypt_until, not_after) (the file's first key when every key activates after
-// now: this clock is behind Vault's); previous is the newest other key already activated, next the
-// earliest key not yet activated, each stood in by the current key when missing (as the engine's
-// tls_ticket_keys); no key at or past its not_after. exhausted is true when no published key may encrypt:
-// ring then holds only the newest live key already activated, if any (the caller adds the local key).
-// next is the first instant after now at which the ring changes (zero: none).
+// the schedule requires at now. Which key encrypts is the schedule package's rule (Window.EncryptingAt,
+// the one the engine and the Go client use); when no key has activated yet by this clock, the file's first
+// key (the engine's current key when Agent rendered it) encrypts, as in the Go client (the clock is behind
+// Vault's). Previous is the newest other key already activated, next the earliest key not yet activated,
+// each stood in by the current key when missing (as the engine's tls_ticket_keys); no key at or past its
+// not_after. exhausted is true when no published key may encrypt: ring then holds only the newest live key
+// already activated, if any (the caller adds the local key). next is the first instant after now at which
+// the ring changes (zero: none).
 func ringAt(keys []scheduleKey, now time.Time) (ring []string, ids []string, exhausted bool, next time.Time) {
-	cur, prev, nxt := -1, -1, -1
-	earliest := keys[0].notBefore
-	consider := func(t time.Time) {
-		if t.After(now) && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
+	// The schedule's window: keys by not_before, a zero-length key before the key sharing its not_before.
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
 	}
-	for i, k := range keys {
-		if k.notBefore.Before(earliest) {
-			earliest = k.notBefore
+	sort.SliceStable(order, func(a, b int) bool {
+		ka, kb := keys[order[a]], keys[order[b]]
+		if !ka.notBefore.Equal(kb.notBefore) {
+			return ka.notBefore.Before(kb.notBefore)
 		}
-		if !now.Before(k.notAfter) {
-			continue
-		}
-		consider(k.notBefore)
-		consider(k.stop())
-		consider(k.notAfter)
-		if !k.notBefore.After(now) && now.Before(k.stop()) && (cur < 0 || k.notBefore.After(keys[cur].notBefore)) {
-			cur = i
-		}
+		return !ka.encryptUntil.After(ka.notBefore) && kb.encryptUntil.After(kb.notBefore)
+	})
+	w := &schedule.Window{Keys: make([]schedule.Key, len(keys))}
+	for j, i := range order {
+		k := keys[i]
+		w.Keys[j] = schedule.Key{ID: k.id, NotBefore: k.notBefore, EncryptUntil: k.encryptUntil, NotAfter: k.notAfter}
 	}
-	if cur < 0 && now.Before(earliest) && now.Before(keys[0].notAfter) {
+	next, _ = w.NextChange(now)
+	cur := -1
+	if j := w.EncryptingAt(now); j >= 0 {
+		cur = order[j]
+	} else if now.Before(w.Keys[0].NotBefore) && now.Before(keys[0].notAfter) {
 		cur = 0
 	}
+	prev, nxt := -1, -1
 	for i, k := range keys {
 		if i == cur || !now.Before(k.notAfter) {
 			continue
