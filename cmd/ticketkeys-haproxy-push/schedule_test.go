@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -266,4 +267,68 @@ func TestParseScheduleFile(t *testing.T) {
 	if _, err := parseScheduleFile([]byte(many.String())); err != nil {
 		t.Fatalf("256 keys: %v", err)
 	}
+}
+
+// TestRingAtVectors holds -at-schedule to the schedule package's test vectors: for every vector window
+// served in the haproxy format with encrypt_until (what the shipped schedule template renders), the ring
+// at the read instant is the engine's tls_ticket_keys, and at every sample the ring's middle (encrypting)
+// key is the vectors' encrypting key, or the schedule is exhausted where the vectors have none (before
+// every not_before: the file's first key, the clock-behind rule).
+func TestRingAtVectors(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "schedule", "testdata", "vectors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Windows []struct {
+			Name   string `json:"name"`
+			ReadAt string `json:"read_at"`
+			Reads  map[string]struct {
+				Keys          []map[string]any `json:"keys"`
+				TLSTicketKeys []string         `json:"tls_ticket_keys"`
+			} `json:"reads"`
+			Samples []struct {
+				At         string `json:"at"`
+				Encrypting string `json:"encrypting"`
+			} `json:"samples"`
+		} `json:"windows"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, w := range v.Windows {
+		read, ok := w.Reads["haproxy"]
+		if !ok {
+			continue
+		}
+		var file strings.Builder
+		for _, k := range read.Keys {
+			fmt.Fprintf(&file, "%s %s %s %s\n", k["ticket_key"], k["not_before"], k["encrypt_until"], k["not_after"])
+		}
+		keys, err := parseScheduleFile([]byte(file.String()))
+		if err != nil {
+			t.Fatalf("%s: %v", w.Name, err)
+		}
+		readAt, _ := time.Parse(time.RFC3339, w.ReadAt)
+		if ring, _, _, _ := ringAt(keys, readAt); !slices.Equal(ring, read.TLSTicketKeys) {
+			t.Errorf("%s: ring at the read differs from the engine's tls_ticket_keys", w.Name)
+		}
+		for _, s := range w.Samples {
+			at, _ := time.Parse(time.RFC3339Nano, s.At)
+			_, ids, exhausted, _ := ringAt(keys, at)
+			switch {
+			case s.Encrypting == "" && !exhausted && at.Before(keys[0].notBefore):
+			case s.Encrypting == "" && !exhausted:
+				t.Errorf("%s at %s: encrypting %s, the vectors: none", w.Name, s.At, ids[1])
+			case s.Encrypting != "" && (exhausted || ids[1] != s.Encrypting):
+				t.Errorf("%s at %s: ring %v (exhausted %v), the vectors encrypt %s", w.Name, s.At, ids, exhausted, s.Encrypting)
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no vector sample checked")
+	}
+	t.Logf("%d samples equal the vectors", checked)
 }

@@ -941,6 +941,21 @@ local function fill_key(kt, k, raw)
     end
 end
 
+-- _key_fields fills a key element of generation kind ("v1" or "v2") from a decoded window key exactly as
+-- the module fills nginx's arrays, and returns the hex of the name, hmac and aes fields nginx will use
+-- (16 bytes each for a 48-byte key, 32 for an 80-byte key): the tests hold it to the engine's layout
+-- vectors. Test material only.
+function _M._key_fields(kind, raw)
+    local kt = KEY_TYPES[kind]
+    local k = ffi.new(kt.ptr == KEY_TYPES.v1.ptr and "tk_ngx_key_v1_t" or "tk_ngx_key_v2_t")
+    fill_key(kt, k, raw)
+    local n = #raw == 80 and 32 or 16
+    local name = ffi.string(k.name, 16)
+    local hmac = ffi.string(k.hmac_key, n)
+    local aes = ffi.string(k.aes_key, n)
+    return hex(name, 1, 16), hex(hmac, 1, n), hex(aes, 1, n)
+end
+
 -- write_window installs the window into one key array: in place when it fits the capacity, else into a
 -- malloc'd array that replaces the old one (which is zeroed, and freed if this worker allocated it).
 local function write_window(kt, arr, window)
