@@ -200,7 +200,7 @@ func nginxLuaScheduleWithoutAgent(t *testing.T, s *vaulttest.Server, cert *testc
 			n.agent.Stop()
 		}
 		win = readTimedWindow(t, s, keyring)
-		if !win[0].notBefore.Equal(cur.encryptUntil) || time.Since(cur.encryptUntil) > 4*time.Second {
+		if !win[0].notBefore.Equal(cur.encryptUntil) || time.Since(cur.encryptUntil) > 6*time.Second {
 			t.Fatalf("the Agents stopped %v after the activation (window %+v); too late to watch the schedule", time.Since(cur.encryptUntil), win)
 		}
 		break
