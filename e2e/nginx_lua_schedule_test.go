@@ -213,7 +213,7 @@ func nginxLuaScheduleWithoutAgent(t *testing.T, s *vaulttest.Server, cert *testc
 		}
 	}
 	cur, next := win[0], win[1]
-	if kOld == nil || next.notBefore != cur.encryptUntil || !kOld.notAfter.After(cur.encryptUntil) || !kOld.notAfter.Before(next.encryptUntil) {
+	if kOld == nil || !next.notBefore.Equal(cur.encryptUntil) || !kOld.notAfter.After(cur.encryptUntil) || !kOld.notAfter.Before(next.encryptUntil) {
 		t.Fatalf("window after stopping the Agents %+v: want K %s previous with its not_after between the next two activations", win, k)
 	}
 	x1, x2, kExpiry := cur.encryptUntil, next.encryptUntil, kOld.notAfter
