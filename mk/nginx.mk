@@ -29,6 +29,6 @@ valgrind-nginx: ## one nginx (master_process off) under valgrind memcheck, Debia
 	$(GO) vet -tags valgrind ./nginx/
 	$(GO) test -count=1 -tags valgrind -run '^TestValgrindNginx$$' -v -timeout 30m ./nginx/
 
-test-nginx-lua-e2e: ## e2e: real Vault + Agent + 3 nginx (2 workers each) with resty.ticketkeys through real rotations, per nginx build
+test-nginx-lua-e2e: ## e2e: real Vault + Agent + 3 nginx (2 workers each) with resty.ticketkeys through real rotations, and 2 nodes on the schedule with the Agents stopped, per nginx build
 	@VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
 	$(GO) test -tags e2e -count=1 -timeout 20m -run '^TestNginxLua' -v ./e2e/

@@ -74,6 +74,10 @@ func testInstallsWindowInEveryWorker(t *testing.T, b *servertest.NginxBuild) {
 			t.Errorf("worker %d: layout %q (error %q), last error %q, applies %d; want %s, no errors, 1 apply",
 				pid, s.Layout, s.LayoutError, s.LastError, s.Applies, layout)
 		}
+		// A file without times (the earlier template) works as before and says so.
+		if s.Follows != "file order" || !strings.Contains(s.FollowsHow, "has no times") {
+			t.Errorf("worker %d: follows %q (%q), want \"file order\" for a window file without times", pid, s.Follows, s.FollowsHow)
+		}
 		kinds := map[string]int{}
 		for _, b := range s.Blocks {
 			kinds[b.Kind]++
@@ -94,6 +98,9 @@ func testInstallsWindowInEveryWorker(t *testing.T, b *servertest.NginxBuild) {
 		if kinds["http"] != 2 || kinds["stream"] != 1 {
 			t.Errorf("worker %d: blocks %v, want 2 http and 1 stream", pid, kinds)
 		}
+	}
+	if n := strings.Count(inst.Proc.Log(), "has no times (an old window.ctmpl): the file's order decides"); n != 2 {
+		t.Errorf("%d warnings about the window file without times, want one per worker (2)", n)
 	}
 	t.Logf("%s (nginx %s, layout %s): 2 workers x 3 blocks hold ids %v", b.Name, b.Version, layout, want)
 }
@@ -283,7 +290,7 @@ func testBadWindowKeepsKeys(t *testing.T, b *servertest.NginxBuild) {
 		{"empty", []byte{}, "is empty"},
 		{"not base64", []byte("not*base64\n"), "is not standard base64"},
 		{"blank line", []byte(strings.Replace(goodText, "\n", "\n\n", 1)), "is blank"},
-		{"too many keys", luatest.WindowBytes(luatest.NewKeys(t, 17, 80)), "has more than 16 keys"},
+		{"too many keys", luatest.WindowBytes(luatest.NewKeys(t, engineMaxKeys+1, 80)), "has more than 256 keys"},
 		{"unreadable", nil, "cannot read window file"},
 	}
 	for _, c := range cases {

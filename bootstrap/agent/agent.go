@@ -118,6 +118,10 @@ func (v view) SnippetFile() string { return filepath.Join(v.Dir, v.Keyring+".tic
 // KeysFile is the HAProxy tls-ticket-keys file.
 func (v view) KeysFile() string { return filepath.Join(v.Dir, v.Keyring+".tls-ticket-keys") }
 
+// ScheduleFile is the HAProxy schedule file: every key of the window with its times, the input of
+// ticketkeys-haproxy-push -at-schedule.
+func (v view) ScheduleFile() string { return filepath.Join(v.Dir, v.Keyring+".schedule") }
+
 // SDSFile is the Envoy SDS file.
 func (v view) SDSFile() string { return filepath.Join(v.Dir, v.Keyring+".sds.json") }
 

@@ -120,7 +120,7 @@ func window(t *testing.T, n, size int) (map[string]any, [][]byte) {
 		}
 		keys = append(keys, map[string]any{
 			"id": hex.EncodeToString(raw[:16]), "state": state,
-			"not_before": "2026-11-29T21:00:00Z", "not_after": "2026-11-30T10:00:00Z",
+			"not_before": "2026-11-29T21:00:00Z", "encrypt_until": "2026-11-29T22:00:00Z", "not_after": "2026-11-30T10:00:00Z",
 			"ticket_key": base64.StdEncoding.EncodeToString(raw),
 		})
 		raws = append(raws, raw)
@@ -251,8 +251,8 @@ func TestHAProxyTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := parse(t, s)
-	if len(c.Template) != 1 {
-		t.Fatalf("%d template stanzas, want 1", len(c.Template))
+	if len(c.Template) != 2 {
+		t.Fatalf("%d template stanzas, want 2 (keys file, schedule file)", len(c.Template))
 	}
 	tm := c.Template[0]
 	if tm.Destination != "/srv/hk/web.tls-ticket-keys" || tm.Perms != "0600" || !tm.ErrMissing {
@@ -273,6 +273,28 @@ func TestHAProxyTemplate(t *testing.T) {
 	}
 	if _, err := execute(t, tm, "ticketkeys/keys/web?format=haproxy", map[string]any{"keys": []any{}}); err == nil {
 		t.Fatal("rendered a response without tls_ticket_keys")
+	}
+	// The schedule file: every key with its times, in the engine's order, no command; the same bytes
+	// for the same window read with another ttl.
+	sched := c.Template[1]
+	if sched.Destination != "/srv/hk/web.schedule" || sched.Perms != "0600" || !sched.ErrMissing || len(sched.Command) != 0 {
+		t.Fatalf("schedule stanza = %s %s %v %q", sched.Destination, sched.Perms, sched.ErrMissing, sched.Command)
+	}
+	got, err = execute(t, sched, "ticketkeys/keys/web?format=haproxy", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for _, k := range data["keys"].([]any) {
+		m := k.(map[string]any)
+		fmt.Fprintf(&want, "%s %s %s %s\n", m["ticket_key"], m["not_before"], m["encrypt_until"], m["not_after"])
+	}
+	if string(got) != want.String() {
+		t.Fatalf("schedule file rendered %d bytes, not the %d bytes of the keys and their times", len(got), want.Len())
+	}
+	data["ttl"] = 3
+	if again, _ := execute(t, sched, "ticketkeys/keys/web?format=haproxy", data); string(again) != string(got) {
+		t.Fatal("the schedule file changed with the ttl alone")
 	}
 	// Default command: the push command with the same file.
 	s, _ = Render(HAProxy, Params{})

@@ -12,6 +12,14 @@
 // Usage:
 //
 //	ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -file /etc/haproxy/tls-ticket-keys [-ref REF]
+//	ticketkeys-haproxy-push -socket ... -file ... -at-schedule /etc/haproxy/ticketkeys/web.schedule
+//
+// With -at-schedule FILE (the schedule file Agent renders: every key of the window with its not_before,
+// encrypt_until and not_after), the command first computes the ring the current instant requires from the
+// times (the engine's rule), rewrites -file when it differs, then pushes: run it from a systemd timer every
+// second and keys switch and an expired key leaves HAProxy within about a second of its instant, whether
+// or not Agent or Vault is reachable. When no published key may encrypt any more (Agent away longer than
+// publish_ahead), a node-local random key encrypts instead of a key past its encrypt_until.
 //
 // The socket needs `stats socket PATH level admin`. REF defaults to the file path and must be spelled as in
 // the `tls-ticket-keys` argument of the `bind` lines. Output and errors name key ids (hex of the 16-byte key
@@ -34,6 +42,7 @@ func main() {
 	ref := flag.String("ref", "", "HAProxy key reference (the tls-ticket-keys file name as written in the bind line); default: -file")
 	timeout := flag.Duration("timeout", 10*time.Second, "bound on each admin-socket exchange")
 	attempts := flag.Int("attempts", 3, "tries in all before giving up (Agent runs the command only when the file changes)")
+	atSchedule := flag.String("at-schedule", "", "schedule file with times rendered by Vault Agent: compute the ring the current instant requires, rewrite -file, then push")
 	flag.Parse()
 	if *socket == "" || *file == "" {
 		fmt.Fprintln(os.Stderr, "ticketkeys-haproxy-push: -socket and -file are required")
@@ -43,7 +52,22 @@ func main() {
 	if *ref == "" {
 		*ref = *file
 	}
-	rep, err := PushWithRetry(Options{Socket: *socket, File: *file, Ref: *ref, Timeout: *timeout, Attempts: *attempts})
+	opts := Options{Socket: *socket, File: *file, Ref: *ref, Timeout: *timeout, Attempts: *attempts}
+	if *atSchedule != "" {
+		srep, err := RunSchedule(opts, *atSchedule, time.Now())
+		fmt.Println("ticketkeys-haproxy-push: " + srep.String())
+		if errors.Is(err, ErrNotRunning) {
+			fmt.Printf("ticketkeys-haproxy-push: ref %s: %v; HAProxy will load the file when it starts\n", *ref, err)
+			return
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "ticketkeys-haproxy-push: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println("ticketkeys-haproxy-push: " + srep.Push.String())
+		return
+	}
+	rep, err := PushWithRetry(opts)
 	if errors.Is(err, ErrNotRunning) {
 		// HAProxy loads the file when it starts: nothing to do, and not an error for Vault Agent.
 		fmt.Printf("ticketkeys-haproxy-push: ref %s: %v; HAProxy will load the file when it starts\n", *ref, err)

@@ -343,6 +343,31 @@ type Status struct {
 	LastError   string  `json:"last_error"`
 	Blocks      []Block `json:"blocks"`
 	Skipped     []Skip  `json:"skipped"`
+	// Follows is "schedule" (a window file with times: the worker switches keys at their instants by
+	// itself) or "file order" (a file without times); FollowsHow says it in words.
+	Follows    string `json:"follows"`
+	FollowsHow string `json:"follows_how"`
+	// Exhausted is true while no published key may encrypt (a worker-local key encrypts).
+	Exhausted bool `json:"exhausted"`
+	// CurrentBy says why the encrypting key encrypts: "schedule", "clock behind", or the local key.
+	CurrentBy string `json:"current_by"`
+	// NextChangeAt is the next instant of the schedule (RFC 3339), SwitchedAt when (Unix seconds) the
+	// encrypting key last changed, EvaluatedAt when the schedule was last applied.
+	NextChangeAt string  `json:"next_change_at"`
+	SwitchedAt   float64 `json:"switched_at"`
+	EvaluatedAt  float64 `json:"evaluated_at"`
+	// Window lists the installed keys, element 0 encrypting, with their schedule states (current,
+	// next, previous, local; decrypt-only for a file without times) and times.
+	Window []WindowKey `json:"window"`
+}
+
+// WindowKey is one installed key as the status handler reports it (ids and times, never material).
+type WindowKey struct {
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	NotBefore    string `json:"not_before"`
+	EncryptUntil string `json:"encrypt_until"`
+	NotAfter     string `json:"not_after"`
 }
 
 // Skip is a TLS server block the module leaves alone, as the status handler reports it.
@@ -499,4 +524,104 @@ func CrossResumes(t testing.TB, cert *testcert.Cert, version uint16, first, seco
 		t.Fatalf("luatest: %v", err)
 	}
 	return r
+}
+
+// TimedKey is one key of a window file with times (the current window.ctmpl): the key and its
+// not_before, encrypt_until and not_after.
+type TimedKey struct {
+	Key                               []byte
+	NotBefore, EncryptUntil, NotAfter time.Time
+}
+
+// TimedWindowBytes renders keys as a window file with times: per line the standard base64 key, then
+// not_before, encrypt_until and not_after in RFC 3339 (UTC, whole seconds, as the engine writes them),
+// separated by single spaces.
+func TimedWindowBytes(keys []TimedKey) []byte {
+	var b bytes.Buffer
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s %s %s %s\n", base64.StdEncoding.EncodeToString(k.Key),
+			k.NotBefore.UTC().Format(time.RFC3339), k.EncryptUntil.UTC().Format(time.RFC3339),
+			k.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return b.Bytes()
+}
+
+// WriteTimedWindow writes keys as a window file with times at path, atomically.
+func WriteTimedWindow(t testing.TB, path string, keys []TimedKey) {
+	t.Helper()
+	WriteFileAtomic(t, path, TimedWindowBytes(keys))
+}
+
+// ticketCapture is a ClientSessionCache that keeps the last session it was given and offers none.
+type ticketCapture struct{ state *tls.ClientSessionState }
+
+func (c *ticketCapture) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (c *ticketCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
+
+// TicketKeyName makes one full handshake (no session offered) to addr in TLS version and returns the
+// id (hex) of the key that encrypted the ticket the server issued: nginx (OpenSSL's ticket callback)
+// puts the 16-byte key name in clear at the start of every ticket.
+func TicketKeyName(cert *testcert.Cert, version uint16, addr string, stream bool) (string, error) {
+	cfg := cert.ClientConfig()
+	cfg.MinVersion, cfg.MaxVersion = version, version
+	capture := &ticketCapture{}
+	cfg.ClientSessionCache = capture
+	if _, err := Handshake(cfg, addr, stream); err != nil {
+		return "", err
+	}
+	if capture.state == nil {
+		return "", fmt.Errorf("%s issued no session ticket", addr)
+	}
+	ticket, _, err := capture.state.ResumptionState()
+	if err != nil {
+		return "", fmt.Errorf("%s: ticket: %w", addr, err)
+	}
+	if len(ticket) < 16 {
+		return "", fmt.Errorf("%s: ticket of %d bytes, shorter than a key name", addr, len(ticket))
+	}
+	return hex.EncodeToString(ticket[:16]), nil
+}
+
+// Probe is one fresh TLS handshake to a server answering its worker's PID ("$pid\n"): when it started
+// and ended, the worker that answered and the id of the key that encrypted the ticket it issued.
+type Probe struct {
+	Start, End time.Time
+	PID        string
+	Key        string
+}
+
+// ProbeWorker makes a fresh handshake (no session offered) in TLS version to addr, GETs path (a location
+// answering "$pid\n"), and returns the answering worker's PID and the ticket's key name.
+func ProbeWorker(cert *testcert.Cert, version uint16, addr, path string) (Probe, error) {
+	p := Probe{Start: time.Now()}
+	cfg := cert.ClientConfig()
+	cfg.MinVersion, cfg.MaxVersion = version, version
+	capture := &ticketCapture{}
+	cfg.ClientSessionCache = capture
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return p, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path); err != nil {
+		return p, fmt.Errorf("write %s: %w", addr, err)
+	}
+	body, err := io.ReadAll(c)
+	if err != nil {
+		return p, fmt.Errorf("read %s: %w", addr, err)
+	}
+	p.End = time.Now()
+	_, text, _ := strings.Cut(string(body), "\r\n\r\n")
+	p.PID = strings.TrimSpace(text)
+	if capture.state == nil {
+		return p, fmt.Errorf("%s issued no session ticket", addr)
+	}
+	ticket, _, err := capture.state.ResumptionState()
+	if err != nil || len(ticket) < 16 {
+		return p, fmt.Errorf("%s: ticket of %d bytes: %v", addr, len(ticket), err)
+	}
+	p.Key = hex.EncodeToString(ticket[:16])
+	return p, nil
 }

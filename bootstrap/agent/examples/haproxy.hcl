@@ -40,3 +40,17 @@ EOT
     timeout = "30s"
   }
 }
+
+# The schedule for `ticketkeys-haproxy-push -at-schedule` (run by a systemd timer, docs/haproxy.md): every
+# key of the window with its not_before, encrypt_until and not_after, so the ring follows the published
+# instants (an expired key leaves HAProxy at its not_after) whether or not Agent or Vault is reachable.
+# Keys and times only, never ttl: Agent rewrites it exactly when the window changes.
+template {
+  destination          = "/etc/haproxy/ticketkeys/web.schedule"
+  perms                = "0600"
+  error_on_missing_key = true
+  contents             = <<EOT
+{{- with secret "ticketkeys/keys/web?format=haproxy" }}{{ range .Data.keys }}{{ .ticket_key }} {{ .not_before }} {{ .encrypt_until }} {{ .not_after }}
+{{ end }}{{ end -}}
+EOT
+}

@@ -55,11 +55,13 @@ local pcall = pcall
 
 local _M = { _VERSION = "0.1.0" }
 
--- MAX_KEYS bounds a window: the engine never publishes more than a few keys, and a larger file is more
--- likely a wrong file than a window.
-local MAX_KEYS = 16
--- MAX_FILE_BYTES bounds the read: 16 keys of 80 bytes are 16 * 109 bytes of base64 lines.
-local MAX_FILE_BYTES = 64 * 1024
+-- MAX_KEYS bounds a window: the engine never serves more than 256 keys (its key cap; rotation_period=1h
+-- retain=24h alone makes 26), so every window it can serve installs, and a longer file is not a window.
+local MAX_KEYS = 256
+-- MAX_FILE_BYTES bounds the read: 256 timed lines of 80-byte keys are 256 * 170 bytes (108 base64
+-- characters, three times of 20 characters, three spaces, the newline); twice that leaves room for
+-- fractions of seconds and numeric time zones.
+local MAX_FILE_BYTES = 128 * 1024
 -- MAX_CAPACITY bounds nalloc as read from memory: placeholders are a handful of directives, so a huge
 -- value means the array is not what the layout says it is.
 local MAX_CAPACITY = 4096
@@ -129,6 +131,7 @@ extern int tk_ngx_ssl_ticket_keys_index __asm__("ngx_ssl_ticket_keys_index");
 
 void *tk_SSL_CTX_get_ex_data(const void *ctx, int idx) __asm__("SSL_CTX_get_ex_data");
 void *tk_malloc(size_t size) __asm__("malloc");
+int tk_RAND_bytes(unsigned char *buf, int num) __asm__("RAND_bytes");
 void tk_free(void *ptr) __asm__("free");
 ]]
 
@@ -266,8 +269,78 @@ local function hex(s, i, j)
     return concat(out)
 end
 
--- parse_window checks a window file's content and returns {size = 48|80, keys = {raw...}, ids = {hex...}}
--- or nil and an error naming the line and the rule. Errors never include key material.
+-- MAX_KEY_LIFETIME is the engine's ceiling on not_after - not_before (168 h, RFC 8446 section 4.6.1): a
+-- longer key is not one the engine made.
+local MAX_KEY_LIFETIME = 168 * 3600
+
+-- days_from_civil returns the days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+-- algorithm), so times parse without os.time, which works in local time.
+local function days_from_civil(y, m, d)
+    if m <= 2 then
+        y = y - 1
+    end
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local mp = (m + 9) % 12
+    local doy = math.floor((153 * mp + 2) / 5) + d - 1
+    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+    return era * 146097 + doe - 719468
+end
+
+local DAYS_IN_MONTH = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+-- parse_time reads an RFC 3339 time as the engine writes it ("2026-11-29T21:00:00Z"; a fraction of a
+-- second and a numeric offset are accepted too) and returns Unix seconds, or nil and why.
+local function parse_time(s)
+    local y, mo, d, h, mi, sec, frac, zone = s:match(
+        "^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+    if not y then
+        return nil, "is not an RFC 3339 time like 2026-11-29T21:00:00Z"
+    end
+    y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+    if y < 2000 or y > 9999 then
+        return nil, "has a year outside 2000..9999"
+    end
+    local dim = DAYS_IN_MONTH[mo]
+    if mo == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then
+        dim = 29
+    end
+    if not dim or d < 1 or d > dim or h > 23 or mi > 59 or sec > 59 then
+        return nil, "is not a valid date and time"
+    end
+    if frac == "." then
+        return nil, "has an empty fraction of a second"
+    end
+    local offset = 0
+    if zone ~= "Z" and zone ~= "z" then
+        local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
+        if not sign or tonumber(oh) > 23 or tonumber(om) > 59 then
+            return nil, "has no time zone (want Z or +hh:mm)"
+        end
+        offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
+    end
+    local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+    if #frac > 1 then
+        t = t + tonumber("0" .. frac)
+    end
+    return t
+end
+_M._parse_time = parse_time
+
+-- TIME_FIELDS are the fields of a timed window line after the key, in order.
+local TIME_FIELDS = { "not_before", "encrypt_until", "not_after" }
+
+-- parse_window checks a window file's content and returns
+--   {size = 48|80, keys = {raw...}, ids = {hex...}, timed = bool,
+--    not_before = {t...}, encrypt_until = {t...}, not_after = {t...}}   (the times only when timed)
+-- or nil and an error naming the line, the field and the rule. Errors never include key material.
+--
+-- Two line forms exist, never mixed in one file:
+--   "<base64 key>"                                                 (old template: the file's order decides)
+--   "<base64 key> <not_before> <encrypt_until> <not_after>"        (the times decide, see schedule_at)
+-- A timed key needs not_before < not_after <= not_before + 168h and not_before <= encrypt_until (a
+-- zero-length key, encrypt_until == not_before, never encrypts); two keys may share a not_before only
+-- when at most one of them ever encrypts.
 local function parse_window(content, path)
     path = path or "window file"
     if type(content) ~= "string" or #content == 0 then
@@ -282,7 +355,8 @@ local function parse_window(content, path)
             .. "with \\n)", path)
     end
     local keys, ids, names = {}, {}, {}
-    local size
+    local nb, eu, na = {}, {}, {}
+    local size, timed
     local lineno = 0
     for line in content:gmatch("([^\n]*)\n") do
         lineno = lineno + 1
@@ -290,12 +364,33 @@ local function parse_window(content, path)
         if line:find("^%s*$") then
             return nil, fmt("%s line %d is blank: every line must hold one base64 key", path, lineno)
         end
-        if not line:find("^[A-Za-z0-9+/]+=*$") then
-            return nil, fmt("%s line %d is not standard base64 (%d characters)", path, lineno, #line)
+        if lineno > MAX_KEYS then
+            return nil, fmt("%s has more than %d keys", path, MAX_KEYS)
         end
-        local raw = ngx.decode_base64(line)
+        local fields = {}
+        for f in line:gmatch("[^ ]+") do
+            fields[#fields + 1] = f
+        end
+        if #fields ~= 1 and #fields ~= 4 then
+            return nil, fmt("%s line %d has %d fields: want a base64 key alone, or a base64 key, its "
+                .. "not_before, encrypt_until and not_after separated by single spaces", path, lineno,
+                #fields)
+        end
+        local line_timed = #fields == 4
+        if timed == nil then
+            timed = line_timed
+        elseif timed ~= line_timed then
+            return nil, fmt("%s line %d %s times but line 1 %s: a window file is either all timed "
+                .. "lines or all plain key lines", path, lineno, line_timed and "has" or "has no",
+                timed and "has" or "has none")
+        end
+        local b64 = fields[1]
+        if not b64:find("^[A-Za-z0-9+/]+=*$") then
+            return nil, fmt("%s line %d is not standard base64 (%d characters)", path, lineno, #b64)
+        end
+        local raw = ngx.decode_base64(b64)
         if raw == nil then
-            return nil, fmt("%s line %d is not valid padded base64 (%d characters)", path, lineno, #line)
+            return nil, fmt("%s line %d is not valid padded base64 (%d characters)", path, lineno, #b64)
         end
         if #raw ~= 48 and #raw ~= 80 then
             return nil, fmt("%s line %d decodes to %d bytes: a key must be 48 or 80 bytes", path,
@@ -312,8 +407,29 @@ local function parse_window(content, path)
             return nil, fmt("%s line %d repeats the key name %s of line %d: key names must be "
                 .. "distinct", path, lineno, id, names[id])
         end
-        if lineno > MAX_KEYS then
-            return nil, fmt("%s has more than %d keys", path, MAX_KEYS)
+        if timed then
+            local t = {}
+            for i, field in ipairs(TIME_FIELDS) do
+                local v, terr = parse_time(fields[i + 1])
+                if not v then
+                    return nil, fmt("%s line %d (key %s) %s %q %s", path, lineno, id, field,
+                        fields[i + 1], terr)
+                end
+                t[i] = v
+            end
+            if t[3] <= t[1] then
+                return nil, fmt("%s line %d (key %s) not_after %s must be after not_before %s", path,
+                    lineno, id, fields[4], fields[2])
+            end
+            if t[3] - t[1] > MAX_KEY_LIFETIME then
+                return nil, fmt("%s line %d (key %s) not_after %s is more than 168h after not_before "
+                    .. "%s (the engine's max_key_lifetime ceiling)", path, lineno, id, fields[4], fields[2])
+            end
+            if t[2] < t[1] then
+                return nil, fmt("%s line %d (key %s) encrypt_until %s must not be before not_before %s",
+                    path, lineno, id, fields[3], fields[2])
+            end
+            nb[lineno], eu[lineno], na[lineno] = t[1], t[2], t[3]
         end
         names[id] = lineno
         keys[lineno] = raw
@@ -322,9 +438,110 @@ local function parse_window(content, path)
     if lineno == 0 then
         return nil, fmt("%s has no key line", path)
     end
-    return { size = size, keys = keys, ids = ids }
+    if timed then
+        -- Exactly one key encrypts at any instant: keys that encrypt for a while never share a start.
+        local starts = {}
+        for i = 1, lineno do
+            if eu[i] > nb[i] and na[i] > nb[i] then
+                local j = starts[nb[i]]
+                if j then
+                    return nil, fmt("%s line %d (key %s) not_before is the same as line %d's (key %s) "
+                        .. "and both encrypt for a while: at most one of the keys sharing a not_before "
+                        .. "may encrypt (the other must have encrypt_until == not_before)", path, i,
+                        ids[i], j, ids[j])
+                end
+                starts[nb[i]] = i
+            end
+        end
+    end
+    local w = { size = size, keys = keys, ids = ids, timed = timed or false }
+    if timed then
+        w.not_before, w.encrypt_until, w.not_after = nb, eu, na
+    end
+    return w
 end
 _M._parse_window = parse_window
+
+-- schedule_at applies the schedule of a timed window at instant now (Unix seconds), the rule the engine
+-- and the Go client use. It returns
+--   {order = {line...}, states = {[line] = "current"|"next"|"previous"}, current = line|nil,
+--    source = "schedule"|"clock behind"|nil, exhausted = bool, next_change = t|nil}
+-- where order lists the live keys (now < not_after) as the engine's window lists them: the encrypting
+-- key first, then the next keys by activation, then the previous keys newest first.
+--   The encrypting key is the latest-activated key with not_before <= now < min(encrypt_until,
+--   not_after). When none is and every key activates after now, this node's clock is behind Vault's:
+--   the file's first line (the engine's current key when Agent rendered it) encrypts, as in the Go
+--   client. Otherwise no published key may encrypt (exhausted): the caller adds a local key.
+--   next_change is the first instant after now at which the result changes (a not_before, an
+--   encrypt_until or a not_after), or nil.
+local function schedule_at(w, now)
+    local nb, eu, na = w.not_before, w.encrypt_until, w.not_after
+    local n = #w.keys
+    local cur
+    local earliest
+    local next_change
+    local function consider(t)
+        if t > now and (next_change == nil or t < next_change) then
+            next_change = t
+        end
+    end
+    for i = 1, n do
+        local stop = math.min(eu[i], na[i])
+        if now < na[i] then
+            consider(nb[i])
+            consider(stop)
+            consider(na[i])
+            if nb[i] <= now and now < stop and (cur == nil or nb[i] > nb[cur]) then
+                cur = i
+            end
+        end
+        if earliest == nil or nb[i] < earliest then
+            earliest = nb[i]
+        end
+    end
+    local source = cur and "schedule" or nil
+    if cur == nil and now < earliest and now < na[1] then
+        cur, source = 1, "clock behind"
+    end
+    local nexts, prevs = {}, {}
+    for i = 1, n do
+        if i ~= cur and now < na[i] then
+            if nb[i] > now then
+                nexts[#nexts + 1] = i
+            else
+                prevs[#prevs + 1] = i
+            end
+        end
+    end
+    table.sort(nexts, function(a, b)
+        if nb[a] ~= nb[b] then
+            return nb[a] < nb[b]
+        end
+        return a < b
+    end)
+    table.sort(prevs, function(a, b)
+        if nb[a] ~= nb[b] then
+            return nb[a] > nb[b]
+        end
+        return a < b
+    end)
+    local order, states = {}, {}
+    if cur then
+        order[1] = cur
+        states[cur] = "current"
+    end
+    for _, i in ipairs(nexts) do
+        order[#order + 1] = i
+        states[i] = "next"
+    end
+    for _, i in ipairs(prevs) do
+        order[#order + 1] = i
+        states[i] = "previous"
+    end
+    return { order = order, states = states, current = cur, source = source, exhausted = cur == nil,
+        next_change = next_change }
+end
+_M._schedule_at = schedule_at
 
 -- ptr_at reads a pointer stored at base + offset.
 local function ptr_at(base, offset)
@@ -642,19 +859,28 @@ local function layout_row(v)
 end
 _M._layout_row = layout_row
 
--- state lives per worker: every worker has its own key arrays.
+-- state lives per worker: every worker has its own key arrays, schedule timer and local keys.
 local state = {
     file = nil,
     interval = DEFAULT_INTERVAL,
     layout = nil,
     layout_err = nil,
-    digest = nil,        -- md5 of the last applied content
-    bad_digest = nil,    -- md5 of the last rejected content (logged once)
+    window = nil,        -- the parsed window this worker follows (the last good file content)
+    window_at = nil,     -- ngx.now() when that content was read
+    digest = nil,        -- md5 of that content
+    bad_digest = nil,    -- md5 of the last rejected content (parsed once)
+    bad_error = nil,     -- why it was rejected
     last_error = nil,
     last_error_at = nil, -- ngx.now() when last_error was last logged
     error_repeat = DEFAULT_ERROR_REPEAT,
+    installed = nil,     -- the entries installed in every block (plan_at), element 1 encrypts
+    installed_sig = nil, -- md5 of their material, to install only a change
+    schedule = nil,      -- the last schedule_at result (timed windows)
+    evaluated_at = nil,  -- ngx.now() of the last schedule evaluation
+    switched_at = nil,   -- ngx.now() when the encrypting key last changed
+    timer_at = nil,      -- the instant the pending schedule timer fires for
+    locals = {},         -- worker-local keys (see local_keys)
     applied_at = nil,
-    applied_ids = nil,
     applies = 0,
     owned = {},          -- key array address -> malloc'd elements this worker installed
     notes_logged = false,
@@ -715,6 +941,21 @@ local function fill_key(kt, k, raw)
     end
 end
 
+-- _key_fields fills a key element of generation kind ("v1" or "v2") from a decoded window key exactly as
+-- the module fills nginx's arrays, and returns the hex of the name, hmac and aes fields nginx will use
+-- (16 bytes each for a 48-byte key, 32 for an 80-byte key): the tests hold it to the engine's layout
+-- vectors. Test material only.
+function _M._key_fields(kind, raw)
+    local kt = KEY_TYPES[kind]
+    local k = ffi.new(kt.ptr == KEY_TYPES.v1.ptr and "tk_ngx_key_v1_t" or "tk_ngx_key_v2_t")
+    fill_key(kt, k, raw)
+    local n = #raw == 80 and 32 or 16
+    local name = ffi.string(k.name, 16)
+    local hmac = ffi.string(k.hmac_key, n)
+    local aes = ffi.string(k.aes_key, n)
+    return hex(name, 1, 16), hex(hmac, 1, n), hex(aes, 1, n)
+end
+
 -- write_window installs the window into one key array: in place when it fits the capacity, else into a
 -- malloc'd array that replaces the old one (which is zeroed, and freed if this worker allocated it).
 local function write_window(kt, arr, window)
@@ -757,14 +998,29 @@ local function log_error(msg)
     ngx.log(ngx.ERR, LOG_PREFIX, msg)
 end
 
+-- iso renders Unix seconds as the engine writes times (UTC, RFC 3339).
+local function iso(t)
+    if t == nil then
+        return nil
+    end
+    return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
 -- serving says which keys this worker serves, for failure logs: ids only, never material.
 local function serving()
-    if not state.applied_ids then
+    if not state.installed then
         return "this worker serves nginx's placeholder keys (no window installed yet): its tickets do "
             .. "not resume on other nodes"
     end
-    return fmt("this worker serves the window installed %ds ago (current id %s, %d keys)",
-        math.floor(ngx.now() - state.applied_at), state.applied_ids[1], #state.applied_ids)
+    local cur = state.installed[1]
+    local how = "in the file's order (a window file without times)"
+    if state.window and state.window.timed then
+        how = fmt("on the schedule of the window read %ds ago, by itself",
+            math.floor(ngx.now() - state.window_at))
+    end
+    return fmt("this worker serves the window installed %ds ago (current id %s%s, %d keys), %s",
+        math.floor(ngx.now() - state.applied_at), cur.id, cur.state == "local" and ", worker-local" or "",
+        #state.installed, how)
 end
 
 -- log_failure logs a refresh failure at error level when it is new, and again every error_repeat
@@ -779,12 +1035,131 @@ local function log_failure(msg)
     ngx.log(ngx.ERR, LOG_PREFIX, msg, "; ", serving())
 end
 
--- apply_content validates content and installs it into every TLS server block of this worker.
-local function apply_content(content)
-    local window, perr = parse_window(content, state.file)
-    if not window then
-        return nil, perr
+-- random_key returns size random bytes from OpenSSL's CSPRNG (the one nginx's own keys come from).
+local function random_key(size)
+    local buf = ffi.new("uint8_t[?]", size)
+    if C.tk_RAND_bytes(buf, size) ~= 1 then
+        return nil, "RAND_bytes failed"
     end
+    local s = ffi.string(buf, size)
+    ffi.fill(buf, size)
+    return s
+end
+
+-- local_keys keeps this worker's local keys in step with the schedule at now: while no published key
+-- may encrypt (exhausted), one local random key encrypts (made once per outage, replaced after 168h), as
+-- the Go client's node-local key does, rather than a key past its encrypt_until; when a published key
+-- encrypts again, the local key stops encrypting and still decrypts for the keyring's retain (the
+-- encrypting key's not_after - encrypt_until), then leaves. It returns the live local keys, newest first.
+local function local_keys(w, sched, now)
+    local enc
+    for _, lk in ipairs(state.locals) do
+        if lk.encrypting then
+            enc = lk
+        end
+    end
+    if sched.exhausted then
+        if enc and now - enc.created >= MAX_KEY_LIFETIME then
+            enc.encrypting, enc.not_after = false, now
+            enc = nil
+        end
+        if not enc then
+            local raw, err = random_key(w.size)
+            if not raw then
+                return nil, err
+            end
+            enc = { raw = raw, id = hex(raw, 1, 16), created = now, encrypting = true }
+            state.locals[#state.locals + 1] = enc
+        end
+    elseif enc then
+        local c = sched.current
+        enc.encrypting = false
+        enc.not_after = now + math.max(0, w.not_after[c] - math.min(w.encrypt_until[c], w.not_after[c]))
+    end
+    local live = {}
+    for _, lk in ipairs(state.locals) do
+        if lk.encrypting or now < lk.not_after then
+            live[#live + 1] = lk
+        end
+    end
+    state.locals = live
+    local out = {}
+    for i = #live, 1, -1 do
+        out[#out + 1] = live[i]
+    end
+    return out
+end
+
+-- plan_at returns the keys this worker must serve at now, in nginx's order (element 0 encrypts), as
+-- {raw, id, state, not_before, encrypt_until, not_after} entries, and the next instant the plan changes.
+-- A window without times is served in the file's order; a timed one on its schedule (schedule_at).
+local function plan_at(w, now)
+    local entries = {}
+    if not w.timed then
+        for i, raw in ipairs(w.keys) do
+            entries[i] = { raw = raw, id = w.ids[i], state = i == 1 and "current" or "decrypt-only" }
+        end
+        return entries, nil, { source = "file order", exhausted = false }
+    end
+    local sched = schedule_at(w, now)
+    local locals, err = local_keys(w, sched, now)
+    if not locals then
+        return nil, err
+    end
+    local function published(i)
+        return { raw = w.keys[i], id = w.ids[i], state = sched.states[i], not_before = w.not_before[i],
+            encrypt_until = math.min(w.encrypt_until[i], w.not_after[i]), not_after = w.not_after[i] }
+    end
+    local next_change = sched.next_change
+    for _, lk in ipairs(locals) do
+        local e = { raw = lk.raw, id = lk.id, state = "local", not_before = lk.created,
+            not_after = lk.not_after }
+        if lk.encrypting then
+            table.insert(entries, 1, e)
+        end
+        if lk.not_after and (next_change == nil or lk.not_after < next_change) then
+            next_change = lk.not_after
+        end
+    end
+    for _, i in ipairs(sched.order) do
+        entries[#entries + 1] = published(i)
+    end
+    for _, lk in ipairs(locals) do
+        if not lk.encrypting then
+            entries[#entries + 1] = { raw = lk.raw, id = lk.id, state = "local", not_before = lk.created,
+                not_after = lk.not_after }
+        end
+    end
+    sched.next_change = next_change
+    return entries, nil, sched
+end
+
+-- events describes what the schedule did in (from, to]: activations, ends of encryption, not_afters.
+local function events(w, from, to)
+    if not w.timed or from == nil then
+        return nil
+    end
+    local out = {}
+    for i = 1, #w.keys do
+        local stop = math.min(w.encrypt_until[i], w.not_after[i])
+        for _, e in ipairs({ { w.not_before[i], "activated" }, { stop, "stopped encrypting" },
+            { w.not_after[i], "reached its not_after (dropped)" } }) do
+            if e[1] > from and e[1] <= to and not (e[2] == "stopped encrypting" and stop == w.not_before[i]) then
+                out[#out + 1] = { at = e[1], text = fmt("key %s %s at %s (%d ms ago)", w.ids[i], e[2],
+                    iso(e[1]), math.floor((to - e[1]) * 1000 + 0.5)) }
+            end
+        end
+    end
+    table.sort(out, function(a, b) return a.at < b.at end)
+    local texts = {}
+    for i, e in ipairs(out) do
+        texts[i] = e.text
+    end
+    return #texts > 0 and concat(texts, "; ") or nil
+end
+
+-- install writes the plan's keys into every TLS server block of this worker.
+local function install(entries)
     local found, derr = discover()
     if not found then
         return nil, derr
@@ -799,59 +1174,170 @@ local function apply_content(content)
         return nil, "no TLS server block with ssl_session_ticket_key placeholders in this worker: "
             .. "add the placeholder directives (see docs/nginx-lua.md)"
     end
+    local raws = {}
+    for i, e in ipairs(entries) do
+        raws[i] = e.raw
+    end
     local counts = { http = 0, stream = 0 }
     for _, t in ipairs(found.targets) do
-        local ok, werr = write_window(found.kt, t.keys, window)
+        local ok, werr = write_window(found.kt, t.keys, { keys = raws })
         if not ok then
             return nil, fmt("%s server %d: %s", t.kind, t.index, werr)
         end
         counts[t.kind] = counts[t.kind] + 1
     end
-    return { window = window, counts = counts, layout = found.layout }
+    return { counts = counts, layout = found.layout }
 end
 
--- refresh reads the window file and installs it when its content changed since the last install.
--- It returns true when the installed keys are the file's, false and the reason otherwise.
-local function refresh()
+local arm
+
+-- sync installs the keys the followed window requires at this instant, when they differ from the
+-- installed ones, and arms a timer for the next instant of its schedule. why says what brought the
+-- change ("the window file changed", or nil for the schedule). It returns true, or false and the reason.
+local function sync(why)
+    local w = state.window
+    if not w then
+        return true
+    end
+    ngx.update_time()
+    local now = ngx.now()
+    local entries, perr, sched = plan_at(w, now)
+    if not entries then
+        return false, "cannot make a worker-local key for the exhausted schedule: " .. perr
+    end
+    state.schedule = sched
+    local parts = {}
+    for i, e in ipairs(entries) do
+        parts[i] = e.raw
+    end
+    local sig = ngx.md5_bin(concat(parts))
+    local from = state.evaluated_at
+    state.evaluated_at = now
+    if sig ~= state.installed_sig then
+        local res, ierr = install(entries)
+        if not res then
+            state.evaluated_at = from -- report these events with the install that succeeds
+            return false, ierr
+        end
+        local was = state.installed and state.installed[1].id
+        state.installed_sig = sig
+        state.installed = entries
+        state.applied_at = now
+        state.applies = state.applies + 1
+        if was ~= entries[1].id then
+            state.switched_at = now
+        end
+        local reason = why or events(w, from, now) or "on the schedule"
+        if sched.exhausted then
+            reason = reason .. "; no published key may encrypt (the schedule is exhausted: the window "
+                .. "file brought no successor): a worker-local random key encrypts, tickets resume on "
+                .. "this worker only until a window with a current key arrives"
+        elseif sched.source == "clock behind" then
+            reason = reason .. "; every key activates after this node's clock: the file's first key "
+                .. "encrypts (is this clock behind Vault's?)"
+        end
+        local log = ngx.NOTICE
+        if sched.exhausted and not (state.was_exhausted) then
+            log = ngx.ERR
+        end
+        state.was_exhausted = sched.exhausted
+        ngx.log(log, LOG_PREFIX, fmt("installed a window of %d keys of %d bytes (current id %s%s) into "
+            .. "%d http and %d stream TLS server blocks (layout %s, worker pid %d); why: %s", #entries,
+            w.size, entries[1].id, entries[1].state == "local" and ", worker-local" or "", res.counts.http,
+            res.counts.stream, res.layout.name, ngx.worker.pid(), reason))
+    end
+    arm(sched.next_change)
+    return true
+end
+
+local function on_instant(premature, at)
+    if premature or ngx.worker.exiting() then
+        return
+    end
+    if state.timer_at == at then
+        state.timer_at = nil
+    end
+    local ok, res, err = pcall(sync)
+    if not ok then
+        log_failure("schedule timer failed: " .. tostring(res))
+    elseif not res then
+        log_failure(err .. "; keeping the installed keys")
+    end
+end
+
+-- arm schedules one timer (ngx.timer.at) for the next instant of the schedule, unless one already
+-- fires at or before it. A timer that fires early (nginx's cached clock) re-arms for the rest; the
+-- periodic tick re-checks the schedule anyway, so a wall-clock jump is caught within one interval.
+arm = function(at)
+    if at == nil then
+        return
+    end
+    local now = ngx.now()
+    if state.timer_at and state.timer_at <= at and state.timer_at > now then
+        return
+    end
+    local ok, err = ngx.timer.at(math.max(at - now, 0.001), on_instant, at)
+    if not ok then
+        log_failure("cannot arm the schedule timer for " .. iso(at) .. ": " .. tostring(err)
+            .. "; the periodic check follows the schedule instead")
+        return
+    end
+    state.timer_at = at
+end
+
+-- read_file reads the window file and, when its content changed and is valid, makes it the window this
+-- worker follows. It returns true when the followed window is the file's, false and the reason when the
+-- file is unreadable or bad (the worker then follows the last good window: keeps installing what its
+-- schedule requires).
+local function read_file()
     local path = state.file
     local f, oerr = io.open(path, "rb")
     if not f then
-        local msg = fmt("cannot read window file: %s; keeping the installed keys", oerr)
-        log_failure(msg)
-        return false, msg
+        return false, fmt("cannot read window file: %s; keeping the installed keys", oerr)
     end
     local content = f:read(MAX_FILE_BYTES + 1)
     f:close()
     content = content or ""
     local digest = ngx.md5_bin(content)
     if digest == state.digest then
-        -- The installed window is the file's (again, after a bad or missing file was replaced).
         state.bad_digest = nil
-        state.last_error = nil
-        state.last_error_at = nil
         return true
     end
     if digest == state.bad_digest then
-        log_failure(state.last_error)
-        return false, state.last_error
+        return false, state.bad_error
     end
-    local res, err = apply_content(content)
-    if not res then
+    local window, perr = parse_window(content, state.file)
+    if not window then
         state.bad_digest = digest
-        log_failure(err .. "; keeping the installed keys")
-        return false, state.last_error
+        state.bad_error = perr .. "; keeping the installed keys"
+        return false, state.bad_error
     end
+    if not window.timed and not state.legacy_noted then
+        state.legacy_noted = true
+        ngx.log(ngx.WARN, LOG_PREFIX, fmt("%s has no times (an old window.ctmpl): the file's order "
+            .. "decides which key encrypts, so keys switch only when Agent rewrites the file; install "
+            .. "the current window.ctmpl to switch at the published instants without Agent", path))
+    end
+    state.window = window
+    state.window_at = ngx.now()
     state.digest = digest
     state.bad_digest = nil
+    return true, nil, true
+end
+
+-- refresh reads the window file, then installs what the followed window's schedule requires now. It
+-- returns true when the installed keys are the file's window at this instant, false and the reason
+-- otherwise (logged at error level, again every error_repeat seconds while it lasts).
+local function refresh()
+    local fok, ferr, changed = read_file()
+    local sok, serr = sync(changed and "the window file changed" or nil)
+    local err = not sok and (serr .. "; keeping the installed keys") or ferr
+    if not fok or not sok then
+        log_failure(err)
+        return false, err
+    end
     state.last_error = nil
     state.last_error_at = nil
-    state.applied_at = ngx.now()
-    state.applied_ids = res.window.ids
-    state.applies = state.applies + 1
-    ngx.log(ngx.NOTICE, LOG_PREFIX, fmt("installed a window of %d keys of %d bytes (current id %s) into "
-        .. "%d http and %d stream TLS server blocks (layout %s, worker pid %d)", #res.window.keys,
-        res.window.size, res.window.ids[1], res.counts.http, res.counts.stream, res.layout.name,
-        ngx.worker.pid()))
     return true
 end
 _M.refresh = refresh
@@ -979,6 +1465,32 @@ function _M.snapshot()
         blocks = setmetatable({}, _M.array_mt),
         skipped = setmetatable({}, _M.array_mt),
     }
+    local w = state.window
+    if w then
+        s.window_read_at = state.window_at
+        if w.timed then
+            local sc = state.schedule or {}
+            s.follows = "schedule"
+            s.follows_how = "this worker switches the encrypting key at each key's not_before and drops a key "
+                .. "at its not_after by itself (nginx timers), whether or not Agent or Vault is reachable; "
+                .. "the window file only brings new keys"
+            s.exhausted = sc.exhausted or false
+            s.current_by = sc.exhausted and "worker-local key (schedule exhausted)" or sc.source
+            s.next_change_at = iso(sc.next_change)
+            s.switched_at = state.switched_at
+            s.evaluated_at = state.evaluated_at
+        else
+            s.follows = "file order"
+            s.follows_how = "the window file has no times (an old window.ctmpl): its first key encrypts "
+                .. "until Agent rewrites the file; install the current window.ctmpl to follow the schedule"
+        end
+        local keys = setmetatable({}, _M.array_mt)
+        for _, e in ipairs(state.installed or {}) do
+            keys[#keys + 1] = { id = e.id, state = e.state, not_before = iso(e.not_before),
+                encrypt_until = iso(e.encrypt_until), not_after = iso(e.not_after) }
+        end
+        s.window = keys
+    end
     local found, err = discover()
     if not found then
         s.layout_error = err
