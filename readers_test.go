@@ -283,7 +283,7 @@ func TestEngineServesTheVectorsReads(t *testing.T) {
 				for _, f := range []struct {
 					dst *time.Time
 					s   string
-				}{{&k.NotBefore, wk.NotBefore}, {&k.EncryptUntil, wk.EncryptUntil}, {&k.NotAfter, wk.NotAfter}} {
+				}{{&k.PublishAt, wk.PublishAt}, {&k.NotBefore, wk.NotBefore}, {&k.EncryptUntil, wk.EncryptUntil}, {&k.NotAfter, wk.NotAfter}} {
 					if *f.dst, err = time.Parse(time.RFC3339, f.s); err != nil {
 						t.Fatal(err)
 					}

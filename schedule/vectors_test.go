@@ -220,8 +220,9 @@ func (spec vectorSpec) render(t *testing.T, format string) Wire {
 		}
 		enc[s.i] = base64.StdEncoding.EncodeToString(m)
 		wk := WireKey{ID: hex.EncodeToString(name), State: s.state, NotBefore: rfc(k.nb), NotAfter: rfc(k.na), TicketKey: enc[s.i]}
-		if !spec.noEncryptUntil {
+		if !spec.noEncryptUntil { // engines since v0.2.0 publish encrypt_until and publish_at
 			wk.EncryptUntil = rfc(k.until)
+			wk.PublishAt = rfc(k.publish)
 		}
 		w.Keys = append(w.Keys, wk)
 	}

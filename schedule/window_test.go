@@ -62,7 +62,7 @@ func TestDecodeRefusals(t *testing.T) {
 		{name: "state", edit: func(w *Wire) { w.Keys[1].State = "pending" }, want: `keys[1].state: must be current, next or previous, got "pending"`},
 		{name: "two current", edit: func(w *Wire) { w.Keys[2].State = StateCurrent }, want: `keys[2].state: exactly one key must be "current", keys[0] is too`},
 		{name: "no current", edit: func(w *Wire) { w.Keys[0].State = StatePrevious }, want: `keys: exactly one key must be "current", got none`},
-		{name: "next before current", edit: func(w *Wire) { w.Keys[1].NotBefore = at(0) }, want: `keys[1].not_before: a "next" key must activate after the current key`},
+		{name: "next before current", edit: func(w *Wire) { w.Keys[1].NotBefore = at(0); w.Keys[1].PublishAt = "" }, want: `keys[1].not_before: a "next" key must activate after the current key`},
 		{name: "previous after current", edit: func(w *Wire) {
 			w.Keys[2].NotBefore, w.Keys[2].EncryptUntil = at(90*time.Minute), at(90*time.Minute)
 		}, want: `keys[2].not_before: a "previous" key must not activate after the current key`},
