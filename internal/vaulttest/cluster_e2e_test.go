@@ -23,9 +23,12 @@ import (
 // sha256 and version and mounted, answering through every node (standbys
 // forward); the audit device; a SIGKILLed active node replaced by a standby
 // and rejoining; a sealed standby refusing reads while the others serve; and
-// Stop leaving no process behind.
-func TestCluster(t *testing.T) {
-	c := StartCluster(t)
+// Stop leaving no process behind. It runs on every server (ForEachServer): a
+// Vault cluster and an OpenBao cluster.
+func TestCluster(t *testing.T) { ForEachServer(t, testCluster) }
+
+func testCluster(t *testing.T, kind Kind) {
+	c := StartCluster(t, WithClusterServer(kind))
 
 	// TLS: the CA verifies every node; a client that does not trust it fails.
 	for _, n := range c.Nodes {

@@ -40,6 +40,15 @@ func (k Kind) CLI() string {
 	return "vault"
 }
 
+// Version is the pinned release of the server, as sys/health reports it
+// ("1.21.0", "2.6.2").
+func (k Kind) Version() string {
+	if k == OpenBao {
+		return OpenBaoVersion
+	}
+	return strings.TrimPrefix(VaultVersion, "v")
+}
+
 // String is the kind's name, used as the subtest name of ForEachServer.
 func (k Kind) String() string { return string(k) }
 
