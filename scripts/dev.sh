@@ -61,7 +61,8 @@ if [[ $server == openbao ]]; then
 	# The audit device, declared before the start (audit.sh appends it to
 	# the configuration file that `bao server -dev` merges with its own).
 	echo "# dev.sh: added to bao server -dev's own configuration" >"$work/openbao.hcl"
-	TICKETKEYS_SERVER=openbao SERVER_CONFIG="$work/openbao.hcl" "$root/bootstrap/audit.sh" "$work/audit.log"
+	TICKETKEYS_SERVER=openbao SERVER_CONFIG="$work/openbao.hcl" "$root/bootstrap/audit.sh" "$work/audit.log" >/dev/null
+	echo "declared a file audit device at file/ writing $work/audit.log in $work/openbao.hcl (applied at start)"
 	dev_config=(-config="$work/openbao.hcl")
 fi
 "$vault_bin" server -dev -dev-root-token-id=root -dev-listen-address="$listen" \
