@@ -8,6 +8,7 @@ SHELL       := /bin/bash
 GO          ?= go
 PLUGIN      := vault-plugin-secrets-ticketkeys
 BIN_DIR     ?= bin
+SERVER      ?= vault
 
 # End-to-end tests run real Vault servers and Agents and wait for real
 # rotations; E2E_FLAGS is added to their `go test` (for example -race, or
@@ -25,7 +26,7 @@ E2E_PKGS    ?= ./e2e/... ./internal/vaulttest/...
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build deps test test-unit test-e2e vault dev clean fmt vet
+.PHONY: help build deps test test-unit test-e2e vault openbao dev clean fmt vet
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,17 +45,30 @@ deps: ## install the Debian packages the tests need (scripts/debian-packages.txt
 test-unit: deps ## unit tests with the race detector
 	@start=$$SECONDS; $(GO) test -race -count=1 ./...; echo "test-unit: $$((SECONDS-start))s"
 
-test-e2e: deps ## end-to-end tests (tag e2e) against the pinned Vault binary
+# The e2e tests that run on every server (vaulttest.ForEachServer) run on the
+# servers TICKETKEYS_SERVERS names (default vault,openbao); each is built once
+# into the cache (scripts/vault-build.sh, scripts/openbao-build.sh).
+TICKETKEYS_SERVERS ?= vault,openbao
+export TICKETKEYS_SERVERS
+
+test-e2e: deps ## end-to-end tests (tag e2e) against the pinned Vault and OpenBao binaries
 	@start=$$SECONDS; VAULT_BIN=$$(scripts/vault-build.sh); export VAULT_BIN; \
 	echo "test-e2e: VAULT_BIN=$$VAULT_BIN"; \
+	if [[ ,$$TICKETKEYS_SERVERS, == *,openbao,* ]]; then \
+		echo "test-e2e: building or finding OpenBao (scripts/openbao-build.sh)"; \
+		BAO_BIN=$$(scripts/openbao-build.sh); export BAO_BIN; echo "test-e2e: BAO_BIN=$$BAO_BIN"; \
+	fi; \
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) $(E2E_FLAGS) $(E2E_PKGS); \
 	echo "test-e2e: $$((SECONDS-start))s"
 
 vault: ## build (or find) the pinned Vault binary and print its path
 	@scripts/vault-build.sh
 
-dev: ## run a dev Vault on 127.0.0.1 with the plugin and a demo keyring
-	@scripts/dev.sh
+openbao: ## build (or find) the pinned OpenBao binary and print its path
+	@scripts/openbao-build.sh
+
+dev: ## run a dev Vault (SERVER=openbao: OpenBao) on 127.0.0.1 with the plugin and a demo keyring
+	@SERVER=$(SERVER) scripts/dev.sh
 
 clean: ## remove build output
 	rm -rf $(BIN_DIR)

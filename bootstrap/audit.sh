@@ -11,9 +11,16 @@
 # keys never reach the log in clear; `vault write sys/audit-hash/DEVICE_PATH
 # input=VALUE` shows the HMAC to look for. Needs VAULT_ADDR and a VAULT_TOKEN
 # allowed to manage sys/audit. The Vault CLI is $VAULT (default: vault).
+#
+# OpenBao (detected, see lib/server.sh; BAO_ADDR/BAO_TOKEN work too) refuses
+# to enable an audit device over the API: there the device is an `audit`
+# stanza of the server's configuration file. With SERVER_CONFIG=FILE (the
+# server's configuration file, writable) audit.sh appends that stanza to
+# FILE, unless FILE declares the device already, and says to reload the
+# server (SIGHUP) or restart it; without it, it prints the stanza and exits 3.
 set -euo pipefail
 
-VAULT=${VAULT:-vault}
+. "$(dirname "${BASH_SOURCE[0]}")/lib/server.sh"
 die() { echo "audit.sh: $*" >&2; exit 1; }
 
 [[ $# -ge 1 && $# -le 2 ]] || die "usage: audit.sh FILE [DEVICE_PATH]"
@@ -21,7 +28,7 @@ file=$1
 device=${2:-file}
 device=${device%/}
 [[ $file == /* ]] || die "FILE $file: want an absolute path (it is opened by the Vault server)"
-[[ -n ${VAULT_ADDR:-} ]] || die "VAULT_ADDR is not set"
+[[ -n $(server_addr) ]] || die "VAULT_ADDR (or BAO_ADDR for bao) is not set"
 
 # `vault audit list` exits 2 when no device is enabled; its first column is
 # the device path.
@@ -34,6 +41,25 @@ while read -r path _; do
 done <<<"$devices"
 if $enabled; then
 	echo "an audit device is already enabled at $device/"
+	exit 0
+fi
+kind=$(server_kind) || die "cannot tell whether the server is Vault or OpenBao (see above)"
+if [[ $kind == openbao ]]; then
+	# OpenBao: declared in the configuration file, applied on SIGHUP.
+	stanza=$(printf 'audit "file" "%s" {\n  options {\n    file_path = "%s"\n    mode      = "0600"\n  }\n}' "$device" "$file")
+	config=${SERVER_CONFIG:-}
+	if [[ -z $config ]]; then
+		echo "$stanza"
+		echo "audit.sh: OpenBao enables audit devices from its configuration file only: add the stanza above to it and reload the server (SIGHUP), or run again with SERVER_CONFIG=<the server's configuration file>" >&2
+		exit 3
+	fi
+	[[ -f $config && -w $config ]] || die "SERVER_CONFIG $config: not a writable file"
+	if grep -Eq "^[[:space:]]*audit[[:space:]]+\"file\"[[:space:]]+\"$device/?\"" "$config"; then
+		echo "$config already declares an audit device at $device/; reload the server (SIGHUP) to apply it"
+		exit 0
+	fi
+	printf '\n%s\n' "$stanza" >>"$config"
+	echo "declared file audit device at $device/ writing $file in $config; reload the server (SIGHUP) or restart it to enable it"
 	exit 0
 fi
 "$VAULT" audit enable -path="$device" file file_path="$file" mode=0600 >/dev/null

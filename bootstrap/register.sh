@@ -15,7 +15,11 @@
 #
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to write sys/plugins/catalog and
 # sys/mounts (and sys/plugins/reload on upgrade). The Vault CLI is $VAULT
-# (default: vault). Works against dev and non-dev servers.
+# (default: vault). Works against dev and non-dev servers, Vault and OpenBao
+# alike (VAULT=bao; BAO_ADDR/BAO_TOKEN work too): the plugin catalog,
+# versioned mounts, tuning and sys/plugins/reload/backend are the same API on
+# both (lib/server.sh says what differs elsewhere); the plugin binary is the
+# same build.
 #
 # On a new mount: `vault secrets enable -plugin-version`. On an existing
 # mount of the same plugin whose running version or sha256 differs: `vault
@@ -30,8 +34,8 @@
 # HMAC'd. Keys an operator added to that list are kept.
 set -euo pipefail
 
-VAULT=${VAULT:-vault}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$root/bootstrap/lib/server.sh"
 name=ticketkeys
 mount=ticketkeys
 version=
@@ -70,7 +74,7 @@ shift $((OPTIND - 1))
 [[ $# -eq 1 ]] || die "want exactly one PLUGIN_BINARY argument, got $#; see -h"
 binary=$1
 [[ -f $binary && -x $binary ]] || die "PLUGIN_BINARY $binary: not an executable file"
-[[ -n ${VAULT_ADDR:-} ]] || die "VAULT_ADDR is not set"
+[[ -n $(server_addr) ]] || die "VAULT_ADDR (or BAO_ADDR for bao) is not set"
 
 if [[ -z $version ]]; then
 	version=$(sed -n 's/^\(const\|var\) Version = "\(v[^"]*\)".*/\2/p' "$root/version.go")

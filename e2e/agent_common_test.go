@@ -498,11 +498,12 @@ func keyID(raw []byte) string {
 // the format of the same name as the templates read it: check proves the rendered files against the
 // engine's window, then checkRewriteOnlyOnChange proves they are rewritten (and the command run, when
 // hasCommand) only when the window changes, then check runs again; last, the Agent's logs must hold no
-// key material. It returns the node and the stopped watcher for the caller's own checks.
-func checkAgentRender(t *testing.T, kind agent.Kind, keyring, nodeName string, hasCommand bool,
+// key material. It returns the node and the stopped watcher for the caller's own checks. server is
+// Vault or OpenBao: the Agent is the server's own (`vault agent`, `bao agent`).
+func checkAgentRender(t *testing.T, server vaulttest.Kind, kind agent.Kind, keyring, nodeName string, hasCommand bool,
 	check func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string)) (*agentNode, *windowWatch) {
 	t.Helper()
-	s := vaulttest.Start(t)
+	s := vaulttest.Start(t, vaulttest.WithServer(server))
 	createKeyring(t, s, keyring)
 	watch := watchWindowsFormat(t, s, keyring, string(kind))
 	n := startAgentNode(t, s, kind, keyring, nodeName, ":", "")

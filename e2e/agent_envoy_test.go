@@ -88,8 +88,12 @@ func checkEnvoyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring str
 // packaged for Debian, so the proof decodes the SDS file with Envoy's own API types (go-control-plane) and
 // checks every key is 80 bytes, current first, exactly the engine's window; and that the file is rewritten
 // (by rename: a new inode, which Envoy's file watch picks up) only when the window changes.
-func TestAgentEnvoySDS(t *testing.T) {
-	n, watch := checkAgentRender(t, agent.Envoy, "envoy-e2e", "envoy0", false, checkEnvoyFile)
+//
+// It runs on every server: Vault Agent and OpenBao's `bao agent`.
+func TestAgentEnvoySDS(t *testing.T) { vaulttest.ForEachServer(t, testAgentEnvoySDS) }
+
+func testAgentEnvoySDS(t *testing.T, server vaulttest.Kind) {
+	n, watch := checkAgentRender(t, server, agent.Envoy, "envoy-e2e", "envoy0", false, checkEnvoyFile)
 	// The optional file sink: Agent wrote its token there, mode 0600 (the token itself is not printed).
 	if st := stamp(t, filepath.Join(n.Dir, "agent-token")); st.Mode != 0o600 || st.Size == 0 {
 		t.Fatalf("token sink: mode %v size %d, want 0600 and a token", st.Mode, st.Size)

@@ -91,9 +91,11 @@ func checkNginxFiles(t *testing.T, s *vaulttest.Server, n *agentNode, keyring st
 
 // TestAgentNginxRender runs one real Vault Agent with the nginx template set against the real engine and
 // proves the exact bytes, modes and order of the files, and that files are rewritten (and the reload
-// command run) only when the window changes.
+// command run) only when the window changes. It runs on every server: Vault Agent and OpenBao's `bao agent`.
 func TestAgentNginxRender(t *testing.T) {
-	checkAgentRender(t, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
+	vaulttest.ForEachServer(t, func(t *testing.T, server vaulttest.Kind) {
+		checkAgentRender(t, server, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
+	})
 }
 
 // TestAgentNginxThreeNodes runs three nginx instances (Debian's package), each fed by its own Vault Agent

@@ -50,8 +50,14 @@ func canRead(t *testing.T, s *vaulttest.Server, token, name string) bool {
 // once per keyring, on a node where the credential directory does not exist
 // yet (an HAProxy node has no installer that creates it). The second run must
 // add its keyring to the node's role, not replace the first.
+//
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao.
 func TestBootstrapNodeAppRoleTwoKeyrings(t *testing.T) {
-	s := vaulttest.Start(t)
+	vaulttest.ForEachServer(t, testBootstrapNodeAppRoleTwoKeyrings)
+}
+
+func testBootstrapNodeAppRoleTwoKeyrings(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind))
 	for _, name := range []string{"alpha", "beta", "gamma"} {
 		createKeyring(t, s, name)
 	}
@@ -101,8 +107,14 @@ func TestBootstrapNodeAppRoleTwoKeyrings(t *testing.T) {
 // re-parses its templated paths on every request, about a third of a read's
 // CPU in Vault) and with exactly what a node does with its own token: Vault
 // Agent and client.KeepLogin look it up, renew it and revoke it.
+//
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao.
 func TestBootstrapNodeTokenWithoutDefaultPolicy(t *testing.T) {
-	s := vaulttest.Start(t)
+	vaulttest.ForEachServer(t, testBootstrapNodeTokenWithoutDefaultPolicy)
+}
+
+func testBootstrapNodeTokenWithoutDefaultPolicy(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind))
 	createKeyring(t, s, "web")
 	dir := filepath.Join(t.TempDir(), "creds")
 	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "web", "web-1", dir); err != nil {
@@ -144,8 +156,14 @@ func TestBootstrapNodeTokenWithoutDefaultPolicy(t *testing.T) {
 // register.sh mounts the engine so that audit logs show key ids, states and
 // times in clear while key material stays HMAC'd, and keeps the non-HMAC
 // keys an operator added when it runs again.
+//
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao.
 func TestBootstrapRegisterAuditFields(t *testing.T) {
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration(), vaulttest.WithAuditFile())
+	vaulttest.ForEachServer(t, testBootstrapRegisterAuditFields)
+}
+
+func testBootstrapRegisterAuditFields(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind), vaulttest.WithoutPluginRegistration(), vaulttest.WithAuditFile())
 	plugin := filepath.Join(s.PluginDir, vaulttest.PluginFile)
 	if _, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
 		t.Fatal(err)

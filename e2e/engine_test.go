@@ -18,6 +18,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -441,8 +442,12 @@ func eapiAssertNoMaterial(t *testing.T, what string, text []byte, m eapiMaterial
 // name|aes|hmac for 48), the go key as the documented HKDF of the same
 // secrets and equal to no slice of the others, tls_ticket_keys in HAProxy's
 // order, defaults, list, delete and history without material.
-func TestEngineFormats(t *testing.T) {
-	s := vaulttest.Start(t)
+//
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao.
+func TestEngineFormats(t *testing.T) { vaulttest.ForEachServer(t, testEngineFormats) }
+
+func testEngineFormats(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind))
 	addr, root := s.Addr, s.RootToken
 
 	eapiWantStatusIn(t, addr, root, "POST", "ticketkeys/keys/web", map[string]any{})
@@ -745,8 +750,11 @@ func eapiCheckLayouts(t *testing.T, ws map[string]eapiWindow, size int) {
 // TestEngineRotation waits for real rotations of a 5-second keyring and
 // rotates keyrings in each mode, checking the schedule after each step and
 // the history's reasons.
-func TestEngineRotation(t *testing.T) {
-	s := vaulttest.Start(t)
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao.
+func TestEngineRotation(t *testing.T) { vaulttest.ForEachServer(t, testEngineRotation) }
+
+func testEngineRotation(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind))
 	addr, root := s.Addr, s.RootToken
 
 	t.Run("scheduled by time", func(t *testing.T) {
@@ -975,6 +983,14 @@ func eapiRepoRoot(t *testing.T) string {
 // returns its stdout; a failure is returned with stderr.
 func eapiScript(t *testing.T, s *vaulttest.Server, script string, args ...string) (string, error) {
 	t.Helper()
+	return eapiScriptEnv(t, s, nil, script, args...)
+}
+
+// eapiScriptEnv is eapiScript with env (KEY=VALUE) added to the script's
+// environment. The CLI is the server's own (vault or bao) with the
+// environment it reads (vaulttest.Kind.CLIEnv).
+func eapiScriptEnv(t *testing.T, s *vaulttest.Server, env []string, script string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(eapiRepoRoot(t), script)}, args...)...)
@@ -982,9 +998,8 @@ func eapiScript(t *testing.T, s *vaulttest.Server, script string, args ...string
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + os.Getenv("HOME"),
 		"VAULT=" + s.VaultBin,
-		"VAULT_ADDR=" + s.Addr,
-		"VAULT_TOKEN=" + s.RootToken,
 	}
+	cmd.Env = append(append(cmd.Env, s.Kind.CLIEnv(s.Addr, s.RootToken)...), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -1014,8 +1029,17 @@ func eapiMount(t *testing.T, s *vaulttest.Server) (typ, version, sha string) {
 // by bootstrap/reader-policy.sh) and the operator policy, and proves that the
 // audit log holds no key material in any encoding while it does hold the
 // audit HMAC of a returned ticket_key.
+//
+// It runs on every server (vaulttest.ForEachServer). On OpenBao, which
+// refuses sys/audit over the API, audit.sh without SERVER_CONFIG prints the
+// configuration stanza and exits 3; with SERVER_CONFIG it declares the
+// device in the server's configuration file, which a SIGHUP applies.
 func TestEngineBootstrapACLAudit(t *testing.T) {
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	vaulttest.ForEachServer(t, testEngineBootstrapACLAudit)
+}
+
+func testEngineBootstrapACLAudit(t *testing.T, kind vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(kind), vaulttest.WithoutPluginRegistration())
 	addr, root := s.Addr, s.RootToken
 	plugin := filepath.Join(s.PluginDir, vaulttest.PluginFile)
 
@@ -1042,7 +1066,21 @@ func TestEngineBootstrapACLAudit(t *testing.T) {
 
 	// Audit device.
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	if out, err := eapiScript(t, s, "bootstrap/audit.sh", auditLog); err != nil || !strings.Contains(out, "enabled file audit device at file/") {
+	if kind.AuditDeclared() {
+		out, err := eapiScript(t, s, "bootstrap/audit.sh", auditLog)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(out, `audit "file" "file" {`) || !strings.Contains(err.Error(), "SERVER_CONFIG") {
+			t.Fatalf("audit.sh on %s without SERVER_CONFIG: %q, %v; want exit status 3, the stanza on stdout and a message naming SERVER_CONFIG", kind.Title(), out, err)
+		}
+		if out, err := eapiScriptEnv(t, s, []string{"SERVER_CONFIG=" + s.ConfigPath}, "bootstrap/audit.sh", auditLog); err != nil || !strings.Contains(out, "declared file audit device at file/") {
+			t.Fatalf("audit.sh with SERVER_CONFIG: %q, %v", out, err)
+		}
+		if out, err := eapiScriptEnv(t, s, []string{"SERVER_CONFIG=" + s.ConfigPath}, "bootstrap/audit.sh", auditLog); err != nil || !strings.Contains(out, "already declares") {
+			t.Fatalf("audit.sh with SERVER_CONFIG again, before the reload: %q, %v; want 'already declares'", out, err)
+		}
+		s.Reload(t)
+		s.WaitAuditDevice(t, "file")
+	} else if out, err := eapiScript(t, s, "bootstrap/audit.sh", auditLog); err != nil || !strings.Contains(out, "enabled file audit device at file/") {
 		t.Fatalf("audit.sh: %q, %v", out, err)
 	}
 	if out, err := eapiScript(t, s, "bootstrap/audit.sh", auditLog); err != nil || !strings.Contains(out, "already enabled") {

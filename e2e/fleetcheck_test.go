@@ -129,8 +129,13 @@ func fcPolicy(t *testing.T, keyring string) string {
 // address as not ready for the key published after that, before that key activates, and as a matrix failure
 // after it activates; restored, the fleet turns green again; after `rotate mode=now purge_previous=true` the
 // check follows each purged key until the last node stops accepting it.
-func TestFleetCheck(t *testing.T) {
-	s := vaulttest.Start(t)
+//
+// It runs on every server (vaulttest.ForEachServer): a Vault-fed fleet and an OpenBao-fed fleet (OpenBao's
+// Agent for the Agent-fed nodes).
+func TestFleetCheck(t *testing.T) { vaulttest.ForEachServer(t, testFleetCheck) }
+
+func testFleetCheck(t *testing.T, server vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(server))
 	cert := testcert.New(t, testcert.ECDSAP256)
 	// Enable approle once, before the fleets create their roles concurrently.
 	s.EnableAppRole(t, "fleetcheck-setup", "default")

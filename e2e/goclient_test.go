@@ -140,8 +140,13 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 //     meanwhile, and no handshake fails;
 //  3. Vault is restarted: every Source recovers by itself and cross-node
 //     resumption is back at >= 0.999.
-func TestGoClientFleet(t *testing.T) {
-	s := vaulttest.Start(t)
+//
+// It runs on every server (vaulttest.ForEachServer): Vault and OpenBao, which
+// the client reaches through Vault's Go API client as it reaches Vault.
+func TestGoClientFleet(t *testing.T) { vaulttest.ForEachServer(t, testGoClientFleet) }
+
+func testGoClientFleet(t *testing.T, server vaulttest.Kind) {
+	s := vaulttest.Start(t, vaulttest.WithServer(server))
 	if _, err := s.Client.Logical().Write("ticketkeys/keys/"+goKeyring, map[string]any{
 		"rotation_period": goPeriod.String(),
 		"retain":          goRetain.String(),

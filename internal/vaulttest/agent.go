@@ -13,13 +13,18 @@ import (
 const agentStartCheck = 500 * time.Millisecond
 
 // StartAgent writes configHCL to a file in a new temporary directory and
-// runs `vault agent -config=FILE` with s.VaultBin and VAULT_ADDR=s.Addr. The
+// runs `vault agent -config=FILE` (`bao agent` on OpenBao) with s.VaultBin
+// and VAULT_ADDR=s.Addr (and BAO_ADDR on OpenBao, which `bao` reads first). The
 // agent is stopped by its PID when t ends; its log is printed when t fails.
 // The config must name everything the agent needs (auto_auth, templates,
 // files); paths in it should live in t.TempDir().
 func StartAgent(t testing.TB, s *Server, configHCL string) *Process {
 	t.Helper()
-	return startAgent(t, s.VaultBin, configHCL, []string{"VAULT_ADDR=" + s.Addr})
+	env := []string{"VAULT_ADDR=" + s.Addr}
+	if s.Kind == OpenBao {
+		env = append(env, "BAO_ADDR="+s.Addr)
+	}
+	return startAgent(t, s.VaultBin, configHCL, env)
 }
 
 // startAgent runs `vault agent` from vaultBin with configHCL and the extra
@@ -51,7 +56,7 @@ func StartAgentCommand(t testing.TB, vaultBin string, env []string, args ...stri
 // environment env and its log at logPath; see StartAgent.
 func runAgent(t testing.TB, vaultBin string, args, env []string, logPath string) *Process {
 	t.Helper()
-	p, err := startProcess("vault agent", vaultBin, args, env, logPath)
+	p, err := startProcess(filepath.Base(vaultBin)+" agent", vaultBin, args, env, logPath)
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}

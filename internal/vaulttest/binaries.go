@@ -40,28 +40,7 @@ func VaultBinary(t testing.TB) string {
 }
 
 func vaultBinaryPath() (string, error) {
-	path := os.Getenv("VAULT_BIN")
-	from := "VAULT_BIN"
-	if path == "" {
-		cache := os.Getenv("TICKETKEYS_CACHE")
-		if cache == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", fmt.Errorf("no VAULT_BIN, no TICKETKEYS_CACHE and no home directory: %w", err)
-			}
-			cache = filepath.Join(home, ".cache", "ticketkeys")
-		}
-		path = filepath.Join(cache, "vault-"+VaultVersion, "vault")
-		from = "the build cache"
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("vault binary %q (from %s) is missing: run scripts/vault-build.sh (a cold build takes ~17 minutes) or set VAULT_BIN: %w", path, from, err)
-	}
-	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("vault binary %q (from %s) is not an executable file (mode %v)", path, from, fi.Mode())
-	}
-	return path, nil
+	return cachedBinaryPath("VAULT_BIN", "vault-"+VaultVersion, "vault", "scripts/vault-build.sh (a cold build takes ~17 minutes)")
 }
 
 // The plugin is built once per test binary, into buildDir.

@@ -59,7 +59,9 @@ type Cluster struct {
 	// node; CAFile is its CA as a PEM file for VAULT_CACERT and Agent's ca_cert.
 	Cert   *testcert.Cert
 	CAFile string
-	// VaultBin is the Vault binary (server, CLI and Agent).
+	// Kind is the server: Vault (the default) or OpenBao (WithClusterServer).
+	Kind Kind
+	// VaultBin is the server binary (server, CLI and Agent): vault or bao.
 	VaultBin string
 	// Dir holds the cluster's files: certificates, one directory per node,
 	// the audit log.
@@ -100,6 +102,7 @@ type Node struct {
 }
 
 type clusterOptions struct {
+	kind       Kind
 	logLevel   string
 	rawStorage bool
 	buildTags  []string
@@ -113,6 +116,13 @@ type ClusterOption func(*clusterOptions)
 // the plugin's own debug lines ("keyring maintained") reach the node logs.
 func WithClusterLogLevel(level string) ClusterOption {
 	return func(o *clusterOptions) { o.logLevel = level }
+}
+
+// WithClusterServer runs a cluster of kind k (Vault or OpenBao) instead of
+// Vault. On OpenBao every node's configuration declares the file audit
+// device (Kind.AuditDeclared), which bootstrap/audit.sh then finds enabled.
+func WithClusterServer(k Kind) ClusterOption {
+	return func(o *clusterOptions) { o.kind = k }
 }
 
 // WithRawStorageEndpoint sets raw_storage_endpoint = true, so a test can read
@@ -152,7 +162,7 @@ func WithNodeEnv(name string, env ...string) ClusterOption {
 // failure fails the test with the tails of the node logs.
 func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	t.Helper()
-	o := clusterOptions{logLevel: "info"}
+	o := clusterOptions{kind: Vault, logLevel: "info"}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -160,7 +170,7 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
-	c := &Cluster{VaultBin: VaultBinary(t), opts: o, root: root, Dir: t.TempDir()}
+	c := &Cluster{Kind: o.kind, VaultBin: o.kind.Binary(t), opts: o, root: root, Dir: t.TempDir()}
 	plugin := pluginBinary(t)
 	if len(o.buildTags) > 0 {
 		plugin = buildPluginWith(t, "", o.buildTags)
@@ -179,8 +189,8 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 		n := &Node{Name: fmt.Sprintf("node%d", i), c: c}
 		n.Dir = filepath.Join(c.Dir, n.Name)
 		n.PluginDir = filepath.Join(n.Dir, "plugins")
-		n.LogPath = filepath.Join(n.Dir, "vault.log")
-		n.configPath = filepath.Join(n.Dir, "vault.hcl")
+		n.LogPath = filepath.Join(n.Dir, o.kind.CLI()+".log")
+		n.configPath = filepath.Join(n.Dir, o.kind.CLI()+".hcl")
 		for _, d := range []string{n.Dir, n.PluginDir, filepath.Join(n.Dir, "raft")} {
 			if err := os.Mkdir(d, 0o700); err != nil {
 				t.Fatalf("vaulttest: %v", err)
@@ -302,6 +312,9 @@ func (c *Cluster) nodeConfig(n *Node, certFile, keyFile string) string {
 	if c.opts.rawStorage {
 		raw = "\n# Test only: lets the harness read what the engine stored.\nraw_storage_endpoint = true\n"
 	}
+	if c.Kind.AuditDeclared() {
+		raw += AuditStanza(AuditDevice, c.AuditLogPath)
+	}
 	return fmt.Sprintf(`storage "raft" {
   path    = %q
   node_id = %q
@@ -330,7 +343,7 @@ ui               = false
 // run starts the node's server process with its config and waits until its
 // API answers (sealed or not).
 func (n *Node) run() error {
-	p, err := startProcess("vault server "+n.Name, n.c.VaultBin, []string{"server", "-config=" + n.configPath}, n.c.opts.nodeEnv[n.Name], n.LogPath)
+	p, err := startProcess(n.c.Kind.CLI()+" server "+n.Name, n.c.VaultBin, []string{"server", "-config=" + n.configPath}, n.c.opts.nodeEnv[n.Name], n.LogPath)
 	if err != nil {
 		return err
 	}
@@ -410,9 +423,14 @@ func (c *Cluster) Client(t testing.TB, n *Node, token string) *api.Client {
 
 // Env is the environment of the Vault CLI and the bootstrap scripts against
 // node n with token: VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and VAULT (the
-// binary the scripts run).
+// binary the scripts run); on OpenBao also BAO_ADDR, BAO_CACERT and
+// BAO_TOKEN, which `bao` reads first.
 func (c *Cluster) Env(n *Node, token string) []string {
-	return []string{"VAULT=" + c.VaultBin, "VAULT_ADDR=" + n.Addr, "VAULT_CACERT=" + c.CAFile, "VAULT_TOKEN=" + token}
+	env := append([]string{"VAULT=" + c.VaultBin, "VAULT_CACERT=" + c.CAFile}, c.Kind.CLIEnv(n.Addr, token)...)
+	if c.Kind == OpenBao {
+		env = append(env, "BAO_CACERT="+c.CAFile)
+	}
+	return env
 }
 
 // VaultErr runs the Vault CLI (`vault ARGS...`) against node n with token and
@@ -480,7 +498,11 @@ func (c *Cluster) NodeAppRole(t testing.TB, keyring, name string) string {
 // It is stopped by PID when t ends; see StartAgent for the rest.
 func (c *Cluster) StartAgent(t testing.TB, n *Node, configHCL string) *Process {
 	t.Helper()
-	return startAgent(t, c.VaultBin, configHCL, []string{"VAULT_ADDR=" + n.Addr, "VAULT_CACERT=" + c.CAFile})
+	env := []string{"VAULT_ADDR=" + n.Addr, "VAULT_CACERT=" + c.CAFile}
+	if c.Kind == OpenBao {
+		env = append(env, "BAO_ADDR="+n.Addr, "BAO_CACERT="+c.CAFile)
+	}
+	return startAgent(t, c.VaultBin, configHCL, env)
 }
 
 // Stop stops every node (SIGTERM, then SIGKILL after a grace period) and waits

@@ -23,9 +23,12 @@ func TestMain(m *testing.M) { Main(m) }
 // initialised, unsealed server with the plugin from this checkout registered
 // by sha256 and version and mounted; tokens, policies and AppRole; an audit
 // device; Restart keeping storage and mounts; an Agent that authenticates
-// and renders; and Stop leaving no process behind.
-func TestHarness(t *testing.T) {
-	s := Start(t, WithAuditFile())
+// and renders; and Stop leaving no process behind. It runs on every server
+// (ForEachServer): Vault and OpenBao.
+func TestHarness(t *testing.T) { ForEachServer(t, testHarness) }
+
+func testHarness(t *testing.T, kind Kind) {
+	s := Start(t, WithServer(kind), WithAuditFile())
 
 	if !strings.HasPrefix(s.Addr, "http://127.0.0.1:") {
 		t.Fatalf("Addr = %q, want a 127.0.0.1 address", s.Addr)
@@ -34,8 +37,8 @@ func TestHarness(t *testing.T) {
 	if err != nil || !h.Initialized || h.Sealed || h.Standby {
 		t.Fatalf("health = %+v, %v; want initialised, unsealed, active", h, err)
 	}
-	if h.Version != strings.TrimPrefix(VaultVersion, "v") {
-		t.Errorf("server version = %q, want %s", h.Version, VaultVersion)
+	if h.Version != kind.Version() {
+		t.Errorf("%s server version = %q, want %s", kind.Title(), h.Version, kind.Version())
 	}
 
 	// The catalog entry is this checkout's binary, by sha256 and version.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,15 +29,18 @@ const (
 // AuditDevice is the path of the file audit device WithAuditFile enables.
 const AuditDevice = "file"
 
-// Server is a running Vault server started by Start.
+// Server is a running Vault or OpenBao server started by Start.
 type Server struct {
+	// Kind is the server: Vault (the default) or OpenBao (WithServer).
+	Kind Kind
 	// Addr is the server's API address, http://127.0.0.1:PORT.
 	Addr string
 	// RootToken is the initial root token.
 	RootToken string
 	// Client is an API client for Addr authenticated with RootToken.
 	Client *api.Client
-	// VaultBin is the Vault binary; it is also the Vault Agent binary.
+	// VaultBin is the server binary (vault or bao); it is also the Agent
+	// binary and the CLI.
 	VaultBin string
 	// Dir is the server's temporary directory: config, storage, plugins, logs.
 	Dir string
@@ -45,6 +49,9 @@ type Server struct {
 	// AuditLogPath is the file of the audit device enabled by WithAuditFile
 	// at AuditDevice; empty without that option.
 	AuditLogPath string
+	// ConfigPath is the server's configuration file; an OpenBao audit device
+	// is declared there (Kind.AuditDeclared), and Reload applies a change.
+	ConfigPath string
 	// PluginDir is the server's plugin_directory, and PluginSHA256 the hex
 	// sha256 of the plugin binary installed there under PluginFile.
 	PluginDir    string
@@ -55,11 +62,11 @@ type Server struct {
 	opts        options
 	listenAddr  string // 127.0.0.1:PORT
 	clusterAddr string // 127.0.0.1:PORT of the cluster listener
-	configPath  string
 	unsealKey   string
 }
 
 type options struct {
+	kind     Kind
 	audit    bool
 	logLevel string
 	register bool
@@ -69,8 +76,13 @@ type options struct {
 type Option func(*options)
 
 // WithAuditFile enables a file audit device at AuditDevice ("file/")
-// writing to s.AuditLogPath (Dir/audit.log), before the plugin is mounted.
+// writing to s.AuditLogPath (Dir/audit.log), before the plugin is mounted:
+// through sys/audit on Vault, as an `audit` stanza of the configuration file
+// on OpenBao, which refuses sys/audit over the API.
 func WithAuditFile() Option { return func(o *options) { o.audit = true } }
+
+// WithServer runs a server of kind k (Vault or OpenBao) instead of Vault.
+func WithServer(k Kind) Option { return func(o *options) { o.kind = k } }
 
 // WithLogLevel sets the server's log_level (trace, debug, info, warn,
 // error). The default is info.
@@ -86,17 +98,20 @@ func WithoutPluginRegistration() Option { return func(o *options) { o.register =
 // with the tail of the server log.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	o := options{logLevel: "info", register: true}
+	o := options{kind: Vault, logLevel: "info", register: true}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{VaultBin: VaultBinary(t), opts: o}
+	s := &Server{Kind: o.kind, VaultBin: o.kind.Binary(t), opts: o}
 	plugin := pluginBinary(t)
 
 	s.Dir = t.TempDir()
 	s.PluginDir = filepath.Join(s.Dir, "plugins")
-	s.LogPath = filepath.Join(s.Dir, "vault.log")
-	s.configPath = filepath.Join(s.Dir, "vault.hcl")
+	s.LogPath = filepath.Join(s.Dir, o.kind.CLI()+".log")
+	s.ConfigPath = filepath.Join(s.Dir, o.kind.CLI()+".hcl")
+	if o.audit {
+		s.AuditLogPath = filepath.Join(s.Dir, "audit.log")
+	}
 	for _, d := range []string{s.PluginDir, filepath.Join(s.Dir, "data")} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatalf("vaulttest: %v", err)
@@ -112,7 +127,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	// then (registered by t.TempDir above) remove the directory.
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- last %d lines of the vault server log (%s) ---\n%s", logTailLines, s.LogPath, fileTail(s.LogPath, logTailLines))
+			t.Logf("--- last %d lines of the %s server log (%s) ---\n%s", logTailLines, s.Kind.CLI(), s.LogPath, fileTail(s.LogPath, logTailLines))
 		}
 	})
 	t.Cleanup(s.Stop)
@@ -123,8 +138,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if err := s.initUnseal(); err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
-	if o.audit {
-		s.AuditLogPath = filepath.Join(s.Dir, "audit.log")
+	if o.audit && !o.kind.AuditDeclared() {
 		err := s.Client.Sys().EnableAuditWithOptions(AuditDevice, &api.EnableAuditOptions{
 			Type:    "file",
 			Options: map[string]string{"file_path": s.AuditLogPath},
@@ -162,7 +176,11 @@ func (s *Server) startFresh() error {
 		s.listenAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.clusterAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPort))
 		s.Addr = "http://" + s.listenAddr
-		if err := os.WriteFile(s.configPath, []byte(serverConfig(s.Dir, s.listenAddr, s.clusterAddr, s.opts.logLevel)), 0o600); err != nil {
+		cfg := serverConfig(s.Dir, s.listenAddr, s.clusterAddr, s.opts.logLevel)
+		if s.opts.audit && s.Kind.AuditDeclared() {
+			cfg += AuditStanza(AuditDevice, s.AuditLogPath)
+		}
+		if err := os.WriteFile(s.ConfigPath, []byte(cfg), 0o600); err != nil {
 			return fmt.Errorf("write server config: %w", err)
 		}
 		s.Client = nil // a client for this attempt's address
@@ -180,7 +198,7 @@ func (s *Server) startFresh() error {
 // run starts the server process with the current config and waits until
 // its API answers.
 func (s *Server) run() error {
-	p, err := startProcess("vault server", s.VaultBin, []string{"server", "-config=" + s.configPath}, nil, s.LogPath)
+	p, err := startProcess(s.Kind.CLI()+" server", s.VaultBin, []string{"server", "-config=" + s.ConfigPath}, nil, s.LogPath)
 	if err != nil {
 		return err
 	}
@@ -223,6 +241,21 @@ ui               = false
 `, filepath.Join(dir, "data"), listenAddr, clusterAddr, filepath.Join(dir, "plugins"), "http://"+listenAddr, "https://"+clusterAddr, logLevel)
 }
 
+// AuditStanza is the server configuration's declaration of a file audit
+// device at path device writing to file (mode 0600): how OpenBao enables
+// audit devices. It is what bootstrap/audit.sh adds to an OpenBao server's
+// configuration.
+func AuditStanza(device, file string) string {
+	return fmt.Sprintf(`
+audit "file" %q {
+  options {
+    file_path = %q
+    mode      = "0600"
+  }
+}
+`, device, file)
+}
+
 // freePort asks the kernel for a free TCP port on 127.0.0.1.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -263,10 +296,10 @@ func (s *Server) waitAPI() error {
 			return nil
 		}
 		if s.Proc.Exited() {
-			return fmt.Errorf("vault server (pid %d) exited before its API answered at %s: %v", s.Proc.PID, s.Addr, s.Proc.ExitError())
+			return fmt.Errorf("%s (pid %d) exited before its API answered at %s: %v", s.Proc.Name, s.Proc.PID, s.Addr, s.Proc.ExitError())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("vault server (pid %d) API at %s did not answer within %s: %w", s.Proc.PID, s.Addr, listenTimeout, err)
+			return fmt.Errorf("%s (pid %d) API at %s did not answer within %s: %w", s.Proc.Name, s.Proc.PID, s.Addr, listenTimeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -305,13 +338,13 @@ func (s *Server) unseal() error {
 			return nil
 		}
 		if s.Proc.Exited() {
-			return fmt.Errorf("vault server (pid %d) exited while unsealing: %v", s.Proc.PID, s.Proc.ExitError())
+			return fmt.Errorf("%s (pid %d) exited while unsealing: %v", s.Proc.Name, s.Proc.PID, s.Proc.ExitError())
 		}
 		if time.Now().After(deadline) {
 			if err == nil {
 				err = fmt.Errorf("initialized=%t sealed=%t standby=%t", h.Initialized, h.Sealed, h.Standby)
 			}
-			return fmt.Errorf("vault server (pid %d) not active within %s of unseal: %w", s.Proc.PID, activeTimeout, err)
+			return fmt.Errorf("%s (pid %d) not active within %s of unseal: %w", s.Proc.Name, s.Proc.PID, activeTimeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -456,4 +489,38 @@ func (s *Server) AuditHash(t testing.TB, value string) string {
 		t.Fatalf("vaulttest: sys/audit-hash/%s: %v", AuditDevice, err)
 	}
 	return h
+}
+
+// Reload sends SIGHUP to the server process, which rereads its
+// configuration file: on OpenBao that applies the declared audit devices
+// (Kind.AuditDeclared), added or removed.
+func (s *Server) Reload(t testing.TB) {
+	t.Helper()
+	if s.Proc == nil || s.Proc.Exited() {
+		t.Fatalf("vaulttest: reload: the %s server is not running", s.Kind.CLI())
+	}
+	if err := s.Proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("vaulttest: reload: SIGHUP to %s (pid %d): %v", s.Proc.Name, s.Proc.PID, err)
+	}
+}
+
+// WaitAuditDevice waits until sys/audit lists an audit device at path
+// (without the trailing slash), for example after Reload applied a declared
+// one, and fails the test with the server log if none appears within
+// opTimeout.
+func (s *Server) WaitAuditDevice(t testing.TB, path string) {
+	t.Helper()
+	deadline := time.Now().Add(opTimeout)
+	for {
+		devices, err := s.Client.Sys().ListAudit()
+		if err == nil {
+			if _, ok := devices[path+"/"]; ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vaulttest: no audit device at %s/ on the %s server within %s (last error: %v)\n%s", path, s.Kind.CLI(), opTimeout, err, fileTail(s.LogPath, logTailLines))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

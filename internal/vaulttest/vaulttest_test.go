@@ -1,6 +1,7 @@
 package vaulttest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +105,39 @@ func TestInstallPluginSHA256(t *testing.T) {
 	// sha256("abc"), FIPS 180-2 example.
 	if want := "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; sum != want {
 		t.Fatalf("sha256 = %s, want %s", sum, want)
+	}
+}
+
+func TestParseServers(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+	}{
+		{"", "[vault openbao]"},
+		{"vault", "[vault]"},
+		{" openbao , vault", "[openbao vault]"},
+	} {
+		got, err := parseServers(c.in)
+		if err != nil || fmt.Sprint(got) != c.want {
+			t.Errorf("parseServers(%q) = %v, %v; want %s", c.in, got, err, c.want)
+		}
+	}
+	if _, err := parseServers("vault,bao"); err == nil || !strings.Contains(err.Error(), `server "bao" is not "vault" or "openbao"`) {
+		t.Errorf("parseServers(\"vault,bao\") error = %v; want one naming the unknown server and the known ones", err)
+	}
+}
+
+func TestOpenBaoConfigDeclaresAudit(t *testing.T) {
+	stanza := AuditStanza("file", "/tmp/x/audit.log")
+	for _, want := range []string{`audit "file" "file" {`, `file_path = "/tmp/x/audit.log"`, `mode      = "0600"`} {
+		if !strings.Contains(stanza, want) {
+			t.Errorf("AuditStanza lacks %q:\n%s", want, stanza)
+		}
+	}
+	if OpenBao.CLI() != "bao" || Vault.CLI() != "vault" || !OpenBao.AuditDeclared() || Vault.AuditDeclared() {
+		t.Errorf("kinds: OpenBao CLI %q declared %t, Vault CLI %q declared %t", OpenBao.CLI(), OpenBao.AuditDeclared(), Vault.CLI(), Vault.AuditDeclared())
+	}
+	if env := strings.Join(OpenBao.CLIEnv("http://127.0.0.1:1", "tok"), " "); !strings.Contains(env, "BAO_ADDR=http://127.0.0.1:1") || !strings.Contains(env, "VAULT_TOKEN=tok") {
+		t.Errorf("OpenBao.CLIEnv = %s; want BAO_* and VAULT_*", env)
 	}
 }
