@@ -177,7 +177,7 @@ Description: TLS session-ticket keys from Vault: plugin, node tools, Agent templ
 EOF
 	chmod 0644 "$pkg/DEBIAN/control"
 	touch_tree "$pkg"
-	dpkg-deb --root-owner-group -Zxz --build "$pkg" "$dist/ticketkeys_${deb_version}_$arch.deb" >/dev/null
+	dpkg-deb --root-owner-group -Zgzip --build "$pkg" "$dist/ticketkeys_${deb_version}_$arch.deb" >/dev/null
 done
 echo "release.sh: Debian packages ticketkeys_${deb_version}_{${arches[*]// /,}}.deb" >&2
 
