@@ -33,10 +33,11 @@ help: ## list the targets
 build: ## build the plugin binary into bin/
 	$(GO) build -o $(BIN_DIR)/$(PLUGIN) ./cmd/$(PLUGIN)
 
-test: ## all tests: unit tests with -race, then the end-to-end tests
+test: ## all tests: unit tests with -race, the end-to-end tests, then the release built and installed (mk/release.mk)
 	@start=$$SECONDS; $(MAKE) --no-print-directory test-unit; unit=$$((SECONDS-start)); \
-	$(MAKE) --no-print-directory test-e2e; \
-	echo "make test: unit $${unit}s, e2e $$((SECONDS-start-unit))s, total $$((SECONDS-start))s"
+	$(MAKE) --no-print-directory test-e2e; e2e=$$((SECONDS-start-unit)); \
+	$(MAKE) --no-print-directory test-release; \
+	echo "make test: unit $${unit}s, e2e $${e2e}s, release $$((SECONDS-start-unit-e2e))s, total $$((SECONDS-start))s"
 
 deps: ## install the Debian packages the tests need (scripts/debian-packages.txt; as root, services not started)
 	@scripts/debian-deps.sh
