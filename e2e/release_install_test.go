@@ -65,14 +65,14 @@ func TestGuideNginxLuaInstalled(t *testing.T) {
 
 	// The package, as a user installs it (no network: it depends on nothing apt would fetch). It is removed
 	// again when the test ends unless it was installed before.
-	if err := exec.Command("dpkg-query", "-W", "ticketkeys").Run(); err != nil {
+	if st, _ := exec.Command("dpkg-query", "-W", "-f=${db:Status-Status}", "ticketkeys").Output(); string(st) != "installed" {
 		t.Cleanup(func() {
 			if out, err := exec.Command("dpkg", "--remove", "ticketkeys").CombinedOutput(); err != nil {
 				t.Errorf("dpkg --remove ticketkeys: %v\n%s", err, out)
 			}
 		})
 	}
-	runOrFail(t, "", "apt-get", "install", "-y", "--no-download", filepath.Join(dist, string(deb[1])))
+	runOrFail(t, "", "apt-get", "install", "-y", filepath.Join(dist, string(deb[1])))
 	version, err := os.ReadFile(filepath.Join(releaseShare, "VERSION"))
 	if err != nil {
 		t.Fatal(err)
