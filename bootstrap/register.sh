@@ -2,7 +2,7 @@
 # register.sh: register the ticketkeys plugin in Vault's catalog by sha256
 # and version, then enable it, or move an existing mount to this build.
 #
-# Usage: bootstrap/register.sh [-n NAME] [-p PATH] [-v VERSION] PLUGIN_BINARY
+# Usage: bootstrap/register.sh [-n NAME] [-p PATH] [-v VERSION] [-s SHA256SUMS] PLUGIN_BINARY
 #
 #   PLUGIN_BINARY  the plugin binary as installed in the server's
 #                  plugin_directory; its file name is the catalog command and
@@ -10,8 +10,15 @@
 #   -n NAME        catalog name (default: ticketkeys)
 #   -p PATH        mount path (default: ticketkeys)
 #   -v VERSION     plugin version; it must equal the version the binary
-#                  reports (default: ticketkeys.Version from version.go; a
-#                  build stamped with -ldflags -X reports its own, see version.go).
+#                  reports (default: ticketkeys.Version from version.go in a
+#                  checkout, or the VERSION file a release installs beside
+#                  bootstrap/ (/usr/share/ticketkeys/VERSION); a build stamped
+#                  with -ldflags -X reports its own, see version.go).
+#   -s SHA256SUMS  (also -sha256sums) the release's SHA256SUMS file: the
+#                  sha256 registered is the one the release published for a
+#                  file of PLUGIN_BINARY's name, and the binary must hash to
+#                  it (a binary changed or damaged since the release is
+#                  refused). Without -s, the binary's own sha256 is registered.
 #
 # Needs VAULT_ADDR and a VAULT_TOKEN allowed to write sys/plugins/catalog and
 # sys/mounts (and sys/plugins/reload on upgrade). The Vault CLI is $VAULT
@@ -39,6 +46,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 name=ticketkeys
 mount=ticketkeys
 version=
+sums=
 
 die() { echo "register.sh: $*" >&2; exit 1; }
 
@@ -61,11 +69,18 @@ tune_audit_keys() {
 	echo "audit devices now show ${missing[*]} of $mount/ responses in clear (ticket_key stays HMAC'd)"
 }
 
-while getopts "n:p:v:h" opt; do
+# -sha256sums and --sha256sums are -s (getopts knows single letters only).
+args=()
+for a in "$@"; do
+	case $a in -sha256sums | --sha256sums) args+=(-s) ;; -sha256sums=* | --sha256sums=*) args+=(-s "${a#*=}") ;; *) args+=("$a") ;; esac
+done
+set -- ${args[@]+"${args[@]}"}
+while getopts "n:p:v:s:h" opt; do
 	case $opt in
 	n) name=$OPTARG ;;
 	p) mount=${OPTARG%/} ;;
 	v) version=$OPTARG ;;
+	s) sums=$OPTARG ;;
 	h) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) die "unknown option; see -h" ;;
 	esac
@@ -76,14 +91,27 @@ binary=$1
 [[ -f $binary && -x $binary ]] || die "PLUGIN_BINARY $binary: not an executable file"
 [[ -n $(server_addr) ]] || die "VAULT_ADDR (or BAO_ADDR for bao) is not set"
 
-if [[ -z $version ]]; then
+if [[ -z $version && -f $root/version.go ]]; then
 	version=$(sed -n 's/^\(const\|var\) Version = "\(v[^"]*\)".*/\2/p' "$root/version.go")
 	[[ -n $version ]] || die "no -v VERSION and no 'var Version = \"v...\"' in $root/version.go"
+elif [[ -z $version ]]; then
+	[[ -f $root/VERSION ]] || die "no -v VERSION, and neither $root/version.go (a checkout) nor $root/VERSION (a release) to read it from"
+	version=$(<"$root/VERSION")
 fi
 [[ $version =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]*)?$ ]] || die "version $version: want a semantic version like v1.2.3"
 
 sha=$(sha256sum "$binary" | cut -d' ' -f1)
 command=$(basename "$binary")
+if [[ -n $sums ]]; then
+	[[ -r $sums ]] || die "-s SHA256SUMS $sums: cannot read it"
+	# The release lists one file of this name per architecture (linux-amd64/NAME, linux-arm64/NAME):
+	# the binary must be one of them.
+	listed=$(awk -v n="$command" '{ f = $2; sub(/^\*/, "", f); b = f; sub(/.*\//, "", b) } b == n { print $1 " " f }' "$sums")
+	[[ -n $listed ]] || die "-s SHA256SUMS $sums lists no file named $command: is it this release's SHA256SUMS?"
+	match=$(awk -v s="$sha" '$1 == s { print $2; exit }' <<<"$listed")
+	[[ -n $match ]] || die "PLUGIN_BINARY $binary has sha256 $sha, which $sums does not list for $command (it lists: $(tr '\n' ';' <<<"$listed" | sed 's/;$//')): the binary is not the released one; reinstall it from the release"
+	echo "sha256 $sha of $binary is the release's $match ($sums)"
+fi
 
 "$VAULT" plugin register -sha256="$sha" -version="$version" -command="$command" secret "$name" >/dev/null
 echo "registered secret plugin $name $version (command $command, sha256 $sha)"

@@ -90,8 +90,16 @@ func TestDevClusterScript(t *testing.T) {
 	if pidsLine == nil || workDir == nil || !ok1 || !ok2 {
 		t.Fatalf("dev-cluster.sh did not print its pids, its directory and the usage block:\n%s", printed)
 	}
-	if !strings.Contains(usage, "export VAULT_ADDR=https://127.0.0.1:") {
-		t.Errorf("the usage block does not export a TLS loopback VAULT_ADDR:\n%s", usage)
+	// Clients must not stick to one node (docs/production.md): the printed VAULT_ADDR is the load balancer's.
+	lbLine := regexp.MustCompile(`Load balancer \(HAProxy, pid (\d+), [^)]*\): (https://127\.0\.0\.1:(\d+))`).FindStringSubmatch(printed)
+	if lbLine == nil {
+		t.Fatalf("dev-cluster.sh did not print its load balancer:\n%s", printed)
+	}
+	if want := strconv.Itoa(base - 10); lbLine[3] != want {
+		t.Errorf("the load balancer listens on port %s, want %s (TICKETKEYS_DEV_CLUSTER_PORT-10)", lbLine[3], want)
+	}
+	if !strings.Contains(usage, "export VAULT_ADDR="+lbLine[2]+" ") {
+		t.Errorf("the usage block does not export the load balancer's address %s as VAULT_ADDR:\n%s", lbLine[2], usage)
 	}
 
 	// Run the printed commands as they are, in one shell, as a user would paste them.
@@ -135,10 +143,10 @@ func TestDevClusterScript(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("dev-cluster.sh did not stop within 60s of SIGINT")
 	}
-	for _, p := range pidsLine[1:] {
+	for _, p := range append(pidsLine[1:], lbLine[1]) {
 		pid, _ := strconv.Atoi(p)
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("vault server pid %d still exists after Ctrl-C (kill -0: %v)", pid, err)
+			t.Errorf("pid %d (a vault server or the load balancer) still exists after Ctrl-C (kill -0: %v)", pid, err)
 		}
 	}
 	if _, err := os.Stat(workDir[1]); !errors.Is(err, os.ErrNotExist) {
@@ -156,11 +164,11 @@ func devClusterPorts(t *testing.T) int {
 		}
 		base := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if base > 65500 {
+		if base > 65500 || base < 1034 {
 			continue
 		}
 		free := true
-		for _, off := range []int{0, 1, 10, 11, 20, 21} {
+		for _, off := range []int{-10, 0, 1, 10, 11, 20, 21} { // -10: the load balancer
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
 			if err != nil {
 				free = false

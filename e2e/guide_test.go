@@ -234,6 +234,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 	if !w.guide.noPackages {
 		subs = append(subs, guideSubst{"apt-get install ", "dpkg-query -W ", "the test installs no package; it fails unless the guide's packages are installed (scripts/debian-packages.txt)"})
 	}
+	subs = append(subs, w.extraSubs...)
 	if node != "" {
 		subs = append(subs, guideSubst{"$(hostname)", node, "two nodes on one machine"})
 		if w.guide.nodeSubs != nil {
@@ -253,15 +254,18 @@ var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|
 // environment, the output of every command, and a watch of the keyring's windows (their material, for the
 // leak check).
 type guideWalk struct {
-	guide  guideSpec
-	s      *vaulttest.Server
-	cert   *testcert.Cert
-	nodes  []*guideNode
-	repo   string
-	env    []string
-	outLog string // every command's output, for the leak check
-	watch  *windowWatch
-	start  time.Time
+	guide guideSpec
+	s     *vaulttest.Server
+	cert  *testcert.Cert
+	nodes []*guideNode
+	repo  string // where the guide's commands run: the checkout, or /usr/share/ticketkeys of the release
+	env   []string
+	// extraSubs are substitutions of one test for the admin shell and every node (each must occur in the
+	// guide, as the others).
+	extraSubs []guideSubst
+	outLog    string // every command's output, for the leak check
+	watch     *windowWatch
+	start     time.Time
 }
 
 // guideNode is one machine set up by the guide.
@@ -275,9 +279,10 @@ type guideNode struct {
 }
 
 // startGuideWalk reads the guide (every block marked), skips the test unless it runs as root (rootWhy: why
-// the guide's node commands need root), and starts the test's Vault (plugin installed, not registered), the
-// window watch and two nodes, prefix-a and prefix-b. The test runs in parallel with the others.
-func startGuideWalk(t *testing.T, guide guideSpec, prefix, rootWhy string) (*guideWalk, []guideBlock) {
+// the guide's node commands need root), and starts the test's Vault (plugin installed, not registered;
+// vaultOpts may name the plugin binary), the window watch and two nodes, prefix-a and prefix-b. The test
+// runs in parallel with the others.
+func startGuideWalk(t *testing.T, guide guideSpec, prefix, rootWhy string, vaultOpts ...vaulttest.Option) (*guideWalk, []guideBlock) {
 	t.Helper()
 	t.Parallel()
 	blocks := readGuide(t, guide.path)
@@ -285,7 +290,7 @@ func startGuideWalk(t *testing.T, guide guideSpec, prefix, rootWhy string) (*gui
 		t.Skip("the guide's node commands run as root: " + rootWhy)
 	}
 	start := time.Now()
-	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	s := vaulttest.Start(t, append([]vaulttest.Option{vaulttest.WithoutPluginRegistration()}, vaultOpts...)...)
 	w := newGuideWalk(t, s, guide)
 	w.start = start
 	w.cert = testcert.New(t, testcert.ECDSAP256)

@@ -4,7 +4,10 @@
 # joined with retry_join, TLS on every listener (a fresh CA made with
 # openssl), the plugin from this checkout in every node's plugin_directory,
 # registered once by sha256 and version, a file audit device, the operator
-# policy, a demo keyring "web" and an AppRole for a demo node.
+# policy, a demo keyring "web" and an AppRole for a demo node, and the
+# load balancer production.md puts in front of the nodes (HAProxy in TCP mode
+# with the /v1/sys/health?standbyok=true check), whose address it prints as
+# VAULT_ADDR: clients must not stick to one node.
 #
 # It prints how to use the cluster and stays in the foreground until Ctrl-C,
 # then stops every server by its PID and removes its temporary directory.
@@ -12,14 +15,18 @@
 # for it).
 #
 # Environment: TICKETKEYS_DEV_CLUSTER_PORT (default 8210) is node0's API port;
-# node N listens on PORT+10*N (API) and PORT+10*N+1 (cluster traffic), all on
+# node N listens on PORT+10*N (API) and PORT+10*N+1 (cluster traffic), and the
+# load balancer on PORT-10 (default 8200, as in production.md), all on
 # 127.0.0.1.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 base=${TICKETKEYS_DEV_CLUSTER_PORT:-8210}
-[[ $base =~ ^[0-9]+$ && $base -ge 1024 && $base -le 65500 ]] || { echo "dev-cluster.sh: TICKETKEYS_DEV_CLUSTER_PORT=$base: want a port 1024..65500" >&2; exit 1; }
+[[ $base =~ ^[0-9]+$ && $base -ge 1034 && $base -le 65500 ]] || { echo "dev-cluster.sh: TICKETKEYS_DEV_CLUSTER_PORT=$base: want a port 1034..65500" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "dev-cluster.sh: openssl is needed for the TLS certificates" >&2; exit 1; }
+haproxy_bin=${HAPROXY_BIN:-/usr/sbin/haproxy}
+[[ -x $haproxy_bin ]] || { echo "dev-cluster.sh: $haproxy_bin not found: the load balancer is HAProxy (apt-get install haproxy, or set HAPROXY_BIN)" >&2; exit 1; }
+lb_port=$((base - 10))
 
 vault_bin=$(cd "$root" && scripts/vault-build.sh)
 work=$(mktemp -d "${TMPDIR:-/tmp}/ticketkeys-dev-cluster.XXXXXX")
@@ -41,6 +48,7 @@ trap 'exit 130' INT TERM
 
 api_port() { echo $((base + 10 * $1)); }
 addr() { echo "https://127.0.0.1:$(api_port "$1")"; }
+lb_addr=https://127.0.0.1:$lb_port
 
 # The plugin, built once and installed in every node's plugin directory.
 plugin_build=$work/vault-plugin-secrets-ticketkeys
@@ -96,6 +104,35 @@ HCL
 	"$vault_bin" server -config="$dir/vault.hcl" >"$dir/vault.log" 2>&1 &
 	pids+=($!)
 done
+
+# The load balancer of production.md ("a load balancer with a health check"): TCP mode, TLS passes through,
+# only nodes that answer /v1/sys/health?standbyok=true with 200 (active or unsealed standby) get clients.
+cat >"$work/haproxy.cfg" <<CFG
+global
+  maxconn 256
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  retries 3
+  option redispatch
+frontend vault
+  bind 127.0.0.1:$lb_port
+  default_backend vault_nodes
+backend vault_nodes
+  balance roundrobin
+  option httpchk GET /v1/sys/health?standbyok=true
+  http-check expect status 200
+  default-server check check-ssl verify required ca-file $tls/ca.pem check-sni localhost inter 500ms fall 1 rise 1
+  server node0 127.0.0.1:$(api_port 0)
+  server node1 127.0.0.1:$(api_port 1)
+  server node2 127.0.0.1:$(api_port 2)
+CFG
+"$haproxy_bin" -c -q -f "$work/haproxy.cfg" || { echo "dev-cluster.sh: HAProxy rejects $work/haproxy.cfg" >&2; exit 1; }
+"$haproxy_bin" -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+lb_pid=$!
 
 export VAULT=$vault_bin VAULT_CACERT=$tls/ca.pem
 # on N CMD...: run CMD against node N.
@@ -154,6 +191,19 @@ for _ in $(seq 1 180); do
 done
 $healthy || { echo "dev-cluster.sh: the cluster did not become healthy within 90s" >&2; "$vault_bin" operator raft list-peers >&2 || true; exit 1; }
 
+# From here on, every command goes through the load balancer, as production.md tells clients to.
+export VAULT_ADDR=$lb_addr
+lb_ok=false
+for _ in $(seq 1 60); do
+	if "$vault_bin" read -field=healthy sys/storage/raft/autopilot/state >/dev/null 2>&1; then
+		lb_ok=true
+		break
+	fi
+	kill -0 "$lb_pid" 2>/dev/null || { echo "dev-cluster.sh: HAProxy exited; its log:" >&2; tail -n 20 "$work/haproxy.log" >&2; exit 1; }
+	sleep 0.5
+done
+$lb_ok || { echo "dev-cluster.sh: the load balancer at $lb_addr did not answer within 30s; its log:" >&2; tail -n 20 "$work/haproxy.log" >&2; exit 1; }
+
 "$root/bootstrap/audit.sh" "$work/audit.log"
 "$root/bootstrap/register.sh" "$work/node0/plugins/vault-plugin-secrets-ticketkeys"
 "$vault_bin" policy write ticketkeys-operator "$root/bootstrap/policies/ticketkeys-operator.hcl" >/dev/null
@@ -165,22 +215,23 @@ echo "AppRole ticketkeys-web-1 for a demo node: $work/web-1/role-id and secret-i
 
 cat <<MSG
 
-Vault cluster of 3 nodes (pids ${pids[*]}), TLS with CA $tls/ca.pem:
+Vault cluster of 3 nodes (pids ${pids[*]:0:3}), TLS with CA $tls/ca.pem:
   node0 $(addr 0) (active)   node1 $(addr 1)   node2 $(addr 2)
+Load balancer (HAProxy, pid $lb_pid, config $work/haproxy.cfg): $lb_addr
 Root token: $root_token   Unseal key: $work/unseal-key
 In another shell:
 
-  export VAULT_ADDR=$(addr 1) VAULT_CACERT=$tls/ca.pem VAULT_TOKEN=$root_token
+  export VAULT_ADDR=$lb_addr VAULT_CACERT=$tls/ca.pem VAULT_TOKEN=$root_token   # the load balancer
   alias vault=$vault_bin
   vault operator raft list-peers                    # three nodes, Voter true
   vault read sys/storage/raft/autopilot/state       # healthy, failure_tolerance 1
-  vault read ticketkeys/keys/web format=haproxy     # through a standby: it forwards to the active node
+  vault read ticketkeys/keys/web format=haproxy     # a standby behind it forwards to the active node
   vault read ticketkeys/keys/web/history
   # snapshots and step-down go to the active node (a standby cannot stream a snapshot)
   VAULT_ADDR=\$(vault read -field=leader_address sys/leader) vault operator raft snapshot save $work/ticketkeys.snap
   VAULT_ADDR=\$(vault read -field=leader_address sys/leader) vault operator step-down
 
-Node logs: $work/node{0,1,2}/vault.log   Audit log: $work/audit.log
+Node logs: $work/node{0,1,2}/vault.log   Load balancer log: $work/haproxy.log   Audit log: $work/audit.log
 Ctrl-C stops the cluster and removes $work.
 dev-cluster: ready
 MSG

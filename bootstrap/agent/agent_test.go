@@ -349,3 +349,25 @@ func TestRenderRejects(t *testing.T) {
 		}
 	}
 }
+
+// Every Agent configuration the project ships bounds Agent's retry of a failed read the same way: the
+// rendered ones (examples/, ticketkeys-agent-config) and nginx-lua/agent.hcl, which install.sh copies.
+// e2e's TestAgentRetryBoundedDuringOutage proves the bound with a real Agent.
+func TestShippedAgentConfigsBoundTheRetry(t *testing.T) {
+	want := []string{"max_backoff = \"5s\"", "num_retries = 120"}
+	files := []string{"nginx-lua/agent.hcl"}
+	for _, k := range []Kind{Nginx, HAProxy, Envoy} {
+		files = append(files, filepath.Join("examples", string(k)+".hcl"))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s does not set %s: Agent's template retry would back off to 1 minute (or give up after 12 tries)", f, w)
+			}
+		}
+	}
+}

@@ -66,10 +66,11 @@ type Server struct {
 }
 
 type options struct {
-	kind     Kind
-	audit    bool
-	logLevel string
-	register bool
+	kind      Kind
+	audit     bool
+	logLevel  string
+	register  bool
+	pluginBin string
 }
 
 // Option changes what Start sets up.
@@ -93,6 +94,10 @@ func WithLogLevel(level string) Option { return func(o *options) { o.logLevel = 
 // (bootstrap/register.sh). PluginSHA256 is still set.
 func WithoutPluginRegistration() Option { return func(o *options) { o.register = false } }
 
+// WithPluginBinary installs the plugin binary at path (a release's, say) in PluginDir instead of building
+// one from this checkout.
+func WithPluginBinary(path string) Option { return func(o *options) { o.pluginBin = path } }
+
 // Start starts a Vault server for t and stops it when t ends. See the
 // package documentation for what it sets up. Any failure fails the test
 // with the tail of the server log.
@@ -103,7 +108,10 @@ func Start(t testing.TB, opts ...Option) *Server {
 		opt(&o)
 	}
 	s := &Server{Kind: o.kind, VaultBin: o.kind.Binary(t), opts: o}
-	plugin := pluginBinary(t)
+	plugin := o.pluginBin
+	if plugin == "" {
+		plugin = pluginBinary(t)
+	}
 
 	s.Dir = t.TempDir()
 	s.PluginDir = filepath.Join(s.Dir, "plugins")

@@ -6,11 +6,22 @@
 
 vault {
   address = "https://vault.example.com:8200"
+  # A failed read (Vault answering 500 during an election or a restore) is retried, at most max_backoff
+  # apart (auto_auth below), 120 times: about 10 minutes before Agent restarts its template runner after a
+  # pause that doubles at each restart up to 5 minutes. Default: 12 retries, about 43 s here.
+  retry {
+    num_retries = 120
+  }
 }
 
 auto_auth {
   method "approle" {
     mount_path = "auth/approle"
+    # Agent 1.21 also caps its template reads' retry backoff (250 ms doubling) with max_backoff: without it
+    # the cap is 1 minute, and a read failing through an election waited 16 s, then 32 s, before the next
+    # try. With 5 s, a node reads the window at most 5 s after Vault answers again (publish_ahead covers the
+    # outage plus that); a fleet of N nodes then sends about N/5 failing reads a second while Vault is down.
+    max_backoff = "5s"
     config = {
       role_id_file_path                   = "/etc/vault-agent/ticketkeys/role-id"
       secret_id_file_path                 = "/etc/vault-agent/ticketkeys/secret-id"
