@@ -76,7 +76,8 @@ type Params struct {
 	Slots int
 	// Command runs after the files change (once per change, after all files are written). If nil:
 	// nginx ["nginx", "-s", "reload"]; HAProxy ["/usr/local/bin/ticketkeys-haproxy-push", "-socket",
-	// "/run/haproxy/admin.sock", "-file", <Dir>/tls-ticket-keys]; Envoy none (Envoy watches the file).
+	// "/run/haproxy/admin.sock", "-pidfile", "/run/haproxy.pid" (Debian's unit), "-file", <Dir>/tls-ticket-keys];
+	// Envoy none (Envoy watches the file).
 	// A non-nil empty slice means no command.
 	Command []string
 	// SecretName is the Envoy SDS secret name. If empty, "session_ticket_keys".
@@ -163,7 +164,7 @@ func withDefaults(kind Kind, p Params) (view, error) {
 		case Nginx:
 			v.Command = []string{"nginx", "-s", "reload"}
 		case HAProxy:
-			v.Command = []string{"/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-file", v.KeysFile()}
+			v.Command = []string{"/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-pidfile", "/run/haproxy.pid", "-file", v.KeysFile()}
 		}
 	}
 	if !keyringName.MatchString(v.Keyring) {
