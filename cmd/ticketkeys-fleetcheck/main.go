@@ -37,11 +37,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/fleetcheck"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 func main() {
@@ -59,6 +59,8 @@ func (n *nodeList) Set(v string) error { *n = append(*n, v); return nil }
 // options are the parsed flags.
 type options struct {
 	vaultAddr, tokenFile, mount, keyring, format string
+	vaultCACert                                  string
+	vaultInsecureHTTP                            bool
 	nodes                                        nodeList
 	nodesFile, sni, ca, tlsVersions              string
 	grace, nextGrace, timeout, retiredFor        time.Duration
@@ -75,7 +77,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ticketkeys-fleetcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address (default: VAULT_ADDR)")
+	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address: https://, unix://, or http:// to a loopback address (default: VAULT_ADDR)")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "PEM file of the CAs that verify Vault's certificate (default: the system roots; VAULT_CACERT and VAULT_SKIP_VERIFY are ignored)")
+	fs.BoolVar(&o.vaultInsecureHTTP, "vault-insecure-http", false, "allow plain http:// to a non-loopback Vault address: the token and the keys travel in clear")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the Vault token, re-read every round (e.g. a Vault Agent sink); default: VAULT_TOKEN")
 	fs.StringVar(&o.mount, "mount", "ticketkeys", "mount path of the ticketkeys engine")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring name (required)")
@@ -208,7 +212,7 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 	if !o.continuous && o.listen != "" {
 		return nil, errors.New("-listen: only with -continuous")
 	}
-	read, err := vaultReader(o)
+	read, err := vaultReader(o, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -222,17 +226,26 @@ func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, error) {
 
 // vaultReader reads the window with the token from -token-file (re-read each round, so an Agent sink's
 // renewed token is picked up) or VAULT_TOKEN.
-func vaultReader(o options) (fleetcheck.WindowReader, error) {
-	cfg := api.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
+// The client comes from the flags alone (internal/vaultclient): no VAULT_SKIP_VERIFY, VAULT_CACERT or proxy
+// from the environment; -vault-insecure-http is printed when set.
+func vaultReader(o options, logger *slog.Logger) (fleetcheck.WindowReader, error) {
+	addr := o.vaultAddr
+	if addr == "" {
+		addr = os.Getenv("VAULT_ADDR")
 	}
-	if o.vaultAddr != "" {
-		cfg.Address = o.vaultAddr
+	if o.vaultInsecureHTTP {
+		logger.Warn("INSECURE: -vault-insecure-http allows plain http:// to a non-loopback Vault: the token and the keys travel in clear", "vault_addr", addr)
 	}
-	vc, err := api.NewClient(cfg)
+	if ignored := vaultclient.EnvironmentIgnored(); len(ignored) > 0 {
+		logger.Warn("ignoring Vault client settings from the environment; use -vault-addr and -vault-ca-cert", "variables", ignored)
+	}
+	vc, err := vaultclient.New(vaultclient.Config{Address: addr, AddressField: "-vault-addr", CACertFile: o.vaultCACert,
+		AllowInsecureHTTP: o.vaultInsecureHTTP, MaxRetries: 2})
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, err
+	}
+	if tok := os.Getenv("VAULT_TOKEN"); tok != "" {
+		vc.SetToken(tok)
 	}
 	if o.tokenFile == "" {
 		if vc.Token() == "" {

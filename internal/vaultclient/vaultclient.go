@@ -71,8 +71,8 @@ func EnvironmentIgnored() []string {
 // localhost) unless allowInsecureHTTP. field names the setting in errors.
 func CheckAddress(field, addr string, allowInsecureHTTP bool) error {
 	u, err := url.Parse(addr)
-	if err != nil || u.Host == "" && u.Scheme != "unix" {
-		return fmt.Errorf("%s: want https://HOST:PORT, http://127.0.0.1:PORT or unix:///PATH, got %q", field, addr)
+	if err != nil || u.Scheme != "unix" && u.Host == "" {
+		return fmt.Errorf("%s: must start with https://, http:// (loopback only) or unix:// and name a host, got %q", field, addr)
 	}
 	switch u.Scheme {
 	case "https", "unix":
