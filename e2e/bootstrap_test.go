@@ -236,3 +236,80 @@ func readAuditLog(t *testing.T, s *vaulttest.Server) string {
 	}
 	return string(b)
 }
+
+// register.sh on a mount whose audit_non_hmac_response_keys already lists a field with key material
+// (issue 21: it exited 0, printed "(ticket_key stays HMAC'd)" and left ticket_key in the list) stops before
+// changing anything, naming every such field, and leaves the mount as it was; with the list repaired it
+// runs. Each field of ticketkeys.KeyMaterialResponseKeys is tried, beside an operator's harmless field.
+func TestBootstrapRegisterRefusesKeyMaterialInClear(t *testing.T) {
+	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	plugin := filepath.Join(s.PluginDir, vaulttest.PluginFile)
+	if _, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
+		t.Fatal(err)
+	}
+	for _, material := range ticketkeys.KeyMaterialResponseKeys {
+		list := append([]string{"operator_field", material}, ticketkeys.AuditNonHMACResponseKeys...)
+		if err := s.Client.Sys().TuneMount("ticketkeys", api.MountConfigInput{AuditNonHMACResponseKeys: list}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := eapiScript(t, s, "bootstrap/register.sh", plugin)
+		if err == nil || !strings.Contains(err.Error(), material) || !strings.Contains(err.Error(), "in clear") {
+			t.Errorf("register.sh with %s in audit_non_hmac_response_keys: out %q, err %v; want a failure naming %s", material, out, err, material)
+		}
+		if strings.Contains(out, "stays HMAC'd") {
+			t.Errorf("register.sh with %s in the list printed %q", material, out)
+		}
+		cfg, err := s.Client.Sys().MountConfig("ticketkeys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(cfg.AuditNonHMACResponseKeys, material) || len(cfg.AuditNonHMACResponseKeys) != len(list) {
+			t.Errorf("after the refusal the mount's list is %q; want it unchanged (%q)", cfg.AuditNonHMACResponseKeys, list)
+		}
+	}
+	// Repaired as the message says (the list without the material fields), register.sh runs again.
+	if err := s.Client.Sys().TuneMount("ticketkeys", api.MountConfigInput{AuditNonHMACResponseKeys: append([]string{"operator_field"}, ticketkeys.AuditNonHMACResponseKeys...)}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
+		t.Fatalf("register.sh on the repaired mount: %q, %v", out, err)
+	}
+}
+
+// audit.sh checks the options of a device already enabled at its path instead of accepting it by name: a
+// device with log_raw=true (keys in clear) or hmac_accessor=false fails, naming the option; the device
+// audit.sh enables itself passes a second run.
+func TestBootstrapAuditChecksAnExistingDevice(t *testing.T) {
+	s := vaulttest.Start(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		path, option, value string
+	}{
+		{"raw", "log_raw", "true"},
+		{"accessors", "hmac_accessor", "false"},
+	} {
+		file := filepath.Join(dir, tc.path+".log")
+		if err := s.Client.Sys().EnableAuditWithOptions(tc.path, &api.EnableAuditOptions{
+			Type: "file", Options: map[string]string{"file_path": file, tc.option: tc.value},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := eapiScript(t, s, "bootstrap/audit.sh", file, tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.option+"="+tc.value) {
+			t.Errorf("audit.sh on a device with %s=%s: out %q, err %v; want a failure naming %s=%s", tc.option, tc.value, out, err, tc.option, tc.value)
+		}
+	}
+	file := filepath.Join(dir, "good.log")
+	for run := 1; run <= 2; run++ {
+		out, err := eapiScript(t, s, "bootstrap/audit.sh", file, "good")
+		if err != nil {
+			t.Fatalf("audit.sh run %d on its own device: %v", run, err)
+		}
+		if run == 2 && !strings.Contains(out, "checked") {
+			t.Errorf("audit.sh run 2: %q; want it to say the existing device's options were checked", out)
+		}
+	}
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("audit log %s: %v, mode %v; want 0600", file, err, st)
+	}
+}
