@@ -60,6 +60,10 @@ type Params struct {
 	// RoleIDFile and SecretIDFile hold the AppRole credentials. If empty, /etc/vault-agent/ticketkeys/role-id
 	// and .../secret-id.
 	RoleIDFile, SecretIDFile string
+	// SecretIDWrappingPath, when set, makes SecretIDFile a response-wrapping token that Agent unwraps,
+	// accepting it only if it wrapped a response of this path (node-approle.sh -w writes one for
+	// "auth/approle/role/ticketkeys-NODE/secret-id"). If empty, SecretIDFile holds the secret_id itself.
+	SecretIDWrappingPath string
 	// TokenSink is a file Agent writes its token to. If empty, Agent keeps the token in memory only (no sink):
 	// the templates need no token on disk.
 	TokenSink string

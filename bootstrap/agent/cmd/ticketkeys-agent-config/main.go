@@ -38,6 +38,7 @@ func newFlags(req *request, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&p.Keyring, "keyring", "", "keyring name (default web)")
 	fs.StringVar(&p.RoleIDFile, "role-id-file", "", "AppRole role_id file (default /etc/vault-agent/ticketkeys/role-id)")
 	fs.StringVar(&p.SecretIDFile, "secret-id-file", "", "AppRole secret_id file (default /etc/vault-agent/ticketkeys/secret-id)")
+	fs.StringVar(&p.SecretIDWrappingPath, "secret-id-wrapping-path", "", "the secret-id file holds a response-wrapping token of this path (node-approle.sh -w: auth/approle/role/ticketkeys-NODE/secret-id); default: a plain secret_id")
 	fs.StringVar(&p.TokenSink, "token-sink", "", "file sink for Agent's token (default: none)")
 	fs.StringVar(&p.PIDFile, "pid-file", "", "Agent pid file (default: none)")
 	fs.StringVar(&p.Dir, "dir", "", "output directory (default /etc/<kind>/ticketkeys)")
