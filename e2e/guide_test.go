@@ -54,6 +54,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -66,6 +67,7 @@ import (
 	"testing"
 	"time"
 
+	ticketkeys "github.com/ticketkeys/vault-plugin-secrets-ticketkeys"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/fleetcheck"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
@@ -904,7 +906,61 @@ func (w *guideWalk) finish(t *testing.T) {
 	}
 	w.watch.Stop()
 	w.watch.noKeyMaterial(t, logs...)
+	w.checkSecurity(t)
 	t.Logf("guide test: %.1f s", time.Since(w.start).Seconds())
+}
+
+// checkSecurity checks what the guide's commands left in Vault against what the guides promise (issue 21):
+// the mount's audit_non_hmac_response_keys name no field with key material, no audit device logs raw or
+// leaves accessors unhashed, and each node's AppRole (node-approle.sh) gives tokens only the reader and
+// token-self policies, without `default`, from a secret-id that expires and is the role's only one.
+func (w *guideWalk) checkSecurity(t *testing.T) {
+	t.Helper()
+	cfg, err := w.s.Client.Sys().MountConfig("ticketkeys")
+	if err != nil {
+		t.Fatalf("security: mount config: %v", err)
+	}
+	for _, k := range ticketkeys.KeyMaterialResponseKeys {
+		if slices.Contains(cfg.AuditNonHMACResponseKeys, k) {
+			t.Errorf("security: after %s the mount's audit_non_hmac_response_keys %q name %s: audit logs hold keys in clear", w.guide.path, cfg.AuditNonHMACResponseKeys, k)
+		}
+	}
+	devices, err := w.s.Client.Sys().ListAudit()
+	if err != nil {
+		t.Fatalf("security: audit devices: %v", err)
+	}
+	for path, d := range devices {
+		if b, _ := strconv.ParseBool(d.Options["log_raw"]); b {
+			t.Errorf("security: audit device %s has log_raw=%s", path, d.Options["log_raw"])
+		}
+		if v, ok := d.Options["hmac_accessor"]; ok {
+			if b, _ := strconv.ParseBool(v); !b {
+				t.Errorf("security: audit device %s has hmac_accessor=%s", path, v)
+			}
+		}
+	}
+	for _, n := range w.nodes {
+		role, err := w.s.Client.Logical().Read("auth/approle/role/ticketkeys-" + n.name)
+		if err != nil || role == nil {
+			t.Logf("security: node %s has no AppRole ticketkeys-%s (%v); its guide authenticates otherwise", n.name, n.name, err)
+			continue
+		}
+		if ttl, _ := role.Data["secret_id_ttl"].(json.Number).Int64(); ttl <= 0 {
+			t.Errorf("security: role ticketkeys-%s secret_id_ttl %v: its secret-ids never expire", n.name, role.Data["secret_id_ttl"])
+		}
+		if role.Data["token_no_default_policy"] != true {
+			t.Errorf("security: role ticketkeys-%s gives its tokens Vault's default policy", n.name)
+		}
+		for _, p := range role.Data["token_policies"].([]any) {
+			if p != "ticketkeys-token-self" && !strings.HasPrefix(p.(string), "ticketkeys-reader-") {
+				t.Errorf("security: role ticketkeys-%s gives its tokens policy %v beyond the reader and token-self policies", n.name, p)
+			}
+		}
+		list, err := w.s.Client.Logical().List("auth/approle/role/ticketkeys-" + n.name + "/secret-id")
+		if err != nil || list == nil || len(list.Data["keys"].([]any)) != 1 {
+			t.Errorf("security: role ticketkeys-%s secret-ids: %v (%v); want exactly the one node-approle.sh last wrote", n.name, list, err)
+		}
+	}
 }
 
 // guideFleet is the fleet check of one TLS listener of the guide's configuration across the nodes.
