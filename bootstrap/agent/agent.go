@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 // Kind is a server kind with its own template set.
@@ -49,8 +51,12 @@ const MaxSlots = 16
 // Params are the values the rendered configuration depends on. Zero values take the documented defaults
 // (see DefaultParams) when passed to Render.
 type Params struct {
-	// VaultAddr is Vault's address. If empty, "https://vault.example.com:8200".
+	// VaultAddr is Vault's address. If empty, "https://vault.example.com:8200". Plain http:// is refused
+	// except to a loopback address unless InsecureHTTP.
 	VaultAddr string
+	// InsecureHTTP allows a plain http:// VaultAddr that is not a loopback address: Agent's token and the
+	// keys then travel in clear. Set it only from an explicit flag.
+	InsecureHTTP bool
 	// CACert is a PEM file to verify Vault's certificate. If empty, the system roots.
 	CACert string
 	// Mount is the engine's mount path without slashes. If empty, "ticketkeys".
@@ -136,6 +142,9 @@ func withDefaults(kind Kind, p Params) (view, error) {
 	v := view{Params: p, Kind: kind, Format: string(kind)}
 	if v.VaultAddr == "" {
 		v.VaultAddr = "https://vault.example.com:8200"
+	}
+	if err := vaultclient.CheckAddress("vault address", v.VaultAddr, v.InsecureHTTP); err != nil {
+		return v, err
 	}
 	if v.Mount == "" {
 		v.Mount = "ticketkeys"
