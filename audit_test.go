@@ -22,7 +22,14 @@ func TestAuditNonHMACResponseKeys(t *testing.T) {
 	if got := strings.Fields(string(m[1])); !slices.Equal(got, AuditNonHMACResponseKeys) {
 		t.Errorf("register.sh non_hmac_keys %q, engine AuditNonHMACResponseKeys %q: keep them equal", got, AuditNonHMACResponseKeys)
 	}
-	for _, secret := range []string{"ticket_key", "tls_ticket_keys", "keys", "aes", "hmac"} {
+	m = regexp.MustCompile(`(?m)^material_keys=\(([^)]*)\)`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal("bootstrap/register.sh has no material_keys=(...) line")
+	}
+	if got := strings.Fields(string(m[1])); !slices.Equal(got, KeyMaterialResponseKeys) {
+		t.Errorf("register.sh material_keys %q, engine KeyMaterialResponseKeys %q: keep them equal", got, KeyMaterialResponseKeys)
+	}
+	for _, secret := range append([]string{"aes", "hmac"}, KeyMaterialResponseKeys...) {
 		if slices.Contains(AuditNonHMACResponseKeys, secret) {
 			t.Errorf("AuditNonHMACResponseKeys lists %q, which carries key material", secret)
 		}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# audit.sh: enable a file audit device, unless one is already enabled at
+# audit.sh: enable a file audit device, or check the one already enabled at
 # that path.
 #
 # Usage: bootstrap/audit.sh FILE [DEVICE_PATH]
@@ -9,8 +9,12 @@
 #
 # Audit devices HMAC every string in request and response data, so ticket
 # keys never reach the log in clear; `vault write sys/audit-hash/DEVICE_PATH
-# input=VALUE` shows the HMAC to look for. Needs VAULT_ADDR and a VAULT_TOKEN
-# allowed to manage sys/audit. The Vault CLI is $VAULT (default: vault).
+# input=VALUE` shows the HMAC to look for. A device already enabled at
+# DEVICE_PATH is accepted only if its options keep that true: it fails,
+# naming the option, when log_raw is true (every string in clear, the keys
+# included) or hmac_accessor is false (token accessors in clear); it is not
+# accepted by its name alone. Needs VAULT_ADDR and a VAULT_TOKEN allowed to
+# manage sys/audit (read sudo). The Vault CLI is $VAULT (default: vault).
 #
 # OpenBao (detected, see lib/server.sh; BAO_ADDR/BAO_TOKEN work too) refuses
 # to enable an audit device over the API: there the device is an `audit`
@@ -40,7 +44,18 @@ while read -r path _; do
 	[[ $path == "$device/" ]] && enabled=true
 done <<<"$devices"
 if $enabled; then
-	echo "an audit device is already enabled at $device/"
+	# The device's own entry, as JSON: {"type": ..., "options": {"log_raw": "true", ...}, ...}.
+	entry=$("$VAULT" read -format=json -field="$device/" sys/audit) ||
+		die "cannot read the options of the audit device at $device/ (sys/audit); not accepting it unchecked"
+	[[ $entry == *'"options"'* ]] || die "the audit device at $device/ shows no options: $entry"
+	bad=()
+	# Vault parses these options with strconv.ParseBool.
+	[[ $entry =~ \"log_raw\":\ *\"(1|t|T|true|TRUE|True)\" ]] && bad+=("log_raw=${BASH_REMATCH[1]} (every string of every request and response in clear, ticket keys included)")
+	[[ $entry =~ \"hmac_accessor\":\ *\"(0|f|F|false|FALSE|False)\" ]] && bad+=("hmac_accessor=${BASH_REMATCH[1]} (token accessors in clear)")
+	if [[ ${#bad[@]} -gt 0 ]]; then
+		die "the audit device at $device/ has $(IFS=';'; echo "${bad[*]}"): disable it (vault audit disable $device) and run audit.sh again, or give another DEVICE_PATH"
+	fi
+	echo "an audit device is already enabled at $device/ (log_raw and hmac_accessor checked: it hashes)"
 	exit 0
 fi
 kind=$(server_kind) || die "cannot tell whether the server is Vault or OpenBao (see above)"

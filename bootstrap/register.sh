@@ -38,7 +38,13 @@
 # engine's fields that carry no key material (ids, states, times; the list
 # below, equal to ticketkeys.AuditNonHMACResponseKeys), so audit logs show
 # which key ids a client read while ticket_key and tls_ticket_keys stay
-# HMAC'd. Keys an operator added to that list are kept.
+# HMAC'd. Keys an operator added to that list are kept, except the fields
+# that carry key material (ticket_key, tls_ticket_keys and keys, the list
+# that holds ticket_key; ticketkeys.KeyMaterialResponseKeys): when the mount
+# lists any of them, register.sh names them and stops before changing
+# anything, because every audited read would then write the keys in clear.
+# (The engine cannot refuse this itself: Vault gives a plugin no view of its
+# mount's audit settings.)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,12 +59,38 @@ die() { echo "register.sh: $*" >&2; exit 1; }
 # Response fields without key material (ticketkeys.AuditNonHMACResponseKeys).
 non_hmac_keys=(id state publish_at not_before encrypt_until not_after destroyed_at reason name format mode)
 
+# Response fields with key material (ticketkeys.KeyMaterialResponseKeys):
+# never in audit_non_hmac_response_keys.
+material_keys=(ticket_key tls_ticket_keys keys)
+
+# current_audit_keys: the mount's audit_non_hmac_response_keys, space-separated.
+current_audit_keys() {
+	local current
+	current=$("$VAULT" read -field=audit_non_hmac_response_keys "sys/mounts/$mount/tune" 2>/dev/null || true)
+	current=${current#[}
+	echo "${current%]}"
+}
+
+# refuse_material_keys: stop when the mount's audit_non_hmac_response_keys
+# names a field with key material: audit logs would hold the keys in clear.
+refuse_material_keys() {
+	local current found=() k keep=()
+	current=$(current_audit_keys)
+	for k in "${material_keys[@]}"; do
+		[[ " $current " == *" $k "* ]] && found+=("$k")
+	done
+	[[ ${#found[@]} -eq 0 ]] && return 0
+	for k in $current; do
+		[[ " ${material_keys[*]} " == *" $k "* ]] || keep+=("-audit-non-hmac-response-keys=$k")
+	done
+	[[ ${#keep[@]} -gt 0 ]] || keep=("-audit-non-hmac-response-keys=")
+	die "mount $mount/ lists ${found[*]} in audit_non_hmac_response_keys: audit devices then log that key material in clear. Remove them (\`$VAULT secrets tune ${keep[*]} $mount/\`), consider the keys in existing audit logs exposed (\`vault write $mount/keys/NAME/rotate mode=now purge_previous=true\`), then run register.sh again. Nothing was changed."
+}
+
 # tune_audit_keys: add non_hmac_keys to the mount's audit_non_hmac_response_keys.
 tune_audit_keys() {
 	local current missing=() k
-	current=$("$VAULT" read -field=audit_non_hmac_response_keys "sys/mounts/$mount/tune" 2>/dev/null || true)
-	current=${current#[}
-	current=${current%]}
+	current=$(current_audit_keys)
 	for k in "${non_hmac_keys[@]}"; do
 		[[ " $current " == *" $k "* ]] || missing+=("$k")
 	done
@@ -113,6 +145,10 @@ if [[ -n $sums ]]; then
 	echo "sha256 $sha of $binary is the release's $match ($sums)"
 fi
 
+# Before any change: a mount that already logs key material in clear is refused.
+if "$VAULT" read "sys/mounts/$mount" >/dev/null 2>&1; then
+	refuse_material_keys
+fi
 "$VAULT" plugin register -sha256="$sha" -version="$version" -command="$command" secret "$name" >/dev/null
 echo "registered secret plugin $name $version (command $command, sha256 $sha)"
 

@@ -30,11 +30,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
-	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
 	"go.uber.org/zap"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 func init() {
@@ -51,10 +51,15 @@ func init() {
 type KeySource struct {
 	// Address is the Vault server's address, for example
 	// "https://vault.example.com:8200". Required unless AgentAddress is set.
+	// Plain http:// is refused except to a loopback address. Only this JSON
+	// configures the Vault client: VAULT_SKIP_VERIFY, VAULT_CACERT,
+	// VAULT_CLIENT_CERT, VAULT_TLS_SERVER_NAME and the proxy variables in
+	// Caddy's environment are ignored (and logged as ignored).
 	Address string `json:"address,omitempty"`
 
 	// AgentAddress is the address of a local Vault Agent or Vault Proxy with
-	// auto_auth and use_auto_auth_token, for example "http://127.0.0.1:8100".
+	// auto_auth and use_auto_auth_token, for example "http://127.0.0.1:8100"
+	// (http:// only to a loopback address) or "unix:///run/vault-agent.sock".
 	// Requests carry no token of their own. Mutually exclusive with Address,
 	// TokenFile and AppRole.
 	AgentAddress string `json:"agent_address,omitempty"`
@@ -211,11 +216,13 @@ func (k *KeySource) Validate() error {
 	return nil
 }
 
+// checkURL: https:// or unix:// anywhere, plain http:// only to a loopback address (a local Agent or
+// Proxy); there is no setting that allows more.
 func checkURL(field, v string) error {
-	if v != "" && !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "unix://") {
-		return fmt.Errorf("tls.stek.ticketkeys: %s: must start with https://, http:// or unix://, got %q", field, v)
+	if v == "" {
+		return nil
 	}
-	return nil
+	return vaultclient.CheckAddress("tls.stek.ticketkeys: "+field, v, false)
 }
 
 // Initialize returns the keys in use, blocking until the first login and
@@ -353,27 +360,20 @@ func (k *KeySource) newShared() (*sharedSource, error) {
 	s.setLogger(k.slogHandler())
 	logger := slog.New(s.handler())
 
-	cfg := api.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, fmt.Errorf("tls.stek.ticketkeys: Vault client defaults: %v", cfg.Error)
+	// Only the module's JSON decides how Vault is reached: vault/api's DefaultConfig would take
+	// VAULT_SKIP_VERIFY, VAULT_CACERT, proxies and more from Caddy's environment.
+	if ignored := vaultclient.EnvironmentIgnored(); len(ignored) > 0 {
+		logger.Warn("ignoring Vault client settings from the environment: the module's JSON alone configures its Vault client",
+			slog.Any("variables", ignored))
 	}
-	cfg.Address = k.Address
+	addr, field := k.Address, "address"
 	if k.AgentAddress != "" {
-		cfg.Address = k.AgentAddress
+		addr, field = k.AgentAddress, "agent_address"
 	}
-	cfg.MaxRetries = 0 // the Source retries with its own backoff
-	if k.CAFile != "" {
-		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: k.CAFile}); err != nil {
-			return nil, fmt.Errorf("tls.stek.ticketkeys: ca_file: %v", err)
-		}
-	}
-	vc, err := api.NewClient(cfg)
+	vc, err := vaultclient.New(vaultclient.Config{Address: addr, AddressField: "tls.stek.ticketkeys: " + field, CACertFile: k.CAFile})
 	if err != nil {
-		return nil, fmt.Errorf("tls.stek.ticketkeys: Vault client: %v", err)
+		return nil, fmt.Errorf("tls.stek.ticketkeys: %w", err)
 	}
-	vc.ClearToken() // never a VAULT_TOKEN from the environment
-	vc.SetNamespace("")
-
 	ctx, cancel := context.WithTimeout(k.ctx, time.Duration(k.FirstWindowTimeout))
 	defer cancel()
 	opts := []client.Option{
@@ -403,7 +403,7 @@ func (k *KeySource) newShared() (*sharedSource, error) {
 			return nil, fmt.Errorf("tls.stek.ticketkeys: approle: %v", err)
 		}
 		if s.login, err = client.KeepLogin(ctx, vc, auth, opts[:2]...); err != nil {
-			return nil, fmt.Errorf("tls.stek.ticketkeys: approle login at %s: %w", cfg.Address, err)
+			return nil, fmt.Errorf("tls.stek.ticketkeys: approle login at %s: %w", addr, err)
 		}
 	}
 	if s.src, err = client.NewSource(ctx, vc, k.Mount, k.Keyring, opts...); err != nil {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 )
 
 // fakeEngine answers GET /v1/ticketkeys/keys/web?format=go the way the
@@ -145,6 +147,31 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		"rotation_period": int64(f.period / time.Second), "retain": int64(f.retain / time.Second),
 		"publish_ahead": int64(f.period / time.Second), "ttl": ttl, "keys": keys,
 	}})
+}
+
+// TestTLSFromJSONOnly: the environment variables vault/api reads (VAULT_SKIP_VERIFY, VAULT_CACERT,
+// VAULT_TLS_SERVER_NAME, proxies) do not change how the module reaches Vault: a Vault whose certificate the
+// configured roots do not vouch for is refused with VAULT_SKIP_VERIFY=true and VAULT_CACERT naming its CA,
+// with and without a ca_file of another CA; only the module's own ca_file makes it trusted.
+func TestTLSFromJSONOnly(t *testing.T) {
+	f, caFile := newFakeEngineTLS(t, 30*time.Second, 30*time.Second)
+	_, _, otherCA := testcert.New(t, testcert.ECDSAP256).WritePEM(t.TempDir())
+	t.Setenv("VAULT_SKIP_VERIFY", "true")
+	t.Setenv("VAULT_CACERT", caFile)
+	t.Setenv("VAULT_TLS_SERVER_NAME", "example.com")
+	t.Setenv("VAULT_PROXY_ADDR", "http://127.0.0.1:1")
+	for _, extra := range []string{``, fmt.Sprintf(`, "ca_file": %q`, otherCA)} {
+		k := newKeySource(t, f, `, "first_window_timeout": "1s"`+extra)
+		if _, err := k.Initialize(nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+			_ = k.Cleanup()
+			t.Errorf("config {%s} with VAULT_SKIP_VERIFY=true and VAULT_CACERT in the environment: got %v, want a certificate error", extra, err)
+		}
+	}
+	k := newKeySource(t, f, fmt.Sprintf(`, "ca_file": %q`, caFile))
+	if _, err := k.Initialize(nil); err != nil {
+		t.Fatalf("with the module's ca_file: %v", err)
+	}
+	_ = k.Cleanup()
 }
 
 // newKeySource provisions and validates a KeySource that reads f with a
@@ -352,7 +379,10 @@ func TestValidate(t *testing.T) {
 		{"approle both ids", `{"address": "https://v:8200", "keyring": "web", "approle": {"role_id": "r", "role_id_file": "/r", "secret_id_file": "/s"}}`, `exactly one of role_id and role_id_file`},
 		{"approle no secret", `{"address": "https://v:8200", "keyring": "web", "approle": {"role_id": "r"}}`, `approle.secret_id_file: required`},
 		{"backoff", `{"address": "https://v:8200", "keyring": "web", "token_file": "/t", "retry_backoff_min": "2s", "retry_backoff_max": "1s"}`, `retry_backoff_min, retry_backoff_max: must be > 0 and max >= min, got 2s and 1s`},
+		{"remote http address", `{"address": "http://vault.example.com:8200", "keyring": "web", "token_file": "/t"}`, `address: plain http:// only to a loopback address`},
+		{"remote http agent", `{"agent_address": "http://10.1.2.3:8100", "keyring": "web"}`, `agent_address: plain http:// only to a loopback address`},
 		{"ok agent", `{"agent_address": "http://127.0.0.1:8100", "keyring": "web"}`, ``},
+		{"ok agent socket", `{"agent_address": "unix:///run/vault-agent.sock", "keyring": "web"}`, ``},
 		{"ok approle", `{"address": "https://v:8200", "keyring": "web", "approle": {"role_id_file": "/r", "secret_id_file": "/s"}}`, ``},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

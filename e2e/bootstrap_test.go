@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -253,4 +254,232 @@ func readAuditLog(t *testing.T, s *vaulttest.Server) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// register.sh on a mount whose audit_non_hmac_response_keys already lists a field with key material
+// (issue 21: it exited 0, printed "(ticket_key stays HMAC'd)" and left ticket_key in the list) stops before
+// changing anything, naming every such field, and leaves the mount as it was; with the list repaired it
+// runs. Each field of ticketkeys.KeyMaterialResponseKeys is tried, beside an operator's harmless field.
+func TestBootstrapRegisterRefusesKeyMaterialInClear(t *testing.T) {
+	s := vaulttest.Start(t, vaulttest.WithoutPluginRegistration())
+	plugin := filepath.Join(s.PluginDir, vaulttest.PluginFile)
+	if _, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
+		t.Fatal(err)
+	}
+	for _, material := range ticketkeys.KeyMaterialResponseKeys {
+		list := append([]string{"operator_field", material}, ticketkeys.AuditNonHMACResponseKeys...)
+		if err := s.Client.Sys().TuneMount("ticketkeys", api.MountConfigInput{AuditNonHMACResponseKeys: list}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := eapiScript(t, s, "bootstrap/register.sh", plugin)
+		if err == nil || !strings.Contains(err.Error(), material) || !strings.Contains(err.Error(), "in clear") {
+			t.Errorf("register.sh with %s in audit_non_hmac_response_keys: out %q, err %v; want a failure naming %s", material, out, err, material)
+		}
+		if strings.Contains(out, "stays HMAC'd") {
+			t.Errorf("register.sh with %s in the list printed %q", material, out)
+		}
+		cfg, err := s.Client.Sys().MountConfig("ticketkeys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(cfg.AuditNonHMACResponseKeys, material) || len(cfg.AuditNonHMACResponseKeys) != len(list) {
+			t.Errorf("after the refusal the mount's list is %q; want it unchanged (%q)", cfg.AuditNonHMACResponseKeys, list)
+		}
+	}
+	// Repaired as the message says (the list without the material fields), register.sh runs again.
+	if err := s.Client.Sys().TuneMount("ticketkeys", api.MountConfigInput{AuditNonHMACResponseKeys: append([]string{"operator_field"}, ticketkeys.AuditNonHMACResponseKeys...)}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := eapiScript(t, s, "bootstrap/register.sh", plugin); err != nil {
+		t.Fatalf("register.sh on the repaired mount: %q, %v", out, err)
+	}
+}
+
+// audit.sh checks the options of a device already enabled at its path instead of accepting it by name: a
+// device with log_raw=true (keys in clear) or hmac_accessor=false fails, naming the option; the device
+// audit.sh enables itself passes a second run.
+func TestBootstrapAuditChecksAnExistingDevice(t *testing.T) {
+	s := vaulttest.Start(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		path, option, value string
+	}{
+		{"raw", "log_raw", "true"},
+		{"accessors", "hmac_accessor", "false"},
+	} {
+		file := filepath.Join(dir, tc.path+".log")
+		if err := s.Client.Sys().EnableAuditWithOptions(tc.path, &api.EnableAuditOptions{
+			Type: "file", Options: map[string]string{"file_path": file, tc.option: tc.value},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := eapiScript(t, s, "bootstrap/audit.sh", file, tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.option+"="+tc.value) {
+			t.Errorf("audit.sh on a device with %s=%s: out %q, err %v; want a failure naming %s=%s", tc.option, tc.value, out, err, tc.option, tc.value)
+		}
+	}
+	file := filepath.Join(dir, "good.log")
+	for run := 1; run <= 2; run++ {
+		out, err := eapiScript(t, s, "bootstrap/audit.sh", file, "good")
+		if err != nil {
+			t.Fatalf("audit.sh run %d on its own device: %v", run, err)
+		}
+		if run == 2 && !strings.Contains(out, "checked") {
+			t.Errorf("audit.sh run 2: %q; want it to say the existing device's options were checked", out)
+		}
+	}
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("audit log %s: %v, mode %v; want 0600", file, err, st)
+	}
+}
+
+// appRoleLoginWith logs in with role_id and secret_id and returns the error (nil on success).
+func appRoleLoginWith(s *vaulttest.Server, roleID, secretID string) error {
+	_, err := s.Client.Logical().Write("auth/approle/login", map[string]any{"role_id": roleID, "secret_id": secretID})
+	return err
+}
+
+func readTrimmed(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// node-approle.sh gives a node credentials that expire and can be re-issued after a leak (issue 21: the role
+// had secret_id_ttl 0, and running the script twice left two valid secret-ids): the role carries a finite
+// secret_id_ttl, a secret-id re-issued by a second run is the only valid one (the earlier one is destroyed),
+// -c binds the secret-id and the tokens to CIDR blocks (a login from outside them fails), and a never-expiring
+// -t 0 is refused.
+func TestBootstrapNodeAppRoleCredentialsExpireAndRotate(t *testing.T) {
+	s := vaulttest.Start(t)
+	createKeyring(t, s, "web")
+	dir := filepath.Join(t.TempDir(), "creds")
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "web", "n1", dir); err != nil {
+		t.Fatal(err)
+	}
+	role, err := s.Client.Logical().Read("auth/approle/role/ticketkeys-n1")
+	if err != nil || role == nil {
+		t.Fatalf("read role: %v", err)
+	}
+	if ttl, _ := role.Data["secret_id_ttl"].(json.Number).Int64(); ttl <= 0 || ttl > 90*24*3600 {
+		t.Errorf("role secret_id_ttl = %v; want a finite default (30 days)", role.Data["secret_id_ttl"])
+	}
+	roleID := readTrimmed(t, filepath.Join(dir, "role-id"))
+	first := readTrimmed(t, filepath.Join(dir, "secret-id"))
+	if err := appRoleLoginWith(s, roleID, first); err != nil {
+		t.Fatalf("login with the first secret-id: %v", err)
+	}
+
+	// Re-provisioning (after a suspected leak, or for a second keyring) leaves only the new secret-id valid.
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "web", "n1", dir); err != nil {
+		t.Fatal(err)
+	}
+	second := readTrimmed(t, filepath.Join(dir, "secret-id"))
+	if err := appRoleLoginWith(s, roleID, first); err == nil {
+		t.Errorf("the first secret-id still logs in after node-approle.sh issued a new one; want it destroyed")
+	}
+	if err := appRoleLoginWith(s, roleID, second); err != nil {
+		t.Errorf("login with the new secret-id: %v", err)
+	}
+	list, err := s.Client.Logical().List("auth/approle/role/ticketkeys-n1/secret-id")
+	if err != nil || list == nil || len(list.Data["keys"].([]any)) != 1 {
+		t.Errorf("secret-id accessors of the role: %v, %v; want exactly one", list, err)
+	}
+
+	// CIDR binding: from loopback, a role bound to 10.0.0.0/8 cannot log in; bound to 127.0.0.1/32 it can,
+	// and its tokens carry the binding.
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "-c", "10.0.0.0/8", "web", "n1", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := appRoleLoginWith(s, roleID, readTrimmed(t, filepath.Join(dir, "secret-id"))); err == nil {
+		t.Errorf("login from 127.0.0.1 with a secret-id bound to 10.0.0.0/8 succeeded")
+	}
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "-c", "127.0.0.1/32", "web", "n1", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := appRoleLoginWith(s, roleID, readTrimmed(t, filepath.Join(dir, "secret-id"))); err != nil {
+		t.Errorf("login from 127.0.0.1 bound to 127.0.0.1/32: %v", err)
+	}
+	role, _ = s.Client.Logical().Read("auth/approle/role/ticketkeys-n1")
+	for _, f := range []string{"secret_id_bound_cidrs", "token_bound_cidrs"} {
+		// Vault stores a /32 token binding as the bare address.
+		if got := fmt.Sprint(role.Data[f]); got != "[127.0.0.1/32]" && got != "[127.0.0.1]" {
+			t.Errorf("role %s = %s; want [127.0.0.1/32]", f, got)
+		}
+	}
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "-t", "0", "web", "n1", dir); err == nil || !strings.Contains(err.Error(), "-t TTL '0'") {
+		t.Errorf("node-approle.sh -t 0: %v; want a refusal naming -t", err)
+	}
+}
+
+// Response-wrapped delivery, end to end with a real Vault Agent: node-approle.sh -w writes a single-use
+// wrapping token (not the secret-id) whose creation path is the role's secret-id path; an Agent configured
+// by ticketkeys-agent-config's -secret-id-wrapping-path unwraps it, logs in and reads the keyring; the token
+// is then spent (a copy taken on the way is useless), and an Agent expecting another path refuses it.
+func TestBootstrapNodeAppRoleWrappedSecretIDWithAgent(t *testing.T) {
+	s := vaulttest.Start(t)
+	createKeyring(t, s, "web")
+	dir := filepath.Join(t.TempDir(), "creds")
+	if _, err := eapiScript(t, s, "bootstrap/node-approle.sh", "-w", "5m", "web", "n1", dir); err != nil {
+		t.Fatal(err)
+	}
+	wrapping := readTrimmed(t, filepath.Join(dir, "secret-id"))
+	info, err := s.Client.Logical().Write("sys/wrapping/lookup", map[string]any{"token": wrapping})
+	if err != nil || info == nil {
+		t.Fatalf("the secret-id file is not a wrapping token: %v", err)
+	}
+	wantPath := "auth/approle/role/ticketkeys-n1/secret-id"
+	if got := info.Data["creation_path"]; got != wantPath {
+		t.Fatalf("wrapping token creation_path %v; want %s", got, wantPath)
+	}
+	if err := appRoleLoginWith(s, readTrimmed(t, filepath.Join(dir, "role-id")), wrapping); err == nil {
+		t.Fatal("the wrapping token itself logs in as a secret-id")
+	}
+
+	agentConf := func(sink, wrappingPath string) string {
+		return fmt.Sprintf(`
+vault { address = %q }
+auto_auth {
+  method "approle" {
+    mount_path = "auth/approle"
+    config = {
+      role_id_file_path                   = %q
+      secret_id_file_path                 = %q
+      remove_secret_id_file_after_reading = false
+      secret_id_response_wrapping_path    = %q
+    }
+  }
+  sink "file" {
+    config = {
+      path = %q
+      mode = 0600
+    }
+  }
+}
+`, s.Addr, filepath.Join(dir, "role-id"), filepath.Join(dir, "secret-id"), wrappingPath, sink)
+	}
+	// An Agent expecting another creation path refuses the token and leaves it unspent.
+	wrongSink := filepath.Join(t.TempDir(), "token")
+	wrong := vaulttest.StartAgent(t, s, agentConf(wrongSink, "auth/approle/role/other/secret-id"))
+	time.Sleep(3 * time.Second)
+	if _, err := os.Stat(wrongSink); err == nil {
+		t.Fatal("an Agent expecting another wrapping path logged in")
+	}
+	wrong.Stop()
+
+	sink := filepath.Join(t.TempDir(), "token")
+	agent := vaulttest.StartAgent(t, s, agentConf(sink, wantPath))
+	agent.WaitFor(t, 30*time.Second, "Agent's token in its sink", func() bool {
+		b, err := os.ReadFile(sink)
+		return err == nil && len(b) > 0
+	})
+	if !canRead(t, s, readTrimmed(t, sink), "web") {
+		t.Errorf("the Agent's token cannot read keyring web")
+	}
+	if _, err := s.Client.Logical().Write("sys/wrapping/lookup", map[string]any{"token": wrapping}); err == nil {
+		t.Errorf("the wrapping token is still valid after the Agent unwrapped it")
+	}
 }

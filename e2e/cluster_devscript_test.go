@@ -33,8 +33,15 @@ func TestDevClusterScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := devClusterPorts(t)
+	// Every Vault command the script and the bootstrap scripts run goes through a wrapper that records its
+	// arguments: what `ps` would show any user of the machine.
+	argvLog := filepath.Join(t.TempDir(), "vault-argv.log")
+	wrapper := filepath.Join(t.TempDir(), "vault")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nprintf '%s\\n' \"$*\" >>"+argvLog+"\nexec "+vaultBin+" \"$@\"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(script)
-	cmd.Env = append(os.Environ(), "TICKETKEYS_DEV_CLUSTER_PORT="+strconv.Itoa(base), "VAULT_BIN="+vaultBin)
+	cmd.Env = append(os.Environ(), "TICKETKEYS_DEV_CLUSTER_PORT="+strconv.Itoa(base), "VAULT_BIN="+wrapper)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -100,6 +107,33 @@ func TestDevClusterScript(t *testing.T) {
 	}
 	if !strings.Contains(usage, "export VAULT_ADDR="+lbLine[2]+" ") {
 		t.Errorf("the usage block does not export the load balancer's address %s as VAULT_ADDR:\n%s", lbLine[2], usage)
+	}
+
+	// The root token and the unseal key are in 0600 files, never printed and never on a command line.
+	secrets := map[string]string{}
+	for _, name := range []string{"root-token", "unseal-key"} {
+		path := filepath.Join(workDir[1], name)
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want a file of mode 0600", path, err, fi)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(strings.TrimSpace(string(b))) < 16 {
+			t.Fatalf("%s: %v, %d bytes; want the secret", path, err, len(b))
+		}
+		secrets[name] = strings.TrimSpace(string(b))
+	}
+	argv, err := os.ReadFile(argvLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, secret := range secrets {
+		if strings.Contains(printed, secret) || strings.Contains(stderr.String(), secret) {
+			t.Errorf("dev-cluster.sh printed the %s; want only the path of its file", name)
+		}
+		if strings.Contains(string(argv), secret) {
+			t.Errorf("dev-cluster.sh passed the %s on a Vault command line (visible in ps); want it read from its file", name)
+		}
 	}
 
 	// Run the printed commands as they are, in one shell, as a user would paste them.

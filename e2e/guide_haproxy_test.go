@@ -45,6 +45,10 @@ func TestGuideHAProxy(t *testing.T) {
 	for _, n := range w.nodes {
 		n.checkModes(t, map[string]os.FileMode{"/etc/haproxy/ticketkeys/web.tls-ticket-keys": 0o600})
 		socket, keysFile := n.haproxyRuntime(t)
+		// The admin socket dumps every key of the ring (show tls-keys): the guide promises it root-only.
+		if fi, err := os.Stat(socket); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+			t.Errorf("node %s: admin socket %s: %v, mode %v; the guide promises a socket of mode 0600", n.name, socket, err, fi)
+		}
 		for attempt := 0; ; attempt++ {
 			file, err := os.ReadFile(keysFile)
 			if err != nil {

@@ -28,7 +28,7 @@ package e2e
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
 //     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/caddy/, /etc/vault-agent/, /run/haproxy/,
-//     /usr/local/bin/, /usr/local/share/ticketkeys/, /etc/envoy/), in the guide's commands, in its server configuration
+//     /run/haproxy.pid, /usr/local/bin/, /usr/local/share/ticketkeys/, /etc/envoy/), in the guide's commands, in its server configuration
 //     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
 //     configuration naming any other absolute path (but nginx's module directory) fails the test before it
 //     runs, and so does a command other than those of guideCommands and the bootstrap/ scripts;
@@ -54,6 +54,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -66,6 +67,7 @@ import (
 	"testing"
 	"time"
 
+	ticketkeys "github.com/ticketkeys/vault-plugin-secrets-ticketkeys"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/fleetcheck"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
@@ -245,7 +247,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/usr/local/bin/|/usr/local/share/ticketkeys/|/etc/envoy/)`)
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/run/haproxy\.pid\b|/usr/local/bin/|/usr/local/share/ticketkeys/|/etc/envoy/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)
@@ -909,7 +911,61 @@ func (w *guideWalk) finish(t *testing.T) {
 	}
 	w.watch.Stop()
 	w.watch.noKeyMaterial(t, logs...)
+	w.checkSecurity(t)
 	t.Logf("guide test: %.1f s", time.Since(w.start).Seconds())
+}
+
+// checkSecurity checks what the guide's commands left in Vault against what the guides promise (issue 21):
+// the mount's audit_non_hmac_response_keys name no field with key material, no audit device logs raw or
+// leaves accessors unhashed, and each node's AppRole (node-approle.sh) gives tokens only the reader and
+// token-self policies, without `default`, from a secret-id that expires and is the role's only one.
+func (w *guideWalk) checkSecurity(t *testing.T) {
+	t.Helper()
+	cfg, err := w.s.Client.Sys().MountConfig("ticketkeys")
+	if err != nil {
+		t.Fatalf("security: mount config: %v", err)
+	}
+	for _, k := range ticketkeys.KeyMaterialResponseKeys {
+		if slices.Contains(cfg.AuditNonHMACResponseKeys, k) {
+			t.Errorf("security: after %s the mount's audit_non_hmac_response_keys %q name %s: audit logs hold keys in clear", w.guide.path, cfg.AuditNonHMACResponseKeys, k)
+		}
+	}
+	devices, err := w.s.Client.Sys().ListAudit()
+	if err != nil {
+		t.Fatalf("security: audit devices: %v", err)
+	}
+	for path, d := range devices {
+		if b, _ := strconv.ParseBool(d.Options["log_raw"]); b {
+			t.Errorf("security: audit device %s has log_raw=%s", path, d.Options["log_raw"])
+		}
+		if v, ok := d.Options["hmac_accessor"]; ok {
+			if b, _ := strconv.ParseBool(v); !b {
+				t.Errorf("security: audit device %s has hmac_accessor=%s", path, v)
+			}
+		}
+	}
+	for _, n := range w.nodes {
+		role, err := w.s.Client.Logical().Read("auth/approle/role/ticketkeys-" + n.name)
+		if err != nil || role == nil {
+			t.Logf("security: node %s has no AppRole ticketkeys-%s (%v); its guide authenticates otherwise", n.name, n.name, err)
+			continue
+		}
+		if ttl, _ := role.Data["secret_id_ttl"].(json.Number).Int64(); ttl <= 0 {
+			t.Errorf("security: role ticketkeys-%s secret_id_ttl %v: its secret-ids never expire", n.name, role.Data["secret_id_ttl"])
+		}
+		if role.Data["token_no_default_policy"] != true {
+			t.Errorf("security: role ticketkeys-%s gives its tokens Vault's default policy", n.name)
+		}
+		for _, p := range role.Data["token_policies"].([]any) {
+			if p != "ticketkeys-token-self" && !strings.HasPrefix(p.(string), "ticketkeys-reader-") {
+				t.Errorf("security: role ticketkeys-%s gives its tokens policy %v beyond the reader and token-self policies", n.name, p)
+			}
+		}
+		list, err := w.s.Client.Logical().List("auth/approle/role/ticketkeys-" + n.name + "/secret-id")
+		if err != nil || list == nil || len(list.Data["keys"].([]any)) != 1 {
+			t.Errorf("security: role ticketkeys-%s secret-ids: %v (%v); want exactly the one node-approle.sh last wrote", n.name, list, err)
+		}
+	}
 }
 
 // guideFleet is the fleet check of one TLS listener of the guide's configuration across the nodes.

@@ -14,10 +14,16 @@
 # "dev-cluster: ready" on stdout marks the end of the set-up (a test waits
 # for it).
 #
+# The unseal key and the root token go to files of mode 0600 in the
+# cluster's directory (unseal-key, root-token), never onto a command line
+# (where `ps` shows them to every user) nor onto the terminal: the printed
+# usage reads the token from its file.
+#
 # Environment: TICKETKEYS_DEV_CLUSTER_PORT (default 8210) is node0's API port;
 # node N listens on PORT+10*N (API) and PORT+10*N+1 (cluster traffic), and the
 # load balancer on PORT-10 (default 8200, as in production.md), all on
-# 127.0.0.1.
+# 127.0.0.1. VAULT_BIN, when set, is the Vault binary (default: the pinned
+# build of scripts/vault-build.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,7 +34,7 @@ haproxy_bin=${HAPROXY_BIN:-/usr/sbin/haproxy}
 [[ -x $haproxy_bin ]] || { echo "dev-cluster.sh: $haproxy_bin not found: the load balancer is HAProxy (apt-get install haproxy, or set HAPROXY_BIN)" >&2; exit 1; }
 lb_port=$((base - 10))
 
-vault_bin=$(cd "$root" && scripts/vault-build.sh)
+vault_bin=${VAULT_BIN:-$(cd "$root" && scripts/vault-build.sh)}
 work=$(mktemp -d "${TMPDIR:-/tmp}/ticketkeys-dev-cluster.XXXXXX")
 nodes=(node0 node1 node2)
 pids=()
@@ -158,19 +164,27 @@ for i in 0 1 2; do
 done
 
 # Initialise node0 with one key share (a demo: production uses more shares or auto-unseal).
+# The key and the token stay in this shell's memory and in 0600 files: they
+# are never an argument of a command (visible in `ps`) nor printed.
 init=$(on 0 "$vault_bin" operator init -key-shares=1 -key-threshold=1)
 unseal_key=$(awk '/^Unseal Key 1:/ { print $4 }' <<<"$init")
 root_token=$(awk '/^Initial Root Token:/ { print $4 }' <<<"$init")
+init=
 [[ -n $unseal_key && -n $root_token ]] || { echo "dev-cluster.sh: operator init gave no unseal key or root token" >&2; exit 1; }
-printf '%s\n' "$unseal_key" >"$work/unseal-key"
-chmod 0600 "$work/unseal-key"
+(
+	umask 077
+	printf '%s' "$unseal_key" >"$work/unseal-key"
+	printf '%s' "$root_token" >"$work/root-token"
+)
+# unseal N: unseal node N with the key file (`vault write` reads key=@FILE itself).
+unseal() { on "$1" "$vault_bin" write -format=json sys/unseal key=@"$work/unseal-key"; }
 
-on 0 "$vault_bin" operator unseal "$unseal_key" >/dev/null
+unseal 0 >/dev/null
 # node1 and node2 finish their retry_join when they are unsealed; until they
 # have fetched the join challenge from node0, unseal fails: retry.
 for i in 1 2; do
 	for _ in $(seq 1 120); do
-		if on "$i" "$vault_bin" operator unseal "$unseal_key" >/dev/null 2>&1 &&
+		if unseal "$i" >/dev/null 2>&1 &&
 			[[ $(on "$i" "$vault_bin" status -format=json 2>/dev/null | grep -c '"sealed": false') -eq 1 ]]; then
 			break
 		fi
@@ -218,10 +232,10 @@ cat <<MSG
 Vault cluster of 3 nodes (pids ${pids[*]:0:3}), TLS with CA $tls/ca.pem:
   node0 $(addr 0) (active)   node1 $(addr 1)   node2 $(addr 2)
 Load balancer (HAProxy, pid $lb_pid, config $work/haproxy.cfg): $lb_addr
-Root token: $root_token   Unseal key: $work/unseal-key
+Root token: $work/root-token   Unseal key: $work/unseal-key   (files of mode 0600)
 In another shell:
 
-  export VAULT_ADDR=$lb_addr VAULT_CACERT=$tls/ca.pem VAULT_TOKEN=$root_token   # the load balancer
+  export VAULT_ADDR=$lb_addr VAULT_CACERT=$tls/ca.pem VAULT_TOKEN=\$(cat $work/root-token)   # the load balancer
   alias vault=$vault_bin
   vault operator raft list-peers                    # three nodes, Voter true
   vault read sys/storage/raft/autopilot/state       # healthy, failure_tolerance 1

@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 // Kind is a server kind with its own template set.
@@ -49,8 +51,12 @@ const MaxSlots = 16
 // Params are the values the rendered configuration depends on. Zero values take the documented defaults
 // (see DefaultParams) when passed to Render.
 type Params struct {
-	// VaultAddr is Vault's address. If empty, "https://vault.example.com:8200".
+	// VaultAddr is Vault's address. If empty, "https://vault.example.com:8200". Plain http:// is refused
+	// except to a loopback address unless InsecureHTTP.
 	VaultAddr string
+	// InsecureHTTP allows a plain http:// VaultAddr that is not a loopback address: Agent's token and the
+	// keys then travel in clear. Set it only from an explicit flag.
+	InsecureHTTP bool
 	// CACert is a PEM file to verify Vault's certificate. If empty, the system roots.
 	CACert string
 	// Mount is the engine's mount path without slashes. If empty, "ticketkeys".
@@ -60,6 +66,10 @@ type Params struct {
 	// RoleIDFile and SecretIDFile hold the AppRole credentials. If empty, /etc/vault-agent/ticketkeys/role-id
 	// and .../secret-id.
 	RoleIDFile, SecretIDFile string
+	// SecretIDWrappingPath, when set, makes SecretIDFile a response-wrapping token that Agent unwraps,
+	// accepting it only if it wrapped a response of this path (node-approle.sh -w writes one for
+	// "auth/approle/role/ticketkeys-NODE/secret-id"). If empty, SecretIDFile holds the secret_id itself.
+	SecretIDWrappingPath string
 	// TokenSink is a file Agent writes its token to. If empty, Agent keeps the token in memory only (no sink):
 	// the templates need no token on disk.
 	TokenSink string
@@ -76,7 +86,8 @@ type Params struct {
 	Slots int
 	// Command runs after the files change (once per change, after all files are written). If nil:
 	// nginx ["nginx", "-s", "reload"]; HAProxy ["/usr/local/bin/ticketkeys-haproxy-push", "-socket",
-	// "/run/haproxy/admin.sock", "-file", <Dir>/tls-ticket-keys]; Envoy none (Envoy watches the file).
+	// "/run/haproxy/admin.sock", "-pidfile", "/run/haproxy.pid" (Debian's unit), "-file", <Dir>/tls-ticket-keys];
+	// Envoy none (Envoy watches the file).
 	// A non-nil empty slice means no command.
 	Command []string
 	// SecretName is the Envoy SDS secret name. If empty, "session_ticket_keys".
@@ -136,6 +147,9 @@ func withDefaults(kind Kind, p Params) (view, error) {
 	if v.VaultAddr == "" {
 		v.VaultAddr = "https://vault.example.com:8200"
 	}
+	if err := vaultclient.CheckAddress("vault address", v.VaultAddr, v.InsecureHTTP); err != nil {
+		return v, err
+	}
 	if v.Mount == "" {
 		v.Mount = "ticketkeys"
 	}
@@ -167,7 +181,7 @@ func withDefaults(kind Kind, p Params) (view, error) {
 		case Nginx:
 			v.Command = []string{"nginx", "-s", "reload"}
 		case HAProxy:
-			v.Command = []string{"/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-file", v.KeysFile()}
+			v.Command = []string{"/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-pidfile", "/run/haproxy.pid", "-file", v.KeysFile()}
 		}
 	}
 	if !keyringName.MatchString(v.Keyring) {

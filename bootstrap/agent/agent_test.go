@@ -298,7 +298,7 @@ func TestHAProxyTemplate(t *testing.T) {
 	}
 	// Default command: the push command with the same file.
 	s, _ = Render(HAProxy, Params{})
-	if c := parse(t, s); strings.Join(c.Template[0].Command, " ") != "/usr/local/bin/ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -file /etc/haproxy/ticketkeys/web.tls-ticket-keys" {
+	if c := parse(t, s); strings.Join(c.Template[0].Command, " ") != "/usr/local/bin/ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -pidfile /run/haproxy.pid -file /etc/haproxy/ticketkeys/web.tls-ticket-keys" {
 		t.Fatalf("default command = %q", c.Template[0].Command)
 	}
 }

@@ -139,6 +139,9 @@ func TestNginxLuaInstallRejects(t *testing.T) {
 		{[]string{"-m", "../sys"}, "-m MOUNT '../sys'"},
 		{[]string{"-a", "vault:8200"}, "-a VAULT_ADDR 'vault:8200': want http(s)://host[:port]"},
 		{[]string{"-u", "no-such-group-xyz"}, "-u NGINX_USER 'no-such-group-xyz'"},
+		{[]string{"-a", "http://vault.example.com:8200"}, "-a VAULT_ADDR 'http://vault.example.com:8200': plain http:// only to a loopback address"},
+		{[]string{"-a", "http://127.0.0.1.example.com:8200"}, "plain http:// only to a loopback address"},
+		{[]string{"-a", "http://localhost.example.com:8200"}, "plain http:// only to a loopback address"},
 		{[]string{"web"}, "unexpected argument 'web'"},
 	} {
 		root := t.TempDir()

@@ -2,11 +2,14 @@
 // taken from a ticketkeys keyring in Vault, so that every instance of it
 // behind a load balancer resumes the others' TLS sessions.
 //
-// Vault is reached as vault/api's DefaultConfig reads the environment:
-// VAULT_ADDR and VAULT_TOKEN, or VAULT_AGENT_ADDR for a local Vault Agent or
-// Proxy that adds the token. With -approle-role-id and
-// -approle-secret-id-file it logs in with AppRole instead and keeps the login
-// renewed.
+// Vault is reached at -vault-addr (default: VAULT_ADDR, else VAULT_AGENT_ADDR
+// for a local Vault Agent or Proxy that adds the token), verified with
+// -vault-ca-cert (default: the system roots), with the token of VAULT_TOKEN.
+// No other VAULT_* variable changes the client (VAULT_SKIP_VERIFY,
+// VAULT_CACERT, proxies: internal/vaultclient), and plain http:// is refused
+// except to a loopback address unless -vault-insecure-http, which is
+// printed at start. With -approle-role-id and -approle-secret-id-file it
+// logs in with AppRole instead and keeps the login renewed.
 //
 //	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... \
 //	  ticketkeys-example-server -addr 127.0.0.1:8443 -cert cert.pem -key key.pem -keyring web
@@ -40,6 +43,7 @@ import (
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client/promcollector"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 func main() {
@@ -58,6 +62,9 @@ func run() error {
 	keyring := flag.String("keyring", "web", "keyring name")
 	roleID := flag.String("approle-role-id", "", "log in with this AppRole role_id (optional)")
 	secretIDFile := flag.String("approle-secret-id-file", "", "file holding the AppRole secret_id (with -approle-role-id)")
+	vaultAddr := flag.String("vault-addr", firstEnv("VAULT_ADDR", "VAULT_AGENT_ADDR"), "Vault (or local Agent) address: https://, unix://, or http:// to a loopback address")
+	vaultCACert := flag.String("vault-ca-cert", "", "PEM file of the CAs that verify Vault's certificate (default: the system roots)")
+	insecureHTTP := flag.Bool("vault-insecure-http", false, "allow plain http:// to a non-loopback Vault address: the token and the keys travel in clear")
 	startTimeout := flag.Duration("start-timeout", 30*time.Second, "how long to wait for the first key window")
 	disable := flag.Bool("disable-tickets-on-exhaustion", false, "turn tickets off, instead of a node-local key, when Vault stays unreachable past the schedule")
 	flag.Parse()
@@ -72,9 +79,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	vc, err := api.NewClient(api.DefaultConfig())
+	vc, err := vaultClient(*vaultAddr, *vaultCACert, *insecureHTTP, logger)
 	if err != nil {
-		return fmt.Errorf("vault client: %w", err)
+		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, *startTimeout)
 	defer cancel()
@@ -203,4 +210,33 @@ func statusJSON(st client.Status) map[string]any {
 		"refresh_errors":     st.RefreshErrors,
 		"tickets":            st.Tickets,
 	}
+}
+
+// firstEnv returns the first of the named environment variables that is set and not empty.
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// vaultClient builds the Vault client from the flags alone (internal/vaultclient), with VAULT_TOKEN's token.
+// It logs the insecure setting when given and the VAULT_* variables it ignores.
+func vaultClient(addr, caFile string, insecureHTTP bool, logger *slog.Logger) (*api.Client, error) {
+	if insecureHTTP {
+		logger.Warn("INSECURE: -vault-insecure-http allows plain http:// to a non-loopback Vault: the token and the keys travel in clear", slog.String("vault_addr", addr))
+	}
+	if ignored := vaultclient.EnvironmentIgnored(); len(ignored) > 0 {
+		logger.Warn("ignoring Vault client settings from the environment; use -vault-addr and -vault-ca-cert", slog.Any("variables", ignored))
+	}
+	vc, err := vaultclient.New(vaultclient.Config{Address: addr, AddressField: "-vault-addr", CACertFile: caFile, AllowInsecureHTTP: insecureHTTP, MaxRetries: 2})
+	if err != nil {
+		return nil, err
+	}
+	if tok := os.Getenv("VAULT_TOKEN"); tok != "" {
+		vc.SetToken(tok)
+	}
+	return vc, nil
 }

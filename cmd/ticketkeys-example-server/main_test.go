@@ -2,8 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,5 +67,48 @@ func TestCheckAdminAddr(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("checkAdminAddr(%q): got %v, want %q", tc.addr, err, tc.want)
 		}
+	}
+}
+
+// TestVaultClientFromFlagsOnly: VAULT_SKIP_VERIFY and VAULT_CACERT in the environment do not make an
+// unverified Vault acceptable, a remote http:// address is refused unless -vault-insecure-http, and that
+// flag is printed.
+func TestVaultClientFromFlagsOnly(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"data":{}}`))
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_SKIP_VERIFY", "true")
+	t.Setenv("VAULT_CACERT", ca)
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+
+	vc, err := vaultClient(srv.URL, "", false, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.Logical().Read("ticketkeys/keys/web"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("no -vault-ca-cert, VAULT_SKIP_VERIFY=true and VAULT_CACERT set: read err = %v; want a certificate error", err)
+	}
+	if !strings.Contains(logs.String(), "VAULT_SKIP_VERIFY") {
+		t.Errorf("the ignored VAULT_SKIP_VERIFY is not logged: %q", logs.String())
+	}
+	if vc, err = vaultClient(srv.URL, ca, false, logger); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.Logical().Read("ticketkeys/keys/web"); err != nil {
+		t.Errorf("with -vault-ca-cert: %v", err)
+	}
+	if _, err := vaultClient("http://vault.example.com:8200", "", false, logger); err == nil || !strings.Contains(err.Error(), "-vault-addr") {
+		t.Errorf("remote http:// without -vault-insecure-http: err = %v; want a refusal naming -vault-addr", err)
+	}
+	if _, err := vaultClient("http://vault.example.com:8200", "", true, logger); err != nil || !strings.Contains(logs.String(), "INSECURE") {
+		t.Errorf("remote http:// with -vault-insecure-http: err = %v, logs %q; want it allowed and printed", err, logs.String())
 	}
 }

@@ -42,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/fleetcheck"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/vaultclient"
 )
 
 func main() {
@@ -61,6 +62,8 @@ type options struct {
 	vaultAddr, tokenFile, mount, keyring, format string
 	approleRoleIDFile, approleSecretIDFile       string
 	approleMount                                 string
+	vaultCACert                                  string
+	vaultInsecureHTTP                            bool
 	nodes                                        nodeList
 	nodesFile, sni, ca, tlsVersions, kind        string
 	reloadAllowance, maxReadTTL                  time.Duration
@@ -78,7 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ticketkeys-fleetcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address (default: VAULT_ADDR)")
+	fs.StringVar(&o.vaultAddr, "vault-addr", "", "Vault address: https://, unix://, or http:// to a loopback address (default: VAULT_ADDR)")
+	fs.StringVar(&o.vaultCACert, "vault-ca-cert", "", "PEM file of the CAs that verify Vault's certificate (default: the system roots; VAULT_CACERT and VAULT_SKIP_VERIFY are ignored)")
+	fs.BoolVar(&o.vaultInsecureHTTP, "vault-insecure-http", false, "allow plain http:// to a non-loopback Vault address: the token and the keys travel in clear")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the Vault token, re-read every round (e.g. a Vault Agent sink); default: VAULT_TOKEN")
 	fs.StringVar(&o.approleRoleIDFile, "approle-role-id-file", "", "log in with AppRole: file holding the role_id (with -approle-secret-id-file); the token is renewed and the login repeated as a node's (client.KeepLogin)")
 	fs.StringVar(&o.approleSecretIDFile, "approle-secret-id-file", "", "log in with AppRole: file holding the secret_id")
@@ -191,7 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // setup validates the options and builds the checker.
 func setup(o options, logger *slog.Logger) (*fleetcheck.Checker, *api.Client, error) {
-	read, vc, err := vaultReader(o)
+	read, vc, err := vaultReader(o, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -255,17 +260,23 @@ func newChecker(o options, read fleetcheck.WindowReader, logger *slog.Logger) (*
 
 // vaultReader reads the window with the token from -token-file (re-read each round, so an Agent sink's
 // renewed token is picked up), an AppRole login (made by run) or VAULT_TOKEN.
-func vaultReader(o options) (fleetcheck.WindowReader, *api.Client, error) {
-	cfg := api.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, nil, fmt.Errorf("vault client configuration: %w", cfg.Error)
+// The client comes from the flags alone (internal/vaultclient): no VAULT_SKIP_VERIFY, VAULT_CACERT or proxy
+// from the environment; -vault-insecure-http is printed when set.
+func vaultReader(o options, logger *slog.Logger) (fleetcheck.WindowReader, *api.Client, error) {
+	addr := o.vaultAddr
+	if addr == "" {
+		addr = os.Getenv("VAULT_ADDR")
 	}
-	if o.vaultAddr != "" {
-		cfg.Address = o.vaultAddr
+	if o.vaultInsecureHTTP {
+		logger.Warn("INSECURE: -vault-insecure-http allows plain http:// to a non-loopback Vault: the token and the keys travel in clear", "vault_addr", addr)
 	}
-	vc, err := api.NewClient(cfg)
+	if ignored := vaultclient.EnvironmentIgnored(); len(ignored) > 0 {
+		logger.Warn("ignoring Vault client settings from the environment; use -vault-addr and -vault-ca-cert", "variables", ignored)
+	}
+	vc, err := vaultclient.New(vaultclient.Config{Address: addr, AddressField: "-vault-addr", CACertFile: o.vaultCACert,
+		AllowInsecureHTTP: o.vaultInsecureHTTP, MaxRetries: 2})
 	if err != nil {
-		return nil, nil, fmt.Errorf("vault client: %w", err)
+		return nil, nil, err
 	}
 	if (o.approleRoleIDFile == "") != (o.approleSecretIDFile == "") {
 		return nil, nil, errors.New("-approle-role-id-file and -approle-secret-id-file: give both or neither")
@@ -276,6 +287,9 @@ func vaultReader(o options) (fleetcheck.WindowReader, *api.Client, error) {
 		}
 		vc.ClearToken()
 		return fleetcheck.VaultReader(vc, o.mount, o.keyring, o.format), vc, nil
+	}
+	if tok := os.Getenv("VAULT_TOKEN"); tok != "" {
+		vc.SetToken(tok)
 	}
 	if o.tokenFile == "" {
 		if vc.Token() == "" {

@@ -39,6 +39,8 @@ func TestUsageErrors(t *testing.T) {
 		{"ca without certificates", append(base, "-node", "127.0.0.1:443,ca="+empty), "holds no PEM certificate"},
 		{"bad TLS version", append(base, "-node", "127.0.0.1:443,ca="+ca, "-tls", "1.1"), `-tls: each version must be 1.2 or 1.3, got "1.1"`},
 		{"negative grace", append(base, "-node", "127.0.0.1:443", "-grace", "-1s"), "grace: must not be negative, got -1s"},
+		{"remote http vault", append(base, "-node", "127.0.0.1:443", "-vault-addr", "http://vault.example.com:8200"), "-vault-addr: plain http:// only to a loopback address"},
+		{"vault ca without certificates", append(base, "-node", "127.0.0.1:443", "-vault-addr", "https://127.0.0.1:1", "-vault-ca-cert", empty), "no PEM certificate"},
 		{"listen without continuous", append(base, "-node", "127.0.0.1:443", "-listen", "127.0.0.1:0"), "-listen: only with -continuous"},
 		{"empty token file", append(base, "-node", "127.0.0.1:443", "-token-file", empty), "is empty"},
 		{"role id without secret id", append(base, "-node", "127.0.0.1:443", "-approle-role-id-file", empty), "-approle-role-id-file and -approle-secret-id-file: give both or neither"},

@@ -11,7 +11,7 @@
 //
 // Usage:
 //
-//	ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -file /etc/haproxy/tls-ticket-keys [-ref REF]
+//	ticketkeys-haproxy-push -socket /run/haproxy/admin.sock -file /etc/haproxy/tls-ticket-keys [-pidfile /run/haproxy.pid] [-ref REF]
 //	ticketkeys-haproxy-push -socket ... -file ... -at-schedule /etc/haproxy/ticketkeys/web.schedule
 //
 // With -at-schedule FILE (the schedule file Agent renders: every key of the window with its not_before,
@@ -24,8 +24,12 @@
 // The socket needs `stats socket PATH level admin`. REF defaults to the file path and must be spelled as in
 // the `tls-ticket-keys` argument of the `bind` lines. Output and errors name key ids (hex of the 16-byte key
 // name, which is public: it travels in every ticket) and never key material. Exit status 0 means the ring
-// equals the file after the run, or that no HAProxy listens on the socket (it will load the file when it
-// starts); the command tries up to -attempts times before failing, because Agent runs it only once per change.
+// equals the file after the run, or that HAProxy is verifiably not running (the socket does not answer and
+// the -pidfile is absent or names no live process: HAProxy will load the file when it starts). A socket that
+// does not answer without such proof is an error, because a mistyped -socket looks the same and would
+// otherwise report success while no key is ever pushed. The command tries up to -attempts times before
+// failing, because Agent runs it only once per change. The socket can dump every key (`show tls-keys`):
+// keep it root-only (`stats socket ... mode 600 level admin`).
 package main
 
 import (
@@ -40,6 +44,7 @@ func main() {
 	socket := flag.String("socket", "", "HAProxy admin socket (stats socket ... level admin); required")
 	file := flag.String("file", "", "tls-ticket-keys file rendered by Vault Agent; required")
 	ref := flag.String("ref", "", "HAProxy key reference (the tls-ticket-keys file name as written in the bind line); default: -file")
+	pidFile := flag.String("pidfile", "", "HAProxy's pid file (Debian's unit: /run/haproxy.pid); when the socket does not answer, exit 0 only if it is absent or names no live process")
 	timeout := flag.Duration("timeout", 10*time.Second, "bound on each admin-socket exchange")
 	attempts := flag.Int("attempts", 3, "tries in all before giving up (Agent runs the command only when the file changes)")
 	atSchedule := flag.String("at-schedule", "", "schedule file with times rendered by Vault Agent: compute the ring the current instant requires, rewrite -file, then push")
@@ -52,7 +57,7 @@ func main() {
 	if *ref == "" {
 		*ref = *file
 	}
-	opts := Options{Socket: *socket, File: *file, Ref: *ref, Timeout: *timeout, Attempts: *attempts}
+	opts := Options{Socket: *socket, File: *file, Ref: *ref, PIDFile: *pidFile, Timeout: *timeout, Attempts: *attempts}
 	if *atSchedule != "" {
 		srep, err := RunSchedule(opts, *atSchedule, time.Now())
 		fmt.Println("ticketkeys-haproxy-push: " + srep.String())

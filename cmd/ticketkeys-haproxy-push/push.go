@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,11 +38,16 @@ type Options struct {
 	Attempts int
 	// RetryDelay is the pause between attempts. If zero, 1 second.
 	RetryDelay time.Duration
+	// PIDFile is HAProxy's pid file (`pidfile` in haproxy.cfg, or `-p`). When the admin socket is missing
+	// or refuses connections, the push counts HAProxy as not running (ErrNotRunning) only if this file is
+	// absent or names no live process; if empty, a missing socket is an error.
+	PIDFile string
 }
 
-// ErrNotRunning reports that nothing listens on the admin socket: HAProxy is not running, and it will load
-// the file when it starts, so there is nothing to push.
-var ErrNotRunning = errors.New("no HAProxy is listening on the admin socket")
+// ErrNotRunning reports that HAProxy is verifiably not running (the admin socket does not answer and the
+// pid file is absent or names no live process): it will load the file when it starts, so there is nothing
+// to push.
+var ErrNotRunning = errors.New("HAProxy is not running")
 
 // PushWithRetry is Push, tried up to opts.Attempts times. It does not retry ErrNotRunning or an invalid file.
 func PushWithRetry(opts Options) (Report, error) {
@@ -223,12 +229,45 @@ func equal(a, b []string) bool {
 	return true
 }
 
+// checkStopped returns an error wrapping ErrNotRunning when HAProxy is verifiably not running: its pid file is
+// absent or names no live process. Otherwise it returns nil (the socket error stands) or, when the pid file
+// cannot settle it, an error saying why. A missing socket alone proves nothing: a mistyped -socket looks the
+// same, and taking it for "stopped" would report success while keys are never pushed.
+func checkStopped(pidFile string) error {
+	if pidFile == "" {
+		return errors.New("cannot tell a stopped HAProxy from a wrong socket path: check -socket against " +
+			"haproxy.cfg's `stats socket`, and pass -pidfile (haproxy.cfg's `pidfile`) so that a stopped HAProxy " +
+			"is not an error")
+	}
+	b, err := os.ReadFile(pidFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w (pid file %s absent)", ErrNotRunning, pidFile)
+	}
+	if err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	// HAProxy's master-worker mode writes the master's pid first; every line must name an exited process.
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("pid file %s: %q is not a process id", pidFile, firstLine(f))
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			return fmt.Errorf("pid file %s: pid %d is running, yet its admin socket does not answer: check -socket "+
+				"against haproxy.cfg's `stats socket`", pidFile, pid)
+		}
+	}
+	return fmt.Errorf("%w (pid file %s names no running process)", ErrNotRunning, pidFile)
+}
+
 // exchange sends one command on a fresh connection (HAProxy's non-interactive mode answers and closes).
 func exchange(opts Options, command string) (string, error) {
 	c, err := net.DialTimeout("unix", opts.Socket, opts.Timeout)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return "", fmt.Errorf("dial admin socket %s: %w: %w", opts.Socket, ErrNotRunning, err)
+			if stopped := checkStopped(opts.PIDFile); stopped != nil {
+				return "", fmt.Errorf("dial admin socket %s: %w: %w", opts.Socket, err, stopped)
+			}
 		}
 		return "", fmt.Errorf("dial admin socket %s: %w", opts.Socket, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -212,14 +213,58 @@ frontend fe
 	}
 }
 
-// TestNotRunningAndBadFile proves a missing socket is reported as ErrNotRunning (HAProxy will load the file
-// when it starts) and that neither it nor an invalid file is retried.
+// TestMissingSocketIsNotSuccess: a wrong -socket path (issue 21: `-socket /no/such.sock` exited 0, so keys were
+// never pushed while every run said all is well) fails unless HAProxy is verifiably not running: its pid file
+// is absent or names no live process. A live HAProxy without its socket, or no pid file to check, is an error
+// naming the socket and what to fix.
+func TestMissingSocketIsNotSuccess(t *testing.T) {
+	dir := t.TempDir()
+	keysFile := filepath.Join(dir, "keys")
+	writeKeys(t, keysFile, []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)})
+	absent := filepath.Join(dir, "no-such.sock")
+
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name, pidFile string
+		notRunning    bool
+		wantErr       string
+	}{
+		{"no pid file given", "", false, "-pidfile"},
+		{"pid file absent", filepath.Join(dir, "haproxy.pid"), true, ""},
+		{"pid file names an exited process", pidFile("dead.pid", fmt.Sprintf("%d\n", dead.Process.Pid)), true, ""},
+		{"pid file names a live process", pidFile("live.pid", fmt.Sprintf("%d\n", os.Getpid())), false, fmt.Sprintf("pid %d", os.Getpid())},
+		{"pid file unreadable as a pid", pidFile("junk.pid", "haproxy\n"), false, "not a process id"},
+	}
+	for _, tc := range cases {
+		_, err := PushWithRetry(Options{Socket: absent, File: keysFile, PIDFile: tc.pidFile, Attempts: 1})
+		if got := errors.Is(err, ErrNotRunning); got != tc.notRunning {
+			t.Errorf("%s: err = %v; want not-running=%v", tc.name, err, tc.notRunning)
+			continue
+		}
+		if !tc.notRunning && (err == nil || !strings.Contains(err.Error(), absent) || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: err = %v; want an error naming %s and %q", tc.name, err, absent, tc.wantErr)
+		}
+	}
+}
+
+// TestNotRunningAndBadFile proves a missing socket with no HAProxy pid file is reported as ErrNotRunning
+// (HAProxy will load the file when it starts) and that neither it nor an invalid file is retried.
 func TestNotRunningAndBadFile(t *testing.T) {
 	dir := t.TempDir()
 	keysFile := filepath.Join(dir, "keys")
 	writeKeys(t, keysFile, []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)})
 	start := time.Now()
-	_, err := PushWithRetry(Options{Socket: filepath.Join(dir, "absent.sock"), File: keysFile, Attempts: 5, RetryDelay: time.Second})
+	_, err := PushWithRetry(Options{Socket: filepath.Join(dir, "absent.sock"), File: keysFile, PIDFile: filepath.Join(dir, "haproxy.pid"), Attempts: 5, RetryDelay: time.Second})
 	if !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("absent socket: err = %v, want ErrNotRunning", err)
 	}

@@ -47,7 +47,7 @@ template {
 {{ end }}{{ end -}}
 EOT
   exec {
-    command = ["/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-file", "/etc/haproxy/ticketkeys/web.tls-ticket-keys"]
+    command = ["/usr/local/bin/ticketkeys-haproxy-push", "-socket", "/run/haproxy/admin.sock", "-pidfile", "/run/haproxy.pid", "-file", "/etc/haproxy/ticketkeys/web.tls-ticket-keys"]
     timeout = "30s"
   }
 }

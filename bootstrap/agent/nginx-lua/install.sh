@@ -1,12 +1,15 @@
 #!/bin/sh
 # Installs resty.ticketkeys and its files on a Debian nginx node, for one keyring (run as root from anywhere):
 #
-#   sh bootstrap/agent/nginx-lua/install.sh [-k KEYRING] [-m MOUNT] [-a VAULT_ADDR] [-u NGINX_USER]
+#   sh bootstrap/agent/nginx-lua/install.sh [-k KEYRING] [-m MOUNT] [-a VAULT_ADDR] [-u NGINX_USER] [-I]
 #
 #   -k KEYRING     keyring name (default web): the window file is /etc/nginx/ticketkeys/KEYRING.window
 #   -m MOUNT       the engine's mount path (default ticketkeys)
 #   -a VAULT_ADDR  the address Vault Agent talks to (default https://vault.example.com:8200, a placeholder)
 #   -u NGINX_USER  the group nginx workers run as (default www-data, or $NGINX_USER)
+#   -I             allow a plain http:// VAULT_ADDR that is not a loopback address (the Agent's token and
+#                  the keys then travel in clear); without it http:// is refused except to 127.0.0.0/8,
+#                  [::1] or localhost. Printed at start when given.
 #
 # It installs:
 #   - the Lua module under /usr/local/share/ticketkeys/lua/resty/
@@ -28,16 +31,18 @@ keyring=web
 mount=ticketkeys
 vault_addr=https://vault.example.com:8200
 nginx_user=${NGINX_USER:-www-data}
+insecure_http=false
 
 die() { echo "install.sh: $*" >&2; exit 1; }
-while getopts k:m:a:u:h opt; do
+while getopts k:m:a:u:Ih opt; do
 	case $opt in
 	k) keyring=$OPTARG ;;
 	m) mount=${OPTARG%/} ;;
 	a) vault_addr=$OPTARG ;;
 	u) nginx_user=$OPTARG ;;
-	h) sed -n '2,22p' "$0"; exit 0 ;;
-	*) die "usage: install.sh [-k KEYRING] [-m MOUNT] [-a VAULT_ADDR] [-u NGINX_USER]" ;;
+	I) insecure_http=true ;;
+	h) sed -n '2,25p' "$0"; exit 0 ;;
+	*) die "usage: install.sh [-k KEYRING] [-m MOUNT] [-a VAULT_ADDR] [-u NGINX_USER] [-I]" ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -50,6 +55,12 @@ printf '%s' "$mount" | grep -Eq '^[A-Za-z0-9][A-Za-z0-9_./-]*$' && ! printf '%s'
 	die "-m MOUNT '$mount': want a plain mount path of A-Z a-z 0-9 _ - . /"
 printf '%s' "$vault_addr" | grep -Eq '^https?://[][A-Za-z0-9._:-]+(/[A-Za-z0-9._/-]*)?$' ||
 	die "-a VAULT_ADDR '$vault_addr': want http(s)://host[:port]"
+# The host of an http:// address: [v6], or up to the port or path.
+http_host=$(printf '%s' "$vault_addr" | sed -n -E 's,^http://(\[[^]]*\]|[^:/]*).*,\1,p')
+if [ -n "$http_host" ] && ! printf '%s' "$http_host" | grep -Eq '^(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|\[::1\]|localhost)$'; then
+	$insecure_http || die "-a VAULT_ADDR '$vault_addr': plain http:// only to a loopback address (the Agent's token and the keys would travel in clear); use https://, or -I to allow it"
+	echo "install.sh: INSECURE (-I): Vault Agent will talk to $vault_addr over plain http://" >&2
+fi
 getent group "$nginx_user" >/dev/null || die "-u NGINX_USER '$nginx_user': no such group on this machine"
 
 D=${DESTDIR:-}

@@ -33,11 +33,13 @@ func newFlags(req *request, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&req.policy, "policy", false, "print the node's Vault policy instead of the Agent configuration")
 	fs.StringVar(&req.command, "command", "", "command run after a change, arguments separated by spaces; default by kind; \"none\" for no command")
 	fs.StringVar(&p.VaultAddr, "vault", "", "Vault address (default https://vault.example.com:8200)")
+	fs.BoolVar(&p.InsecureHTTP, "insecure-http", false, "allow a plain http:// -vault address that is not a loopback address (Agent's token and the keys travel in clear); printed at start")
 	fs.StringVar(&p.CACert, "ca-cert", "", "PEM file to verify Vault's certificate (default: system roots)")
 	fs.StringVar(&p.Mount, "mount", "", "engine mount path (default ticketkeys)")
 	fs.StringVar(&p.Keyring, "keyring", "", "keyring name (default web)")
 	fs.StringVar(&p.RoleIDFile, "role-id-file", "", "AppRole role_id file (default /etc/vault-agent/ticketkeys/role-id)")
 	fs.StringVar(&p.SecretIDFile, "secret-id-file", "", "AppRole secret_id file (default /etc/vault-agent/ticketkeys/secret-id)")
+	fs.StringVar(&p.SecretIDWrappingPath, "secret-id-wrapping-path", "", "the secret-id file holds a response-wrapping token of this path (node-approle.sh -w: auth/approle/role/ticketkeys-NODE/secret-id); default: a plain secret_id")
 	fs.StringVar(&p.TokenSink, "token-sink", "", "file sink for Agent's token (default: none)")
 	fs.StringVar(&p.PIDFile, "pid-file", "", "Agent pid file (default: none)")
 	fs.StringVar(&p.Dir, "dir", "", "output directory (default /etc/<kind>/ticketkeys)")
@@ -58,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	p := req.params
+	if p.InsecureHTTP {
+		fmt.Fprintf(stderr, "ticketkeys-agent-config: INSECURE (-insecure-http): Agent may talk to %s over plain http://\n", p.VaultAddr)
+	}
 	switch req.command {
 	case "":
 	case "none":

@@ -48,6 +48,9 @@ func TestRunRendersAndRejects(t *testing.T) {
 		{"unknown kind", []string{"-kind", "apache"}, 2, "", "apache"},
 		{"stray argument", []string{"-kind", "nginx", "web"}, 2, "", `unexpected argument "web"`},
 		{"unknown flag", []string{"-keyrng", "web"}, 2, "", "keyrng"},
+		{"remote plain http", []string{"-kind", "nginx", "-vault", "http://vault.example.com:8200"}, 2, "", "plain http:// only to a loopback address"},
+		{"loopback plain http", []string{"-kind", "nginx", "-vault", "http://127.0.0.1:8100"}, 0, `address = "http://127.0.0.1:8100"`, ""},
+		{"remote plain http allowed", []string{"-kind", "nginx", "-insecure-http", "-vault", "http://vault.example.com:8200"}, 0, `address = "http://vault.example.com:8200"`, "INSECURE (-insecure-http)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out, errOut strings.Builder
