@@ -20,7 +20,7 @@ SERVER      ?= vault
 # there would cost most in the tests whose timing matters. Measured here: the
 # engine's e2e tests take 37.7 s with -race against 33.6 s without; use
 # `make test-e2e E2E_FLAGS=-race` to run everything with it.
-E2E_TIMEOUT ?= 40m
+E2E_TIMEOUT ?= 60m
 E2E_FLAGS   ?=
 E2E_PKGS    ?= ./e2e/... ./internal/vaulttest/...
 
