@@ -85,7 +85,7 @@ func TestCaddyFleetFromTheCommandLine(t *testing.T) {
 	if code := run(context.Background(), args, &stdout, &stderr); code != 1 {
 		t.Errorf("named check of a Caddy fleet: exit %d, want 1\n%s", code, stdout.String())
 	}
-	if code := run(context.Background(), []string{"-keyring", "web", "-format", "nginx", "-node", "127.0.0.1:1", "-unnamed-tickets"}, &stdout, &stderr); code != 2 ||
+	if code := run(context.Background(), []string{"-vault-addr", "http://127.0.0.1:1", "-keyring", "web", "-format", "nginx", "-node", "127.0.0.1:1", "-unnamed-tickets"}, &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), `unnamed tickets: only crypto/tls's tickets (format go) come without a key name, got format "nginx"`) {
 		t.Errorf("-unnamed-tickets with -format nginx: exit %d; stderr %s", code, stderr.String())
 	}
