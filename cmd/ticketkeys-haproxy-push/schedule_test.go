@@ -318,7 +318,7 @@ func TestRingAtVectors(t *testing.T) {
 			at, _ := time.Parse(time.RFC3339Nano, s.At)
 			_, ids, exhausted, _ := ringAt(keys, at)
 			switch {
-			case s.Encrypting == "" && !exhausted && at.Before(keys[0].notBefore):
+			case s.Encrypting == "" && !exhausted && at.Before(keys[0].NotBefore):
 			case s.Encrypting == "" && !exhausted:
 				t.Errorf("%s at %s: encrypting %s, the vectors: none", w.Name, s.At, ids[1])
 			case s.Encrypting != "" && (exhausted || ids[1] != s.Encrypting):
