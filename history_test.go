@@ -47,8 +47,9 @@ var (
 func clientDecodeWindow(data []byte) (*client.Window, error)
 
 // windowDecoder is one reader's window decoder: it returns an error when the
-// reader would refuse the window. The list is pluggable: add the Lua
-// module's parser or the HAProxy push's input here.
+// reader would refuse the window (or disagrees with the schedule package on
+// it). The nginx Lua module's reader runs in batches under LuaJIT at the end
+// of each history (collectLua, checkLua in history_readers_test.go).
 type windowDecoder struct {
 	name   string
 	format string
@@ -73,6 +74,8 @@ var windowDecoders = []windowDecoder{
 		_, err := fleetcheck.ParseWindow(data, formatHAProxy, at)
 		return err
 	}},
+	{"haproxy push keys file", formatHAProxy, checkHAProxyKeysFile},
+	{"haproxy push schedule file", formatHAProxy, checkHAProxySchedule},
 	{"fleet check (envoy)", formatEnvoy, func(data []byte, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatEnvoy, at)
 		return err
@@ -351,8 +354,12 @@ type history struct {
 	// observed is the storage version observeStorage last examined.
 	observed int
 	decoded  map[any]bool // renderings already given to the decoders
-	cfg      *mountConfig // storage's config at version cfgSeen
-	cfgSeen  int
+	// luaWindows are the nginx windows served, for the Lua module's check at
+	// the end of the history; luaSeen their files.
+	luaWindows []luaWindow
+	luaSeen    map[string]bool
+	cfg        *mountConfig // storage's config at version cfgSeen
+	cfgSeen    int
 }
 
 const histTickEvery = time.Minute
@@ -387,6 +394,7 @@ func newHistory(t testing.TB, seed uint64, ops []histOp) *history {
 		h.readers = append(h.readers,
 			&histReader{name: "agent-" + n, keyring: n, format: formatNginx, agent: true, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
 			&histReader{name: "go-" + n, keyring: n, format: formatGo, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
+			&histReader{name: "haproxy-" + n, keyring: n, format: formatHAProxy, agent: true, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
 		)
 	}
 	return h
@@ -566,6 +574,9 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 			if err := d.decode(data, now); err != nil {
 				h.violate("%s refuses the window of %q read at +%s: %v", d.name, name, now.Sub(testStart), err)
 			}
+		}
+		if format == formatNginx {
+			h.collectLua(name, data, now)
 		}
 	}
 	if ttl, ok := resp.Data["ttl"].(int64); !ok || ttl < 1 {
@@ -804,6 +815,7 @@ func (h *history) run() string {
 	}
 	// Let the readers catch up with the last operation.
 	h.advance(h.clock.Now().Add(2 * time.Hour))
+	h.checkLua()
 	return h.violation
 }
 
@@ -860,10 +872,13 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 			seeds = append(seeds, base+uint64(i)*7919)
 		}
 	}
+	historyLua = &luaChecker{luajit: findLuaJIT(), dir: t.TempDir()}
+	defer func() { historyLua = nil }()
 	deadline := time.Now().Add(*historyTimeout) // bound on the loop, far above its expected run time
 	var (
 		mu                        sync.Mutex
 		ops, reads, ticks, faults int
+		luaWindows                int
 		simulated                 time.Duration
 		failure                   string
 		next                      int
@@ -910,6 +925,7 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 				reads += h.reads
 				ticks += h.ticks
 				faults += h.faults
+				luaWindows += len(h.luaWindows)
 				simulated += h.clock.Now().Sub(testStart)
 				mu.Unlock()
 			}
@@ -921,6 +937,10 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 	}
 	t.Logf("%d histories, %d operations (%d with an injected fault), %d reads, %d periodic ticks, %.0f simulated days (long waits up to %s), in %s",
 		len(seeds), ops, faults, reads, ticks, simulated.Hours()/24, *historyLongWait, time.Since(start).Round(time.Millisecond))
+	if historyLua.luajit == "" {
+		t.Skip("every reader but one checked; the nginx Lua module's (resty.ticketkeys) was not: LuaJIT is not installed (apt-get install luajit2, scripts/debian-packages.txt)")
+	}
+	t.Logf("resty.ticketkeys (LuaJIT %s) parsed %d distinct nginx windows and picked the encrypting key at their sample instants", historyLua.luajit, luaWindows)
 }
 
 // flagSet reports whether the named flag was given on the command line.
