@@ -23,9 +23,12 @@ import (
 )
 
 // sampleInstants are the whole seconds at which a window's readers must pick
-// the same encrypting key: the read (rounded up to a second) and, from then
-// on, every key's not_before, encrypt_until and not_after and the second
-// before each, sorted.
+// the same encrypting key: the read (rounded up to a second) and the
+// not_before, encrypt_until and not_after of every key that still encrypts
+// after it, each with the second before, sorted. Those are every instant at
+// which the encrypting key can change, up to the end of the schedule; the
+// previous keys (most of a window) only decrypt and are left out, which
+// keeps the check linear in the keys that matter.
 func sampleInstants(keys []schedule.WireKey, readAt time.Time) []int64 {
 	from := readAt.Truncate(time.Second)
 	if from.Before(readAt) {
@@ -33,11 +36,14 @@ func sampleInstants(keys []schedule.WireKey, readAt time.Time) []int64 {
 	}
 	ats := []int64{from.Unix()}
 	for _, k := range keys {
-		for _, s := range []string{k.NotBefore, k.EncryptUntil, k.NotAfter} {
-			t, err := time.Parse(time.RFC3339, s)
-			if err != nil {
-				continue
-			}
+		var times [3]time.Time
+		for i, s := range []string{k.NotBefore, k.EncryptUntil, k.NotAfter} {
+			times[i], _ = time.Parse(time.RFC3339, s)
+		}
+		if end := min(times[1].Unix(), times[2].Unix()); end <= from.Unix() {
+			continue
+		}
+		for _, t := range times {
 			for _, at := range []int64{t.Unix() - 1, t.Unix()} {
 				if at >= from.Unix() {
 					ats = append(ats, at)

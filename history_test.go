@@ -394,7 +394,6 @@ func newHistory(t testing.TB, seed uint64, ops []histOp) *history {
 		h.readers = append(h.readers,
 			&histReader{name: "agent-" + n, keyring: n, format: formatNginx, agent: true, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
 			&histReader{name: "go-" + n, keyring: n, format: formatGo, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
-			&histReader{name: "haproxy-" + n, keyring: n, format: formatHAProxy, agent: true, next: start.Add(time.Duration(h.rng.Int64N(int64(time.Minute))))},
 		)
 	}
 	return h
@@ -495,7 +494,11 @@ func (h *history) serveRead(r *histReader, name, format string) {
 		}
 		return
 	}
-	h.checkWindow(name, format, resp, now)
+	if fresh := h.checkWindow(name, format, resp, now); fresh && r != nil && r.agent {
+		// HAProxy's Agent renders the same window in its own format: read it
+		// at the same instant, for the push's readers (windowDecoders).
+		h.serveRead(nil, name, formatHAProxy)
+	}
 	if r == nil {
 		return
 	}
@@ -542,8 +545,9 @@ func (h *history) publishedAt(name, id string) time.Time {
 	return h.clock.Now()
 }
 
-// checkWindow checks one served window.
-func (h *history) checkWindow(name, format string, resp *logical.Response, now time.Time) {
+// checkWindow checks one served window; fresh reports a window (rendering)
+// the decoders had not seen.
+func (h *history) checkWindow(name, format string, resp *logical.Response, now time.Time) (fresh bool) {
 	keys := resp.Data["keys"].([]map[string]interface{})
 	// The decoders see each distinct window once: the engine renders a
 	// window once per change and format and shares its keys between reads
@@ -562,10 +566,11 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 	}
 	if !h.decoded[sig] || len(keys) == 0 {
 		h.decoded[sig] = true
+		fresh = true
 		data, err := json.Marshal(resp.Data)
 		if err != nil {
 			h.violate("window of %q does not encode: %v", name, err)
-			return
+			return fresh
 		}
 		for _, d := range windowDecoders {
 			if d.format != format {
@@ -644,6 +649,7 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 		}
 		prev = s
 	}
+	return fresh
 }
 
 // observeStorage records keys entering and leaving storage, and checks that
