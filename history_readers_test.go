@@ -8,7 +8,6 @@ package ticketkeys
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +21,22 @@ import (
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
+// servedKey is one key of a served window, as Agent's templates see it.
+type servedKey struct {
+	ticketKey, notBefore, encryptUntil, notAfter string
+}
+
+// servedKeys returns the keys of a served window in the engine's order.
+func servedKeys(served map[string]any) []servedKey {
+	keys, _ := served["keys"].([]map[string]interface{})
+	out := make([]servedKey, len(keys))
+	for i, k := range keys {
+		str := func(f string) string { s, _ := k[f].(string); return s }
+		out[i] = servedKey{str("ticket_key"), str("not_before"), str("encrypt_until"), str("not_after")}
+	}
+	return out
+}
+
 // sampleInstants are the whole seconds at which a window's readers must pick
 // the same encrypting key: the read (rounded up to a second) and the
 // not_before, encrypt_until and not_after of every key that still encrypts
@@ -29,7 +44,7 @@ import (
 // which the encrypting key can change, up to the end of the schedule; the
 // previous keys (most of a window) only decrypt and are left out, which
 // keeps the check linear in the keys that matter.
-func sampleInstants(keys []schedule.WireKey, readAt time.Time) []int64 {
+func sampleInstants(keys []servedKey, readAt time.Time) []int64 {
 	from := readAt.Truncate(time.Second)
 	if from.Before(readAt) {
 		from = from.Add(time.Second)
@@ -37,7 +52,7 @@ func sampleInstants(keys []schedule.WireKey, readAt time.Time) []int64 {
 	ats := []int64{from.Unix()}
 	for _, k := range keys {
 		var times [3]time.Time
-		for i, s := range []string{k.NotBefore, k.EncryptUntil, k.NotAfter} {
+		for i, s := range []string{k.notBefore, k.encryptUntil, k.notAfter} {
 			times[i], _ = time.Parse(time.RFC3339, s)
 		}
 		if end := min(times[1].Unix(), times[2].Unix()); end <= from.Unix() {
@@ -72,10 +87,10 @@ func encryptingIDs(w *schedule.Window, ats []int64) []string {
 // that follow the times: per key `ticket_key not_before encrypt_until
 // not_after` and a newline, in the engine's order (nginx-lua/window.ctmpl,
 // and the schedule file of templates/haproxy.hcl.tmpl).
-func timedLines(keys []schedule.WireKey) string {
+func timedLines(keys []servedKey) string {
 	var b strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&b, "%s %s %s %s\n", k.TicketKey, k.NotBefore, k.EncryptUntil, k.NotAfter)
+		fmt.Fprintf(&b, "%s %s %s %s\n", k.ticketKey, k.notBefore, k.encryptUntil, k.notAfter)
 	}
 	return b.String()
 }
@@ -89,49 +104,37 @@ func idsOf(ring []string) string {
 	return strings.Join(ids, ",")
 }
 
-// checkHAProxyKeysFile feeds the window's tls-ticket-keys file, as the
-// haproxy template renders it (one tls_ticket_keys line each), to the push's
-// own parser: it must accept it and push exactly those three keys.
-func checkHAProxyKeysFile(data []byte, _ time.Time) error {
-	var wire schedule.Wire
-	if err := json.Unmarshal(data, &wire); err != nil {
-		return err
-	}
-	file := strings.Join(wire.HAProxyLines, "\n") + "\n"
-	ring, err := haproxypush.ParseKeysFile([]byte(file))
+// checkHAProxyPush feeds a haproxy-format window to the push's own code, as
+// the haproxy template renders its two files. The tls-ticket-keys file (one
+// tls_ticket_keys line each): ParseKeysFile must accept it and push exactly
+// those three keys. The schedule file (-at-schedule): ParseScheduleFile must
+// accept it, RingAt at the read must be the engine's tls_ticket_keys, and at
+// every sample instant RingAt's encrypting (middle) key must be the one
+// schedule.Window.EncryptingAt picks, exhausted exactly where none does.
+func checkHAProxyPush(data []byte, served map[string]any, readAt time.Time) error {
+	lines, _ := served[haproxyLinesField].([]string)
+	ring, err := haproxypush.ParseKeysFile([]byte(strings.Join(lines, "\n") + "\n"))
 	if err != nil {
 		return fmt.Errorf("keys file: %w", err)
 	}
-	if !slices.Equal(ring, wire.HAProxyLines) {
-		return fmt.Errorf("keys file: parsed ring ids %s, tls_ticket_keys ids %s", idsOf(ring), idsOf(wire.HAProxyLines))
+	if !slices.Equal(ring, lines) {
+		return fmt.Errorf("keys file: parsed ring ids %s, tls_ticket_keys ids %s", idsOf(ring), idsOf(lines))
 	}
-	return nil
-}
-
-// checkHAProxySchedule feeds the window's schedule file, as the haproxy
-// template renders it, to the push's own parser and ring rule (-at-schedule):
-// at the read the ring must be the engine's tls_ticket_keys, and at every
-// sample instant its encrypting (middle) key must be the one
-// schedule.Window.EncryptingAt picks, exhausted exactly where none does.
-func checkHAProxySchedule(data []byte, readAt time.Time) error {
-	var wire schedule.Wire
-	if err := json.Unmarshal(data, &wire); err != nil {
-		return err
-	}
-	keys, err := haproxypush.ParseScheduleFile([]byte(timedLines(wire.Keys)))
+	served0 := servedKeys(served)
+	keys, err := haproxypush.ParseScheduleFile([]byte(timedLines(served0)))
 	if err != nil {
 		return fmt.Errorf("schedule file: %w", err)
 	}
 	ring, _, exhausted, _ := haproxypush.RingAt(keys, readAt)
-	if exhausted || !slices.Equal(ring, wire.HAProxyLines) {
+	if exhausted || !slices.Equal(ring, lines) {
 		return fmt.Errorf("schedule file: ring at the read has ids %s (exhausted %t), tls_ticket_keys ids %s",
-			idsOf(ring), exhausted, idsOf(wire.HAProxyLines))
+			idsOf(ring), exhausted, idsOf(lines))
 	}
 	w, err := schedule.Decode(data, formatHAProxy)
 	if err != nil {
 		return err
 	}
-	ats := sampleInstants(wire.Keys, readAt)
+	ats := sampleInstants(served0, readAt)
 	for i, want := range encryptingIDs(w, ats) {
 		at := time.Unix(ats[i], 0)
 		_, ids, exhausted, _ := haproxypush.RingAt(keys, at)
@@ -187,16 +190,12 @@ func findLuaJIT() string {
 // collectLua records a served nginx-format window for the end of the
 // history's LuaJIT batch; a file already collected is skipped (its first
 // read samples every later instant).
-func (h *history) collectLua(name string, data []byte, readAt time.Time) {
+func (h *history) collectLua(name string, data []byte, served map[string]any, readAt time.Time) {
 	if historyLua == nil || historyLua.luajit == "" {
 		return
 	}
-	var wire schedule.Wire
-	if err := json.Unmarshal(data, &wire); err != nil {
-		h.violate("window of %q does not decode: %v", name, err)
-		return
-	}
-	file := timedLines(wire.Keys)
+	keys := servedKeys(served)
+	file := timedLines(keys)
 	if h.luaSeen[file] {
 		return
 	}
@@ -208,7 +207,7 @@ func (h *history) collectLua(name string, data []byte, readAt time.Time) {
 		h.luaSeen = map[string]bool{}
 	}
 	h.luaSeen[file] = true
-	ats := sampleInstants(wire.Keys, readAt)
+	ats := sampleInstants(keys, readAt)
 	h.luaWindows = append(h.luaWindows, luaWindow{name: name, readAt: readAt, file: file, ats: ats, want: encryptingIDs(w, ats)})
 }
 

@@ -46,37 +46,43 @@ var (
 //go:linkname clientDecodeWindow github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client.decodeWindow
 func clientDecodeWindow(data []byte) (*client.Window, error)
 
-// windowDecoder is one reader's window decoder: it returns an error when the
-// reader would refuse the window (or disagrees with the schedule package on
+// windowDecoder is one reader's window decoder: it gets the window as JSON
+// (data) and as the engine served it (served, what Agent's templates see),
+// and returns an error when the reader would refuse the window (or disagrees with the schedule package on
 // it). The nginx Lua module's reader runs in batches under LuaJIT at the end
 // of each history (collectLua, checkLua in history_readers_test.go).
 type windowDecoder struct {
 	name   string
 	format string
-	decode func(data []byte, readAt time.Time) error
+	decode func(data []byte, served map[string]any, readAt time.Time) error
 }
 
 // windowDecoders are the readers every served window is fed to, in the
 // reader's own format.
 var windowDecoders = []windowDecoder{
-	{"go client", formatGo, func(data []byte, _ time.Time) error { _, err := clientDecodeWindow(data); return err }},
-	{"schedule (go)", formatGo, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatGo); return err }},
-	{"schedule (nginx)", formatNginx, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatNginx); return err }},
-	{"fleet check (go)", formatGo, func(data []byte, at time.Time) error {
+	{"go client", formatGo, func(data []byte, _ map[string]any, _ time.Time) error { _, err := clientDecodeWindow(data); return err }},
+	{"schedule (go)", formatGo, func(data []byte, _ map[string]any, _ time.Time) error {
+		_, err := schedule.Decode(data, formatGo)
+		return err
+	}},
+	{"schedule (nginx)", formatNginx, func(data []byte, _ map[string]any, _ time.Time) error {
+		_, err := schedule.Decode(data, formatNginx)
+		return err
+	}},
+	{"fleet check (go)", formatGo, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatGo, at)
 		return err
 	}},
-	{"fleet check (nginx)", formatNginx, func(data []byte, at time.Time) error {
+	{"fleet check (nginx)", formatNginx, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatNginx, at)
 		return err
 	}},
-	{"fleet check (haproxy)", formatHAProxy, func(data []byte, at time.Time) error {
+	{"fleet check (haproxy)", formatHAProxy, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatHAProxy, at)
 		return err
 	}},
-	{"haproxy push keys file", formatHAProxy, checkHAProxyKeysFile},
-	{"haproxy push schedule file", formatHAProxy, checkHAProxySchedule},
-	{"fleet check (envoy)", formatEnvoy, func(data []byte, at time.Time) error {
+	{"haproxy push", formatHAProxy, checkHAProxyPush},
+	{"fleet check (envoy)", formatEnvoy, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatEnvoy, at)
 		return err
 	}},
@@ -576,12 +582,12 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 			if d.format != format {
 				continue
 			}
-			if err := d.decode(data, now); err != nil {
+			if err := d.decode(data, resp.Data, now); err != nil {
 				h.violate("%s refuses the window of %q read at +%s: %v", d.name, name, now.Sub(testStart), err)
 			}
 		}
 		if format == formatNginx {
-			h.collectLua(name, data, now)
+			h.collectLua(name, data, resp.Data, now)
 		}
 	}
 	if ttl, ok := resp.Data["ttl"].(int64); !ok || ttl < 1 {
