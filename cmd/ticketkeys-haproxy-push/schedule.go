@@ -16,8 +16,6 @@ import (
 // scheduleKey is one key of a schedule file (haproxypush.ScheduleKey).
 type scheduleKey = haproxypush.ScheduleKey
 
-const maxScheduleKeys = haproxypush.MaxScheduleKeys
-
 var (
 	parseScheduleFile = haproxypush.ParseScheduleFile
 	ringAt            = haproxypush.RingAt
