@@ -46,34 +46,43 @@ var (
 //go:linkname clientDecodeWindow github.com/ticketkeys/vault-plugin-secrets-ticketkeys/client.decodeWindow
 func clientDecodeWindow(data []byte) (*client.Window, error)
 
-// windowDecoder is one reader's window decoder: it returns an error when the
-// reader would refuse the window. The list is pluggable: add the Lua
-// module's parser or the HAProxy push's input here.
+// windowDecoder is one reader's window decoder: it gets the window as JSON
+// (data) and as the engine served it (served, what Agent's templates see),
+// and returns an error when the reader would refuse the window (or disagrees with the schedule package on
+// it). The nginx Lua module's reader runs in batches under LuaJIT at the end
+// of each history (collectLua, checkLua in history_readers_test.go).
 type windowDecoder struct {
 	name   string
 	format string
-	decode func(data []byte, readAt time.Time) error
+	decode func(data []byte, served map[string]any, readAt time.Time) error
 }
 
 // windowDecoders are the readers every served window is fed to, in the
 // reader's own format.
 var windowDecoders = []windowDecoder{
-	{"go client", formatGo, func(data []byte, _ time.Time) error { _, err := clientDecodeWindow(data); return err }},
-	{"schedule (go)", formatGo, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatGo); return err }},
-	{"schedule (nginx)", formatNginx, func(data []byte, _ time.Time) error { _, err := schedule.Decode(data, formatNginx); return err }},
-	{"fleet check (go)", formatGo, func(data []byte, at time.Time) error {
+	{"go client", formatGo, func(data []byte, _ map[string]any, _ time.Time) error { _, err := clientDecodeWindow(data); return err }},
+	{"schedule (go)", formatGo, func(data []byte, _ map[string]any, _ time.Time) error {
+		_, err := schedule.Decode(data, formatGo)
+		return err
+	}},
+	{"schedule (nginx)", formatNginx, func(data []byte, _ map[string]any, _ time.Time) error {
+		_, err := schedule.Decode(data, formatNginx)
+		return err
+	}},
+	{"fleet check (go)", formatGo, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatGo, at)
 		return err
 	}},
-	{"fleet check (nginx)", formatNginx, func(data []byte, at time.Time) error {
+	{"fleet check (nginx)", formatNginx, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatNginx, at)
 		return err
 	}},
-	{"fleet check (haproxy)", formatHAProxy, func(data []byte, at time.Time) error {
+	{"fleet check (haproxy)", formatHAProxy, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatHAProxy, at)
 		return err
 	}},
-	{"fleet check (envoy)", formatEnvoy, func(data []byte, at time.Time) error {
+	{"haproxy push", formatHAProxy, checkHAProxyPush},
+	{"fleet check (envoy)", formatEnvoy, func(data []byte, _ map[string]any, at time.Time) error {
 		_, err := fleetcheck.ParseWindow(data, formatEnvoy, at)
 		return err
 	}},
@@ -351,8 +360,12 @@ type history struct {
 	// observed is the storage version observeStorage last examined.
 	observed int
 	decoded  map[any]bool // renderings already given to the decoders
-	cfg      *mountConfig // storage's config at version cfgSeen
-	cfgSeen  int
+	// luaWindows are the nginx windows served, for the Lua module's check at
+	// the end of the history; luaSeen their files.
+	luaWindows []luaWindow
+	luaSeen    map[string]bool
+	cfg        *mountConfig // storage's config at version cfgSeen
+	cfgSeen    int
 }
 
 const histTickEvery = time.Minute
@@ -487,7 +500,11 @@ func (h *history) serveRead(r *histReader, name, format string) {
 		}
 		return
 	}
-	h.checkWindow(name, format, resp, now)
+	if fresh := h.checkWindow(name, format, resp, now); fresh && r != nil && r.agent {
+		// HAProxy's Agent renders the same window in its own format: read it
+		// at the same instant, for the push's readers (windowDecoders).
+		h.serveRead(nil, name, formatHAProxy)
+	}
 	if r == nil {
 		return
 	}
@@ -534,8 +551,9 @@ func (h *history) publishedAt(name, id string) time.Time {
 	return h.clock.Now()
 }
 
-// checkWindow checks one served window.
-func (h *history) checkWindow(name, format string, resp *logical.Response, now time.Time) {
+// checkWindow checks one served window; fresh reports a window (rendering)
+// the decoders had not seen.
+func (h *history) checkWindow(name, format string, resp *logical.Response, now time.Time) (fresh bool) {
 	keys := resp.Data["keys"].([]map[string]interface{})
 	// The decoders see each distinct window once: the engine renders a
 	// window once per change and format and shares its keys between reads
@@ -554,18 +572,22 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 	}
 	if !h.decoded[sig] || len(keys) == 0 {
 		h.decoded[sig] = true
+		fresh = true
 		data, err := json.Marshal(resp.Data)
 		if err != nil {
 			h.violate("window of %q does not encode: %v", name, err)
-			return
+			return fresh
 		}
 		for _, d := range windowDecoders {
 			if d.format != format {
 				continue
 			}
-			if err := d.decode(data, now); err != nil {
+			if err := d.decode(data, resp.Data, now); err != nil {
 				h.violate("%s refuses the window of %q read at +%s: %v", d.name, name, now.Sub(testStart), err)
 			}
+		}
+		if format == formatNginx {
+			h.collectLua(name, data, resp.Data, now)
 		}
 	}
 	if ttl, ok := resp.Data["ttl"].(int64); !ok || ttl < 1 {
@@ -633,6 +655,7 @@ func (h *history) checkWindow(name, format string, resp *logical.Response, now t
 		}
 		prev = s
 	}
+	return fresh
 }
 
 // observeStorage records keys entering and leaving storage, and checks that
@@ -804,6 +827,7 @@ func (h *history) run() string {
 	}
 	// Let the readers catch up with the last operation.
 	h.advance(h.clock.Now().Add(2 * time.Hour))
+	h.checkLua()
 	return h.violation
 }
 
@@ -860,10 +884,13 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 			seeds = append(seeds, base+uint64(i)*7919)
 		}
 	}
+	historyLua = &luaChecker{luajit: findLuaJIT(), dir: t.TempDir()}
+	defer func() { historyLua = nil }()
 	deadline := time.Now().Add(*historyTimeout) // bound on the loop, far above its expected run time
 	var (
 		mu                        sync.Mutex
 		ops, reads, ticks, faults int
+		luaWindows                int
 		simulated                 time.Duration
 		failure                   string
 		next                      int
@@ -910,6 +937,7 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 				reads += h.reads
 				ticks += h.ticks
 				faults += h.faults
+				luaWindows += len(h.luaWindows)
 				simulated += h.clock.Now().Sub(testStart)
 				mu.Unlock()
 			}
@@ -921,6 +949,10 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 	}
 	t.Logf("%d histories, %d operations (%d with an injected fault), %d reads, %d periodic ticks, %.0f simulated days (long waits up to %s), in %s",
 		len(seeds), ops, faults, reads, ticks, simulated.Hours()/24, *historyLongWait, time.Since(start).Round(time.Millisecond))
+	if historyLua.luajit == "" {
+		t.Skip("every reader but one checked; the nginx Lua module's (resty.ticketkeys) was not: LuaJIT is not installed (apt-get install luajit2, scripts/debian-packages.txt)")
+	}
+	t.Logf("resty.ticketkeys (LuaJIT %s) parsed %d distinct nginx windows and picked the encrypting key at their sample instants", historyLua.luajit, luaWindows)
 }
 
 // flagSet reports whether the named flag was given on the command line.

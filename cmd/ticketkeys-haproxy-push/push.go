@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,11 +12,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/haproxypush"
 )
 
-// ringSize is HAProxy's TLS_TICKETS_NO: the number of keys per reference (previous, current, next).
-const ringSize = 3
+// The parsing and ring rules live in internal/haproxypush, shared with the schedule-invariants harness.
+const ringSize = haproxypush.RingSize
+
+var (
+	parseKeysFile = haproxypush.ParseKeysFile
+	missingSuffix = haproxypush.MissingSuffix
+	keyID         = haproxypush.KeyID
+	equal         = haproxypush.Equal
+)
 
 // Options configures one Push.
 type Options struct {
@@ -148,41 +152,6 @@ func Push(opts Options) (Report, error) {
 	return rep, nil
 }
 
-// parseKeysFile returns the last ringSize keys of a tls-ticket-keys file, in canonical base64. It enforces
-// HAProxy's rules: at least three lines, each valid base64 of 48 or 80 bytes, all the same size.
-func parseKeysFile(data []byte) ([]string, error) {
-	var keys []string
-	size := 0
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	line := 0
-	for sc.Scan() {
-		line++
-		s := strings.TrimSpace(sc.Text())
-		if s == "" || strings.HasPrefix(s, "#") {
-			continue
-		}
-		raw, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: not standard base64 (%d characters)", line, len(s))
-		}
-		if !schedule.ValidKeySize(len(raw)) {
-			return nil, fmt.Errorf("line %d: key is %d bytes, want 48 or 80", line, len(raw))
-		}
-		if size != 0 && len(raw) != size {
-			return nil, fmt.Errorf("line %d: key is %d bytes, earlier keys are %d (HAProxy needs one size)", line, len(raw), size)
-		}
-		size = len(raw)
-		keys = append(keys, base64.StdEncoding.EncodeToString(raw))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if len(keys) < ringSize {
-		return nil, fmt.Errorf("has %d key line(s), want at least %d (previous, current, next)", len(keys), ringSize)
-	}
-	return keys[len(keys)-ringSize:], nil
-}
-
 // ringLine matches one key of `show tls-keys <ref>`: "<ref id>.<slot> <base64>".
 var ringLine = regexp.MustCompile(`^\d+\.\d+ (\S+)$`)
 
@@ -204,29 +173,6 @@ func showRing(opts Options) ([]string, error) {
 			opts.Ref, len(ring), ringSize, firstLine(answer))
 	}
 	return ring, nil
-}
-
-// missingSuffix returns the keys of want to send so that have, shifted once per key sent, ends equal to
-// want: the shortest suffix want[ringSize-m:] such that have[m:] == want[:ringSize-m].
-func missingSuffix(have, want []string) []string {
-	for m := 0; m < ringSize; m++ {
-		if equal(have[m:], want[:ringSize-m]) {
-			return want[ringSize-m:]
-		}
-	}
-	return want
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkStopped returns an error wrapping ErrNotRunning when HAProxy is verifiably not running: its pid file is
@@ -283,21 +229,6 @@ func exchange(opts Options, command string) (string, error) {
 		return "", fmt.Errorf("read from admin socket %s: %w", opts.Socket, err)
 	}
 	return buf.String(), nil
-}
-
-// keyID is the hex of the key's 16-byte name in HAProxy's layout (schedule.Split; public: it is sent in
-// every ticket), or "invalid".
-func keyID(b64 string) string {
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return "invalid"
-	}
-	defer clear(raw)
-	name, _, _, err := schedule.Split(schedule.FormatHAProxy, len(raw), raw)
-	if err != nil {
-		return "invalid"
-	}
-	return hex.EncodeToString(name)
 }
 
 func firstLine(s string) string {

@@ -29,66 +29,6 @@ func randomKey(t *testing.T, size int) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func TestParseKeysFile(t *testing.T) {
-	k80 := []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)}
-	k48 := randomKey(t, 48)
-	got, err := parseKeysFile([]byte(strings.Join(k80, "\n") + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(got, k80[1:]) {
-		t.Fatalf("four lines: got the wrong three keys (want the last three in file order)")
-	}
-	bad := []struct {
-		name, file, wantErr string
-	}{
-		{"two lines", k80[0] + "\n" + k80[1] + "\n", "has 2 key line(s), want at least 3"},
-		{"mixed sizes", k80[0] + "\n" + k48 + "\n" + k80[1] + "\n", "line 2: key is 48 bytes, earlier keys are 80"},
-		{"bad size", k80[0] + "\n" + base64.StdEncoding.EncodeToString(make([]byte, 64)) + "\n" + k80[1] + "\n", "line 2: key is 64 bytes, want 48 or 80"},
-		{"not base64", k80[0] + "\n!!!!\n" + k80[1] + "\n", "line 2: not standard base64"},
-	}
-	for _, tc := range bad {
-		_, err := parseKeysFile([]byte(tc.file))
-		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.wantErr)
-		}
-		for _, k := range append(k80, k48) {
-			if err != nil && strings.Contains(err.Error(), k) {
-				t.Errorf("%s: error contains key material", tc.name)
-			}
-		}
-	}
-}
-
-func TestMissingSuffix(t *testing.T) {
-	a, b, c, d, e, f := "a", "b", "c", "d", "e", "f"
-	cases := []struct {
-		have, want, send []string
-	}{
-		{[]string{a, b, c}, []string{a, b, c}, nil},
-		{[]string{a, b, c}, []string{b, c, d}, []string{d}},
-		{[]string{a, b, c}, []string{c, d, e}, []string{d, e}},
-		{[]string{a, b, c}, []string{d, e, f}, []string{d, e, f}},
-		// Duplicates (the engine repeats the current key when there is no previous yet).
-		{[]string{b, b, c}, []string{b, c, d}, []string{d}},
-		{[]string{a, b, c}, []string{c, c, d}, []string{c, d}},
-	}
-	for _, tc := range cases {
-		got := missingSuffix(tc.have, tc.want)
-		if !slices.Equal(got, tc.send) {
-			t.Errorf("missingSuffix(%v, %v) = %v, want %v", tc.have, tc.want, got, tc.send)
-		}
-		// Simulate HAProxy: each set shifts the ring left and appends.
-		ring := slices.Clone(tc.have)
-		for _, k := range got {
-			ring = append(ring[1:], k)
-		}
-		if !slices.Equal(ring, tc.want) {
-			t.Errorf("have %v, sending %v leaves %v, want %v", tc.have, got, ring, tc.want)
-		}
-	}
-}
-
 func writeKeys(t *testing.T, path string, keys []string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
