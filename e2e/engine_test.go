@@ -478,7 +478,9 @@ func testEngineFormats(t *testing.T, kind vaulttest.Kind) {
 	})
 
 	t.Run("80-byte layouts", func(t *testing.T) {
-		// A previous key too, so that every state is covered.
+		// A previous key too, so that every state is covered. A rotation in the second the current key
+		// activated starts the new key one second later (not_before stays unique): rotate after it.
+		waitPastActivationSecond(eapiRead(t, addr, root, "web", ""))
 		eapiWant(t, http.StatusOK, addr, root, "POST", "ticketkeys/keys/web/rotate", nil, map[string]any{"mode": "now"})
 		ws := eapiReadAllFormats(t, addr, root, "web", []string{"nginx", "haproxy", "envoy", "go"})
 		if got := eapiIDs(ws["nginx"]); len(got) != 3 || !strings.HasPrefix(got[1], "next:") || !strings.HasPrefix(got[2], "previous:") {
@@ -810,8 +812,9 @@ func testEngineRotation(t *testing.T, kind vaulttest.Kind) {
 		if !ok || n.State != "next" || w1.Keys[0].ID != a.ID {
 			t.Fatalf("after rotate scheduled: window %v, rotated key %s; want the old current and the new key as next", eapiIDs(w1), resp.RotatedKeyID)
 		}
-		if n.NotBefore.Before(t0.Add(10*time.Second)) || n.NotBefore.After(t1.Add(10*time.Second)) {
-			t.Errorf("scheduled key activates at %s, want rotation time + publish_ahead (10s) in [%s, %s]", n.NotBefore, t0.Add(10*time.Second), t1.Add(10*time.Second))
+		// The engine rounds the rotation instant up to the second before adding publish_ahead.
+		if n.NotBefore.Before(t0.Add(10*time.Second)) || n.NotBefore.After(t1.Add(11*time.Second)) {
+			t.Errorf("scheduled key activates at %s, want rotation time (rounded up) + publish_ahead (10s) in [%s, %s]", n.NotBefore, t0.Add(10*time.Second), t1.Add(11*time.Second))
 		}
 		if !n.NotAfter.Equal(n.NotBefore.Add(2 * time.Hour)) {
 			t.Errorf("scheduled key not_after %s, want not_before + 1h + 1h", n.NotAfter)
@@ -868,6 +871,7 @@ func testEngineRotation(t *testing.T, kind vaulttest.Kind) {
 			t.Fatalf("now: window %v, want [current next]", eapiIDs(w0))
 		}
 		a, b := w0.Keys[0], w0.Keys[1]
+		waitPastActivationSecond(w0) // in the current key's own second the new key would start a second later
 		t0 := time.Now().Truncate(time.Second)
 		resp := eapiRotate(t, addr, root, "now", map[string]any{"mode": "now"})
 		t1 := time.Now().Truncate(time.Second)
@@ -1380,4 +1384,16 @@ func eapiMeasurePurgePropagation(t *testing.T, s *vaulttest.Server, keyring, for
 		parts = append(parts, fmt.Sprintf("%s %s", names[i], d.Round(10*time.Millisecond)))
 	}
 	t.Logf("emergency rotation (mode=now purge_previous=true) reached every node: %s (bound: max_read_ttl + Agent 1s + render)", strings.Join(parts, ", "))
+}
+
+// waitPastActivationSecond sleeps until the clock is past the second in which w's current key activated:
+// `rotate mode=now` in that very second starts the new key at the next second, so that not_before stays
+// unique (docs/api.md); tests that want the rotated key current at once rotate after it.
+func waitPastActivationSecond(w eapiWindow) {
+	if len(w.Keys) == 0 {
+		return
+	}
+	if until := time.Until(w.Keys[0].NotBefore.Add(time.Second + 50*time.Millisecond)); until > 0 {
+		time.Sleep(until)
+	}
 }
