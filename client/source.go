@@ -412,8 +412,17 @@ func (s *Source) loop(ctx context.Context) {
 			continue
 		case <-ch:
 		}
-		if !s.o.clock.Now().Before(s.nextRefresh()) {
-			if err := s.read(ctx, false); err != nil && ctx.Err() != nil {
+		if now := s.o.clock.Now(); !now.Before(s.nextRefresh()) {
+			// A read never holds the loop past the next local key change: a read held up (a Vault Agent
+			// or Proxy that retries while Vault is down) is cut there, so the keys switch at the
+			// published instant, and the read is retried after the switch.
+			rctx, cancel := ctx, context.CancelFunc(func() {})
+			if d := s.keysetAt(now).validUntil.Sub(now); d > 0 {
+				rctx, cancel = context.WithTimeout(ctx, d)
+			}
+			err := s.read(rctx, false)
+			cancel()
+			if err != nil && ctx.Err() != nil {
 				return
 			}
 		}
