@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
 )
 
@@ -74,28 +73,13 @@ func (c *captureCache) Put(_ string, cs *tls.ClientSessionState)   { c.state = c
 func TestPushRealHAProxy(t *testing.T) {
 	dir := t.TempDir()
 	cert := testcert.New(t, testcert.RSA2048)
-	crt := cert.WriteCombinedPEM(dir)
 	keysFile := filepath.Join(dir, "tls-ticket-keys")
 	k := make([]string, 9)
 	for i := range k {
 		k[i] = randomKey(t, 80)
 	}
 	writeKeys(t, keysFile, k[0:3])
-	port := servertest.FreePort(t)
-	p := servertest.StartHAProxy(t, fmt.Sprintf(`
-global
-  stats socket {{DIR}}/admin.sock level admin
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:%d ssl crt %s tls-ticket-keys %s
-  http-request return status 200 content-type text/plain string "ok"
-`, port, crt, keysFile))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p.WaitListening(t, addr)
+	addr, p := startHAProxy(t, cert, dir, keysFile)
 	master, workers := p.MasterPID, p.WorkerPIDs()
 	opts := Options{Socket: filepath.Join(p.Dir, "admin.sock"), File: keysFile}
 

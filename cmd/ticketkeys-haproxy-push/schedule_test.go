@@ -19,9 +19,9 @@ func schedLine(key string, nb, eu, na time.Time) string {
 	return fmt.Sprintf("%s %s %s %s\n", key, nb.UTC().Format(time.RFC3339), eu.UTC().Format(time.RFC3339), na.UTC().Format(time.RFC3339))
 }
 
-// startHAProxy runs Debian's HAProxy with one TLS frontend loading keysFile; it returns the frontend's
-// address and the admin socket.
-func startHAProxy(t *testing.T, cert *testcert.Cert, dir, keysFile string) (string, string) {
+// startHAProxy runs Debian's HAProxy with one TLS frontend loading keysFile and its admin socket at
+// admin.sock in the process's directory; it returns the frontend's address and the process.
+func startHAProxy(t *testing.T, cert *testcert.Cert, dir, keysFile string) (string, *servertest.Proc) {
 	t.Helper()
 	crt := cert.WriteCombinedPEM(dir)
 	port := servertest.FreePort(t)
@@ -39,7 +39,7 @@ frontend fe
 `, port, crt, keysFile))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	p.WaitListening(t, addr)
-	return addr, filepath.Join(p.Dir, "admin.sock")
+	return addr, p
 }
 
 // resumes offers the session held by cfg (a copy) to addr and reports whether HAProxy resumed it.
@@ -73,7 +73,8 @@ func TestAtScheduleRealHAProxy(t *testing.T) {
 	k := []string{randomKey(t, 80), randomKey(t, 80), randomKey(t, 80)}
 	// The engine's tls_ticket_keys at render time: previous k0, current k1, next k2.
 	writeKeys(t, keysFile, k)
-	addr, sock := startHAProxy(t, cert, dir, keysFile)
+	addr, p := startHAProxy(t, cert, dir, keysFile)
+	sock := filepath.Join(p.Dir, "admin.sock")
 	s := time.Now().Truncate(time.Second)
 	at := func(sec int) time.Time { return s.Add(time.Duration(sec) * time.Second) }
 	if err := os.WriteFile(schedule, []byte(
