@@ -87,21 +87,27 @@ func getBackend(t testing.TB) *testBackend {
 	return &testBackend{backend: b, storage: conf.StorageView, clock: clock, logs: logs}
 }
 
-// request sends one request the way Vault does, including the existence
-// check that turns a write into a create or an update.
+// request sends one request the way Vault does (see sendAsVault).
 func (tb *testBackend) request(t testing.TB, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
 	t.Helper()
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: tb.storage}
+	return sendAsVault(context.Background(), tb.backend, tb.storage, op, path, data)
+}
+
+// sendAsVault sends one request to b over storage s the way Vault does, including the existence check
+// that turns a write into a create or an update. An existence check that fails (a field that does not
+// parse) is returned as the error, as Vault answers it with a 400.
+func sendAsVault(ctx context.Context, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
+	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s}
 	if op == logical.UpdateOperation {
-		checkFound, exists, err := tb.HandleExistenceCheck(context.Background(), req)
+		found, exists, err := b.HandleExistenceCheck(ctx, req)
 		if err != nil {
-			return nil, err // Vault answers a field that does not parse with a 400 here
+			return nil, err
 		}
-		if checkFound && !exists {
+		if found && !exists {
 			req.Operation = logical.CreateOperation
 		}
 	}
-	return tb.HandleRequest(context.Background(), req)
+	return b.HandleRequest(ctx, req)
 }
 
 // mustRequest fails the test on any error or error response.

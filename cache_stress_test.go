@@ -185,17 +185,7 @@ func TestCacheNeverResurrectsKeys(t *testing.T) {
 	names := []string{"alpha", "beta"}
 	ctx := context.Background()
 	send := func(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-		req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s}
-		if op == logical.UpdateOperation {
-			found, exists, err := b.HandleExistenceCheck(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			if found && !exists {
-				req.Operation = logical.CreateOperation
-			}
-		}
-		return b.HandleRequest(ctx, req)
+		return sendAsVault(ctx, b, s, op, path, data)
 	}
 	// unexpected reports an error that none of the interleavings may cause:
 	// user errors (400), unknown keyrings (404) and a standby's read-only

@@ -428,18 +428,7 @@ func (h *history) violate(format string, args ...any) {
 }
 
 func (h *history) request(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-	ctx := context.Background()
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s}
-	if op == logical.UpdateOperation {
-		found, exists, err := b.HandleExistenceCheck(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		if found && !exists {
-			req.Operation = logical.CreateOperation
-		}
-	}
-	return b.HandleRequest(ctx, req)
+	return sendAsVault(context.Background(), b, s, op, path, data)
 }
 
 // advance moves the clock to `to`, running every reader read and periodic
