@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -306,26 +304,8 @@ func TestCheckHAProxyFleet(t *testing.T) {
 	s := newSchedule(t, FormatHAProxy, 80, 4, time.Now().Add(-150*time.Minute), time.Hour, 3*time.Hour)
 	pprev, prev, cur, next := s.keys[0], s.keys[1], s.keys[2], s.keys[3]
 	var nodes []string
-	for i, ring := range [][]*Key{{prev, cur, next}, {prev, cur, next}, {pprev, prev, cur}} {
-		dir := t.TempDir()
-		keys := filepath.Join(dir, "keys")
-		if err := os.WriteFile(keys, []byte(haproxyLines(ring...)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		port := servertest.FreePort(t)
-		p := servertest.StartHAProxy(t, fmt.Sprintf(`
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe%d
-  bind 127.0.0.1:%d ssl crt %s tls-ticket-keys %s ssl-min-ver TLSv1.2
-  http-request return status 200 content-type text/plain string "ok"
-`, i, port, cert.WriteCombinedPEM(dir), keys))
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		p.WaitListening(t, addr)
-		nodes = append(nodes, addr)
+	for _, ring := range [][]*Key{{prev, cur, next}, {prev, cur, next}, {pprev, prev, cur}} {
+		nodes = append(nodes, startHAProxyRing(t, cert, ring...))
 	}
 	r := check(t, newChecker(t, s, cert, nodes, nil))
 	t.Logf("\n%s", table(t, r))

@@ -136,27 +136,8 @@ http {
 }
 
 func startHAProxyTickets(t *testing.T, cert *testcert.Cert, enc, dec *Key) string {
-	dir := t.TempDir()
-	combined := cert.WriteCombinedPEM(dir)
-	keys := filepath.Join(dir, "tls-ticket-keys")
 	// HAProxy encrypts with the penultimate line; the last one is decrypt-only.
-	if err := os.WriteFile(keys, []byte(haproxyLines(dec, enc, dec)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := servertest.FreePort(t)
-	p := servertest.StartHAProxy(t, fmt.Sprintf(`
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:%d ssl crt %s tls-ticket-keys %s ssl-min-ver TLSv1.2
-  http-request return status 200 content-type text/plain string "ok"
-`, port, combined, keys))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p.WaitListening(t, addr)
-	return addr
+	return startHAProxyRing(t, cert, dec, enc, dec)
 }
 
 func startGoTickets(t *testing.T, cert *testcert.Cert, enc, dec *Key) string {
