@@ -204,7 +204,7 @@ func StartNginxWith(t testing.TB, b *NginxBuild, conf string) *Proc {
 
 // StartHAProxy writes conf (with {{DIR}} replaced) to a private directory and runs
 // `haproxy -W -db -f DIR/haproxy.cfg -p DIR/haproxy.pid` (master-worker mode, foreground) until the master
-// has written its pid file and started a worker. Reload sends SIGUSR2 to the master (a seamless reload);
+// has written its pid file, started a worker and handles SIGUSR2. Reload sends SIGUSR2 to the master (a seamless reload);
 // the master PID never changes. conf must not set `daemon` or `master-worker no-exit-on-failure`-style
 // options that detach. Its stdout/stderr go to ErrorLog. The process is stopped at t.Cleanup.
 func StartHAProxy(t testing.TB, conf string) *Proc {
@@ -279,11 +279,11 @@ func (p *Proc) start(t testing.TB, cmd *exec.Cmd) {
 			t.Fatalf("servertest: %s master %d exited during start-up (%v); log %s:\n%s", p.Kind, p.MasterPID, p.exitErr(), p.ErrorLog, p.Log())
 		default:
 		}
-		if pid, err := readPID(p.PIDFile); err == nil && pid == p.MasterPID && len(p.WorkerPIDs()) > 0 {
+		if pid, err := readPID(p.PIDFile); err == nil && pid == p.MasterPID && len(p.WorkerPIDs()) > 0 && p.handlesReload() {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("servertest: %s master %d not ready (pid file and a worker) within %v; log %s:\n%s", p.Kind, p.MasterPID, startTimeout, p.ErrorLog, p.Log())
+			t.Fatalf("servertest: %s master %d not ready (pid file, a worker and a handler for %v) within %v; log %s:\n%s", p.Kind, p.MasterPID, p.reloadSignal(), startTimeout, p.ErrorLog, p.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -381,9 +381,9 @@ func (p *Proc) TryReload() error {
 	}
 	before := p.WorkerPIDs()
 	logBefore := len(p.Log())
-	sig := syscall.SIGHUP
-	if p.Kind == KindHAProxy {
-		sig = syscall.SIGUSR2
+	sig := p.reloadSignal()
+	if err := p.waitHandlesReload(); err != nil {
+		return err
 	}
 	if err := syscall.Kill(p.MasterPID, sig); err != nil {
 		return fmt.Errorf("servertest: signal %v to %s master %d: %w", sig, p.Kind, p.MasterPID, err)
@@ -407,9 +407,62 @@ func (p *Proc) TryReload() error {
 	return fmt.Errorf("servertest: %s master %d started no new worker within %v after reload (configuration rejected?); new log lines:\n%s", p.Kind, p.MasterPID, startTimeout, tail)
 }
 
-// Signal sends sig to the master process by PID.
+// Signal sends sig to the master process by PID. A reload signal waits first until the master handles it
+// (see handlesReload), so that it is never dropped.
 func (p *Proc) Signal(sig syscall.Signal) error {
+	if sig == p.reloadSignal() {
+		if err := p.waitHandlesReload(); err != nil {
+			return err
+		}
+	}
 	return syscall.Kill(p.MasterPID, sig)
+}
+
+// reloadSignal is the signal that makes the master load its configuration again: SIGHUP for nginx,
+// SIGUSR2 for HAProxy's master.
+func (p *Proc) reloadSignal() syscall.Signal {
+	if p.Kind == KindHAProxy {
+		return syscall.SIGUSR2
+	}
+	return syscall.SIGHUP
+}
+
+// handlesReload reports whether the master process has a handler installed for its reload signal, as
+// the kernel shows it (SigCgt in /proc/PID/status). HAProxy's master ignores SIGUSR2 between writing its
+// pid file, forking its worker and entering its loop, and again after every re-exec: a signal sent then
+// is discarded, and the reload never happens.
+func (p *Proc) handlesReload() bool {
+	caught, err := caughtSignals(p.MasterPID)
+	return err == nil && caught&(1<<(uint(p.reloadSignal())-1)) != 0
+}
+
+// waitHandlesReload waits until handlesReload holds, the master exits, or 15 s pass.
+func (p *Proc) waitHandlesReload() error {
+	deadline := time.Now().Add(startTimeout)
+	for !p.handlesReload() {
+		if p.Exited() {
+			return fmt.Errorf("servertest: %s master %d has exited (%v); log:\n%s", p.Kind, p.MasterPID, p.exitErr(), p.Log())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("servertest: %s master %d installed no handler for %v within %v; log:\n%s", p.Kind, p.MasterPID, p.reloadSignal(), startTimeout, p.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// caughtSignals reads the mask of signals pid has handlers for (bit n-1 for signal n) from /proc.
+func caughtSignals(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if hex, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no SigCgt line", pid)
 }
 
 // WaitWorkers waits until the master has n live worker processes (nginx forks them one after the other,

@@ -128,6 +128,32 @@ frontend fe
 	}
 }
 
+// TestHAProxyBackToBackReloads proves a reload is never lost: HAProxy's master ignores SIGUSR2 while it
+// starts and again after each re-exec, so Start and Reload must not return, nor Reload signal, before the
+// master handles it. Each of these reloads comes as soon as the one before it has its new worker.
+func TestHAProxyBackToBackReloads(t *testing.T) {
+	port := FreePort(t)
+	conf := fmt.Sprintf(`
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:%d
+  http-request return status 200 content-type text/plain string "ok"
+`, port)
+	for range 3 {
+		p := StartHAProxy(t, conf)
+		for i := range 5 {
+			if err := p.TryReload(); err != nil {
+				t.Fatalf("reload %d: %v", i+1, err)
+			}
+		}
+		p.Stop()
+	}
+}
+
 func writeConf(p *Proc, conf string) error {
 	return writeFile(p.ConfPath, strings.ReplaceAll(conf, DirPlaceholder, p.Dir))
 }
