@@ -103,3 +103,60 @@ func TestCloseReturnsWhileAReadIsStuck(t *testing.T) {
 		t.Fatalf("Refresh did not return within %s of Close while its read was stuck", stuckLimit)
 	}
 }
+
+// TestActivationCutsAHeldRead: a read held up in Vault (a Vault Agent or
+// Proxy retrying while Vault is down holds it for minutes) never holds the
+// Source's loop past the next key activation. The loop cuts the read at the
+// activation (by the Source's clock), advances the keys in use at the
+// published instant, and reads again after the switch. Before, an Agent-fed
+// server that learns of key changes from the loop (Caddy) kept encrypting
+// with the old key until the read returned.
+func TestActivationCutsAHeldRead(t *testing.T) {
+	// A ttl that brings the read before the activation, as the engine's
+	// cap does for a reader behind an Agent.
+	fv, fc, src, rec := newFakeSourceWith(t, 10*time.Second, func(fv *fakeVault) {
+		noClientTimeout(fv)
+		fv.ttl = 20 * time.Second
+	})
+	activation := t0.Add(period)
+	due := src.nextRefresh()
+	if !due.Before(activation) {
+		t.Fatalf("the first background read is due at %v, not before the activation at %v", due, activation)
+	}
+	entered, release := fv.blockReads(t)
+	fc.advance(due.Sub(fc.Now()))
+	awaitEntered(t, entered, "background read")
+
+	rec.mu.Lock()
+	before := len(rec.advances)
+	rec.mu.Unlock()
+	fc.advance(activation.Sub(fc.Now()))
+	deadline := time.Now().Add(stuckLimit)
+	for {
+		rec.mu.Lock()
+		var got *AdvanceEvent
+		for _, e := range rec.advances[before:] {
+			if e.Reason == "schedule" {
+				got = &e
+				break
+			}
+		}
+		rec.mu.Unlock()
+		if got != nil {
+			if !got.Time.Equal(activation) {
+				t.Fatalf("the keys advanced at %v, want the activation %v", got.Time, activation)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("no advance at the activation within %s while a read was held (reads held: %d)", stuckLimit, fv.blocked.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := src.Status(); st.CurrentID != keyID(1) {
+		t.Fatal("after the activation the current key is not key 1")
+	}
+	// The loop reads again after the switch (the fake still holds it).
+	awaitEntered(t, entered, "the read after the switch")
+}

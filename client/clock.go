@@ -9,6 +9,9 @@ type clock interface {
 	// After returns a channel that receives once d has passed, and a function
 	// that releases the timer early.
 	After(d time.Duration) (<-chan time.Time, func())
+	// AfterFunc calls f in its own goroutine once d has passed, unless the
+	// returned function (which releases the timer) was called first.
+	AfterFunc(d time.Duration, f func()) func()
 }
 
 type realClock struct{}
@@ -24,4 +27,9 @@ func (realClock) Now() time.Time { return time.Now().Round(0) }
 func (realClock) After(d time.Duration) (<-chan time.Time, func()) {
 	t := time.NewTimer(d)
 	return t.C, func() { t.Stop() }
+}
+
+func (realClock) AfterFunc(d time.Duration, f func()) func() {
+	t := time.AfterFunc(d, f)
+	return func() { t.Stop() }
 }

@@ -32,6 +32,7 @@ type fakeClock struct {
 type fakeWaiter struct {
 	at time.Duration // monotonic deadline
 	ch chan time.Time
+	fn func() // AfterFunc's function, called instead of sending on ch
 }
 
 func newFakeClock(t0 time.Time) *fakeClock {
@@ -61,6 +62,37 @@ func (c *fakeClock) After(d time.Duration) (<-chan time.Time, func()) {
 	}
 }
 
+// AfterFunc is After calling f in its own goroutine. It does not count as
+// an After call: step's "the loop parked" means a call of After.
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d <= 0 {
+		go f()
+		return func() {}
+	}
+	w := &fakeWaiter{at: c.elapsed + d, fn: f}
+	c.waiters[w] = true
+	return func() {
+		c.mu.Lock()
+		delete(c.waiters, w)
+		c.mu.Unlock()
+	}
+}
+
+// loopParked reports whether a loop waits on an After timer (an AfterFunc,
+// a read's cut, is not a parked loop).
+func (c *fakeClock) loopParked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.waiters {
+		if w.fn == nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *fakeClock) afterCalls() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -76,7 +108,11 @@ func (c *fakeClock) advance(d time.Duration) bool {
 	fired := false
 	for w := range c.waiters {
 		if w.at <= c.elapsed {
-			w.ch <- c.now
+			if w.fn != nil {
+				go w.fn()
+			} else {
+				w.ch <- c.now
+			}
 			delete(c.waiters, w)
 			fired = true
 		}
@@ -94,14 +130,22 @@ func (c *fakeClock) jump(d time.Duration) {
 
 // step advances the clock by d and, if that woke the Source's loop, waits
 // until the loop has done its work and parked on a new timer.
+//
+// Time moves only while the loop is parked: a Source's loop that is busy
+// (a read, a kick taken) is waited for (at most 1s, then time moves anyway,
+// for a Source that has no loop any more), as time does not jump ahead of a
+// runnable loop in production.
 func (c *fakeClock) step(t *testing.T, d time.Duration) {
 	t.Helper()
+	for wait := time.Now().Add(time.Second); !c.loopParked() && time.Now().Before(wait); {
+		time.Sleep(time.Millisecond)
+	}
 	before := c.afterCalls()
 	if !c.advance(d) {
 		return
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for c.afterCalls() == before {
+	for c.afterCalls() == before || !c.loopParked() {
 		if time.Now().After(deadline) {
 			t.Fatal("fake clock: the source loop did not park again within 10s")
 		}

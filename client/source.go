@@ -414,13 +414,15 @@ func (s *Source) loop(ctx context.Context) {
 		}
 		if now := s.o.clock.Now(); !now.Before(s.nextRefresh()) {
 			// A read never holds the loop past the next local key change: a read held up (a Vault Agent
-			// or Proxy that retries while Vault is down) is cut there, so the keys switch at the
-			// published instant, and the read is retried after the switch.
-			rctx, cancel := ctx, context.CancelFunc(func() {})
+			// or Proxy that retries while Vault is down) is cut there, by the Source's clock, so the keys
+			// switch at the published instant, and the read is retried after the switch.
+			rctx, cancel := context.WithCancel(ctx)
+			stopCut := func() {}
 			if d := s.keysetAt(now).validUntil.Sub(now); d > 0 {
-				rctx, cancel = context.WithTimeout(ctx, d)
+				stopCut = s.o.clock.AfterFunc(d, cancel)
 			}
 			err := s.read(rctx, false)
+			stopCut()
 			cancel()
 			if err != nil && ctx.Err() != nil {
 				return
