@@ -226,7 +226,8 @@ func placeholderOf(t *testing.T, cert *testcert.Cert, inst *luatest.Instance) st
 }
 
 // faultLocation is a loopback server whose /fault?malloc=N sets the module's test-only fault hook (the
-// Nth malloc from now fails; 0: none), runs refresh() and answers "installed" or the error.
+// Nth malloc from now fails; 0: none; with always=1 every malloc from then on fails and the hook stays
+// set), runs refresh() and answers "installed" or the error.
 func faultLocation(port int) string {
 	return fmt.Sprintf(`    server {
         listen 127.0.0.1:%d;
@@ -234,9 +235,12 @@ func faultLocation(port int) string {
             content_by_lua_block {
                 local tk = require("resty.ticketkeys")
                 local n = tonumber(ngx.var.arg_malloc) or 0
-                tk._test = n > 0 and { malloc_fail = n } or nil
+                local always = ngx.var.arg_always == "1"
+                tk._test = n > 0 and { malloc_fail = n, malloc_fail_always = always } or nil
                 local ok, err = tk.refresh()
-                tk._test = nil
+                if not always then
+                    tk._test = nil
+                end
                 ngx.say(ok and "installed" or err)
             }
         }
@@ -272,8 +276,9 @@ func testInstallIsAllOrNone(t *testing.T, b *servertest.NginxBuild) {
 		Stream: true, Interval: 3600, ExtraHTTP: faultLocation(port)})
 	inst.WaitIDs(t, luatest.IDs(first), 10*time.Second)
 	url := fmt.Sprintf("http://127.0.0.1:%d/fault", port)
-	for _, n := range []int{2, 1} {
-		bigger := luatest.NewKeys(t, 3, 80)
+	// Each round needs larger arrays than the last (a shrink stays in place, keeping the capacity).
+	for round, n := range []int{2, 1} {
+		bigger := luatest.NewKeys(t, 3+2*round, 80)
 		luatest.WriteWindow(t, window, bigger)
 		got := getBody(t, fmt.Sprintf("%s?malloc=%d", url, n))
 		if !strings.Contains(got, "malloc of") || !strings.Contains(got, "no block changed") {
@@ -375,6 +380,47 @@ func testRepeatedErrorNamesCurrentCause(t *testing.T, b *servertest.NginxBuild) 
 	for pid, s := range inst.StatusAll(t) {
 		if s.LastError != "" {
 			t.Errorf("worker %d: last_error %q after the file is good again, want none", pid, s.LastError)
+		}
+	}
+
+	// Two causes at once (an install that fails, a file that is gone) are both named; when one ends,
+	// the repeats name only the other.
+	port := servertest.FreePort(t)
+	one := luatest.NewKeys(t, 1, 80)
+	w2 := newWindow(t, one)
+	n := luatest.Start(t, luatest.Config{Nginx: b, Window: w2, Cert: cert, Workers: 1, Capacity: 1, ErrorRepeat: 1,
+		ExtraHTTP: faultLocation(port)})
+	n.WaitIDs(t, luatest.IDs(one), 10*time.Second)
+	fault := fmt.Sprintf("http://127.0.0.1:%d/fault", port)
+	getBody(t, fault+"?malloc=1&always=1")
+	luatest.WriteWindow(t, w2, luatest.NewKeys(t, 3, 80))
+	linesAfter := func(what string, settle time.Duration) []string {
+		time.Sleep(settle)
+		from := len(n.Proc.Log())
+		time.Sleep(2500 * time.Millisecond)
+		lines := errorLines(n.Proc.Log()[from:])
+		if len(lines) < 2 {
+			t.Fatalf("%s: %d error lines in 2.5 s with error_repeat 1, want repeats; log:\n%s", what, len(lines), n.Proc.Log())
+		}
+		return lines
+	}
+	for _, l := range linesAfter("install failing", 500*time.Millisecond) {
+		if !strings.Contains(l, "malloc of") {
+			t.Fatalf("install failing: %q does not name the malloc failure", l)
+		}
+	}
+	if err := os.Remove(w2); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range linesAfter("install failing, file gone", 300*time.Millisecond) {
+		if !strings.Contains(l, "malloc of") || !strings.Contains(l, "cannot read window file") {
+			t.Fatalf("install failing and file gone: %q does not name both causes", l)
+		}
+	}
+	getBody(t, fault+"?malloc=0") // the install works again (from the window in memory)
+	for _, l := range linesAfter("file gone", 300*time.Millisecond) {
+		if strings.Contains(l, "malloc of") || !strings.Contains(l, "cannot read window file") {
+			t.Fatalf("file gone, install working: %q names a cause that ended, or not the current one", l)
 		}
 	}
 }
