@@ -1345,10 +1345,11 @@ arm = function(at)
     state.timer_at = at
 end
 
--- DICT_WINDOW, DICT_WINDOW_AT and DICT_PLACEHOLDER are the keys of the shared dict: the last good window
--- file content (raw text that parsed), when it was stored (ngx.now()), and this nginx start's
--- placeholder key.
-local DICT_WINDOW, DICT_WINDOW_AT, DICT_PLACEHOLDER = "window", "window_at", "placeholder"
+-- DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT and DICT_PLACEHOLDER are the keys of the shared dict: the last
+-- good window file content (raw text that parsed), its md5 (checked every interval instead of copying
+-- the content out), when it was stored (ngx.now()), and this nginx start's placeholder key.
+local DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT = "window", "window_md5", "window_at"
+local DICT_PLACEHOLDER = "placeholder"
 
 -- remember stores good window content in the shared dict, unless it already holds it, so that the
 -- workers of a reload and respawned workers find the last good window when the file is bad then.
@@ -1357,13 +1358,15 @@ local function remember(content, digest)
     if not dict then
         return
     end
-    local held = dict:get(DICT_WINDOW)
-    if held and ngx.md5_bin(held) == digest then
+    if dict:get(DICT_DIGEST) == digest then
         return
     end
     local ok, err = dict:set(DICT_WINDOW, content)
     if ok then
         ok, err = dict:set(DICT_WINDOW_AT, ngx.now())
+    end
+    if ok then
+        ok, err = dict:set(DICT_DIGEST, digest)
     end
     local msg = not ok and fmt("cannot store the window in lua_shared_dict %s: %s; a reload or a "
         .. "respawned worker will not find it while the file is bad: enlarge the dict (1m holds any "
