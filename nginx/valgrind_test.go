@@ -70,7 +70,8 @@ http {
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_ticket_key %[5]s;
     ssl_session_ticket_key %[5]s;
-    init_worker_by_lua_block { require("resty.ticketkeys").start{ file = %[6]q, interval = 0.2 } }
+    lua_shared_dict ticketkeys 1m;
+    init_worker_by_lua_block { require("resty.ticketkeys").start{ file = %[6]q, interval = 0.2, shared_dict = "ticketkeys" } }
     server { listen 127.0.0.1:%[7]d ssl; location / { return 200 "ok\n"; } }
     server {
         listen 127.0.0.1:%[8]d;

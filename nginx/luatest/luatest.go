@@ -145,6 +145,11 @@ type Config struct {
 	NoStart bool
 	// ExtraHTTP is appended inside http{} (e.g. more locations or servers).
 	ExtraHTTP string
+	// SharedDict, if set, declares `lua_shared_dict SharedDict 1m;` in http{} and passes it to start{}
+	// as shared_dict (the last good window and the per-start placeholder live there).
+	SharedDict string
+	// InitLua runs in init_worker_by_lua_block before start{} (test hooks only).
+	InitLua string
 }
 
 // Instance is one running nginx with the module.
@@ -164,6 +169,8 @@ type Instance struct {
 	LayoutURL string
 	// StatusURL is the plain-http status handler URL (reuseport, so connections reach every worker).
 	StatusURL string
+	// FilePlaceholderID is the id (hex key name) of the placeholder key file the configuration names.
+	FilePlaceholderID string
 }
 
 // Start writes placeholder keys and certificates to a temp directory and starts nginx with cfg.
@@ -184,7 +191,8 @@ func Start(t testing.TB, cfg Config) *Instance {
 	files := t.TempDir()
 	certFile, keyFile, _ := cfg.Cert.WritePEM(files)
 	placeholder := filepath.Join(files, "placeholder.key")
-	if err := os.WriteFile(placeholder, NewKey(t, 80), 0o600); err != nil {
+	phKey := NewKey(t, 80)
+	if err := os.WriteFile(placeholder, phKey, 0o600); err != nil {
 		t.Fatalf("luatest: write placeholder: %v", err)
 	}
 	var ph strings.Builder
@@ -196,15 +204,22 @@ func Start(t testing.TB, cfg Config) *Instance {
 		HTTPS:     fmt.Sprintf("127.0.0.1:%d", httpsPort),
 		StatusURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/status", statusPort),
 		LayoutURL: fmt.Sprintf("http://127.0.0.1:%d/ticketkeys/layout", statusPort),
+
+		FilePlaceholderID: ID(phKey),
 	}
 	extra := ""
 	if cfg.ErrorRepeat > 0 {
 		extra = fmt.Sprintf(", error_repeat = %g", cfg.ErrorRepeat)
 	}
-	start := fmt.Sprintf("    init_worker_by_lua_block { require(\"resty.ticketkeys\").start{ file = %q, interval = %g%s } }\n",
-		cfg.Window, cfg.Interval, extra)
+	dict := ""
+	if cfg.SharedDict != "" {
+		extra += fmt.Sprintf(", shared_dict = %q", cfg.SharedDict)
+		dict = fmt.Sprintf("    lua_shared_dict %s 1m;\n", cfg.SharedDict)
+	}
+	start := fmt.Sprintf("%s    init_worker_by_lua_block { %s require(\"resty.ticketkeys\").start{ file = %q, interval = %g%s } }\n",
+		dict, cfg.InitLua, cfg.Window, cfg.Interval, extra)
 	if cfg.NoStart {
-		start = ""
+		start = dict
 	}
 	var streamServers strings.Builder
 	if cfg.Stream {
@@ -359,6 +374,12 @@ type Status struct {
 	// Window lists the installed keys, element 0 encrypting, with their schedule states (current,
 	// next, previous, local; decrypt-only for a file without times) and times.
 	Window []WindowKey `json:"window"`
+	// Source says where the followed window came from: "file", or "shared_dict" (the last good window
+	// another worker of this nginx stored, while the file is bad or unreadable); "placeholder" while
+	// this nginx start's random placeholder key is installed; empty before anything is installed.
+	Source string `json:"source"`
+	// SharedDict is the start{} shared_dict option ("" without one).
+	SharedDict string `json:"shared_dict"`
 }
 
 // WindowKey is one installed key as the status handler reports it (ids and times, never material).

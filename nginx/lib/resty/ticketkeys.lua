@@ -884,6 +884,11 @@ local state = {
     applies = 0,
     owned = {},          -- key array address -> malloc'd elements this worker installed
     notes_logged = false,
+    dict = nil,          -- the lua_shared_dict of start{ shared_dict = ... }, or nil
+    dict_name = nil,
+    dict_error = nil,    -- the last failure to store into it (logged once per distinct text)
+    source = nil,        -- where the followed window came from: "file" or "shared_dict"
+    placeholder = false, -- true while this nginx start's random placeholder is installed (no window)
 }
 
 -- discover returns every writable key array of this worker, or nil and the layout guard that failed.
@@ -956,41 +961,77 @@ function _M._key_fields(kind, raw)
     return hex(name, 1, 16), hex(hmac, 1, n), hex(aes, 1, n)
 end
 
--- write_window installs the window into one key array: in place when it fits the capacity, else into a
--- malloc'd array that replaces the old one (which is zeroed, and freed if this worker allocated it).
-local function write_window(kt, arr, window)
-    local n = #window.keys
-    local nalloc = tonumber(arr.nalloc)
-    local a = addr(arr)
-    if n <= nalloc then
-        local k = ffi.cast(kt.ptr, arr.elts)
-        for i = 1, n do
-            fill_key(kt, k[i - 1], window.keys[i])
+-- malloc is libc malloc behind a test-only fault hook: _M._test = { malloc_fail = N } makes the Nth
+-- call from now return NULL (nginx/lastgood_test.go). _M._test is nil unless a test sets it.
+local function malloc(size)
+    local t = _M._test
+    if t and t.malloc_fail then
+        t.malloc_fail = t.malloc_fail - 1
+        if t.malloc_fail <= 0 then
+            t.malloc_fail = t.malloc_fail_always and 1 or nil
+            return nil
         end
-        if nalloc > n then
-            ffi.fill(k + n, (nalloc - n) * kt.size)
-        end
-        arr.nelts = n
-        return true
     end
-    local buf = C.tk_malloc(n * kt.size)
+    return C.tk_malloc(size)
+end
+
+-- prepare_window is the first phase of writing a window into one key array: everything that can fail
+-- (the allocation of a larger array, filled with the keys) happens here and changes nothing nginx reads.
+-- It returns the prepared write for commit_window, or nil and the reason.
+local function prepare_window(kt, arr, keys)
+    local n = #keys
+    local p = { arr = arr, n = n }
+    if n <= tonumber(arr.nalloc) then
+        return p -- in place: nothing to allocate
+    end
+    local buf = malloc(n * kt.size)
     if buf == nil then
         return nil, fmt("malloc of %d bytes for %d keys failed", n * kt.size, n)
     end
     local k = ffi.cast(kt.ptr, buf)
     for i = 1, n do
-        fill_key(kt, k[i - 1], window.keys[i])
+        fill_key(kt, k[i - 1], keys[i])
     end
-    local old, old_alloc = arr.elts, nalloc
-    arr.elts = buf
+    p.buf = buf
+    return p
+end
+
+-- discard_window undoes prepare_window: the prepared array is zeroed and freed.
+local function discard_window(kt, p)
+    if p.buf ~= nil then
+        ffi.fill(p.buf, p.n * kt.size)
+        C.tk_free(p.buf)
+        p.buf = nil
+    end
+end
+
+-- commit_window is the second phase, which cannot fail: the keys are written in place (unused slots
+-- zeroed, nelts lowered), or the prepared array replaces the old one (zeroed, and freed if this worker
+-- allocated it).
+local function commit_window(kt, p, keys)
+    local arr, n = p.arr, p.n
+    local nalloc = tonumber(arr.nalloc)
+    if p.buf == nil then
+        local k = ffi.cast(kt.ptr, arr.elts)
+        for i = 1, n do
+            fill_key(kt, k[i - 1], keys[i])
+        end
+        if nalloc > n then
+            ffi.fill(k + n, (nalloc - n) * kt.size)
+        end
+        arr.nelts = n
+        return
+    end
+    local a = addr(arr)
+    local old = arr.elts
+    arr.elts = p.buf
     arr.nalloc = n
     arr.nelts = n
-    ffi.fill(old, old_alloc * kt.size)
+    ffi.fill(old, nalloc * kt.size)
     if state.owned[a] ~= nil and state.owned[a] == old then
         C.tk_free(old)
     end
-    state.owned[a] = buf
-    return true
+    state.owned[a] = p.buf
 end
 
 local function log_error(msg)
@@ -1008,6 +1049,11 @@ end
 
 -- serving says which keys this worker serves, for failure logs: ids only, never material.
 local function serving()
+    if state.placeholder and state.installed then
+        return fmt("this worker serves this nginx start's random placeholder key (id %s, shared by its "
+            .. "workers through lua_shared_dict %s, new at every start of nginx): its tickets do not "
+            .. "resume on other nodes", state.installed[1].id, state.dict_name)
+    end
     if not state.installed then
         return "this worker serves nginx's placeholder keys (no window installed yet): its tickets do "
             .. "not resume on other nodes"
@@ -1017,6 +1063,9 @@ local function serving()
     if state.window and state.window.timed then
         how = fmt("on the schedule of the window read %ds ago, by itself",
             math.floor(ngx.now() - state.window_at))
+    end
+    if state.source == "shared_dict" then
+        how = how .. fmt("; the last good window from lua_shared_dict %s", state.dict_name)
     end
     return fmt("this worker serves the window installed %ds ago (current id %s%s, %d keys), %s",
         math.floor(ngx.now() - state.applied_at), cur.id, cur.state == "local" and ", worker-local" or "",
@@ -1178,12 +1227,23 @@ local function install(entries)
     for i, e in ipairs(entries) do
         raws[i] = e.raw
     end
-    local counts = { http = 0, stream = 0 }
-    for _, t in ipairs(found.targets) do
-        local ok, werr = write_window(found.kt, t.keys, { keys = raws })
-        if not ok then
-            return nil, fmt("%s server %d: %s", t.kind, t.index, werr)
+    -- Two phases, so that every block switches to the window or none does: first prepare every block
+    -- (allocations), then switch them all.
+    local prepared = {}
+    for i, t in ipairs(found.targets) do
+        local p, perr = prepare_window(found.kt, t.keys, raws)
+        if not p then
+            for _, q in ipairs(prepared) do
+                discard_window(found.kt, q)
+            end
+            return nil, fmt("%s server %d: %s; no block changed (all blocks switch together or none "
+                .. "does); retrying at the next check", t.kind, t.index, perr)
         end
+        prepared[i] = p
+    end
+    local counts = { http = 0, stream = 0 }
+    for i, t in ipairs(found.targets) do
+        commit_window(found.kt, prepared[i], raws)
         counts[t.kind] = counts[t.kind] + 1
     end
     return { counts = counts, layout = found.layout }
@@ -1285,60 +1345,195 @@ arm = function(at)
     state.timer_at = at
 end
 
+-- DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT and DICT_PLACEHOLDER are the keys of the shared dict: the last
+-- good window file content (raw text that parsed), its md5 (checked every interval instead of copying
+-- the content out), when it was stored (ngx.now()), and this nginx start's placeholder key.
+local DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT = "window", "window_md5", "window_at"
+local DICT_PLACEHOLDER = "placeholder"
+
+-- remember stores good window content in the shared dict, unless it already holds it, so that the
+-- workers of a reload and respawned workers find the last good window when the file is bad then.
+local function remember(content, digest)
+    local dict = state.dict
+    if not dict then
+        return
+    end
+    if dict:get(DICT_DIGEST) == digest then
+        return
+    end
+    local ok, err = dict:set(DICT_WINDOW, content)
+    if ok then
+        ok, err = dict:set(DICT_WINDOW_AT, ngx.now())
+    end
+    if ok then
+        ok, err = dict:set(DICT_DIGEST, digest)
+    end
+    local msg = not ok and fmt("cannot store the window in lua_shared_dict %s: %s; a reload or a "
+        .. "respawned worker will not find it while the file is bad: enlarge the dict (1m holds any "
+        .. "window)", state.dict_name, tostring(err)) or nil
+    if msg and msg ~= state.dict_error then
+        ngx.log(ngx.ERR, LOG_PREFIX, msg)
+    end
+    state.dict_error = msg
+end
+
+-- follow makes a parsed window the one this worker follows.
+local function follow(window, digest, source)
+    if not window.timed and not state.legacy_noted then
+        state.legacy_noted = true
+        ngx.log(ngx.WARN, LOG_PREFIX, fmt("%s has no times (an old window.ctmpl): the file's order "
+            .. "decides which key encrypts, so keys switch only when Agent rewrites the file; install "
+            .. "the current window.ctmpl to switch at the published instants without Agent", state.file))
+    end
+    state.window = window
+    state.window_at = ngx.now()
+    state.digest = digest
+    state.source = source
+end
+
 -- read_file reads the window file and, when its content changed and is valid, makes it the window this
--- worker follows. It returns true when the followed window is the file's, false and the reason when the
--- file is unreadable or bad (the worker then follows the last good window: keeps installing what its
--- schedule requires).
+-- worker follows (and the shared dict's last good window). It returns true (and true as a third value
+-- when the content changed), or false and why the file cannot be used (the worker then follows the
+-- last good window: its own, or the shared dict's, see from_dict).
 local function read_file()
     local path = state.file
     local f, oerr = io.open(path, "rb")
     if not f then
-        return false, fmt("cannot read window file: %s; keeping the installed keys", oerr)
+        return false, fmt("cannot read window file: %s", oerr)
     end
     local content = f:read(MAX_FILE_BYTES + 1)
     f:close()
     content = content or ""
     local digest = ngx.md5_bin(content)
-    if digest == state.digest then
+    if digest == state.digest and state.source == "file" then
         state.bad_digest = nil
+        remember(content, digest)
         return true
     end
     if digest == state.bad_digest then
         return false, state.bad_error
     end
-    local window, perr = parse_window(content, state.file)
+    local window, perr = parse_window(content, path)
     if not window then
         state.bad_digest = digest
-        state.bad_error = perr .. "; keeping the installed keys"
-        return false, state.bad_error
+        state.bad_error = perr
+        return false, perr
     end
-    if not window.timed and not state.legacy_noted then
-        state.legacy_noted = true
-        ngx.log(ngx.WARN, LOG_PREFIX, fmt("%s has no times (an old window.ctmpl): the file's order "
-            .. "decides which key encrypts, so keys switch only when Agent rewrites the file; install "
-            .. "the current window.ctmpl to switch at the published instants without Agent", path))
-    end
-    state.window = window
-    state.window_at = ngx.now()
-    state.digest = digest
+    follow(window, digest, "file")
     state.bad_digest = nil
+    remember(content, digest)
     return true, nil, true
 end
 
--- refresh reads the window file, then installs what the followed window's schedule requires now. It
--- returns true when the installed keys are the file's window at this instant, false and the reason
--- otherwise (logged at error level, again every error_repeat seconds while it lasts).
+-- from_dict follows the shared dict's last good window, when the file cannot be used and the dict holds
+-- a window other than the one this worker follows (a new worker has none; an old one may have missed
+-- the last good content another worker saw). It returns why it switched, or nil.
+local function from_dict()
+    local dict = state.dict
+    if not dict then
+        return nil
+    end
+    local content = dict:get(DICT_WINDOW)
+    if not content then
+        return nil
+    end
+    local digest = ngx.md5_bin(content)
+    if digest == state.digest then
+        return nil
+    end
+    local name = "the last good window in lua_shared_dict " .. state.dict_name
+    local window, perr = parse_window(content, name)
+    if not window then
+        ngx.log(ngx.ERR, LOG_PREFIX, perr, "; not using it")
+        return nil
+    end
+    follow(window, digest, "shared_dict")
+    local at = dict:get(DICT_WINDOW_AT)
+    return fmt("the window file cannot be used: installing the last good window from lua_shared_dict "
+        .. "%s (stored %s by a worker of this nginx)", state.dict_name,
+        at and fmt("%ds ago", math.floor(ngx.now() - at)) or "earlier")
+end
+
+-- install_placeholder installs, while no window can be (no good file, nothing in the shared dict), this
+-- nginx start's random placeholder key: made by the first worker that needs it (RAND_bytes) and added
+-- to the shared dict, where every other worker of this nginx finds it, so tickets resume across the
+-- node's workers and reloads, and the key is new at every start of nginx (an empty dict). Without a
+-- shared dict nginx keeps the placeholder key file's key. It returns true, or false and the reason.
+local function install_placeholder()
+    local dict = state.dict
+    if not dict or state.placeholder then
+        return true
+    end
+    local raw = dict:get(DICT_PLACEHOLDER)
+    if not raw then
+        local r, rerr = random_key(80)
+        if not r then
+            return false, "cannot make this nginx start's placeholder key: " .. rerr
+        end
+        local ok, aerr = dict:add(DICT_PLACEHOLDER, r)
+        if not ok and aerr ~= "exists" then
+            return false, fmt("cannot store this nginx start's placeholder key in lua_shared_dict %s: %s",
+                state.dict_name, tostring(aerr))
+        end
+        raw = dict:get(DICT_PLACEHOLDER) -- another worker's, if it added first
+        if not raw then
+            return false, fmt("lua_shared_dict %s lost the placeholder key it was given: enlarge it",
+                state.dict_name)
+        end
+    end
+    local entries = { { raw = raw, id = hex(raw, 1, 16), state = "placeholder" } }
+    local res, ierr = install(entries)
+    if not res then
+        return false, ierr
+    end
+    state.placeholder = true
+    state.installed = entries
+    state.installed_sig = ngx.md5_bin(raw)
+    ngx.update_time()
+    state.applied_at = ngx.now()
+    state.applies = state.applies + 1
+    ngx.log(ngx.NOTICE, LOG_PREFIX, fmt("no window to install: installed this nginx start's random "
+        .. "placeholder key (id %s, shared by its workers through lua_shared_dict %s) into %d http and "
+        .. "%d stream TLS server blocks (worker pid %d)", entries[1].id, state.dict_name, res.counts.http,
+        res.counts.stream, ngx.worker.pid()))
+    return true
+end
+
+-- refresh reads the window file (falling back to the shared dict's last good window), then installs
+-- what the followed window's schedule requires now, or this start's placeholder when there is no
+-- window. It returns true when the installed keys are the file's window at this instant, false and
+-- every current cause otherwise (logged at error level, again every error_repeat seconds while the
+-- same causes last; a change of cause is logged at once).
 local function refresh()
     local fok, ferr, changed = read_file()
-    local sok, serr = sync(changed and "the window file changed" or nil)
-    local err = not sok and (serr .. "; keeping the installed keys") or ferr
-    if not fok or not sok then
-        log_failure(err)
-        return false, err
+    local why = changed and "the window file changed" or nil
+    if not fok then
+        why = from_dict() or why
     end
-    state.last_error = nil
-    state.last_error_at = nil
-    return true
+    local sok, serr
+    if state.window then
+        sok, serr = sync(why)
+        if sok then
+            state.placeholder = false
+        end
+    else
+        sok, serr = install_placeholder()
+    end
+    if fok and sok then
+        state.last_error = nil
+        state.last_error_at = nil
+        return true
+    end
+    local causes = {}
+    if not fok then
+        causes[#causes + 1] = ferr
+    end
+    if not sok then
+        causes[#causes + 1] = serr
+    end
+    local err = concat(causes, "; and ") .. "; keeping the installed keys"
+    log_failure(err)
+    return false, err
 end
 _M.refresh = refresh
 
@@ -1357,6 +1552,10 @@ end
 --   file     (required) path of the window file rendered by Vault Agent; readable by the worker user.
 --   interval (optional) seconds between checks of the file; default 1, at least 0.1.
 --   error_repeat (optional) seconds between repeats of a lasting failure at error level; default 60.
+--   shared_dict (optional) name of a lua_shared_dict (1m is plenty) where the workers keep the last good
+--            window, so that workers after a reload or a respawn install it while the file is bad or
+--            unreadable, and this nginx start's random placeholder key, installed while there is no
+--            window at all. Without it such workers serve the placeholder key file's key.
 -- A configuration mistake raises an error (nginx logs it at worker start); a bad file or an unknown
 -- nginx layout only logs and leaves nginx's keys in place.
 function _M.start(opts)
@@ -1382,6 +1581,19 @@ function _M.start(opts)
         error(fmt("ticketkeys.start: error_repeat must be a number of seconds from 1 to 86400, got %s",
             tostring(opts.error_repeat)), 2)
     end
+    local dict_name = opts.shared_dict
+    local dict
+    if dict_name ~= nil then
+        if type(dict_name) ~= "string" or dict_name == "" then
+            error(fmt("ticketkeys.start: shared_dict must be the name of a lua_shared_dict, got %s",
+                tostring(dict_name)), 2)
+        end
+        dict = ngx.shared[dict_name]
+        if not dict then
+            error(fmt("ticketkeys.start: no lua_shared_dict %q: declare `lua_shared_dict %s 1m;` in http{} "
+                .. "(ticketkeys.conf does)", dict_name, dict_name), 2)
+        end
+    end
     local phase = ngx.get_phase()
     if phase ~= "init_worker" then
         error(fmt("ticketkeys.start must run in init_worker_by_lua*, not in phase %s", phase), 2)
@@ -1389,13 +1601,12 @@ function _M.start(opts)
     state.file = opts.file
     state.interval = interval
     state.error_repeat = error_repeat
+    state.dict, state.dict_name = dict, dict_name
+    -- A refused version or layout is not final for the timer: refresh reports it (install fails with
+    -- the reason) and log_failure repeats it every error_repeat, so such a node never goes quiet.
     local layout, lerr = find_layout(ngx.config.nginx_version)
     state.layout = layout
-    if not layout then
-        state.layout_err = lerr
-        log_error(lerr)
-        return nil, lerr
-    end
+    state.layout_err = lerr
     -- Synchronously: this worker accepts no connection before init_worker returns.
     local ok, err = pcall(refresh)
     if not ok then
@@ -1405,6 +1616,9 @@ function _M.start(opts)
     if not tok then
         log_error("cannot start the refresh timer: " .. tostring(terr))
         return nil, terr
+    end
+    if not layout then
+        return nil, lerr
     end
     return true
 end
@@ -1462,6 +1676,8 @@ function _M.snapshot()
         applies = state.applies,
         applied_at = state.applied_at,
         last_error = state.last_error,
+        source = state.placeholder and "placeholder" or state.source,
+        shared_dict = state.dict_name,
         blocks = setmetatable({}, _M.array_mt),
         skipped = setmetatable({}, _M.array_mt),
     }
