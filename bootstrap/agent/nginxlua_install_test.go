@@ -64,9 +64,9 @@ func TestNginxLuaInstall(t *testing.T) {
 		t.Fatalf("install.sh: %v\n%s%s", err, out, errOut)
 	}
 	for path, want := range map[string][]string{
-		conf: {`file = "/etc/nginx/ticketkeys/api.window"`, "ssl_session_ticket_key /etc/nginx/ticketkeys/placeholder.key;"},
+		conf: {`file = "/var/lib/ticketkeys/nginx/api.window"`, "ssl_session_ticket_key /etc/nginx/ticketkeys/placeholder.key;"},
 		tmpl: {`secret "tk/keys/api?format=nginx"`},
-		hcl:  {`destination          = "/etc/nginx/ticketkeys/api.window"`, `address = "https://127.0.0.1:8200"`, `source               = "/etc/vault-agent/ticketkeys/window.ctmpl"`},
+		hcl:  {`destination          = "/var/lib/ticketkeys/nginx/api.window"`, `address = "https://127.0.0.1:8200"`, `source               = "/etc/vault-agent/ticketkeys/window.ctmpl"`},
 	} {
 		got := readFile(t, path)
 		for _, w := range want {
@@ -85,7 +85,7 @@ func TestNginxLuaInstall(t *testing.T) {
 		t.Errorf("placeholder key: %v, %d bytes; want 80", err, len(b))
 	}
 	wantMode(t, filepath.Join(root, "etc/nginx/ticketkeys/placeholder.key"), 0o600)
-	wantMode(t, filepath.Join(root, "etc/nginx/ticketkeys"), 0o750)
+	wantMode(t, filepath.Join(root, "etc/nginx/ticketkeys"), 0o755)
 	wantMode(t, filepath.Join(root, "etc/vault-agent/ticketkeys"), 0o750)
 	wantMode(t, conf, 0o644)
 	wantMode(t, tmpl, 0o640)
@@ -96,7 +96,7 @@ func TestNginxLuaInstall(t *testing.T) {
 	placeholder := readFile(t, filepath.Join(root, "etc/nginx/ticketkeys/placeholder.key"))
 
 	// The operator edits the http snippet, then upgrades with another keyring name.
-	edited := readFile(t, conf) + "ssl_session_timeout 1d;  # local edit\n"
+	edited := readFile(t, conf) + "ssl_session_cache shared:SSL:10m;  # local edit\n"
 	if err := os.WriteFile(conf, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestNginxLuaInstall(t *testing.T) {
 	if !strings.Contains(errOut, "KEPT your edited /etc/nginx/ticketkeys/ticketkeys.conf") {
 		t.Errorf("install.sh did not say it kept the edited snippet; stderr:\n%s", errOut)
 	}
-	if got := readFile(t, conf+".new"); !strings.Contains(got, "/etc/nginx/ticketkeys/shop.window") {
+	if got := readFile(t, conf+".new"); !strings.Contains(got, "/var/lib/ticketkeys/nginx/shop.window") {
 		t.Errorf("%s.new is not the new rendering for keyring shop:\n%s", conf, got)
 	}
 	for _, path := range []string{tmpl, hcl} {
