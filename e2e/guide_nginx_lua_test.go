@@ -51,7 +51,7 @@ func TestGuideNginxLua(t *testing.T) {
 // the window directory install.sh made (the guide's `user` line).
 func checkWorkersGroup(t *testing.T, n *guideNode) {
 	t.Helper()
-	fi, err := os.Stat(filepath.Join(n.root, "etc/nginx/ticketkeys"))
+	fi, err := os.Stat(filepath.Join(n.root, "var/lib/ticketkeys/nginx"))
 	if err != nil {
 		t.Fatal(err)
 	}
