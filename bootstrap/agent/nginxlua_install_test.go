@@ -365,3 +365,31 @@ func TestNginxLuaInstallDefaultTimeoutIsTheEngines(t *testing.T) {
 		t.Errorf("install.sh's default session_timeout is not 13h, the engine's default rotation_period (1h) + retain (12h)")
 	}
 }
+
+// An upgrade from the layout with the window in /etc/nginx/ticketkeys (root:GROUP 0750) makes that
+// directory root's alone and says in which order to switch: Agent first, then nginx.
+func TestNginxLuaInstallUpgradeFromEtcWindow(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("install.sh sets root ownership: run as root")
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "etc/nginx/ticketkeys")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 0, 33); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.window"), []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := runInstall(t, root, "-a", "https://127.0.0.1:8200")
+	if err != nil {
+		t.Fatalf("install.sh: %v\n%s%s", err, out, errOut)
+	}
+	wantOwner(t, dir, 0o755, "root", "root")
+	if !strings.Contains(errOut, "NOTE: /etc/nginx/ticketkeys/web.window is where earlier versions rendered the window") ||
+		!strings.Contains(errOut, "restart Vault Agent (it renders there) before you reload nginx") {
+		t.Errorf("install.sh does not say how to move from the old window path; stderr:\n%s", errOut)
+	}
+}

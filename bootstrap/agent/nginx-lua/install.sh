@@ -187,6 +187,11 @@ place "$work/agent.hcl" "$agent_dir/agent.hcl" 0640 "$agent_group"
 
 echo "install.sh: installed resty.ticketkeys for keyring $keyring at $mount/ (window file $window_dir/$keyring.window, ssl_session_timeout $session_timeout)${D:+ under DESTDIR $D (the paths in the files and the manifest are the target's)}"
 [ "$kept" -eq 0 ] || echo "install.sh: $kept edited file(s) kept; see the .new files above" >&2
+# Earlier versions had Agent render the window into $nginx_dir: the new snippets read $window_dir.
+for old in "$D$nginx_dir"/*.window; do
+	[ -e "$old" ] || continue
+	echo "install.sh: NOTE: ${old#"$D"} is where earlier versions rendered the window; the snippets now read $window_dir: restart Vault Agent (it renders there) before you reload nginx, then remove ${old#"$D"}" >&2
+done
 case $vault_addr in
 *vault.example.com*) echo "install.sh: NOTE: $agent_dir/agent.hcl points at the placeholder $vault_addr; re-run with -a https://YOUR-VAULT:8200" >&2 ;;
 esac
