@@ -169,8 +169,12 @@ func timeoutGet(addr string, cert *testcert.Cert, v uint16, cache tls.ClientSess
 	return conn.ConnectionState().DidResume, nil
 }
 
-func tlsName(v uint16) string { return map[uint16]string{tls.VersionTLS12: "TLS 1.2", tls.VersionTLS13: "TLS 1.3"}[v] }
+// tlsName names a TLS version in messages.
+func tlsName(v uint16) string {
+	return map[uint16]string{tls.VersionTLS12: "TLS 1.2", tls.VersionTLS13: "TLS 1.3"}[v]
+}
 
+// readFileT returns the file at path, failing the test when it cannot be read.
 func readFileT(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
