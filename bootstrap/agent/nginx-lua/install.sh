@@ -66,7 +66,7 @@ while getopts k:m:a:c:t:u:g:A:Ih opt; do
 	g) nginx_group=$OPTARG ;;
 	A) agent_user=$OPTARG ;;
 	I) insecure_http=true ;;
-	h) sed -n '2,45p' "$0"; exit 0 ;;
+	h) sed -n '2,42p' "$0"; exit 0 ;;
 	*) die "usage: install.sh [-k KEYRING] [-m MOUNT] [-a VAULT_ADDR] [-c CA_FILE] [-t SESSION_TIMEOUT] [-u NGINX_USER] [-g NGINX_GROUP] [-A AGENT_USER] [-I]" ;;
 	esac
 done
