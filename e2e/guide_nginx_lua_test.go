@@ -43,15 +43,28 @@ func TestGuideNginxLua(t *testing.T) {
 			}
 		}
 		checkWorkersGroup(t, n)
+		n.checkModes(t, guideNginxLuaModes)
 	}
 	w.finish(t)
+}
+
+// guideNginxLuaModes are the modes docs/nginx-lua.md gives the installed files: what nginx's master loads is
+// root's alone, the window (rendered by Agent) is in a setgid directory of the workers' group, 0640.
+var guideNginxLuaModes = map[string]os.FileMode{
+	"/etc/nginx/ticketkeys":                 os.ModeDir | 0o755,
+	"/etc/nginx/ticketkeys/placeholder.key": 0o600,
+	"/etc/nginx/ticketkeys/ticketkeys.conf": 0o644,
+	"/etc/nginx/ticketkeys/stream.conf":     0o644,
+	"/var/lib/ticketkeys/nginx":             os.ModeDir | os.ModeSetgid | 0o750,
+	"/var/lib/ticketkeys/nginx/web.window":  0o640,
+	"/etc/vault-agent/ticketkeys/agent.hcl": 0o640,
 }
 
 // checkWorkersGroup fails the test unless every nginx worker of n runs, not as root, in the group that owns
 // the window directory install.sh made (the guide's `user` line).
 func checkWorkersGroup(t *testing.T, n *guideNode) {
 	t.Helper()
-	fi, err := os.Stat(filepath.Join(n.root, "etc/nginx/ticketkeys"))
+	fi, err := os.Stat(filepath.Join(n.root, "var/lib/ticketkeys/nginx"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ package e2e
 // unnoticed):
 //   - every node's file system root is a directory in /tmp (mode 0755, so that nginx workers running as
 //     www-data reach it as they reach /): the guide's commands run with DESTDIR set to it, and every path
-//     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/caddy/, /etc/vault-agent/, /run/haproxy/,
+//     under guideRootedPrefixes (/etc/nginx/, /etc/haproxy/, /etc/caddy/, /etc/vault-agent/, /var/lib/ticketkeys/, /run/haproxy/,
 //     /run/haproxy.pid, /usr/local/bin/, /usr/local/share/ticketkeys/, /etc/envoy/), in the guide's commands, in its server configuration
 //     and in the text files the commands wrote under the node's /etc, is moved under it; a command or a
 //     configuration naming any other absolute path (but nginx's module directory) fails the test before it
@@ -247,7 +247,7 @@ func (w *guideWalk) subs(node string) []guideSubst {
 }
 
 // guideRootedPrefixes are the absolute paths the guides install into; each node has them under its root.
-var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/run/haproxy\.pid\b|/usr/local/bin/|/usr/local/share/ticketkeys/|/etc/envoy/)`)
+var guideRootedPrefixes = regexp.MustCompile(`(^|[^A-Za-z0-9_.~/-])(/etc/nginx/|/etc/haproxy/|/etc/caddy/|/etc/vault-agent/|/run/haproxy/|/run/haproxy\.pid\b|/usr/local/bin/|/usr/local/share/ticketkeys/|/var/lib/ticketkeys/|/etc/envoy/)`)
 
 // guideAbsPath finds absolute paths in shell text (not URLs: "//" is not a path start here).
 var guideAbsPath = regexp.MustCompile(`(?:^|[\s"'=(<>])(/[A-Za-z0-9_.][^\s"'();|&<>]*)`)

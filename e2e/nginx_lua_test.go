@@ -101,7 +101,7 @@ func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *ser
 		"/etc/vault-agent/ticketkeys/role-id", roleIDFile,
 		"/etc/vault-agent/ticketkeys/secret-id", secretIDFile,
 		"/etc/vault-agent/ticketkeys/window.ctmpl", tmpl,
-		"/etc/nginx/ticketkeys/web.window", n.window)
+		"/var/lib/ticketkeys/nginx/web.window", n.window)
 	n.agent = vaulttest.StartAgent(t, s, hcl)
 	n.agent.WaitFor(t, 60*time.Second, "first render of "+n.window, func() bool {
 		_, err := os.Stat(n.window)
@@ -116,7 +116,7 @@ func startLuaNode(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *ser
 	streamSnippet := filepath.Join(dir, "stream.conf")
 	for path, body := range map[string]string{
 		httpSnippet: luaShipped(t, "bootstrap/agent/nginx-lua/ticketkeys.conf",
-			"/etc/nginx/ticketkeys/", dir+"/",
+			"/etc/nginx/ticketkeys/", dir+"/", "/var/lib/ticketkeys/nginx/", dir+"/",
 			"/usr/local/share/ticketkeys/lua", luatest.LibDir(t)),
 		streamSnippet: luaShipped(t, "bootstrap/agent/nginx-lua/stream.conf", "/etc/nginx/ticketkeys/", dir+"/"),
 	} {

@@ -6,6 +6,7 @@
 
 vault {
   address = "https://vault.example.com:8200"
+  # ca_cert = "/etc/vault-agent/ticketkeys/vault-ca.pem"   (install.sh -c CA_FILE: a private CA; default: the system roots)
   # A failed read (Vault answering 500 during an election or a restore) is retried, at most max_backoff
   # apart (auto_auth below), 120 times: about 10 minutes before Agent restarts its template runner after a
   # pause that doubles at each restart up to 5 minutes. Default: 12 retries, about 43 s here.
@@ -37,9 +38,10 @@ template_config {
 
 template {
   source               = "/etc/vault-agent/ticketkeys/window.ctmpl"
-  destination          = "/etc/nginx/ticketkeys/web.window"
-  # The workers (www-data) read this file. The directory is root:www-data 0750, so 0644 here exposes the
-  # file to root and the www-data group only (Agent creates files as its own user and group).
-  perms                = "0644"
+  destination          = "/var/lib/ticketkeys/nginx/web.window"
+  # The workers (www-data) read this file through their group: the directory is AGENT_USER:www-data 2750
+  # (setgid, so the file Agent creates gets the group), and no one else reads it. It is the only
+  # directory Agent writes: nginx's configuration and placeholder stay root's.
+  perms                = "0640"
   error_on_missing_key = true
 }

@@ -6,7 +6,7 @@
 --
 --     lua_package_path "/usr/local/share/ticketkeys/lua/?.lua;;";
 --     init_worker_by_lua_block {
---         require("resty.ticketkeys").start{ file = "/etc/nginx/ticketkeys/web.window" }
+--         require("resty.ticketkeys").start{ file = "/var/lib/ticketkeys/nginx/web.window", shared_dict = "ticketkeys" }
 --     }
 --
 -- The window file holds one standard base64 key per line (48 or 80 bytes decoded, all the same size),
@@ -1560,7 +1560,7 @@ end
 -- nginx layout only logs and leaves nginx's keys in place.
 function _M.start(opts)
     if type(opts) ~= "table" then
-        error("ticketkeys.start: options must be a table like { file = \"/etc/nginx/ticketkeys/web.window\" }", 2)
+        error("ticketkeys.start: options must be a table like { file = \"/var/lib/ticketkeys/nginx/web.window\" }", 2)
     end
     if type(opts.file) ~= "string" or opts.file == "" then
         error(fmt("ticketkeys.start: file must be a non-empty path string, got %s", type(opts.file)), 2)
