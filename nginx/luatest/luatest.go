@@ -150,6 +150,9 @@ type Config struct {
 	SharedDict string
 	// InitLua runs in init_worker_by_lua_block before start{} (test hooks only).
 	InitLua string
+	// StartOptions, if set, is the Lua table fields start{} gets instead of file, interval and the
+	// options above (e.g. `scopes = { ... }, interval = 0.2`); shared_dict is still added with SharedDict.
+	StartOptions string
 }
 
 // Instance is one running nginx with the module.
@@ -216,8 +219,15 @@ func Start(t testing.TB, cfg Config) *Instance {
 		extra += fmt.Sprintf(", shared_dict = %q", cfg.SharedDict)
 		dict = fmt.Sprintf("    lua_shared_dict %s 1m;\n", cfg.SharedDict)
 	}
-	start := fmt.Sprintf("%s    init_worker_by_lua_block { %s require(\"resty.ticketkeys\").start{ file = %q, interval = %g%s } }\n",
-		dict, cfg.InitLua, cfg.Window, cfg.Interval, extra)
+	opts := fmt.Sprintf("file = %q, interval = %g%s", cfg.Window, cfg.Interval, extra)
+	if cfg.StartOptions != "" {
+		opts = cfg.StartOptions
+		if cfg.SharedDict != "" {
+			opts += fmt.Sprintf(", shared_dict = %q", cfg.SharedDict)
+		}
+	}
+	start := fmt.Sprintf("%s    init_worker_by_lua_block { %s require(\"resty.ticketkeys\").start{ %s } }\n",
+		dict, cfg.InitLua, opts)
 	if cfg.NoStart {
 		start = dict
 	}
@@ -330,9 +340,12 @@ type Key struct {
 
 // Block is one TLS server block as the status handler reports it.
 type Block struct {
-	Kind     string `json:"kind"`
-	Server   int    `json:"server"`
-	Where    string `json:"where"`
+	Kind   string `json:"kind"`
+	Server int    `json:"server"`
+	Where  string `json:"where"`
+	// Scope is the window file whose keys the module installs in this block ("" for a block it leaves
+	// alone: it matches no start{} scope and there is no top-level file).
+	Scope    string `json:"scope"`
 	Capacity int    `json:"capacity"`
 	Keys     []Key  `json:"keys"`
 }

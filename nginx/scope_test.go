@@ -1,0 +1,268 @@
+package nginx_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/nginx/luatest"
+)
+
+// clientAuth is a client-certificate CA (PEM file for ssl_client_certificate) and one client
+// certificate it signed.
+type clientAuth struct {
+	caFile string
+	cert   tls.Certificate
+}
+
+// newClientAuth makes a CA, writes it to dir/client-ca.pem, and signs one client certificate
+// (ExtKeyUsageClientAuth) with it.
+func newClientAuth(t *testing.T, dir string) clientAuth {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "domain B client CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "domain B client"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "client-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return clientAuth{caFile: caFile, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+}
+
+// domainServer writes one https server{} block (listen on a free loopback port, its own certificate,
+// answering "NAME\n"; with ca, client certificates are required) and returns it and its address.
+func domainServer(t *testing.T, dir, name string, cert *testcert.Cert, ca *clientAuth) (block, addr string) {
+	t.Helper()
+	sub := filepath.Join(dir, name+"-cert")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, _ := cert.WritePEM(sub)
+	port := servertest.FreePort(t)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	verify := ""
+	if ca != nil {
+		verify = fmt.Sprintf("    ssl_client_certificate %s;\n    ssl_verify_client on;\n", ca.caFile)
+	}
+	block = fmt.Sprintf("server {\n    listen %s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s"+
+		"    location / { return 200 \"%s\\n\"; }\n}\n", addr, certFile, keyFile, verify, name)
+	return block, addr
+}
+
+// get makes one TLS connection with cfg (its session cache carries tickets), GETs / and reports
+// whether the session resumed and the answer's status line and body.
+func get(cfg *tls.Config, addr string) (resumed bool, answer string, err error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return false, "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"); err != nil {
+		return false, "", err
+	}
+	body, err := io.ReadAll(c)
+	status, _, _ := strings.Cut(string(body), "\r\n")
+	_, text, _ := strings.Cut(string(body), "\r\n\r\n")
+	return c.ConnectionState().DidResume, status + " " + strings.TrimSpace(text), err
+}
+
+// scopeNode is one nginx of the trust-domain tests: https blocks A and B (B requires client certificates),
+// each in its scope.
+type scopeNode struct {
+	inst *luatest.Instance
+	a, b string // addresses
+	// whereA and whereB are the scopes' server options (config file, or file:line).
+	whereA, whereB string
+}
+
+// startScopeNode starts nginx with blocks A and B: in two included files (sameFile false, scopes by
+// file) or in one included file (scopes by file:line); windowA and windowB are the scopes' files.
+func startScopeNode(t *testing.T, b *servertest.NginxBuild, certA, certB *testcert.Cert, ca *clientAuth, windowA, windowB string, sameFile bool) *scopeNode {
+	t.Helper()
+	dir := t.TempDir()
+	blockA, addrA := domainServer(t, dir, "a", certA, nil)
+	blockB, addrB := domainServer(t, dir, "b", certB, ca)
+	n := &scopeNode{a: addrA, b: addrB}
+	var include string
+	if sameFile {
+		f := filepath.Join(dir, "both.conf")
+		if err := os.WriteFile(f, []byte(blockA+"\n"+blockB), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.whereA = f + ":1"
+		n.whereB = fmt.Sprintf("%s:%d", f, strings.Count(blockA, "\n")+2)
+		include = "    include " + f + ";\n"
+	} else {
+		fa, fb := filepath.Join(dir, "a.conf"), filepath.Join(dir, "b.conf")
+		for f, blk := range map[string]string{fa: blockA, fb: blockB} {
+			if err := os.WriteFile(f, []byte(blk), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n.whereA, n.whereB = fa, fb
+		include = "    include " + fa + ";\n    include " + fb + ";\n"
+	}
+	// The top-level window covers the harness's own https block; A and B have scopes of their own.
+	opts := fmt.Sprintf("interval = 0.2, scopes = { { server = %q, file = %q }, { server = %q, file = %q } }",
+		n.whereA, windowA, n.whereB, windowB)
+	n.inst = luatest.Start(t, luatest.Config{Nginx: b, Cert: certA, SharedDict: "ticketkeys",
+		StartOptions: opts, ExtraHTTP: include})
+	n.inst.Proc.WaitListening(t, addrA, addrB)
+	return n
+}
+
+// waitScopes waits until every worker of n holds idsA in block A and idsB in block B, and reports
+// each block's scope as its window file.
+func (n *scopeNode) waitScopes(t *testing.T, windowA, windowB string, idsA, idsB []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := n.inst.StatusAll(t)
+		ok := true
+		var seen []string
+		for _, s := range st {
+			found := 0
+			for _, blk := range s.Blocks {
+				seen = append(seen, fmt.Sprintf("%s=%s%v", blk.Where, blk.Scope, blk.IDs()))
+				switch {
+				case strings.HasPrefix(blk.Where, n.whereA+":") || blk.Where == n.whereA:
+					found++
+					ok = ok && blk.Scope == windowA && slices.Equal(blk.IDs(), idsA)
+				case strings.HasPrefix(blk.Where, n.whereB+":") || blk.Where == n.whereB:
+					found++
+					ok = ok && blk.Scope == windowB && slices.Equal(blk.IDs(), idsB)
+				}
+			}
+			ok = ok && found == 2
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks A (%s) and B (%s) do not hold their scopes' windows: %v; log:\n%s", n.whereA, n.whereB, seen, n.inst.Proc.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestScopesKeepTrustDomainsApart proves start{ scopes = ... }: one nginx serves domain A and domain B
+// (another certificate, client certificates required) on two listen sockets, each block with its own
+// window. A ticket of A never resumes on B and B still demands its client certificate; A's tickets
+// resume on A and B's on B, also on a second node with the same scopes (scoped by file:line there), and
+// across domains never.
+func TestScopesKeepTrustDomainsApart(t *testing.T) {
+	eachNginx(t, testScopesKeepTrustDomainsApart)
+}
+
+func testScopesKeepTrustDomainsApart(t *testing.T, b *servertest.NginxBuild) {
+	certA := testcert.New(t, testcert.ECDSAP256)
+	certB := testcert.New(t, testcert.ECDSAP256)
+	ca := newClientAuth(t, t.TempDir())
+	wdir := t.TempDir()
+	windowA, windowB := filepath.Join(wdir, "a.window"), filepath.Join(wdir, "b.window")
+	keysA, keysB := luatest.NewKeys(t, 2, 80), luatest.NewKeys(t, 2, 80)
+	luatest.WriteWindow(t, windowA, keysA)
+	luatest.WriteWindow(t, windowB, keysB)
+	n1 := startScopeNode(t, b, certA, certB, &ca, windowA, windowB, false)
+	n2 := startScopeNode(t, b, certA, certB, &ca, windowA, windowB, true)
+	for _, n := range []*scopeNode{n1, n2} {
+		n.waitScopes(t, windowA, windowB, luatest.IDs(keysA), luatest.IDs(keysB))
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(certA.CA)
+	roots.AddCert(certB.CA)
+	for _, v := range versions {
+		t.Run(v.name, func(t *testing.T) {
+			// client returns a config trusting both domains' CAs (so the client offers A's ticket to B:
+			// one session cache entry per server name), with B's client certificate when withCert.
+			client := func(withCert bool) *tls.Config {
+				cfg := &tls.Config{RootCAs: roots, ServerName: testcert.ServerName, MinVersion: v.v, MaxVersion: v.v,
+					ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+				if withCert {
+					cfg.Certificates = []tls.Certificate{ca.cert}
+				}
+				return cfg
+			}
+			step := func(cfg *tls.Config, addr, what string, wantResume bool, wantAnswer string) {
+				t.Helper()
+				r, ans, err := get(cfg, addr)
+				if err != nil && strings.HasPrefix(wantAnswer, "200") {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if r != wantResume {
+					t.Fatalf("%s: resumed %v, want %v (answer %q, err %v)", what, r, wantResume, ans, err)
+				}
+				if !strings.HasPrefix(ans, "HTTP/1.1 ") || !strings.Contains(ans, wantAnswer) {
+					t.Fatalf("%s: answer %q (err %v), want %q", what, ans, err, wantAnswer)
+				}
+			}
+			const okA, okB, noCert = "200 OK a", "200 OK b", "400 Bad Request"
+			for i := range 3 {
+				// A's ticket offered to B without a client certificate: no resumption, B asks for it.
+				cfg := client(false)
+				step(cfg, n1.a, "first handshake on A", false, okA)
+				step(cfg, n1.a, "A's ticket on A", true, okA)
+				step(cfg, n1.b, fmt.Sprintf("try %d: A's ticket on B without a client certificate", i), false, noCert)
+				// With the client certificate: a full handshake on B, never a resumption of A's session.
+				cfg = client(true)
+				step(cfg, n1.a, "first handshake on A (client holds a certificate)", false, okA)
+				step(cfg, n1.b, fmt.Sprintf("try %d: A's ticket on B with a client certificate", i), false, okB)
+				// B's tickets resume on B, on this node and on the other one; never on A.
+				step(cfg, n1.b, "B's ticket on B", true, okB)
+				step(cfg, n2.b, "B's ticket of node 1 on node 2's B", true, okB)
+				step(cfg, n2.a, "B's ticket on node 2's A", false, okA)
+				// A's tickets resume on the other node's A, never on its B.
+				cfg = client(false)
+				step(cfg, n1.a, "first handshake on node 1's A", false, okA)
+				step(cfg, n2.a, "A's ticket of node 1 on node 2's A", true, okA)
+				step(cfg, n2.b, "A's ticket of node 2 on node 2's B without a client certificate", false, noCert)
+			}
+		})
+	}
+	for _, n := range []*scopeNode{n1, n2} {
+		assertNoMaterial(t, n.inst.Proc.Log(), append(slices.Clone(keysA), keysB...))
+	}
+	t.Logf("two domains, two nodes (scopes by file and by file:line): tickets resume within a domain on both nodes, never across; B always asks for its client certificate")
+}
