@@ -859,39 +859,78 @@ local function layout_row(v)
 end
 _M._layout_row = layout_row
 
--- state lives per worker: every worker has its own key arrays, schedule timer and local keys.
-local state = {
-    file = nil,
-    interval = DEFAULT_INTERVAL,
-    layout = nil,
-    layout_err = nil,
-    window = nil,        -- the parsed window this worker follows (the last good file content)
-    window_at = nil,     -- ngx.now() when that content was read
-    digest = nil,        -- md5 of that content
-    bad_digest = nil,    -- md5 of the last rejected content (parsed once)
-    bad_error = nil,     -- why it was rejected
-    last_error = nil,
-    last_error_at = nil, -- ngx.now() when last_error was last logged
-    error_repeat = DEFAULT_ERROR_REPEAT,
-    installed = nil,     -- the entries installed in every block (plan_at), element 1 encrypts
-    installed_sig = nil, -- md5 of their material, to install only a change
-    schedule = nil,      -- the last schedule_at result (timed windows)
-    evaluated_at = nil,  -- ngx.now() of the last schedule evaluation
-    switched_at = nil,   -- ngx.now() when the encrypting key last changed
-    timer_at = nil,      -- the instant the pending schedule timer fires for
-    locals = {},         -- worker-local keys (see local_keys)
-    applied_at = nil,
-    applies = 0,
-    owned = {},          -- key array address -> malloc'd elements this worker installed
-    notes_logged = false,
-    dict = nil,          -- the lua_shared_dict of start{ shared_dict = ... }, or nil
-    dict_name = nil,
-    dict_error = nil,    -- the last failure to store into it (logged once per distinct text)
-    source = nil,        -- where the followed window came from: "file" or "shared_dict"
-    placeholder = false, -- true while this nginx start's random placeholder is installed (no window)
-}
+-- new_state returns the per-worker state of one scope: a window file and the blocks it is installed in
+-- (every TLS block without start{ scopes }, else the blocks of one scope, or the blocks matching no scope
+-- for the top-level file). Every worker has its own key arrays, schedule timer and local keys per scope.
+local function new_state(file, scoped)
+    return {
+        file = file,
+        scoped = scoped,     -- nil: the only window; "scope": a scopes[] entry; "rest": the top-level file
+                             -- when scopes exist (blocks matching no scope)
+        servers = nil,       -- the scope's server patterns (scopes[] entries only)
+        interval = DEFAULT_INTERVAL,
+        layout = nil,
+        layout_err = nil,
+        window = nil,        -- the parsed window this worker follows (the last good file content)
+        window_at = nil,     -- ngx.now() when that content was read
+        digest = nil,        -- md5 of that content
+        bad_digest = nil,    -- md5 of the last rejected content (parsed once)
+        bad_error = nil,     -- why it was rejected
+        last_error = nil,
+        last_error_at = nil, -- ngx.now() when last_error was last logged
+        error_repeat = DEFAULT_ERROR_REPEAT,
+        installed = nil,     -- the entries installed in the scope's blocks (plan_at), element 1 encrypts
+        installed_sig = nil, -- md5 of their material, to install only a change
+        schedule = nil,      -- the last schedule_at result (timed windows)
+        evaluated_at = nil,  -- ngx.now() of the last schedule evaluation
+        switched_at = nil,   -- ngx.now() when the encrypting key last changed
+        timer_at = nil,      -- the instant the pending schedule timer fires for
+        locals = {},         -- worker-local keys (see local_keys)
+        applied_at = nil,
+        applies = 0,
+        owned = {},          -- key array address -> malloc'd elements this worker installed
+        dict = nil,          -- the lua_shared_dict of start{ shared_dict = ... }, or nil
+        dict_name = nil,
+        dict_error = nil,    -- the last failure to store into it (logged once per distinct text)
+        source = nil,        -- where the followed window came from: "file" or "shared_dict"
+        placeholder = false, -- true while this nginx start's random placeholder is installed (no window)
+    }
+end
 
--- discover returns every writable key array of this worker, or nil and the layout guard that failed.
+-- state is the scope being worked on. Every entry point (start, the periodic tick, a schedule timer,
+-- snapshot) sets it before calling the functions below, which never yield, so one worker's scopes never
+-- mix: nginx runs a worker's Lua on one thread, one handler at a time between yields.
+local state = new_state(nil, nil)
+-- states lists this worker's scopes (start{} sets it): scopes[] entries in order, then the top-level
+-- file's, if any.
+local states = {}
+-- rules assigns server blocks to scopes: {where = {["file:line"] = st}, file = {[file] = st}, rest = st}.
+local rules = nil
+-- notes_logged is true once this worker logged the notes about blocks it leaves alone.
+local notes_logged = false
+
+-- block_file returns the configuration file of a block's "file:line" (where), or nil.
+local function block_file(where)
+    return where:match("^(.*):%d+$")
+end
+
+-- scope_of returns the scope state a server block belongs to: the scope whose server names its
+-- "file:line", else the one naming its file, else the top-level file's (nil without one: the block is
+-- left as nginx has it). Before start{} there is none.
+local function scope_of(where)
+    if not rules then
+        return nil
+    end
+    local st = rules.where[where]
+    if st == nil then
+        local file = block_file(where)
+        st = file and rules.file[file]
+    end
+    return st or rules.rest
+end
+
+-- discover returns every writable key array of this worker, each with its scope, or nil and the layout
+-- guard that failed.
 local function discover()
     local layout, err = find_layout(ngx.config.nginx_version)
     if not layout then
@@ -920,6 +959,7 @@ local function discover()
         local a = addr(t.keys)
         if not seen[a] then
             seen[a] = true
+            t.scope = scope_of(t.where)
             uniq[#uniq + 1] = t
         end
     end
@@ -1207,19 +1247,47 @@ local function events(w, from, to)
     return #texts > 0 and concat(texts, "; ") or nil
 end
 
--- install writes the plan's keys into every TLS server block of this worker.
+-- scope_text names the scope being worked on for log lines ("" without start{ scopes }).
+local function scope_text()
+    if state.scoped == "scope" then
+        return fmt(" of the scope of %s", state.file)
+    elseif state.scoped == "rest" then
+        return fmt(" matching no scope (top-level file %s)", state.file)
+    end
+    return ""
+end
+
+-- install writes the plan's keys into every TLS server block of this worker that belongs to the scope
+-- being worked on (state).
 local function install(entries)
     local found, derr = discover()
     if not found then
         return nil, derr
     end
-    if not state.notes_logged then
-        state.notes_logged = true
+    if not notes_logged then
+        notes_logged = true
         for _, note in ipairs(found.notes) do
             ngx.log(ngx.WARN, LOG_PREFIX, note.text)
         end
+        for _, t in ipairs(found.targets) do
+            if t.scope == nil then
+                ngx.log(ngx.NOTICE, LOG_PREFIX, fmt("%s server %d (%s) matches no scope of start{} and "
+                    .. "there is no top-level file: left as nginx has it", t.kind, t.index, t.where))
+            end
+        end
     end
-    if #found.targets == 0 then
+    local targets = {}
+    for _, t in ipairs(found.targets) do
+        if t.scope == state then
+            targets[#targets + 1] = t
+        end
+    end
+    if #targets == 0 then
+        if state.scoped then
+            return nil, fmt("no TLS server block with ssl_session_ticket_key placeholders belongs to the "
+                .. "scope of %s in this worker: add the placeholder directives (see docs/nginx-lua.md)",
+                state.file)
+        end
         return nil, "no TLS server block with ssl_session_ticket_key placeholders in this worker: "
             .. "add the placeholder directives (see docs/nginx-lua.md)"
     end
@@ -1230,7 +1298,7 @@ local function install(entries)
     -- Two phases, so that every block switches to the window or none does: first prepare every block
     -- (allocations), then switch them all.
     local prepared = {}
-    for i, t in ipairs(found.targets) do
+    for i, t in ipairs(targets) do
         local p, perr = prepare_window(found.kt, t.keys, raws)
         if not p then
             for _, q in ipairs(prepared) do
@@ -1242,7 +1310,7 @@ local function install(entries)
         prepared[i] = p
     end
     local counts = { http = 0, stream = 0 }
-    for i, t in ipairs(found.targets) do
+    for i, t in ipairs(targets) do
         commit_window(found.kt, prepared[i], raws)
         counts[t.kind] = counts[t.kind] + 1
     end
@@ -1302,18 +1370,20 @@ local function sync(why)
         end
         state.was_exhausted = sched.exhausted
         ngx.log(log, LOG_PREFIX, fmt("installed a window of %d keys of %d bytes (current id %s%s) into "
-            .. "%d http and %d stream TLS server blocks (layout %s, worker pid %d); why: %s", #entries,
+            .. "%d http and %d stream TLS server blocks%s (layout %s, worker pid %d); why: %s", #entries,
             w.size, entries[1].id, entries[1].state == "local" and ", worker-local" or "", res.counts.http,
-            res.counts.stream, res.layout.name, ngx.worker.pid(), reason))
+            res.counts.stream, scope_text(), res.layout.name, ngx.worker.pid(), reason))
     end
     arm(sched.next_change)
     return true
 end
 
-local function on_instant(premature, at)
+-- on_instant runs sync for scope st at a schedule instant (arm's timer).
+local function on_instant(premature, at, st)
     if premature or ngx.worker.exiting() then
         return
     end
+    state = st
     if state.timer_at == at then
         state.timer_at = nil
     end
@@ -1336,7 +1406,7 @@ arm = function(at)
     if state.timer_at and state.timer_at <= at and state.timer_at > now then
         return
     end
-    local ok, err = ngx.timer.at(math.max(at - now, 0.001), on_instant, at)
+    local ok, err = ngx.timer.at(math.max(at - now, 0.001), on_instant, at, state)
     if not ok then
         log_failure("cannot arm the schedule timer for " .. iso(at) .. ": " .. tostring(err)
             .. "; the periodic check follows the schedule instead")
@@ -1345,9 +1415,15 @@ arm = function(at)
     state.timer_at = at
 end
 
--- DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT and DICT_PLACEHOLDER are the keys of the shared dict: the last
--- good window file content (raw text that parsed), its md5 (checked every interval instead of copying
--- the content out), when it was stored (ngx.now()), and this nginx start's placeholder key.
+-- dict_key names a scope's entry in the shared dict: "window" (the last good window file content, raw
+-- text that parsed), "window_md5" (its md5, checked every interval instead of copying the content out),
+-- "window_at" (when it was stored, ngx.now()) and "placeholder" (this nginx start's placeholder key),
+-- each followed by a space and the scope's window file: every window file, and so every trust domain,
+-- has its own last good window and its own placeholder, and a reload that points a block at another
+-- file never finds the old file's keys.
+local function dict_key(what)
+    return what .. " " .. state.file
+end
 local DICT_WINDOW, DICT_DIGEST, DICT_WINDOW_AT = "window", "window_md5", "window_at"
 local DICT_PLACEHOLDER = "placeholder"
 
@@ -1358,15 +1434,15 @@ local function remember(content, digest)
     if not dict then
         return
     end
-    if dict:get(DICT_DIGEST) == digest then
+    if dict:get(dict_key(DICT_DIGEST)) == digest then
         return
     end
-    local ok, err = dict:set(DICT_WINDOW, content)
+    local ok, err = dict:set(dict_key(DICT_WINDOW), content)
     if ok then
-        ok, err = dict:set(DICT_WINDOW_AT, ngx.now())
+        ok, err = dict:set(dict_key(DICT_WINDOW_AT), ngx.now())
     end
     if ok then
-        ok, err = dict:set(DICT_DIGEST, digest)
+        ok, err = dict:set(dict_key(DICT_DIGEST), digest)
     end
     local msg = not ok and fmt("cannot store the window in lua_shared_dict %s: %s; a reload or a "
         .. "respawned worker will not find it while the file is bad: enlarge the dict (1m holds any "
@@ -1433,7 +1509,7 @@ local function from_dict()
     if not dict then
         return nil
     end
-    local content = dict:get(DICT_WINDOW)
+    local content = dict:get(dict_key(DICT_WINDOW))
     if not content then
         return nil
     end
@@ -1448,7 +1524,7 @@ local function from_dict()
         return nil
     end
     follow(window, digest, "shared_dict")
-    local at = dict:get(DICT_WINDOW_AT)
+    local at = dict:get(dict_key(DICT_WINDOW_AT))
     return fmt("the window file cannot be used: installing the last good window from lua_shared_dict "
         .. "%s (stored %s by a worker of this nginx)", state.dict_name,
         at and fmt("%ds ago", math.floor(ngx.now() - at)) or "earlier")
@@ -1464,18 +1540,18 @@ local function install_placeholder()
     if not dict or state.placeholder then
         return true
     end
-    local raw = dict:get(DICT_PLACEHOLDER)
+    local raw = dict:get(dict_key(DICT_PLACEHOLDER))
     if not raw then
         local r, rerr = random_key(80)
         if not r then
             return false, "cannot make this nginx start's placeholder key: " .. rerr
         end
-        local ok, aerr = dict:add(DICT_PLACEHOLDER, r)
+        local ok, aerr = dict:add(dict_key(DICT_PLACEHOLDER), r)
         if not ok and aerr ~= "exists" then
             return false, fmt("cannot store this nginx start's placeholder key in lua_shared_dict %s: %s",
                 state.dict_name, tostring(aerr))
         end
-        raw = dict:get(DICT_PLACEHOLDER) -- another worker's, if it added first
+        raw = dict:get(dict_key(DICT_PLACEHOLDER)) -- another worker's, if it added first
         if not raw then
             return false, fmt("lua_shared_dict %s lost the placeholder key it was given: enlarge it",
                 state.dict_name)
@@ -1494,8 +1570,8 @@ local function install_placeholder()
     state.applies = state.applies + 1
     ngx.log(ngx.NOTICE, LOG_PREFIX, fmt("no window to install: installed this nginx start's random "
         .. "placeholder key (id %s, shared by its workers through lua_shared_dict %s) into %d http and "
-        .. "%d stream TLS server blocks (worker pid %d)", entries[1].id, state.dict_name, res.counts.http,
-        res.counts.stream, ngx.worker.pid()))
+        .. "%d stream TLS server blocks%s (worker pid %d)", entries[1].id, state.dict_name, res.counts.http,
+        res.counts.stream, scope_text(), ngx.worker.pid()))
     return true
 end
 
@@ -1535,36 +1611,190 @@ local function refresh()
     log_failure(err)
     return false, err
 end
-_M.refresh = refresh
+-- _M.refresh runs refresh for every scope of this worker (tests and fault hooks): true, or false and
+-- the first failure.
+function _M.refresh()
+    local good, first = true, nil
+    for _, st in ipairs(states) do
+        state = st
+        local ok, err = refresh()
+        if not ok and good then
+            good, first = false, err
+        end
+    end
+    return good, first
+end
 
+-- tick is the periodic check: refresh for every scope of this worker.
 local function tick(premature)
     if premature or ngx.worker.exiting() then
         return
     end
-    local ok, err = pcall(refresh)
-    if not ok then
-        log_error("refresh failed: " .. tostring(err))
+    for _, st in ipairs(states) do
+        state = st
+        local ok, err = pcall(refresh)
+        if not ok then
+            log_error("refresh failed: " .. tostring(err))
+        end
     end
 end
 
--- start installs the window file into this worker now and then checks it every interval seconds.
+-- SCOPE_FIELDS are the fields a scopes[] entry may have.
+local SCOPE_FIELDS = { server = true, file = true }
+
+-- check_scopes validates start{}'s file and scopes options and returns the scopes as
+-- {servers = {pattern...}, file = path} entries, or raises an error naming the field, the rule and the
+-- value. A server pattern is a configuration file path ("/etc/nginx/sites-enabled/pay.conf": every
+-- server{} block of that file) or a file and the line of a server{} block (".../www.conf:12"), as the
+-- status reports a block's "where".
+local function check_scopes(opts)
+    local file, scopes = opts.file, opts.scopes
+    if file ~= nil and (type(file) ~= "string" or file == "") then
+        error(fmt("ticketkeys.start: file must be a non-empty path string, got %s", type(file)), 3)
+    end
+    if scopes == nil then
+        if file == nil then
+            error("ticketkeys.start: file must be a non-empty path string, got nil (or give scopes)", 3)
+        end
+        return {}
+    end
+    if type(scopes) ~= "table" or #scopes == 0 then
+        error(fmt("ticketkeys.start: scopes must be a non-empty list like { { server = "
+            .. "\"/etc/nginx/sites-enabled/pay.conf\", file = \"/var/lib/ticketkeys/nginx/pay.window\" } }, "
+            .. "got %s", type(scopes) == "table" and "an empty table" or type(scopes)), 3)
+    end
+    local out, servers, files = {}, {}, {}
+    if file then
+        files[file] = "the top-level file option"
+    end
+    for i, sc in ipairs(scopes) do
+        local name = fmt("scopes[%d]", i)
+        if type(sc) ~= "table" then
+            error(fmt("ticketkeys.start: %s must be a table { server = ..., file = ... }, got %s", name,
+                type(sc)), 3)
+        end
+        for k in pairs(sc) do
+            if not SCOPE_FIELDS[k] then
+                error(fmt("ticketkeys.start: %s has an unknown field %q (want server and file)", name,
+                    tostring(k)), 3)
+            end
+        end
+        if type(sc.file) ~= "string" or sc.file == "" then
+            error(fmt("ticketkeys.start: %s.file must be a non-empty path string (the scope's window "
+                .. "file), got %s", name, type(sc.file)), 3)
+        end
+        if files[sc.file] then
+            error(fmt("ticketkeys.start: %s.file %q is already the window file of %s: each trust domain has its "
+                .. "own keyring, so two scopes never share a window file (list both servers in one "
+                .. "scope instead)", name, sc.file, files[sc.file]), 3)
+        end
+        files[sc.file] = name
+        local list = sc.server
+        if type(list) == "string" then
+            list = { list }
+        end
+        if type(list) ~= "table" or #list == 0 then
+            error(fmt("ticketkeys.start: %s.server must be a configuration file path, a file:line of a "
+                .. "server{} block, or a non-empty list of them, got %s", name, type(sc.server)), 3)
+        end
+        local patterns = {}
+        for j, pat in ipairs(list) do
+            local field = type(sc.server) == "table" and fmt("%s.server[%d]", name, j) or name .. ".server"
+            if type(pat) ~= "string" or pat == "" or pat:find("^%s") or pat:find("%s$") then
+                error(fmt("ticketkeys.start: %s must be a configuration file path or file:line without "
+                    .. "surrounding spaces, got %s", field, type(pat) == "string" and fmt("%q", pat)
+                    or type(pat)), 3)
+            end
+            if servers[pat] then
+                error(fmt("ticketkeys.start: %s %q is also %s: a server belongs to one scope", field, pat,
+                    servers[pat]), 3)
+            end
+            servers[pat] = field
+            patterns[#patterns + 1] = pat
+        end
+        out[#out + 1] = { servers = patterns, file = sc.file, name = name }
+    end
+    return out
+end
+
+-- assign_scopes checks the scopes against this nginx's TLS server blocks (every server pattern matches
+-- one at least, no block matches two scopes) and returns the rules scope_of follows, or raises an error.
+-- When the blocks cannot be read (unknown layout), it returns the rules unchecked: nothing is written
+-- anyway, and refresh logs why.
+local function assign_scopes(scopes, sts, rest)
+    local r = { where = {}, file = {}, rest = rest }
+    for i, sc in ipairs(scopes) do
+        for _, pat in ipairs(sc.servers) do
+            if block_file(pat) then
+                r.where[pat] = sts[i]
+            else
+                r.file[pat] = sts[i]
+            end
+        end
+    end
+    local found = discover()
+    if not found then
+        return r
+    end
+    local blocks = {}
+    for _, t in ipairs(found.targets) do
+        blocks[#blocks + 1] = t
+    end
+    for _, n in ipairs(found.notes) do
+        blocks[#blocks + 1] = n
+    end
+    local used = {}
+    for _, t in ipairs(blocks) do
+        local by_where, file = r.where[t.where], block_file(t.where)
+        local by_file = file and r.file[file]
+        if by_where and by_file and by_where ~= by_file then
+            error(fmt("ticketkeys.start: %s server %d (%s) matches %s (by file:line) and %s (by file): a "
+                .. "block belongs to one scope", t.kind, t.server or t.index, t.where, by_where.name,
+                by_file.name), 3)
+        end
+        if by_where then
+            used[t.where] = true
+        end
+        if by_file then
+            used[file] = true
+        end
+    end
+    for _, sc in ipairs(scopes) do
+        for _, pat in ipairs(sc.servers) do
+            if not used[pat] then
+                error(fmt("ticketkeys.start: %s.server %q matches no TLS server block of this nginx (a "
+                    .. "block is named by its configuration file, or file:line, as the status "
+                    .. "reports it in \"where\")", sc.name, pat), 3)
+            end
+        end
+    end
+    return r
+end
+
+-- start installs the window file(s) into this worker now and then checks them every interval seconds.
 -- Call it from init_worker_by_lua*. Options:
---   file     (required) path of the window file rendered by Vault Agent; readable by the worker user.
+--   file     path of the window file rendered by Vault Agent; readable by the worker user. Without
+--            scopes it goes to every TLS server block; with scopes, to the blocks matching no scope.
+--            Required unless scopes is given.
+--   scopes   (optional) a list of { server = ..., file = ... }: the TLS server blocks named by server (a
+--            configuration file path, or "file:line" of a server{} block, or a list of them) get the
+--            window of file instead, with its own schedule, timers, last good window and placeholder.
+--            Use one scope per trust domain (certificate and client-auth policy). A block matching no
+--            scope gets the top-level file, or is left as nginx has it without one (noted once).
 --   interval (optional) seconds between checks of the file; default 1, at least 0.1.
 --   error_repeat (optional) seconds between repeats of a lasting failure at error level; default 60.
 --   shared_dict (optional) name of a lua_shared_dict (1m is plenty) where the workers keep the last good
 --            window, so that workers after a reload or a respawn install it while the file is bad or
 --            unreadable, and this nginx start's random placeholder key, installed while there is no
---            window at all. Without it such workers serve the placeholder key file's key.
--- A configuration mistake raises an error (nginx logs it at worker start); a bad file or an unknown
--- nginx layout only logs and leaves nginx's keys in place.
+--            window at all (both per window file). Without it such workers serve the placeholder key
+--            file's key.
+-- A configuration mistake raises an error (nginx logs it at worker start) before anything changes; a
+-- bad file or an unknown nginx layout only logs and leaves nginx's keys in place.
 function _M.start(opts)
     if type(opts) ~= "table" then
         error("ticketkeys.start: options must be a table like { file = \"/var/lib/ticketkeys/nginx/web.window\" }", 2)
     end
-    if type(opts.file) ~= "string" or opts.file == "" then
-        error(fmt("ticketkeys.start: file must be a non-empty path string, got %s", type(opts.file)), 2)
-    end
+    local scopes = check_scopes(opts)
     local interval = opts.interval
     if interval == nil then
         interval = DEFAULT_INTERVAL
@@ -1598,19 +1828,36 @@ function _M.start(opts)
     if phase ~= "init_worker" then
         error(fmt("ticketkeys.start must run in init_worker_by_lua*, not in phase %s", phase), 2)
     end
-    state.file = opts.file
-    state.interval = interval
-    state.error_repeat = error_repeat
-    state.dict, state.dict_name = dict, dict_name
     -- A refused version or layout is not final for the timer: refresh reports it (install fails with
     -- the reason) and log_failure repeats it every error_repeat, so such a node never goes quiet.
     local layout, lerr = find_layout(ngx.config.nginx_version)
-    state.layout = layout
-    state.layout_err = lerr
+    local sts = {}
+    for i, sc in ipairs(scopes) do
+        sts[i] = new_state(sc.file, "scope")
+        sts[i].servers, sts[i].name = sc.servers, sc.name
+    end
+    local rest
+    if opts.file then
+        rest = new_state(opts.file, #scopes > 0 and "rest" or nil)
+        rest.name = "file"
+        sts[#sts + 1] = rest
+    end
+    local r = assign_scopes(scopes, sts, rest)
+    for _, st in ipairs(sts) do
+        st.interval = interval
+        st.error_repeat = error_repeat
+        st.dict, st.dict_name = dict, dict_name
+        st.layout = layout
+        st.layout_err = lerr
+    end
+    rules, states = r, sts
     -- Synchronously: this worker accepts no connection before init_worker returns.
-    local ok, err = pcall(refresh)
-    if not ok then
-        log_error("initial install failed: " .. tostring(err))
+    for _, st in ipairs(states) do
+        state = st
+        local ok, err = pcall(refresh)
+        if not ok then
+            log_error("initial install failed: " .. tostring(err))
+        end
     end
     local tok, terr = ngx.timer.every(interval, tick)
     if not tok then
@@ -1664,28 +1911,24 @@ end
 _M.array_mt = {}
 _M._json = json
 
--- snapshot returns this worker's view: the layout, the file state and, for each TLS server block with a
--- key array, the ids (hex key names) and states of the keys nginx holds now, read from nginx's memory.
--- Element 0 is "current" (encrypts and decrypts); the others are "decrypt-only". Never key material.
-function _M.snapshot()
+-- scope_view describes one scope of this worker for snapshot: its window file, where the followed
+-- window came from, the schedule and the installed keys (ids and times, never material).
+local function scope_view(st)
     local s = {
-        pid = ngx.worker.pid(),
-        worker = ngx.worker.id(),
-        nginx_version = version_string(ngx.config.nginx_version),
-        file = state.file,
-        applies = state.applies,
-        applied_at = state.applied_at,
-        last_error = state.last_error,
-        source = state.placeholder and "placeholder" or state.source,
-        shared_dict = state.dict_name,
-        blocks = setmetatable({}, _M.array_mt),
-        skipped = setmetatable({}, _M.array_mt),
+        file = st.file,
+        applies = st.applies,
+        applied_at = st.applied_at,
+        last_error = st.last_error,
+        source = st.placeholder and "placeholder" or st.source,
     }
-    local w = state.window
+    if st.servers then
+        s.server = st.servers
+    end
+    local w = st.window
     if w then
-        s.window_read_at = state.window_at
+        s.window_read_at = st.window_at
         if w.timed then
-            local sc = state.schedule or {}
+            local sc = st.schedule or {}
             s.follows = "schedule"
             s.follows_how = "this worker switches the encrypting key at each key's not_before and drops a key "
                 .. "at its not_after by itself (nginx timers), whether or not Agent or Vault is reachable; "
@@ -1693,19 +1936,47 @@ function _M.snapshot()
             s.exhausted = sc.exhausted or false
             s.current_by = sc.exhausted and "worker-local key (schedule exhausted)" or sc.source
             s.next_change_at = iso(sc.next_change)
-            s.switched_at = state.switched_at
-            s.evaluated_at = state.evaluated_at
+            s.switched_at = st.switched_at
+            s.evaluated_at = st.evaluated_at
         else
             s.follows = "file order"
             s.follows_how = "the window file has no times (an old window.ctmpl): its first key encrypts "
                 .. "until Agent rewrites the file; install the current window.ctmpl to follow the schedule"
         end
         local keys = setmetatable({}, _M.array_mt)
-        for _, e in ipairs(state.installed or {}) do
+        for _, e in ipairs(st.installed or {}) do
             keys[#keys + 1] = { id = e.id, state = e.state, not_before = iso(e.not_before),
                 encrypt_until = iso(e.encrypt_until), not_after = iso(e.not_after) }
         end
         s.window = keys
+    end
+    return s
+end
+
+-- snapshot returns this worker's view: the layout, the file state and, for each TLS server block with a
+-- key array, its scope (window file) and the ids (hex key names) and states of the keys nginx holds now,
+-- read from nginx's memory. Element 0 is "current" (encrypts and decrypts); the others are
+-- "decrypt-only". The top-level fields describe the top-level file; with start{ scopes }, "scopes"
+-- describes each scope the same way. Never key material.
+function _M.snapshot()
+    local s = {}
+    local top = rules and rules.rest
+    if top then
+        s = scope_view(top)
+    end
+    s.pid = ngx.worker.pid()
+    s.worker = ngx.worker.id()
+    s.nginx_version = version_string(ngx.config.nginx_version)
+    s.shared_dict = states[1] and states[1].dict_name
+    s.blocks = setmetatable({}, _M.array_mt)
+    s.skipped = setmetatable({}, _M.array_mt)
+    if #states > 0 and states[1].scoped then
+        s.scopes = setmetatable({}, _M.array_mt)
+        for _, st in ipairs(states) do
+            if st.scoped == "scope" then
+                s.scopes[#s.scopes + 1] = scope_view(st)
+            end
+        end
     end
     local found, err = discover()
     if not found then
@@ -1734,6 +2005,7 @@ function _M.snapshot()
             kind = t.kind,
             server = t.index,
             where = t.where,
+            scope = t.scope and t.scope.file,
             capacity = tonumber(t.keys.nalloc),
             keys = keys,
         }
