@@ -266,3 +266,77 @@ func testScopesKeepTrustDomainsApart(t *testing.T, b *servertest.NginxBuild) {
 	}
 	t.Logf("two domains, two nodes (scopes by file and by file:line): tickets resume within a domain on both nodes, never across; B always asks for its client certificate")
 }
+
+// TestScopeOptionErrors runs start{} with wrong file and scopes options in a worker of a real nginx:
+// each raises an error naming the field, the rule and the value, before anything is installed.
+func TestScopeOptionErrors(t *testing.T) {
+	b := servertest.DebianNginx(t)
+	cert := testcert.New(t, testcert.ECDSAP256)
+	dir := t.TempDir()
+	blockA, addrA := domainServer(t, dir, "a", cert, nil)
+	blockB, addrB := domainServer(t, dir, "b", cert, nil)
+	conf := filepath.Join(dir, "both.conf")
+	if err := os.WriteFile(conf, []byte(blockA+"\n"+blockB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lineB := strings.Count(blockA, "\n") + 2
+	window := newWindow(t, luatest.NewKeys(t, 1, 80))
+	other := filepath.Join(dir, "other.window")
+	cases := []struct {
+		name, opts string
+		want       []string
+	}{
+		{"no file, no scopes", `{ interval = 1 }`, []string{"file must be a non-empty path string, got nil (or give scopes)"}},
+		{"scopes not a list", `{ scopes = "x" }`, []string{"scopes must be a non-empty list", "got string"}},
+		{"empty scopes", `{ scopes = {} }`, []string{"scopes must be a non-empty list", "got an empty table"}},
+		{"scope not a table", `{ scopes = { "x" } }`, []string{"scopes[1] must be a table", "got string"}},
+		{"missing file", `{ scopes = { { server = "{conf}" } } }`, []string{"scopes[1].file must be a non-empty path string", "got nil"}},
+		{"missing server", `{ scopes = { { file = "{window}" } } }`, []string{"scopes[1].server must be a configuration file path", "got nil"}},
+		{"blank server", `{ scopes = { { server = " ", file = "{window}" } } }`, []string{`scopes[1].server must be a configuration file path or file:line without surrounding spaces, got " "`}},
+		{"unknown field", `{ scopes = { { server = "{conf}", file = "{window}", shared_dict = "x" } } }`, []string{`scopes[1] has an unknown field "shared_dict"`}},
+		{"duplicate server", `{ scopes = { { server = "{conf}", file = "{window}" }, { server = "{conf}", file = "{other}" } } }`, []string{`scopes[2].server "{conf}" is also scopes[1].server: a server belongs to one scope`}},
+		{"duplicate server in a list", `{ scopes = { { server = { "{conf}", "{conf}" }, file = "{window}" } } }`, []string{`scopes[1].server[2] "{conf}" is also scopes[1].server[1]`}},
+		{"shared window file", `{ scopes = { { server = "{conf}" .. ":1", file = "{window}" }, { server = "{conf}" .. ":{lineB}", file = "{window}" } } }`, []string{`scopes[2].file "{window}" is already the window file of scopes[1]`, "never share a window file"}},
+		{"scope file is the top-level file", `{ file = "{window}", scopes = { { server = "{conf}", file = "{window}" } } }`, []string{`scopes[1].file "{window}" is already the window file of the top-level file option`}},
+		{"block in two scopes", `{ scopes = { { server = "{conf}", file = "{window}" }, { server = "{conf}" .. ":{lineB}", file = "{other}" } } }`, []string{"({conf}:{lineB}) matches scopes[2] (by file:line) and scopes[1] (by file): a block belongs to one scope"}},
+		{"server matching no block", `{ scopes = { { server = "/etc/nginx/no-such.conf", file = "{window}" } } }`, []string{`scopes[1].server "/etc/nginx/no-such.conf" matches no TLS server block of this nginx`}},
+		{"line matching no block", `{ scopes = { { server = "{conf}" .. ":2", file = "{window}" } } }`, []string{`scopes[1].server "{conf}:2" matches no TLS server block`}},
+	}
+	fill := strings.NewReplacer("{conf}", conf, "{window}", window, "{other}", other, "{lineB}", fmt.Sprint(lineB)).Replace
+	var lua strings.Builder
+	lua.WriteString(`if ngx.worker.id() == 0 then local tk = require("resty.ticketkeys") `)
+	for i, c := range cases {
+		fmt.Fprintf(&lua, "do local ok, err = pcall(tk.start, %s); ngx.log(ngx.NOTICE, \"scopecase %d: \", ok and \"no error\" or err) end ",
+			fill(c.opts), i)
+	}
+	lua.WriteString("end ")
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: window, Cert: cert, InitLua: lua.String(),
+		ExtraHTTP: "    include " + conf + ";\n"})
+	inst.Proc.WaitListening(t, addrA, addrB)
+	log := inst.Proc.Log()
+	for i, c := range cases {
+		var line string
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, fmt.Sprintf("scopecase %d: ", i)) {
+				line = l
+			}
+		}
+		if line == "" {
+			t.Errorf("%s: no result in the log:\n%s", c.name, log)
+			continue
+		}
+		if !strings.Contains(line, "ticketkeys.start: ") {
+			t.Errorf("%s: %s, want an error", c.name, line)
+		}
+		for _, w := range c.want {
+			if w = fill(w); !strings.Contains(line, w) {
+				t.Errorf("%s: %s\n  want it to contain %s", c.name, line, w)
+			}
+		}
+	}
+	// None of them changed anything: the real start{} after them installed the window everywhere.
+	st := inst.Status(t)
+	if len(st.Blocks) != 4 || st.Source != "file" {
+		t.Errorf("after the refused starts, status %+v, want the window in all 4 blocks", st)
+	}
+}
