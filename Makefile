@@ -26,7 +26,7 @@ E2E_PKGS    ?= ./e2e/... ./internal/vaulttest/...
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build deps test test-unit test-e2e vault openbao dev clean fmt vet built vault-ensure caddy-ensure kvplugin-ensure nginx-debian-tree-ensure
+.PHONY: help build deps test test-unit test-e2e vault openbao dev clean fmt vet built vault-ensure caddy-ensure kvplugin-ensure nginx-debian-tree-ensure arm64-sysroot-ensure
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,8 +46,9 @@ deps: ## install the Debian packages the tests need (scripts/debian-packages.txt
 # Every cached dependency is built before the tests run, one progress line each (scripts/ensure-built.sh),
 # so that no package's tests build anything heavy inside go test's timeout: Vault (cold ~19 min), Caddy with
 # the module (~3.5 min), the KV plugin of the benchmark, Debian's configured nginx tree of the layout
-# probe, and the OpenResty lines (mk/nginx.mk, openresty-ensure). `make built` builds them all.
-built: vault-ensure caddy-ensure kvplugin-ensure nginx-debian-tree-ensure openresty-ensure ## build every cached dependency the tests use (once per machine), one line each
+# probe, the OpenResty lines (mk/nginx.mk, openresty-ensure) and the arm64 nginx sysroot the arm64 tests run under
+# qemu (mk/nginx.mk, arm64-sysroot-ensure). `make built` builds them all.
+built: vault-ensure caddy-ensure kvplugin-ensure nginx-debian-tree-ensure openresty-ensure arm64-sysroot-ensure ## build every cached dependency the tests use (once per machine), one line each
 
 vault-ensure: deps
 	@scripts/ensure-built.sh vault scripts/vault-build.sh

@@ -2,7 +2,7 @@
 # and its valgrind run, on Debian's nginx and on the OpenResty lines built from the source kit
 # (../shared/openresty-src, or OPENRESTY_SRC) by scripts/openresty-build.sh.
 
-.PHONY: test-nginx-lua valgrind-nginx test-nginx-lua-e2e openresty openresty-ensure layoutprobe
+.PHONY: test-nginx-lua valgrind-nginx test-nginx-lua-e2e openresty openresty-ensure layoutprobe arm64-sysroot-ensure
 
 openresty: ## build every OpenResty line (1.25.3 1.27.1 1.29.2 1.31.1) into ~/.cache/ticketkeys/openresty-LINE (once; needs the source kit)
 	@scripts/openresty-build.sh all
@@ -17,6 +17,14 @@ openresty-ensure:
 	else echo "openresty: all lines built ($$((SECONDS-start))s)"; fi
 
 test-unit test-e2e test-nginx-lua test-nginx-lua-e2e valgrind-nginx: openresty-ensure
+
+# arm64-sysroot-ensure unpacks Debian's arm64 nginx 1.22.1 (http Lua and stream modules and what they need)
+# into the cache once per machine (scripts/arm64-sysroot.sh: apt with a private state directory, about 40
+# packages, ~47 MB); the nginx package's TestArm64* tests run it under qemu-aarch64-static (qemu-user-static).
+arm64-sysroot-ensure: deps
+	@scripts/ensure-built.sh arm64-sysroot scripts/arm64-sysroot.sh
+
+test-unit test-nginx-lua: arm64-sysroot-ensure
 
 layoutprobe: openresty-ensure ## print the layout row resty.ticketkeys needs, from the headers of Debian's nginx and of each OpenResty line
 	@trees=(); for l in 1.25.3 1.27.1 1.29.2 1.31.1; do p=$$(scripts/openresty-build.sh $$l 2>/dev/null) && trees+=("$$p/nginx-headers"); done; \

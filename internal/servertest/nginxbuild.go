@@ -38,6 +38,20 @@ type NginxBuild struct {
 	HeadersDir string
 	// Prefix is the OpenResty prefix (luajit/, lualib/, nginx/); empty for Debian.
 	Prefix string
+	// Emulator, when set, is the command line that runs Bin, a binary of another architecture: for the
+	// arm64 build, qemu-aarch64-static -L SYSROOT (Arm64Nginx). Command and StartNginxWith use it.
+	Emulator []string
+	// Sysroot is the root of the unpacked foreign packages Bin comes from (arm64 build only).
+	Sysroot string
+}
+
+// Command returns the command running this build's nginx with args, through Emulator when set.
+func (b *NginxBuild) Command(args ...string) *exec.Cmd {
+	if len(b.Emulator) == 0 {
+		return exec.Command(b.Bin, args...)
+	}
+	argv := append(append(append([]string{}, b.Emulator[1:]...), b.Bin), args...)
+	return exec.Command(b.Emulator[0], argv...)
 }
 
 // IsDebian reports whether b is Debian's packaged nginx.
@@ -62,13 +76,18 @@ var nginxVersionOut = regexp.MustCompile(`nginx version: [a-z]+/([0-9]+\.[0-9]+\
 // binaryVersion runs `bin -v` and returns the nginx core version; OpenResty reports "openresty/1.27.1.2",
 // whose first three numbers are the nginx core's.
 func binaryVersion(bin string) (string, error) {
-	out, err := exec.Command(bin, "-v").CombinedOutput()
+	return buildVersion(&NginxBuild{Bin: bin})
+}
+
+// buildVersion runs the build's `nginx -v` (through its emulator, if any) and returns the core version.
+func buildVersion(b *NginxBuild) (string, error) {
+	out, err := b.Command("-v").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s -v: %v: %s", bin, err, out)
+		return "", fmt.Errorf("%s -v: %v: %s", b.Bin, err, out)
 	}
 	m := nginxVersionOut.FindSubmatch(out)
 	if m == nil {
-		return "", fmt.Errorf("%s -v printed no version: %q", bin, out)
+		return "", fmt.Errorf("%s -v printed no version: %q", b.Bin, out)
 	}
 	return string(m[1]), nil
 }
@@ -224,4 +243,53 @@ func EachNginx(t *testing.T, body func(t *testing.T, b *NginxBuild)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Arm64Name is the NginxBuild.Name of Debian's arm64 nginx run under qemu-user (Arm64Nginx).
+const Arm64Name = "debian-arm64"
+
+var arm64Build buildResult
+
+// Arm64Nginx returns Debian 12's arm64 nginx (1.22.1 with the http Lua and stream modules) from the
+// sysroot scripts/arm64-sysroot.sh builds once per machine, run on this machine by
+// qemu-aarch64-static -L SYSROOT (Debian's qemu-user-static): the emulated master forks its workers as
+// usual and every absolute path the guest opens is looked up in the sysroot first, then on the host
+// (the test's configuration, certificates and window files). A missing qemu-aarch64-static or a failed
+// sysroot build fails the test (scripts/debian-packages.txt lists qemu-user-static).
+func Arm64Nginx(t testing.TB) *NginxBuild {
+	t.Helper()
+	qemu := lookBinary(t, "qemu-aarch64-static", "/usr/bin/qemu-aarch64-static")
+	root := RepoRoot(t)
+	arm64Build.mu.Lock()
+	defer arm64Build.mu.Unlock()
+	if arm64Build.build == nil && arm64Build.err == nil {
+		arm64Build.build, arm64Build.err = arm64Sysroot(root, qemu)
+	}
+	if arm64Build.err != nil {
+		t.Fatalf("servertest: arm64 nginx: %v", arm64Build.err)
+	}
+	return arm64Build.build
+}
+
+func arm64Sysroot(root, qemu string) (*NginxBuild, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(root, "scripts", "arm64-sysroot.sh"))
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("scripts/arm64-sysroot.sh: %v\n%s", err, stderr.String())
+	}
+	sysroot := strings.TrimSpace(stdout.String())
+	b := &NginxBuild{
+		Name:       Arm64Name,
+		Bin:        filepath.Join(sysroot, "usr", "sbin", "nginx"),
+		ModulesDir: filepath.Join(sysroot, "usr", "lib", "nginx", "modules"),
+		Emulator:   []string{qemu, "-L", sysroot},
+		Sysroot:    sysroot,
+	}
+	v, err := buildVersion(b)
+	if err != nil {
+		return nil, err
+	}
+	b.Version = v
+	return b, nil
 }

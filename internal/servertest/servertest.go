@@ -195,10 +195,10 @@ func StartNginxWith(t testing.TB, b *NginxBuild, conf string) *Proc {
 	if os.Geteuid() == 0 && !userDirective.MatchString(conf) {
 		globals += " user root;"
 	}
-	if out, err := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", p.ConfPath, "-e", p.ErrorLog, "-g", globals).CombinedOutput(); err != nil {
+	if out, err := b.Command("-t", "-q", "-p", dir+"/", "-c", p.ConfPath, "-e", p.ErrorLog, "-g", globals).CombinedOutput(); err != nil {
 		t.Fatalf("servertest: nginx -t rejected the configuration %s: %v\n%s", p.ConfPath, err, out)
 	}
-	p.start(t, exec.Command(bin, "-p", dir+"/", "-c", p.ConfPath, "-e", p.ErrorLog, "-g", globals))
+	p.start(t, b.Command("-p", dir+"/", "-c", p.ConfPath, "-e", p.ErrorLog, "-g", globals))
 	return p
 }
 

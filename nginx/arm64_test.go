@@ -1,0 +1,220 @@
+package nginx_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/nginx/layoutprobe"
+	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/nginx/luatest"
+)
+
+// The arm64 tests run Debian 12's arm64 nginx 1.22.1 (with its http Lua and stream modules and the
+// arm64 libluajit2) on this machine under qemu-user (servertest.Arm64Nginx): the module's own code path
+// on arm64, pointers near 0xaaaa... (binary and heap) and 0xffff... (libraries) included. qemu runs every
+// instruction through its translator, so they keep to one worker per node and few handshakes.
+
+// arm64Wait bounds how long an emulated node may take to install a window (a few seconds suffice).
+const arm64Wait = 20 * time.Second
+
+// TestArm64InstallsWindow is the reproduction of issue 19 item 2: on arm64, nginx's configuration and
+// heap pointers lie above 0x800000000000, which the module's pointer guard used to refuse, so every block
+// was refused and the node kept its placeholder key. It starts one arm64 node (http and stream) and
+// proves that the worker installs the window in both blocks, that a fresh ticket is encrypted under the
+// window's first key, and that the module's layout row, read under the arm64 LuaJIT, is the one the C
+// compiler gives for Debian's nginx 1.22.1 headers (layoutprobe; LP64 on both architectures).
+func TestArm64InstallsWindow(t *testing.T) {
+	b := servertest.Arm64Nginx(t)
+	cert := testcert.New(t, testcert.ECDSAP256)
+	keys := luatest.NewKeys(t, 2, 80)
+	inst := luatest.Start(t, luatest.Config{Nginx: b, Window: newWindow(t, keys), Cert: cert, Stream: true, Workers: 1})
+	st := inst.WaitIDs(t, luatest.IDs(keys), arm64Wait)
+	for pid, s := range st {
+		kinds := map[string]int{}
+		for _, blk := range s.Blocks {
+			kinds[blk.Kind]++
+		}
+		if kinds["http"] != 1 || kinds["stream"] != 1 || s.LastError != "" || s.Source != "file" {
+			t.Errorf("arm64 worker %d: blocks %v, source %q, last error %q; want 1 http and 1 stream block from the file", pid, kinds, s.Source, s.LastError)
+		}
+	}
+	for _, v := range versions {
+		for _, a := range []struct {
+			addr   string
+			stream bool
+		}{{inst.HTTPS, false}, {inst.Stream, true}} {
+			id, err := luatest.TicketKeyName(cert, v.v, a.addr, a.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id != luatest.ID(keys[0]) {
+				t.Errorf("%s %s: ticket under key %s, want the window's first key %s", v.name, a.addr, id, luatest.ID(keys[0]))
+			}
+		}
+	}
+	if errs := errorLines(inst.Proc.Log()); len(errs) > 0 {
+		t.Errorf("unexpected errors:\n%s", strings.Join(errs, "\n"))
+	}
+
+	// The layout row the module computes on arm64 (its FFI structs under the arm64 ABI) is the row of
+	// Debian's nginx 1.22.1 headers.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	tree, err := layoutprobe.DebianTree(ctx, cacheDir(t))
+	if err != nil {
+		t.Fatalf("Debian's nginx tree for the layout probe: %v", err)
+	}
+	probe, err := layoutprobe.Probe(ctx, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probe.NginxVersionString != b.Version {
+		t.Fatalf("the probed headers are nginx %s, the arm64 binary %s", probe.NginxVersionString, b.Version)
+	}
+	body := inst.Layout(t)
+	var lua layoutprobe.Row
+	if err := json.Unmarshal(body, &lua); err != nil {
+		t.Fatalf("decode the module's arm64 row %q: %v", body, err)
+	}
+	if d := layoutprobe.Diff(probe, &lua); len(d) > 0 {
+		t.Errorf("the module's layout on arm64 disagrees with the headers:\n  %s", strings.Join(d, "\n  "))
+	}
+}
+
+// TestArm64ResumesAcrossNodes is the arm64 end-to-end check: two arm64 nginx nodes (one worker each,
+// http and stream) install a window, then a rotation (a new window file: the next key becomes current,
+// a new next key, the old current kept as previous). Resumption across the nodes is checked with the
+// host's openssl s_client (-sess_out on one node, -sess_in on the other), TLS 1.2 and 1.3, before and
+// after the rotation, and a session from before the rotation still resumes after it.
+func TestArm64ResumesAcrossNodes(t *testing.T) {
+	b := servertest.Arm64Nginx(t)
+	opensslBin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatalf("openssl not found: install the Debian package openssl")
+	}
+	cert := testcert.New(t, testcert.ECDSAP256)
+	_, _, caFile := cert.WritePEM(t.TempDir())
+	keys := luatest.NewKeys(t, 3, 80) // current, next; keys[2] arrives with the rotation
+	window := newWindow(t, keys[:2])
+	cfg := luatest.Config{Nginx: b, Window: window, Cert: cert, Stream: true, Workers: 1}
+	nodes := []*luatest.Instance{luatest.Start(t, cfg), luatest.Start(t, cfg)}
+	for _, n := range nodes {
+		n.WaitIDs(t, luatest.IDs(keys[:2]), arm64Wait)
+	}
+	sessions := t.TempDir()
+	type target struct {
+		name   string
+		addr   func(*luatest.Instance) string
+		stream bool
+	}
+	targets := []target{
+		{"http", func(i *luatest.Instance) string { return i.HTTPS }, false},
+		{"stream", func(i *luatest.Instance) string { return i.Stream }, true},
+	}
+	before := map[string]string{}
+	cross := func(phase string) {
+		for _, tg := range targets {
+			for _, v := range []string{"-tls1_2", "-tls1_3"} {
+				sess := filepath.Join(sessions, phase+"-"+tg.name+v+".pem")
+				if r := sClient(t, opensslBin, caFile, v, tg.addr(nodes[0]), tg.stream, "", sess); r {
+					t.Fatalf("%s %s %s: a first handshake without a session resumed", phase, tg.name, v)
+				}
+				if !sClient(t, opensslBin, caFile, v, tg.addr(nodes[1]), tg.stream, sess, "") {
+					t.Errorf("%s %s %s: a session from node A did not resume on node B", phase, tg.name, v)
+				}
+				before[tg.name+v] = sess
+			}
+		}
+	}
+	cross("window")
+	old := map[string]string{}
+	for k, v := range before {
+		old[k] = v
+	}
+
+	// Rotation: a new window file, written atomically as Agent does.
+	rotated := [][]byte{keys[1], keys[2], keys[0]}
+	luatest.WriteWindow(t, window, rotated)
+	for _, n := range nodes {
+		n.WaitIDs(t, luatest.IDs(rotated), arm64Wait)
+	}
+	id, err := luatest.TicketKeyName(cert, tls.VersionTLS13, nodes[1].HTTPS, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != luatest.ID(keys[1]) {
+		t.Errorf("after the rotation node B encrypts under %s, want the new current key %s", id, luatest.ID(keys[1]))
+	}
+	cross("rotated")
+	// A session node A issued before the rotation (under the now previous key) resumes on node B.
+	for _, tg := range targets {
+		for _, v := range []string{"-tls1_2", "-tls1_3"} {
+			if !sClient(t, opensslBin, caFile, v, tg.addr(nodes[1]), tg.stream, old[tg.name+v], "") {
+				t.Errorf("%s %s: a session from before the rotation did not resume on node B after it", tg.name, v)
+			}
+		}
+	}
+	for i, n := range nodes {
+		if errs := errorLines(n.Proc.Log()); len(errs) > 0 {
+			t.Errorf("node %d: unexpected errors:\n%s", i, strings.Join(errs, "\n"))
+		}
+	}
+}
+
+// sClient runs the host's openssl s_client once against addr in one TLS version (-tls1_2 or -tls1_3),
+// offering the session in sessIn (if set) and saving the server's session to sessOut (if set), and
+// reports whether the session was resumed. For http it sends an HTTP/1.0 request, for stream nothing;
+// either way the server answers and closes, so TLS 1.3 tickets arrive before s_client ends (-ign_eof).
+// s_client's output holds the session's secrets: it is parsed here and never logged (a failure shows
+// only its verification and error lines).
+func sClient(t *testing.T, bin, caFile, version, addr string, stream bool, sessIn, sessOut string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := []string{"s_client", "-connect", addr, "-servername", testcert.ServerName, "-CAfile", caFile,
+		"-verify_return_error", version, "-ign_eof"}
+	if sessIn != "" {
+		args = append(args, "-sess_in", sessIn)
+	}
+	if sessOut != "" {
+		args = append(args, "-sess_out", sessOut)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	if !stream {
+		cmd.Stdin = strings.NewReader("GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+	}
+	out, err := cmd.CombinedOutput()
+	var resumed, fresh bool
+	var safe []string
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, "Reused, "):
+			resumed = true
+		case strings.HasPrefix(line, "New, "):
+			fresh = true
+		case strings.Contains(line, "erify return code") || strings.Contains(line, ":error:") || strings.HasPrefix(line, "connect"):
+			safe = append(safe, line)
+		}
+	}
+	if err != nil || (!resumed && !fresh) {
+		t.Fatalf("openssl s_client %s %s: %v; no session line; its verification and error lines:\n%s", version, addr, err, strings.Join(safe, "\n"))
+	}
+	if sessOut != "" {
+		if fi, err := os.Stat(sessOut); err != nil || fi.Size() == 0 {
+			t.Fatalf("openssl s_client %s %s saved no session (%v)", version, addr, err)
+		}
+		if b, _ := os.ReadFile(sessOut); !bytes.Contains(b, []byte("BEGIN SSL SESSION PARAMETERS")) {
+			t.Fatalf("openssl s_client %s %s: %s holds no session", version, addr, sessOut)
+		}
+	}
+	return resumed
+}
