@@ -218,3 +218,67 @@ func sClient(t *testing.T, bin, caFile, version, addr string, stream bool, sessI
 	}
 	return resumed
 }
+
+// TestArm64PlatformRule holds the module's platform rule under the host's LuaJIT (Debian's luajit2,
+// no nginx): a pointer is plausible below 2^47 on x86_64 and below 2^48 on arm64 (where Debian's
+// binaries and heap sit near 0xaaaa... and libraries near 0xffff...), aligned and above 64 KiB; the tested
+// platforms are accepted, and any other (32-bit, big-endian, another CPU or OS) is refused naming it.
+func TestArm64PlatformRule(t *testing.T) {
+	luajit, err := exec.LookPath("luajit")
+	if err != nil {
+		t.Fatalf("luajit not found: install the Debian package luajit2 (scripts/debian-packages.txt)")
+	}
+	script := `
+package.path = arg[1] .. "/?.lua;" .. package.path
+local tk = require "resty.ticketkeys"
+local function p(arch, v) io.write(arch, " ", tostring(v):gsub("ULL$", ""), " ", tostring(tk._plausible_on(arch, v)), "\n") end
+for _, arch in ipairs({ "x64", "arm64" }) do
+    for _, v in ipairs({ 0x10000ULL, 0x7ffffffff000ULL, 0x800000000000ULL, 0xaaaaf0001000ULL,
+        0xffff80001000ULL, 0xfffffffff000ULL, 0x1000000000000ULL, 0x0f00aaaaf0001000ULL, 0xaaaaf0001004ULL, 0x8000ULL }) do
+        p(arch, v)
+    end
+end
+for _, c in ipairs({ { "Linux", "x64", true, true }, { "Linux", "arm64", true, true },
+    { "Linux", "arm64be", true, false }, { "Linux", "x86", false, true }, { "Linux", "arm", false, true },
+    { "Linux", "ppc", true, false }, { "OSX", "arm64", true, true } }) do
+    local ok, err = tk._platform(c[1], c[2], c[3], c[4])
+    io.write("platform ", c[1], " ", c[2], " ", ok and ("ok " .. ok.name) or ("refused: " .. err), "\n")
+end
+`
+	file := filepath.Join(t.TempDir(), "platform.lua")
+	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(luajit, file, luatest.LibDir(t)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("luajit: %v\n%s", err, out)
+	}
+	got := string(out)
+	want := []string{
+		// x86_64: the canonical lower half only.
+		"x64 65536 true", "x64 140737488351232 true", "x64 140737488355328 false",
+		"x64 187651147698176 false", "x64 281472829231104 false",
+		// arm64: 48-bit user space, binaries and heap near 0xaaaa..., libraries near 0xffff....
+		"arm64 65536 true", "arm64 140737488351232 true", "arm64 140737488355328 true",
+		"arm64 187651147698176 true", "arm64 281472829231104 true", "arm64 281474976706560 true",
+		"arm64 281474976710656 false", "arm64 1081051561716617216 false", "arm64 187651147698180 false",
+		"arm64 32768 false",
+		"platform Linux x64 ok x86_64", "platform Linux arm64 ok arm64 (aarch64)",
+	}
+	for _, w := range want {
+		if !strings.Contains(got, w+"\n") {
+			t.Errorf("want %q in the module's answers:\n%s", w, got)
+		}
+	}
+	for _, refused := range []string{"Linux arm64be", "Linux x86", "Linux arm", "Linux ppc", "OSX arm64"} {
+		line := ""
+		for _, l := range strings.Split(got, "\n") {
+			if strings.HasPrefix(l, "platform "+refused+" ") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "refused: this nginx runs on "+refused+" ") || !strings.Contains(line, "tested only on Linux x86_64 and Linux arm64") {
+			t.Errorf("platform %s: %q, want a refusal naming it and the tested platforms", refused, line)
+		}
+	}
+}

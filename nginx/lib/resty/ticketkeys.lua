@@ -553,15 +553,58 @@ local function uint_at(base, offset)
     return tonumber(ffi.cast(uintptr_p, ffi.cast(char_p, base) + offset)[0])
 end
 
--- plausible reports whether a pointer read from memory can be dereferenced: not NULL, above the first
--- 64 KiB (a flag or a small count read as a pointer lands there), pointer-aligned and in the user half of
--- the 48-bit address space. It catches a wrong offset before the pointer is followed.
+-- PLATFORMS lists the platforms (LuaJIT's ffi.os and ffi.arch, 64-bit little-endian) this module is
+-- tested on, with the end of the user half of the address space there: every pointer nginx holds lies
+-- below it, so a value at or above it is no pointer (a wrong offset read a key byte, a flag or garbage).
+--   x64 (x86_64): canonical lower half, below 2^47 (0x800000000000). With 5-level paging (57-bit VA) the
+--     kernel still maps below 2^47 unless a process asks for a higher mmap hint; nginx, glibc and LuaJIT
+--     do not.
+--   arm64 (aarch64): 48-bit VA, below 2^48 (0x1000000000000); Debian's arm64 binaries and heap sit near
+--     0xaaaa..., shared libraries and stacks near 0xffff.... Kernels built for 52-bit VA
+--     (CONFIG_ARM64_VA_BITS_52) also map below 2^48 unless a process passes an mmap hint above it, which
+--     nginx, glibc and LuaJIT do not; a pointer above 2^48 (or a tagged pointer: MTE or top-byte tags
+--     set) is refused, and the module then writes nothing and nginx keeps its keys.
+-- Tests: x64 on Debian's nginx and every OpenResty line; arm64 on Debian 12's arm64 nginx 1.22.1 under
+-- qemu-user (nginx/arm64_test.go). Any other platform (32-bit, big-endian, another CPU or OS) is refused
+-- by name at start: its pointers, alignment or layouts were never checked.
+local PLATFORMS = {
+    x64 = { name = "x86_64", user_top = 0x800000000000ULL },
+    arm64 = { name = "arm64 (aarch64)", user_top = 0x1000000000000ULL },
+}
+
+-- platform returns the PLATFORMS entry for an OS, a LuaJIT architecture and ABI flags (ffi.os, ffi.arch,
+-- ffi.abi("64bit"), ffi.abi("le")), or nil and an error that names the platform and the tested ones.
+local function platform(os, arch, is64, le)
+    local p = PLATFORMS[arch]
+    if p and os == "Linux" and is64 and le then
+        return p
+    end
+    return nil, fmt("this nginx runs on %s %s (%s, %s): resty.ticketkeys is tested only on Linux x86_64 "
+        .. "and Linux arm64 (aarch64, little-endian) and refuses other platforms; refusing to write, "
+        .. "nginx keeps its own keys (see docs/nginx-lua.md, supported platforms)", tostring(os),
+        tostring(arch), is64 and "64-bit" or "32-bit", le and "little-endian" or "big-endian")
+end
+_M._platform = platform
+
+local PLATFORM, PLATFORM_ERR = platform(ffi.os, ffi.arch, ffi.abi("64bit"), ffi.abi("le"))
+-- USER_TOP is this platform's end of user space; 0 on a refused platform, where no pointer is plausible.
+local USER_TOP = PLATFORM and PLATFORM.user_top or 0ULL
+
+-- below_top reports whether an address is a plausible user-space address under top: not NULL, above
+-- the first 64 KiB (a flag or a small count read as a pointer lands there) and below top.
+local function below_top(v, top)
+    return v >= 65536 and v < top
+end
+
+-- plausible reports whether a pointer read from memory can be dereferenced: a user-space address of
+-- this platform (below_top, USER_TOP) and pointer-aligned. It catches a wrong offset before the
+-- pointer is followed.
 local function plausible(p)
     if p == nil then
         return false
     end
     local v = ffi.cast("uintptr_t", p)
-    return v >= 65536 and v % 8 == 0 and v < 0x800000000000ULL
+    return below_top(v, USER_TOP) and v % 8 == 0
 end
 
 -- plausible_any is plausible without the alignment rule, for byte pointers (strings).
@@ -569,8 +612,15 @@ local function plausible_any(p)
     if p == nil then
         return false
     end
-    local v = ffi.cast("uintptr_t", p)
-    return v >= 65536 and v < 0x800000000000ULL
+    return below_top(ffi.cast("uintptr_t", p), USER_TOP)
+end
+
+-- _plausible_on reports whether an address (a number or uint64 cdata) is a plausible aligned pointer on
+-- a LuaJIT architecture of PLATFORMS (for the tests, which run on one architecture and check both).
+function _M._plausible_on(arch, v)
+    local p = PLATFORMS[arch]
+    local a = ffi.cast("uint64_t", v)
+    return p ~= nil and below_top(a, p.user_top) and a % 8 == 0
 end
 
 local function addr(p)
@@ -932,12 +982,12 @@ end
 -- discover returns every writable key array of this worker, each with its scope, or nil and the layout
 -- guard that failed.
 local function discover()
+    if not PLATFORM then
+        return nil, PLATFORM_ERR
+    end
     local layout, err = find_layout(ngx.config.nginx_version)
     if not layout then
         return nil, err
-    end
-    if not ffi.abi("64bit") or not ffi.abi("le") then
-        return nil, fmt("the layouts are for 64-bit little-endian builds; this is %s", ffi.arch)
     end
     local kt = KEY_TYPES[layout.key]
     local kidx, ierr = ticket_keys_index(layout)
@@ -1831,6 +1881,9 @@ function _M.start(opts)
     -- A refused version or layout is not final for the timer: refresh reports it (install fails with
     -- the reason) and log_failure repeats it every error_repeat, so such a node never goes quiet.
     local layout, lerr = find_layout(ngx.config.nginx_version)
+    if not PLATFORM then
+        layout, lerr = nil, PLATFORM_ERR
+    end
     local sts = {}
     for i, sc in ipairs(scopes) do
         sts[i] = new_state(sc.file, "scope")
