@@ -24,7 +24,8 @@
 --
 -- Safety: the structures are read through layouts known per nginx version (1.21.4 to 1.31.1, each
 -- compared by the tests with the offsets the C compiler gives for that nginx's headers, see
--- nginx/layoutprobe). A version outside that range is refused, never guessed; any layout guard that
+-- nginx/layoutprobe), on Linux x86_64 and arm64 (PLATFORMS; any other platform is refused by name at
+-- start). A version outside that range is refused, never guessed; any layout guard that
 -- fails (module version, element sizes, self-pointers, flag values, key sizes, counts) makes the module
 -- write nothing and log why: nginx then keeps the keys it has. A block whose keys nginx manages itself
 -- (1.23.2+: ssl_session_cache shared:... without ssl_session_ticket_key) is skipped with one warning
