@@ -30,8 +30,8 @@ const arm64Wait = 20 * time.Second
 // heap pointers lie above 0x800000000000, which the module's pointer guard used to refuse, so every block
 // was refused and the node kept its placeholder key. It starts one arm64 node (http and stream) and
 // proves that the worker installs the window in both blocks, that a fresh ticket is encrypted under the
-// window's first key, and that the module's layout row, read under the arm64 LuaJIT, is the one the C
-// compiler gives for Debian's nginx 1.22.1 headers (layoutprobe; LP64 on both architectures).
+// window's first key, and that the module's layout row, read under the arm64 LuaJIT, is the one the
+// arm64 C compiler gives for Debian's nginx 1.22.1 headers (layoutprobe.Arm64Target).
 func TestArm64InstallsWindow(t *testing.T) {
 	b := servertest.Arm64Nginx(t)
 	cert := testcert.New(t, testcert.ECDSAP256)
@@ -43,8 +43,8 @@ func TestArm64InstallsWindow(t *testing.T) {
 		for _, blk := range s.Blocks {
 			kinds[blk.Kind]++
 		}
-		if kinds["http"] != 1 || kinds["stream"] != 1 || s.LastError != "" || s.Source != "file" {
-			t.Errorf("arm64 worker %d: blocks %v, source %q, last error %q; want 1 http and 1 stream block from the file", pid, kinds, s.Source, s.LastError)
+		if kinds["http"] != 2 || kinds["stream"] != 1 || s.LastError != "" || s.Source != "file" {
+			t.Errorf("arm64 worker %d: blocks %v, source %q, last error %q; want 2 http blocks (https and the status server, which inherits the http-level placeholders) and 1 stream block from the file", pid, kinds, s.Source, s.LastError)
 		}
 	}
 	for _, v := range versions {
@@ -65,20 +65,25 @@ func TestArm64InstallsWindow(t *testing.T) {
 		t.Errorf("unexpected errors:\n%s", strings.Join(errs, "\n"))
 	}
 
-	// The layout row the module computes on arm64 (its FFI structs under the arm64 ABI) is the row of
-	// Debian's nginx 1.22.1 headers.
+	// The layout row the module computes on arm64 (its FFI structs under the arm64 LuaJIT) is the row
+	// the arm64 C compiler gives for Debian's nginx 1.22.1 headers: probe.c cross-compiled by
+	// aarch64-linux-gnu-gcc against the configured tree (configured on x86_64: both are LP64 Linux, so
+	// its feature macros hold for arm64) and the arm64 OpenSSL/PCRE2 headers, run under qemu.
+	if _, err := exec.LookPath("aarch64-linux-gnu-gcc"); err != nil {
+		t.Fatalf("aarch64-linux-gnu-gcc not found: install the Debian package gcc-aarch64-linux-gnu (scripts/debian-packages.txt)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tree, err := layoutprobe.DebianTree(ctx, cacheDir(t))
 	if err != nil {
 		t.Fatalf("Debian's nginx tree for the layout probe: %v", err)
 	}
-	probe, err := layoutprobe.Probe(ctx, tree)
+	probe, err := layoutprobe.ProbeTarget(ctx, tree, layoutprobe.Arm64Target(b.Sysroot))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if probe.NginxVersionString != b.Version {
-		t.Fatalf("the probed headers are nginx %s, the arm64 binary %s", probe.NginxVersionString, b.Version)
+	if probe.NginxVersionString != b.Version || probe.PointerSize != 8 {
+		t.Fatalf("the probed headers are nginx %s (pointer size %d), the arm64 binary nginx %s", probe.NginxVersionString, probe.PointerSize, b.Version)
 	}
 	body := inst.Layout(t)
 	var lua layoutprobe.Row
@@ -86,7 +91,10 @@ func TestArm64InstallsWindow(t *testing.T) {
 		t.Fatalf("decode the module's arm64 row %q: %v", body, err)
 	}
 	if d := layoutprobe.Diff(probe, &lua); len(d) > 0 {
-		t.Errorf("the module's layout on arm64 disagrees with the headers:\n  %s", strings.Join(d, "\n  "))
+		t.Errorf("the module's layout on arm64 disagrees with the arm64 compiler's:\n  %s", strings.Join(d, "\n  "))
+	} else {
+		pj, _ := json.Marshal(probe)
+		t.Logf("arm64: the module's layout matches aarch64-linux-gnu-gcc's for nginx %s: %s", b.Version, pj)
 	}
 }
 

@@ -26,8 +26,11 @@ mirror=${TICKETKEYS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${TICKETKEYS_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # What the tests run: nginx 1.22.1, the http Lua module with the OpenResty LuaJIT branch (libluajit2,
-# named so apt does not pick the plain libluajit), lua-resty-core, and the stream module.
-packages=(nginx libnginx-mod-http-lua libnginx-mod-stream libluajit2-5.1-2 lua-resty-core)
+# named so apt does not pick the plain libluajit), lua-resty-core, and the stream module; and the arm64
+# headers nginx's own headers include (OpenSSL, PCRE2, crypt.h), for the layout probe compiled by
+# aarch64-linux-gnu-gcc (nginx/layoutprobe, Arm64Target).
+packages=(nginx libnginx-mod-http-lua libnginx-mod-stream libluajit2-5.1-2 lua-resty-core
+	libssl-dev libpcre2-dev libcrypt-dev)
 
 hash=$(sha256sum "$self" | cut -c1-12)
 final=$cache/arm64-sysroot-$hash

@@ -118,18 +118,61 @@ func compiler() string {
 	return "cc"
 }
 
+// Target is the machine the probe is compiled for. The zero Target is the host: compiler(), the tree's
+// include directories, the probe run directly. A cross target (Arm64Target) names the cross compiler,
+// the target's library headers (OpenSSL, PCRE2) that nginx's headers include, and the command that runs
+// a target binary here (an emulator); its probe is linked statically.
+type Target struct {
+	// Name is the target's name in messages ("arm64"); empty for the host.
+	Name string
+	// CC is the C compiler; empty for compiler().
+	CC string
+	// Includes are more include directories, searched after the tree's (-isystem).
+	Includes []string
+	// Run is the command prefix that runs a target binary (e.g. qemu-aarch64-static); empty: run it.
+	Run []string
+}
+
+// Arm64Target returns the arm64 (aarch64) target: Debian's cross compiler aarch64-linux-gnu-gcc
+// (gcc-aarch64-linux-gnu), the arm64 OpenSSL and PCRE2 headers of sysroot (scripts/arm64-sysroot.sh
+// unpacks libssl-dev and libpcre2-dev) and qemu-aarch64-static to run the probe.
+func Arm64Target(sysroot string) Target {
+	return Target{
+		Name:     "arm64",
+		CC:       "aarch64-linux-gnu-gcc",
+		Includes: []string{filepath.Join(sysroot, "usr", "include", "aarch64-linux-gnu"), filepath.Join(sysroot, "usr", "include")},
+		Run:      []string{"qemu-aarch64-static"},
+	}
+}
+
+func (tg Target) cc() string {
+	if tg.CC != "" {
+		return tg.CC
+	}
+	return compiler()
+}
+
+// includeArgs returns the -I arguments of the tree's directories and the -isystem ones of the target.
+func (tg Target) includeArgs(incs []string) []string {
+	var args []string
+	for _, d := range incs {
+		args = append(args, "-I", d)
+	}
+	for _, d := range tg.Includes {
+		args = append(args, "-isystem", d)
+	}
+	return args
+}
+
 // prelude includes nginx's headers as a module source file does.
 const prelude = "#include <ngx_config.h>\n#include <ngx_core.h>\n#include <ngx_http.h>\n"
 
 // compiles reports whether body (statements inside a function) compiles against the tree's headers,
 // after prelude and extra includes.
-func compiles(ctx context.Context, incs []string, extra, body string) bool {
+func compiles(ctx context.Context, tg Target, incs []string, extra, body string) bool {
 	src := prelude + extra + "int tk_check(void);\nint tk_check(void) {\n" + body + "\nreturn 0;\n}\n"
-	args := []string{"-fsyntax-only", "-x", "c", "-"}
-	for _, d := range incs {
-		args = append(args, "-I", d)
-	}
-	cmd := exec.CommandContext(ctx, compiler(), args...)
+	args := append([]string{"-fsyntax-only", "-x", "c", "-"}, tg.includeArgs(incs)...)
+	cmd := exec.CommandContext(ctx, tg.cc(), args...)
 	cmd.Stdin = strings.NewReader(src)
 	return cmd.Run() == nil
 }
@@ -144,7 +187,7 @@ type features struct {
 }
 
 // detect compiles the checks (concurrently: each is a separate compiler run) and picks the names.
-func detect(ctx context.Context, incs []string) (features, error) {
+func detect(ctx context.Context, tg Target, incs []string) (features, error) {
 	const stream = "#include <ngx_stream.h>\n"
 	checks := map[string][2]string{
 		"key:ngx_ssl_ticket_key_t":                {"", "ngx_ssl_ticket_key_t *p = 0; (void) p;"},
@@ -167,7 +210,7 @@ func detect(ctx context.Context, incs []string) (features, error) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			r := compiles(ctx, incs, c[0], c[1])
+			r := compiles(ctx, tg, incs, c[0], c[1])
 			mu.Lock()
 			ok[name] = r
 			mu.Unlock()
@@ -210,14 +253,22 @@ func detect(ctx context.Context, incs []string) (features, error) {
 // Probe compiles and runs probe.c against the configured nginx tree (a directory with src/ and objs/)
 // and returns its row.
 func Probe(ctx context.Context, tree string) (*Row, error) {
+	return ProbeTarget(ctx, tree, Target{})
+}
+
+// ProbeTarget is Probe for a target machine: probe.c compiled by the target's compiler against the
+// tree's headers and the target's library headers, and run through the target's Run command. A tree
+// configured on the host serves a target with the same data model (x86_64 and arm64 Linux are both LP64):
+// the row then is the target compiler's layout of the same declarations.
+func ProbeTarget(ctx context.Context, tree string, tg Target) (*Row, error) {
 	if _, err := os.Stat(filepath.Join(tree, "objs", "ngx_auto_config.h")); err != nil {
 		return nil, fmt.Errorf("layoutprobe: %s is not a configured nginx tree (no objs/ngx_auto_config.h): %w", tree, err)
 	}
 	incs := IncludeDirs(tree)
-	if !compiles(ctx, incs, "", "") {
-		return nil, fmt.Errorf("layoutprobe: nginx's headers in %s do not compile with %s (missing build packages? see scripts/debian-packages.txt): %s", tree, compiler(), compileOutput(ctx, incs))
+	if !compiles(ctx, tg, incs, "", "") {
+		return nil, fmt.Errorf("layoutprobe: nginx's headers in %s do not compile with %s (missing build packages? see scripts/debian-packages.txt): %s", tree, tg.cc(), compileOutput(ctx, tg, incs))
 	}
-	f, err := detect(ctx, incs)
+	f, err := detect(ctx, tg, incs)
 	if err != nil {
 		return nil, err
 	}
@@ -242,13 +293,15 @@ func Probe(ctx context.Context, tree string) (*Row, error) {
 	if f.streamSSLType != "" {
 		args = append(args, "-DTK_STREAM_SSL_T="+f.streamSSLType)
 	}
-	for _, d := range incs {
-		args = append(args, "-I", d)
+	args = append(args, tg.includeArgs(incs)...)
+	if len(tg.Run) > 0 {
+		args = append(args, "-static")
 	}
-	if out, err := exec.CommandContext(ctx, compiler(), args...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, tg.cc(), args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("layoutprobe: compile probe.c against %s: %v\n%s", tree, err, out)
 	}
-	out, err := exec.CommandContext(ctx, bin).Output()
+	run := append(append([]string{}, tg.Run...), bin)
+	out, err := exec.CommandContext(ctx, run[0], run[1:]...).Output()
 	if err != nil {
 		return nil, fmt.Errorf("layoutprobe: run the probe for %s: %v", tree, err)
 	}
@@ -262,12 +315,9 @@ func Probe(ctx context.Context, tree string) (*Row, error) {
 }
 
 // compileOutput returns the compiler's messages for the bare prelude (for an error message).
-func compileOutput(ctx context.Context, incs []string) string {
-	args := []string{"-fsyntax-only", "-x", "c", "-"}
-	for _, d := range incs {
-		args = append(args, "-I", d)
-	}
-	cmd := exec.CommandContext(ctx, compiler(), args...)
+func compileOutput(ctx context.Context, tg Target, incs []string) string {
+	args := append([]string{"-fsyntax-only", "-x", "c", "-"}, tg.includeArgs(incs)...)
+	cmd := exec.CommandContext(ctx, tg.cc(), args...)
 	cmd.Stdin = strings.NewReader(prelude)
 	out, _ := cmd.CombinedOutput()
 	if len(out) > 2000 {
