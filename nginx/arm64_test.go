@@ -20,18 +20,23 @@ import (
 
 // The arm64 tests run Debian 12's arm64 nginx 1.22.1 (with its http Lua and stream modules and the
 // arm64 libluajit2) on this machine under qemu-user (servertest.Arm64Nginx): the module's own code path
-// on arm64, pointers near 0xaaaa... (binary and heap) and 0xffff... (libraries) included. qemu runs every
-// instruction through its translator, so they keep to one worker per node and few handshakes.
+// under the arm64 LuaJIT and ABI. qemu runs every instruction through its translator, so they keep to one
+// worker per node and few handshakes.
+//
+// What qemu-user cannot show: it maps the guest's address space into the host's, so on an x86_64 host
+// (47-bit user space) the emulated nginx's pointers lie below 2^47, not near 0xaaaa... (binary, heap) and
+// 0xffff... (libraries) as on arm64 hardware, where the module's old pointer guard (everything at or above
+// 0x800000000000 refused) refused every block. The module before the fix passes the two qemu tests too;
+// TestArm64PlatformRule holds the address rule with real arm64 addresses (and fails on that module, which
+// has no rule per platform).
 
 // arm64Wait bounds how long an emulated node may take to install a window (a few seconds suffice).
 const arm64Wait = 20 * time.Second
 
-// TestArm64InstallsWindow is the reproduction of issue 19 item 2: on arm64, nginx's configuration and
-// heap pointers lie above 0x800000000000, which the module's pointer guard used to refuse, so every block
-// was refused and the node kept its placeholder key. It starts one arm64 node (http and stream) and
-// proves that the worker installs the window in both blocks, that a fresh ticket is encrypted under the
-// window's first key, and that the module's layout row, read under the arm64 LuaJIT, is the one the
-// arm64 C compiler gives for Debian's nginx 1.22.1 headers (layoutprobe.Arm64Target).
+// TestArm64InstallsWindow starts one arm64 node (http and stream) and proves that the worker installs the
+// window in every block, that a fresh ticket is encrypted under the window's first key, and that the
+// module's layout row, computed under the arm64 LuaJIT, is the one the arm64 C compiler gives for Debian's
+// nginx 1.22.1 headers (layoutprobe.Arm64Target).
 func TestArm64InstallsWindow(t *testing.T) {
 	b := servertest.Arm64Nginx(t)
 	cert := testcert.New(t, testcert.ECDSAP256)

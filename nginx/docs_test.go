@@ -61,7 +61,7 @@ func TestSupportTableIsTrue(t *testing.T) {
 		}
 		wantMethods := []string{"layout probe", "unit", "e2e"}
 		if build == servertest.Arm64Name { // nginx/arm64_test.go
-			wantMethods = []string{"layout row under arm64 LuaJIT vs probe", "unit under qemu-user", "2-node resumption under qemu-user"}
+			wantMethods = []string{"layout probe (aarch64-linux-gnu-gcc)", "unit under qemu-user", "2-node resumption under qemu-user"}
 		}
 		if slices.Contains(ValgrindLines, build) {
 			wantMethods = append(wantMethods, "valgrind")
