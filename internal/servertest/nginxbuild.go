@@ -256,6 +256,9 @@ var arm64Build buildResult
 // usual and every absolute path the guest opens is looked up in the sysroot first, then on the host
 // (the test's configuration, certificates and window files). A missing qemu-aarch64-static or a failed
 // sysroot build fails the test (scripts/debian-packages.txt lists qemu-user-static).
+//
+// qemu-user maps the guest's address space into the host's: on an x86_64 host the emulated nginx's
+// pointers lie below 2^47, not near 0xaaaa... and 0xffff... as on arm64 hardware.
 func Arm64Nginx(t testing.TB) *NginxBuild {
 	t.Helper()
 	qemu := lookBinary(t, "qemu-aarch64-static", "/usr/bin/qemu-aarch64-static")

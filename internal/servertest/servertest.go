@@ -168,8 +168,8 @@ func StartNginx(t testing.TB, conf string) *Proc {
 	return StartNginxWith(t, &NginxBuild{Name: DebianName, Bin: NginxBinary(t), ModulesDir: "/usr/lib/nginx/modules"}, conf)
 }
 
-// StartNginxWith is StartNginx with a given nginx build (DebianNginx, OpenResty): its binary, and its
-// module directory linked as modules/ when it has one.
+// StartNginxWith is StartNginx with a given nginx build (DebianNginx, OpenResty, Arm64Nginx): its binary
+// (run through the build's Emulator, if any), and its module directory linked as modules/ when it has one.
 func StartNginxWith(t testing.TB, b *NginxBuild, conf string) *Proc {
 	t.Helper()
 	bin := b.Bin
