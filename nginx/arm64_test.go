@@ -295,3 +295,20 @@ end
 		}
 	}
 }
+
+// TestArm64ModuleTests runs some of the module's tests of every build on the arm64 nginx under qemu:
+// the schedule and key-field vectors on the arm64 LuaJIT (the module's parser, schedule rule and key
+// element writes, both struct generations), every bad kind of window file keeping the keys, and windows
+// growing and shrinking past the placeholder capacity (malloc'd key arrays).
+func TestArm64ModuleTests(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, *servertest.NginxBuild)
+	}{
+		{"ScheduleVectors", testScheduleVectors},
+		{"BadWindowKeepsKeys", testBadWindowKeepsKeys},
+		{"GrowAndShrink", testGrowAndShrink},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.run(t, servertest.Arm64Nginx(t)) })
+	}
+}
