@@ -127,7 +127,8 @@ func dialDomain(addr string, cfg *tls.Config) (resumed bool, err error) {
 // each with its own keyring. A ticket issued by www, offered to pay by a client under the same server name,
 // never resumes there, and pay still demands its client certificate (the handshake fails without one, and
 // with www's client certificate). Control: two servers sharing one keyring do resume each other's tickets,
-// so the client does offer the ticket and the separation is what stops it.
+// so the client does offer the ticket and the separation is what stops it. TestTrustDomainsNginxLua (below)
+// is the same proof on nginx with resty.ticketkeys scopes.
 func TestTrustDomainsDoNotShareResumption(t *testing.T) {
 	s := vaulttest.Start(t)
 	for _, name := range []string{"www", "pay", "shared"} {
