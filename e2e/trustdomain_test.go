@@ -472,8 +472,7 @@ func domainRound(t *testing.T, dc domainClient, n0, n1 *domainNode, curA, curB s
 	t.Helper()
 	for _, pair := range [][2]*domainNode{{n0, n1}, {n1, n0}} {
 		from, to := pair[0], pair[1]
-		// A's ticket: back on A (the client offers tickets), on the other node's A; on B of either node,
-		// without a client certificate: no resumption and no page.
+		// A's ticket: back on A (the client offers tickets), on the other node's A.
 		cfg, names := dc.new(false)
 		domainStep(t, cfg, from.a, from.name+": first handshake on A", false, domainOKA)
 		if names.last != curA {
@@ -481,9 +480,20 @@ func domainRound(t *testing.T, dc domainClient, n0, n1 *domainNode, curA, curB s
 		}
 		domainStep(t, cfg, from.a, from.name+": A's ticket on A", true, domainOKA)
 		domainStep(t, cfg, to.a, from.name+": A's ticket on "+to.name+"'s A", true, domainOKA)
+		// A's ticket on B of either node, without a client certificate: no resumption and no page.
 		for _, n := range []*domainNode{from, to} {
+			cfg, _ = dc.new(false)
+			domainStep(t, cfg, from.a, from.name+": first handshake on A", false, domainOKA)
 			domainStep(t, cfg, n.b, from.name+": A's ticket on "+n.name+"'s B without a client certificate", false, domainNoCert)
 		}
+		// B issues tickets to a client without a certificate too: such a ticket resumes on B of the other
+		// node, and that session still gets no page (it carries no client certificate).
+		cfg, names = dc.new(false)
+		domainStep(t, cfg, to.b, to.name+": first handshake on B without a client certificate", false, domainNoCert)
+		if names.last != curB {
+			t.Fatalf("%s: B issued a ticket under key %s to a client without a certificate, want keyring B's current key %s", to.name, names.last, curB)
+		}
+		domainStep(t, cfg, from.b, to.name+": B's ticket of a session without a client certificate on "+from.name+"'s B", true, domainNoCert)
 		// A's ticket offered to B by a client holding B's client certificate: a full handshake on B.
 		cfg, names = dc.new(true)
 		domainStep(t, cfg, from.a, from.name+": first handshake on A (client holds B's certificate)", false, domainOKA)
@@ -511,7 +521,8 @@ func domainRound(t *testing.T, dc domainClient, n0, n1 *domainNode, curA, curB s
 //   - every worker's A block holds keyring A's engine window and B's block keyring B's (status handler),
 //     and the tickets A and B issue carry their own keyring's current key (key name in the ticket);
 //   - a ticket issued on A never resumes on B, on either node, with or without B's client certificate,
-//     and B without a client certificate answers no page (400, no required SSL certificate);
+//     and B without a client certificate answers no page (400, no required SSL certificate), also when
+//     it resumes a B session made without one;
 //   - A's tickets resume on A across the nodes and B's (with B's client certificate) on B, never on A;
 //   - tickets issued before the rotation still resume on the other node after it (decrypt-only keys).
 //
