@@ -218,13 +218,24 @@ func (w *windowWatch) Rotations() int {
 // role_id and secret_id files into dir.
 func appRoleFiles(t *testing.T, s *vaulttest.Server, keyring, role, dir string) (roleIDFile, secretIDFile string) {
 	t.Helper()
-	pol, err := agent.Policy(agent.Params{Keyring: keyring})
-	if err != nil {
-		t.Fatal(err)
+	return appRoleFilesFor(t, s, []string{keyring}, role, dir)
+}
+
+// appRoleFilesFor is appRoleFiles for a node that reads several keyrings (one trust domain each): the
+// role carries each keyring's reader policy from bootstrap/agent, as node-approle.sh run once per keyring.
+func appRoleFilesFor(t *testing.T, s *vaulttest.Server, keyrings []string, role, dir string) (roleIDFile, secretIDFile string) {
+	t.Helper()
+	var policies []string
+	for _, keyring := range keyrings {
+		pol, err := agent.Policy(agent.Params{Keyring: keyring})
+		if err != nil {
+			t.Fatal(err)
+		}
+		policyName := "ticketkeys-" + keyring
+		s.WritePolicy(t, policyName, pol)
+		policies = append(policies, policyName)
 	}
-	policyName := "ticketkeys-" + keyring
-	s.WritePolicy(t, policyName, pol)
-	roleID, secretID := s.EnableAppRole(t, role, policyName)
+	roleID, secretID := s.EnableAppRole(t, role, policies...)
 	roleIDFile = filepath.Join(dir, "role-id")
 	secretIDFile = filepath.Join(dir, "secret-id")
 	for p, v := range map[string]string{roleIDFile: roleID, secretIDFile: secretID} {
