@@ -15,13 +15,18 @@ const clockTick = 10 * time.Millisecond
 
 // procStat is what bench reads of /proc/<pid>/stat.
 type procStat struct {
-	Name string
-	PPID int
-	CPU  time.Duration // utime + stime
+	Name  string
+	State string
+	PPID  int
+	CPU   time.Duration // utime + stime
+	// Reaped is cutime + cstime (fields 16 and 17): the CPU time of the
+	// children this process has waited for.
+	Reaped time.Duration
 }
 
 // readProcStat parses /proc/<pid>/stat: the name is between the first "("
-// and the last ")", then state, ppid, ..., utime (field 14) and stime (15).
+// and the last ")", then state, ppid, ..., utime (field 14), stime (15),
+// cutime (16) and cstime (17).
 func readProcStat(pid int) (procStat, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -37,16 +42,19 @@ func parseProcStat(s string) (procStat, error) {
 	}
 	f := strings.Fields(s[close+1:])
 	// f[0] is field 3 (state): field n is f[n-3].
-	if len(f) < 13 {
-		return procStat{}, fmt.Errorf("/proc stat: want >= 15 fields, got %d", len(f)+2)
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("/proc stat: want >= 17 fields, got %d", len(f)+2)
 	}
 	ppid, err1 := strconv.Atoi(f[1])
 	ut, err2 := strconv.ParseInt(f[11], 10, 64)
 	st, err3 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return procStat{}, fmt.Errorf("/proc stat: ppid/utime/stime not numbers in %.120q", s)
+	cut, err4 := strconv.ParseInt(f[13], 10, 64)
+	cst, err5 := strconv.ParseInt(f[14], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil {
+		return procStat{}, fmt.Errorf("/proc stat: ppid/utime/stime/cutime/cstime not numbers in %.120q", s)
 	}
-	return procStat{Name: s[open+1 : close], PPID: ppid, CPU: time.Duration(ut+st) * clockTick}, nil
+	return procStat{Name: s[open+1 : close], State: f[0], PPID: ppid, CPU: time.Duration(ut+st) * clockTick,
+		Reaped: time.Duration(cut+cst) * clockTick}, nil
 }
 
 // TreeCPU is the CPU time of a process and of its direct children (Vault's

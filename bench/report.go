@@ -91,6 +91,8 @@ type Report struct {
 	// Fleet is the fleet-scale runs (FleetSettings describes them).
 	Fleet         []FleetResult `json:"fleet,omitempty"`
 	FleetSettings FleetSettings `json:"fleet_settings"`
+	// Nginx is the nginx part (nil when not run).
+	Nginx *NginxReport `json:"nginx,omitempty"`
 	// Notes are skipped steps and errors, in order.
 	Notes []string `json:"notes"`
 	// PlotFile is the PNG's file name, relative to the report ("" when no
@@ -151,6 +153,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.writeReads(&b)
 	r.writeRTT(&b)
 	r.writeFleet(&b)
+	if r.Nginx != nil {
+		r.writeNginx(&b)
+	}
 	r.writeMethod(&b)
 
 	if len(r.Notes) > 0 {

@@ -96,10 +96,18 @@ type options struct {
 	fleetDuration   time.Duration
 	fleetStart      int
 	fleetKinds      string
+	nginxOpenResty  string
+	nginxWorkers    int
+	nginxWarmup     time.Duration
+	nginxDuration   time.Duration
+	nginxRotate     time.Duration
+	nginxWST        time.Duration
+	nginxLong       int
+	nginxRTT        bool
 }
 
 // allParts are the parts of a run, in order; -only selects some.
-var allParts = []string{"cluster", "hook", "reads", "decrypt", "rtt", "fleet"}
+var allParts = []string{"cluster", "hook", "reads", "decrypt", "rtt", "fleet", "nginx"}
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
@@ -149,6 +157,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.rttConcurrency, "rtt-concurrency", 16, "time to first byte: connections in flight")
 	fs.DurationVar(&o.rttWarmup, "rtt-warmup", 2*time.Second, "time to first byte: uncounted load before each measured RTT")
 	fs.DurationVar(&o.rttDuration, "rtt-duration", 6*time.Second, "time to first byte: measured load per scenario, TLS version and RTT")
+	fs.StringVar(&o.nginxOpenResty, "nginx-openresty", "1.27.1", "nginx: the OpenResty line of the third node (nodes 1 and 2 run Debian's nginx); empty runs three Debian nodes")
+	fs.IntVar(&o.nginxWorkers, "nginx-workers", 1, "nginx: worker_processes per node")
+	fs.DurationVar(&o.nginxWarmup, "nginx-warmup", 2*time.Second, "nginx: uncounted load before each resumption run")
+	fs.DurationVar(&o.nginxDuration, "nginx-duration", 14*time.Second, "nginx: measured load of each resumption run (set-up x TLS version)")
+	fs.DurationVar(&o.nginxRotate, "nginx-rotate-every", 4*time.Second, "nginx: rotation period of the Lua and reload set-ups")
+	fs.DurationVar(&o.nginxWST, "nginx-shutdown-timeout", 10*time.Second, "nginx: the worker_shutdown_timeout of the second long-lived reload run (the first leaves it unset); they are watched for this + 3s")
+	fs.IntVar(&o.nginxLong, "nginx-long", 8, "nginx: keep-alive connections and streams held open per node across a rotation")
+	fs.BoolVar(&o.nginxRTT, "nginx-rtt", true, "nginx: measure the time to first byte at -rtts too")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -162,6 +178,11 @@ func parseFlags(args []string) (*options, error) {
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
 		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
 		o.fleetNodes, o.fleetDuration, o.fleetRetain = 100, 6*time.Second, 20*time.Second
+		o.nginxWarmup, o.nginxDuration, o.nginxRotate, o.nginxWST, o.nginxLong = time.Second, 7*time.Second, 3*time.Second, 3*time.Second, 4
+	}
+	if o.nginxWorkers < 1 || o.nginxWorkers > 8 || o.nginxLong < 1 || o.nginxLong > 100 || o.nginxRotate < time.Second || o.nginxWST < time.Second {
+		return nil, fmt.Errorf("nginx-workers, nginx-long, nginx-rotate-every, nginx-shutdown-timeout: want 1..8, 1..100, >= 1s, >= 1s, got %d, %d, %s, %s",
+			o.nginxWorkers, o.nginxLong, o.nginxRotate, o.nginxWST)
 	}
 	if o.fleetNodes < 1 || o.fleetNodes > 20000 || o.fleetStart < 1 {
 		return nil, fmt.Errorf("fleet-nodes, fleet-start-concurrency: must be 1..20000 and >= 1, got %d and %d", o.fleetNodes, o.fleetStart)
@@ -513,6 +534,11 @@ func run(args []string) int {
 	// Fleet scale: many nodes against the one Vault.
 	if vault != nil && ctx.Err() == nil && o.parts["fleet"] {
 		h.measureFleet(ctx, vault, fleetKeyring, logDir)
+	}
+
+	// nginx nodes: own keys, the Lua module, rotation by reload.
+	if ctx.Err() == nil && o.parts["nginx"] {
+		h.measureNginx(ctx, tlsVersions, certs[len(certs)-1])
 	}
 
 	if ctx.Err() != nil {
