@@ -23,6 +23,9 @@ type NginxSettings struct {
 	// LongPerNode is the keep-alive connections and the streams opened on
 	// each node for the long-lived measurement.
 	LongPerNode int `json:"long_per_node"`
+	// RTTDuration is the measured time-to-first-byte load per set-up, TLS
+	// version and RTT.
+	RTTDuration time.Duration `json:"rtt_duration_ns"`
 }
 
 // NginxReport is the nginx part of a run.
@@ -147,7 +150,8 @@ func (r *Report) writeNginx(b *strings.Builder) {
 		b.WriteString("\n")
 	}
 	if len(n.RTT) > 0 {
-		fmt.Fprintf(b, "Time to first byte of the same nodes behind the latency proxies of the Go rows (keys rotating as above):\n\n")
+		fmt.Fprintf(b, "Time to first byte of the same nodes behind the latency proxies of the Go rows (the same users, connections in flight and warm-up as there, "+
+			"%s measured per RTT; the keys keep rotating as above):\n\n", s.RTTDuration)
 		fmt.Fprintf(b, "| RTT | TLS | set-up | conns | resumed | errors | TTFB p50 (ms) | p99 (ms) | full p50 | resumed p50 |\n")
 		fmt.Fprintf(b, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, x := range n.RTT {

@@ -104,6 +104,7 @@ type options struct {
 	nginxWST        time.Duration
 	nginxLong       int
 	nginxRTT        bool
+	nginxRTTDur     time.Duration
 }
 
 // allParts are the parts of a run, in order; -only selects some.
@@ -160,7 +161,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.nginxOpenResty, "nginx-openresty", "1.27.1", "nginx: the OpenResty line of the third node (nodes 1 and 2 run Debian's nginx); empty runs three Debian nodes")
 	fs.IntVar(&o.nginxWorkers, "nginx-workers", 1, "nginx: worker_processes per node")
 	fs.DurationVar(&o.nginxWarmup, "nginx-warmup", 2*time.Second, "nginx: uncounted load before each resumption run")
-	fs.DurationVar(&o.nginxDuration, "nginx-duration", 14*time.Second, "nginx: measured load of each resumption run (set-up x TLS version)")
+	fs.DurationVar(&o.nginxRTTDur, "nginx-rtt-duration", 4*time.Second, "nginx: measured time-to-first-byte load per set-up, TLS version and RTT")
+	fs.DurationVar(&o.nginxDuration, "nginx-duration", 13*time.Second, "nginx: measured load of each resumption run (set-up x TLS version)")
 	fs.DurationVar(&o.nginxRotate, "nginx-rotate-every", 4*time.Second, "nginx: rotation period of the Lua and reload set-ups")
 	fs.DurationVar(&o.nginxWST, "nginx-shutdown-timeout", 10*time.Second, "nginx: the worker_shutdown_timeout of the second long-lived reload run (the first leaves it unset); they are watched for this + 3s")
 	fs.IntVar(&o.nginxLong, "nginx-long", 8, "nginx: keep-alive connections and streams held open per node across a rotation")
@@ -178,7 +180,7 @@ func parseFlags(args []string) (*options, error) {
 		o.decryptWindows, o.decryptTime = "1,14", "100ms"
 		o.rttList, o.rttWarmup, o.rttDuration = "50ms", time.Second, 2*time.Second
 		o.fleetNodes, o.fleetDuration, o.fleetRetain = 100, 6*time.Second, 20*time.Second
-		o.nginxWarmup, o.nginxDuration, o.nginxRotate, o.nginxWST, o.nginxLong = time.Second, 7*time.Second, 3*time.Second, 3*time.Second, 4
+		o.nginxWarmup, o.nginxDuration, o.nginxRotate, o.nginxWST, o.nginxLong, o.nginxRTTDur = time.Second, 5*time.Second, 2*time.Second, 3*time.Second, 4, 2*time.Second
 	}
 	if o.nginxWorkers < 1 || o.nginxWorkers > 8 || o.nginxLong < 1 || o.nginxLong > 100 || o.nginxRotate < time.Second || o.nginxWST < time.Second {
 		return nil, fmt.Errorf("nginx-workers, nginx-long, nginx-rotate-every, nginx-shutdown-timeout: want 1..8, 1..100, >= 1s, >= 1s, got %d, %d, %s, %s",
@@ -390,7 +392,10 @@ func run(args []string) int {
 	var vault *bench.Vault
 	const hookKeyring = "bench-hook"
 	const fleetKeyring = "bench-fleet"
-	if o.noVault {
+	needVault := o.parts["cluster"] || o.parts["hook"] || o.parts["reads"] || o.parts["rtt"] || o.parts["fleet"]
+	if !needVault {
+		progress("no selected part needs Vault: not starting it")
+	} else if o.noVault {
 		h.note("-no-vault: scenario 4, the hook cost, the Vault read cost, the time to first byte of ticketkeys and the fleet were not measured")
 	} else {
 		progress("starting Vault %s with the plugin (internal/vaulttest)", vaulttest.VaultVersion)

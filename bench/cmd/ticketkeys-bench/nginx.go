@@ -21,7 +21,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 	var rttNeed time.Duration
 	if o.nginxRTT {
 		for _, rtt := range o.rtts {
-			rttNeed += bench.RTTWarmup(o.rttWarmup, rtt, o.rttUsers, o.rttConcurrency) + o.rttDuration + time.Second
+			rttNeed += bench.RTTWarmup(o.rttWarmup, rtt, o.rttUsers, o.rttConcurrency) + o.nginxRTTDur + time.Second
 		}
 	}
 	observe := o.nginxWST + 3*time.Second
@@ -49,7 +49,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 	}
 	rep := &bench.NginxReport{Settings: bench.NginxSettings{Workers: o.nginxWorkers, Cert: cert.Kind,
 		Warmup: o.nginxWarmup, Duration: o.nginxDuration, RotateEvery: o.nginxRotate,
-		Users: o.users, Concurrency: o.concurrency, Interval: o.interval, LongPerNode: o.nginxLong}}
+		Users: o.users, Concurrency: o.concurrency, Interval: o.interval, LongPerNode: o.nginxLong, RTTDuration: o.nginxRTTDur}}
 	for _, b := range builds {
 		rep.Settings.Builds = append(rep.Settings.Builds, b.Name+" "+b.Version)
 	}
@@ -94,7 +94,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 			}
 			spec := bench.RTTSpec{Scenario: bench.Scenario{ID: "nginx-" + setup, Label: bench.NginxSetupLabel(setup), Nodes: len(builds)},
 				TLS: v, Cert: cert, RTTs: o.rtts, Users: o.rttUsers, Concurrency: o.rttConcurrency,
-				Warmup: o.rttWarmup, Duration: o.rttDuration, MaxConnections: o.maxConns, Seed: o.seed}
+				Warmup: o.rttWarmup, Duration: o.nginxRTTDur, MaxConnections: o.maxConns, Seed: o.seed}
 			for _, r := range bench.RunNginxTTFB(ctx, c, spec, o.nginxRotate) {
 				if r.Err != "" {
 					h.fail("%s TLS %s time to first byte at %s: %s", name, bench.TLSName(v), r.RTT, r.Err)
