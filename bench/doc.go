@@ -5,8 +5,15 @@
 // built in and run as an external plugin, with where the time goes inside
 // Vault), the time to first byte behind latency-injecting proxies
 // (LatencyProxy) at real round-trip times, and how one Vault serves a fleet
-// of 1,000 nodes, and writes a markdown report and PNG plots (see
-// docs/benchmark.md).
+// of 1,000 nodes, and the same questions for nginx: 3 real nginx nodes
+// (Debian's and an OpenResty line, internal/servertest) with their own
+// keys, with ticketkeys' Lua module, and with rotation by reload, including
+// what a reload does to long-lived connections (nginx.go, nginx_run.go); it
+// writes a markdown report and PNG plots (see docs/benchmark.md).
+//
+// The nginx nodes are separate processes started by PID through
+// internal/servertest; their CPU is read from /proc (NginxCPU: the
+// masters' and all their workers', exited ones included).
 //
 // The server nodes of each run live in a child process of the harness (the
 // same binary, subcommand "serve"), so that their CPU is read from that

@@ -1,6 +1,7 @@
 // Command ticketkeys-bench is the harness behind `make bench`: it runs the
 // cluster-resumption scenarios, the hook-cost comparison, the ticket
-// decryption benchmark and the Vault read-cost comparison, and writes
+// decryption benchmark, the Vault read-cost comparison, the time to first
+// byte, the fleet scale and the nginx rows (-only selects parts), and writes
 // benchmark.md, benchmark.json and resumption.png into the output directory.
 // docs/benchmark.md explains the report.
 //
@@ -116,7 +117,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "results", "output directory for benchmark.md, benchmark.json, resumption.png and logs/")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: short durations, one round each, windows 1 and 14 only")
 	fs.BoolVar(&o.noVault, "no-vault", false, "skip everything that needs Vault (scenario 4, hook cost, read cost, ticketkeys time to first byte, fleet)")
-	fs.DurationVar(&o.budget, "budget", 12*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
+	fs.DurationVar(&o.budget, "budget", 14*time.Minute, "wall-time budget of the whole run; steps that no longer fit are skipped and listed in the notes")
 	fs.IntVar(&o.users, "users", 200, "simulated users, each with its own session cache")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "uncounted load before each measured run (gives the users their first tickets)")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "connections in flight")

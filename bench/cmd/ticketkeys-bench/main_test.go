@@ -35,10 +35,20 @@ func TestParseFlagsDefaultsFitTheBudget(t *testing.T) {
 	if mine := reads + rtt + fleet; mine > 4*time.Minute {
 		t.Fatalf("read cost, time to first byte and fleet need about %s, want <= 4 minutes", mine)
 	}
-	if total := 4*perCombo + hook + reads + rtt + fleet; total > o.budget-30*time.Second {
+	// nginx: per set-up a cluster start, per TLS version the resumption run
+	// and the time to first byte at each RTT; then three long-lived runs.
+	var nginxRTT time.Duration
+	for _, d := range o.rtts {
+		nginxRTT += bench.RTTWarmup(o.rttWarmup, d, o.rttUsers, o.rttConcurrency) + o.nginxRTTDur + time.Second
+	}
+	nginx := 3*(time.Second+2*(o.nginxWarmup+o.nginxDuration+time.Second+nginxRTT)) + 3*(o.nginxWST+3*time.Second+time.Second)
+	if nginx > 4*time.Minute {
+		t.Fatalf("the nginx rows need about %s, want <= 4 minutes", nginx)
+	}
+	if total := 4*perCombo + hook + reads + rtt + fleet + nginx; total > o.budget-30*time.Second {
 		t.Fatalf("default runs need about %s, budget %s leaves less than 30s for Vault and decryption", total, o.budget)
 	}
-	if o.budget > 12*time.Minute {
+	if o.budget > 14*time.Minute {
 		t.Fatalf("default budget %s: make bench must end within 15 minutes including the build", o.budget)
 	}
 	if r := int(o.rotating / o.rotationPeriod); r < 3 {
@@ -59,7 +69,8 @@ func TestParseFlagsErrorsNameTheField(t *testing.T) {
 		{[]string{"-rotation-period", "2s"}, "rotation-period: must be whole seconds >= 5s"},
 		{[]string{"-users", "0"}, "must be >= 1, got 0"},
 		{[]string{"extra"}, `arguments: want none besides flags, got ["extra"]`},
-		{[]string{"-only", "rtt,speed"}, `only: want parts among cluster, hook, reads, decrypt, rtt, fleet, got "speed"`},
+		{[]string{"-only", "rtt,speed"}, `only: want parts among cluster, hook, reads, decrypt, rtt, fleet, nginx, got "speed"`},
+		{[]string{"-nginx-long", "0"}, "nginx-workers, nginx-long, nginx-rotate-every, nginx-shutdown-timeout: want 1..8, 1..100"},
 		{[]string{"-rtts", "50ms,fast"}, `rtts: want durations in (0, 2s], got "fast"`},
 		{[]string{"-rtt-users", "4", "-rtt-concurrency", "8"}, "rtt-users >= rtt-concurrency >= 1, got 4 and 8"},
 		{[]string{"-fleet-nodes", "0"}, "fleet-nodes, fleet-start-concurrency: must be 1..20000"},
