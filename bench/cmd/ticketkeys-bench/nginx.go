@@ -24,7 +24,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 			rttNeed += bench.RTTWarmup(o.rttWarmup, rtt, o.rttUsers, o.rttConcurrency) + o.nginxRTTDur + time.Second
 		}
 	}
-	observe := o.nginxWST + 3*time.Second
+	observe := o.nginxWST + 2*time.Second
 	var builds []*servertest.NginxBuild
 	err := h.tb.Do(func() {
 		deb := servertest.DebianNginx(h.tb)
