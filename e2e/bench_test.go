@@ -48,7 +48,8 @@ func TestBenchHarnessQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-quick", "-out", out, "-tls", "1.3", "-certs", "ecdsa",
-		"-scenarios", "single,own,switch,ticketkeys", "-decrypt-windows", "1,4", "-budget", "4m")
+		"-scenarios", "single,own,switch,ticketkeys", "-decrypt-windows", "1,4", "-budget", "4m",
+		"-only", "cluster,hook,reads,decrypt,rtt,fleet") // the nginx rows: TestBenchNginxQuick
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "VAULT_BIN="+vaultBin, "KV_PLUGIN_BIN="+strings.TrimSpace(string(kvPlugin)))
 	logs, err := cmd.CombinedOutput()
@@ -185,6 +186,97 @@ func TestBenchHarnessQuick(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 		f.Close()
+	}
+}
+
+// TestBenchNginxQuick runs the harness's nginx part alone in quick mode on
+// TLS 1.3: 3 real nginx nodes (Debian's, and OpenResty 1.27.1 when its
+// build is cached or its source kit is there) per key set-up, and the
+// long-lived connections across one rotation. It checks what each set-up
+// must show (counts and states, no times).
+func TestBenchNginxQuick(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "ticketkeys-bench")
+	root := benchModuleRoot(t)
+	build := exec.Command("go", "build", "-o", exe, "./bench/cmd/ticketkeys-bench")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./bench/cmd/ticketkeys-bench: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "results")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-quick", "-only", "nginx", "-out", out, "-tls", "1.3", "-rtts", "50ms", "-budget", "3m")
+	cmd.Dir = root
+	logs, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ticketkeys-bench: %v\n%s", err, logs)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "benchmark.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("benchmark.json: %v", err)
+	}
+	for _, n := range rep.Notes {
+		if !strings.Contains(n, "OpenResty") { // a machine without the OpenResty build runs 3 Debian nodes
+			t.Errorf("note (skipped or failed step): %q", n)
+		}
+	}
+	if rep.Nginx == nil {
+		t.Fatal("no nginx part in the report")
+	}
+	runs := map[string]bench.NginxRun{}
+	for _, r := range rep.Nginx.Runs {
+		runs[r.Setup] = r
+		if r.Err != "" || r.Connections == 0 || r.HandshakeFailures+r.RequestFailures != 0 || r.WorkerCPU <= 0 {
+			t.Errorf("%s: error %q, %d connections, %d failures, workers' CPU %s", r.Setup, r.Err, r.Connections, r.HandshakeFailures+r.RequestFailures, r.WorkerCPU)
+		}
+	}
+	// Own keys: one node in three holds the ticket's key.
+	if s := runs[bench.NginxOwn].ResumeShare(); !(s > 0.15 && s < 0.6) {
+		t.Errorf("own keys resumed %.3f of the offered tickets, want about 1/3", s)
+	}
+	for _, setup := range []string{bench.NginxLua, bench.NginxReload} {
+		r := runs[setup]
+		if s := r.ResumeShare(); s < 0.95 || len(r.Rotations) == 0 {
+			t.Errorf("%s resumed %.3f over %d rotations, want (nearly) all across at least one rotation", setup, s, len(r.Rotations))
+		}
+	}
+	if r := runs[bench.NginxReload]; r.Reloads == 0 || r.MasterCPU <= 0 {
+		t.Errorf("reload: %d reloads, masters' CPU %s: want reloads and the masters' CPU counted", r.Reloads, r.MasterCPU)
+	}
+	if r := runs[bench.NginxLua]; r.Reloads != 0 {
+		t.Errorf("lua: %d reloads", r.Reloads)
+	}
+	if len(rep.Nginx.RTT) != 3 {
+		t.Errorf("time to first byte: %d rows, want one per set-up", len(rep.Nginx.RTT))
+	}
+	if len(rep.Nginx.Long) != 3 {
+		t.Fatalf("long-lived: %d rows, want 3", len(rep.Nginx.Long))
+	}
+	lua, unset, set := rep.Nginx.Long[0], rep.Nginx.Long[1], rep.Nginx.Long[2]
+	if lua.Err != "" || lua.KeepAliveEnded != 0 || lua.StreamsEnded != 0 || lua.OldWorkers != 0 {
+		t.Errorf("lua module: %+v, want no connection ended and no worker replaced", lua)
+	}
+	if unset.Err != "" || unset.ShutdownTimeout != 0 || unset.KeepAliveEnded != unset.KeepAlive || unset.StreamsEnded != 0 ||
+		unset.OldWorkers != 3 || unset.OldWorkersAtEnd != 3 || unset.OldRSSPeak <= 0 {
+		t.Errorf("reload without worker_shutdown_timeout: %+v, want every idle connection closed, every stream kept, 3 old workers still alive", unset)
+	}
+	if set.Err != "" || set.ShutdownTimeout == 0 || set.KeepAliveEnded != set.KeepAlive || set.OldWorkers != 3 {
+		t.Errorf("reload with worker_shutdown_timeout: %+v", set)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "benchmark.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## nginx: own keys, ticketkeys via the Lua module, rotation by reload", "| ticketkeys via the Lua module | unset | 0 of 12 |",
+		"masters CPU/conn", "(watch ended)"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("benchmark.md lacks %q", want)
+		}
 	}
 }
 
