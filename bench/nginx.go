@@ -66,6 +66,9 @@ type NginxClusterSpec struct {
 	// StreamTicks bounds the /stream response: one line every 500 ms, this
 	// many lines.
 	StreamTicks int
+	// LogDir, when set, receives each node's error log at Stop as
+	// nginx-<LogName>-node<N>.log (the module logs key ids, never keys).
+	LogDir, LogName string
 }
 
 // NginxCluster is the nodes of one set-up and the shared key window.
@@ -310,9 +313,15 @@ func (c *NginxCluster) CPU() (NginxCPU, error) {
 	return sum, nil
 }
 
-// Stop stops every node by PID.
+// Stop stops every node by PID and keeps their error logs (Spec.LogDir).
 func (c *NginxCluster) Stop() {
-	for _, p := range c.Nodes {
+	for i, p := range c.Nodes {
 		p.Stop()
+		if c.Spec.LogDir == "" {
+			continue
+		}
+		if b, err := os.ReadFile(p.ErrorLog); err == nil {
+			_ = os.WriteFile(filepath.Join(c.Spec.LogDir, fmt.Sprintf("nginx-%s-node%d.log", c.Spec.LogName, i)), b, 0o644)
+		}
 	}
 }

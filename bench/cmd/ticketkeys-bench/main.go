@@ -544,7 +544,7 @@ func run(args []string) int {
 
 	// nginx nodes: own keys, the Lua module, rotation by reload.
 	if ctx.Err() == nil && o.parts["nginx"] {
-		h.measureNginx(ctx, tlsVersions, certs[len(certs)-1])
+		h.measureNginx(ctx, tlsVersions, certs[len(certs)-1], logDir)
 	}
 
 	if ctx.Err() != nil {

@@ -15,7 +15,7 @@ import (
 // the keys rotate, the time to first byte at each RTT, and what one
 // rotation does to long-lived connections (Lua module; reload with
 // worker_shutdown_timeout unset and set).
-func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert bench.CertSet) {
+func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert bench.CertSet, logDir string) {
 	o := h.o
 	perTLS := o.nginxWarmup + o.nginxDuration + 3*time.Second
 	var rttNeed time.Duration
@@ -55,9 +55,9 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 	}
 	h.rep.Nginx = rep
 	ticks := int(2*(observe+30*time.Second)/time.Second) + 10
-	start := func(setup string, wst time.Duration) (*bench.NginxCluster, error) {
+	start := func(setup string, wst time.Duration, logName string) (*bench.NginxCluster, error) {
 		return bench.StartNginxCluster(h.tb, bench.NginxClusterSpec{Builds: builds, Setup: setup, Cert: cert,
-			Workers: o.nginxWorkers, ShutdownTimeout: wst, LibDir: lib, StreamTicks: ticks})
+			Workers: o.nginxWorkers, ShutdownTimeout: wst, LibDir: lib, StreamTicks: ticks, LogDir: logDir, LogName: logName})
 	}
 
 	// Resumption, CPU, handshake latency and time to first byte.
@@ -69,7 +69,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 		if !h.fits(name, time.Duration(len(tlsVersions))*(perTLS+rttNeed)+2*time.Second) {
 			continue
 		}
-		c, err := start(setup, 0)
+		c, err := start(setup, 0, setup)
 		if err != nil {
 			h.fail("%s: %v", name, err)
 			continue
@@ -118,7 +118,7 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 		if !h.fits(name, observe+5*time.Second) {
 			continue
 		}
-		c, err := start(run.setup, run.wst)
+		c, err := start(run.setup, run.wst, fmt.Sprintf("long-%s-wst%s", run.setup, run.wst))
 		if err != nil {
 			h.fail("%s: %v", name, err)
 			continue
