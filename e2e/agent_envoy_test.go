@@ -90,7 +90,7 @@ func checkEnvoyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring str
 // (by rename: a new inode, which Envoy's file watch picks up) only when the window changes.
 //
 // It runs on every server: Vault Agent and OpenBao's `bao agent`.
-func TestAgentEnvoySDS(t *testing.T) { vaulttest.ForEachServer(t, testAgentEnvoySDS) }
+func TestAgentEnvoySDS(t *testing.T) { vaulttest.ForEachServerParallel(t, testAgentEnvoySDS) }
 
 func testAgentEnvoySDS(t *testing.T, server vaulttest.Kind) {
 	n, watch := checkAgentRender(t, server, agent.Envoy, "envoy-e2e", "envoy0", false, checkEnvoyFile)

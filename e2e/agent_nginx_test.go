@@ -93,7 +93,7 @@ func checkNginxFiles(t *testing.T, s *vaulttest.Server, n *agentNode, keyring st
 // proves the exact bytes, modes and order of the files, and that files are rewritten (and the reload
 // command run) only when the window changes. It runs on every server: Vault Agent and OpenBao's `bao agent`.
 func TestAgentNginxRender(t *testing.T) {
-	vaulttest.ForEachServer(t, func(t *testing.T, server vaulttest.Kind) {
+	vaulttest.ForEachServerParallel(t, func(t *testing.T, server vaulttest.Kind) {
 		checkAgentRender(t, server, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
 	})
 }

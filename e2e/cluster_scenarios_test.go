@@ -85,8 +85,12 @@ func (sc *clusterScenario) checkObserved(t *testing.T, scenario string, seqs [][
 // and the killed node rejoins and serves the same window. (5) A standby is sealed for a rotation: every read
 // through it fails (no stale window), reads through the others and the load keep working. (6) An emergency
 // `rotate mode=now purge_previous=true`: the time until every node of the load dropped the purged keys.
-func TestClusterFailover(t *testing.T) {
-	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint())
+//
+// It runs on every server (vaulttest.ForEachServer): a 3-node Vault cluster and a 3-node OpenBao cluster.
+func TestClusterFailover(t *testing.T) { vaulttest.ForEachServer(t, testClusterFailover) }
+
+func testClusterFailover(t *testing.T, server vaulttest.Kind) {
+	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint(), vaulttest.WithClusterServer(server))
 	// publish_ahead must outlast what a client sees of a failover: Vault's election (about 3 s here) plus
 	// Vault Agent's retry backoff (250 ms doubling), which together reached 10 to 17 s under load; with a
 	// 6 s period an Agent-fed HAProxy missed a key. 20 s leaves room, as an hour does in production.

@@ -318,18 +318,34 @@ func streamLoad(ctx context.Context, cert *testcert.Cert, version uint16, addrs 
 // with a shared session cache and no placeholder is skipped with one warning per worker while every
 // other block holds the window, next to a plain stream server; a corrupt window file changes nothing; a
 // killed worker comes back with the current window.
+//
+// It runs on every server (vaulttest.ForEachServer): Vault Agent and OpenBao's Agent (`bao agent`) render
+// the same shipped template. On Vault it runs every nginx line; on OpenBao Debian's nginx only
+// (luaLinesOn): the lines differ in nginx and its Lua module, which the Vault half proves, while what
+// differs between the servers (the Agent, the engine's reads) is the same for every line.
 func TestNginxLuaThreeNodes(t *testing.T) {
-	s := vaulttest.Start(t)
-	// AppRole is enabled once here: the subtests create their roles side by side.
-	if err := s.Client.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
-		t.Fatalf("enable approle auth: %v", err)
-	}
-	cert := testcert.New(t, testcert.ECDSAP256)
-	servertest.EachNginx(t, func(t *testing.T, b *servertest.NginxBuild) {
-		start := time.Now()
-		nginxLuaThreeNodes(t, s, cert, b, "web-"+b.Name)
-		t.Logf("%s (nginx %s): %.0f s", b.Name, b.Version, time.Since(start).Seconds())
+	vaulttest.ForEachServer(t, func(t *testing.T, server vaulttest.Kind) {
+		s := vaulttest.Start(t, vaulttest.WithServer(server))
+		// AppRole is enabled once here: the subtests create their roles side by side.
+		if err := s.Client.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+			t.Fatalf("enable approle auth: %v", err)
+		}
+		cert := testcert.New(t, testcert.ECDSAP256)
+		servertest.EachNginxOf(t, luaLinesOn(server), func(t *testing.T, b *servertest.NginxBuild) {
+			start := time.Now()
+			nginxLuaThreeNodes(t, s, cert, b, "web-"+b.Name)
+			t.Logf("%s (nginx %s) on %s: %.0f s", b.Name, b.Version, server.Title(), time.Since(start).Seconds())
+		})
 	})
+}
+
+// luaLinesOn is the nginx lines TestNginxLuaThreeNodes runs on server: every line on Vault, Debian's on
+// OpenBao (see TestNginxLuaThreeNodes).
+func luaLinesOn(server vaulttest.Kind) []string {
+	if server == vaulttest.OpenBao {
+		return []string{servertest.DebianName}
+	}
+	return servertest.NginxLines()
 }
 
 func nginxLuaThreeNodes(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, b *servertest.NginxBuild, keyring string) {

@@ -173,3 +173,20 @@ func ForEachServer(t *testing.T, body func(t *testing.T, kind Kind)) {
 		t.Run(k.String(), func(t *testing.T) { body(t, k) })
 	}
 }
+
+// ForEachServerParallel is ForEachServer with the servers' subtests run side
+// by side (t.Parallel in each), for a test whose body mostly waits (for an
+// Agent's render, a rotation, an activation) rather than measuring what CPU
+// time buys: the OpenBao half then adds little wall time to `make test`. The
+// subtests run after the calling test function returns, as parallel
+// subtests do, so the caller must not clean up what they use before then;
+// each body starts its own server.
+func ForEachServerParallel(t *testing.T, body func(t *testing.T, kind Kind)) {
+	t.Helper()
+	for _, k := range Servers(t) {
+		t.Run(k.String(), func(t *testing.T) {
+			t.Parallel()
+			body(t, k)
+		})
+	}
+}
