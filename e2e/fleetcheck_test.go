@@ -130,9 +130,10 @@ func fcPolicy(t *testing.T, keyring string) string {
 // after it activates; restored, the fleet turns green again; after `rotate mode=now purge_previous=true` the
 // check follows each purged key until the last node stops accepting it.
 //
-// It runs on every server (vaulttest.ForEachServer): a Vault-fed fleet and an OpenBao-fed fleet (OpenBao's
-// Agent for the Agent-fed nodes).
-func TestFleetCheck(t *testing.T) { vaulttest.ForEachServer(t, testFleetCheck) }
+// It runs on every server, side by side (vaulttest.ForEachServerParallel): a Vault-fed fleet and an
+// OpenBao-fed fleet (OpenBao's Agent for the Agent-fed nodes). Its time is the schedule's (rotations,
+// Agent periods, check intervals), not CPU time, so the OpenBao half adds little to a run.
+func TestFleetCheck(t *testing.T) { vaulttest.ForEachServerParallel(t, testFleetCheck) }
 
 func testFleetCheck(t *testing.T, server vaulttest.Kind) {
 	s := vaulttest.Start(t, vaulttest.WithServer(server))
