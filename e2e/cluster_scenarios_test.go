@@ -9,7 +9,8 @@ package e2e
 //
 // TestClusterFailover (scenarios 1, 5 and 6), TestClusterPluginUpgrade (3) and TestClusterSnapshotRestore
 // (4) run in `make test`; TestClusterFullRestart (2) runs when TICKETKEYS_E2E_CLUSTER_ALL=1 (make
-// test-cluster-all).
+// test-cluster-all). TestClusterFailover runs on every server (Vault and OpenBao, one body); the others on
+// Vault (docs/openbao.md says why).
 
 import (
 	"os"
