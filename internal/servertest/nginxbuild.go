@@ -234,16 +234,8 @@ func NginxByName(t testing.TB, name string) *NginxBuild {
 // side by side must not share ports (FreePort per instance) or files.
 func EachNginx(t *testing.T, body func(t *testing.T, b *NginxBuild)) {
 	t.Helper()
-	EachNginxOf(t, NginxLines(), body)
-}
-
-// EachNginxOf is EachNginx over the builds named by names (names from NginxLines), for a test that runs
-// a subset of the lines on purpose (the OpenBao half of TestNginxLuaThreeNodes runs Debian's nginx only:
-// the nginx lines differ in nginx, not in what the server does).
-func EachNginxOf(t *testing.T, names []string, body func(t *testing.T, b *NginxBuild)) {
-	t.Helper()
 	var wg sync.WaitGroup
-	for _, name := range names {
+	for _, name := range NginxLines() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
