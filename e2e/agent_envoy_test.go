@@ -89,8 +89,9 @@ func checkEnvoyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring str
 // checks every key is 80 bytes, current first, exactly the engine's window; and that the file is rewritten
 // (by rename: a new inode, which Envoy's file watch picks up) only when the window changes.
 //
-// It runs on every server: Vault Agent and OpenBao's `bao agent`.
-func TestAgentEnvoySDS(t *testing.T) { vaulttest.ForEachServer(t, testAgentEnvoySDS) }
+// It runs on every server side by side (vaulttest.ForEachServerParallel: an Agent render waits on the
+// schedule, not the CPU): Vault Agent and OpenBao's `bao agent`.
+func TestAgentEnvoySDS(t *testing.T) { vaulttest.ForEachServerParallel(t, testAgentEnvoySDS) }
 
 func testAgentEnvoySDS(t *testing.T, server vaulttest.Kind) {
 	n, watch := checkAgentRender(t, server, agent.Envoy, "envoy-e2e", "envoy0", false, checkEnvoyFile)

@@ -76,9 +76,10 @@ func checkHAProxyFile(t *testing.T, s *vaulttest.Server, n *agentNode, keyring s
 
 // TestAgentHAProxyRender runs one real Vault Agent with the HAProxy template against the real engine and
 // proves the file's exact bytes and mode, and that it is rewritten (and the push command run) only when the
-// window changes. It runs on every server: Vault Agent and OpenBao's `bao agent`.
+// window changes. It runs on every server side by side (vaulttest.ForEachServerParallel: an Agent render
+// waits on the schedule, not the CPU): Vault Agent and OpenBao's `bao agent`.
 func TestAgentHAProxyRender(t *testing.T) {
-	vaulttest.ForEachServer(t, func(t *testing.T, server vaulttest.Kind) {
+	vaulttest.ForEachServerParallel(t, func(t *testing.T, server vaulttest.Kind) {
 		checkAgentRender(t, server, agent.HAProxy, "haproxy-render", "render", true, func(t *testing.T, s *vaulttest.Server, n *agentNode, keyring string) {
 			t.Helper()
 			checkHAProxyFile(t, s, n, keyring)

@@ -91,9 +91,11 @@ func checkNginxFiles(t *testing.T, s *vaulttest.Server, n *agentNode, keyring st
 
 // TestAgentNginxRender runs one real Vault Agent with the nginx template set against the real engine and
 // proves the exact bytes, modes and order of the files, and that files are rewritten (and the reload
-// command run) only when the window changes. It runs on every server: Vault Agent and OpenBao's `bao agent`.
+// command run) only when the window changes. It runs on every server side by side
+// (vaulttest.ForEachServerParallel: an Agent render waits on the schedule, not the CPU): Vault Agent and
+// OpenBao's `bao agent`.
 func TestAgentNginxRender(t *testing.T) {
-	vaulttest.ForEachServer(t, func(t *testing.T, server vaulttest.Kind) {
+	vaulttest.ForEachServerParallel(t, func(t *testing.T, server vaulttest.Kind) {
 		checkAgentRender(t, server, agent.Nginx, "nginx-render", "render", true, checkNginxFiles)
 	})
 }

@@ -9,7 +9,8 @@ package e2e
 //
 // TestClusterFailover (scenarios 1, 5 and 6), TestClusterPluginUpgrade (3) and TestClusterSnapshotRestore
 // (4) run in `make test`; TestClusterFullRestart (2) runs when TICKETKEYS_E2E_CLUSTER_ALL=1 (make
-// test-cluster-all).
+// test-cluster-all). TestClusterFailover runs on every server (Vault and OpenBao, one body); the others on
+// Vault (docs/openbao.md says why).
 
 import (
 	"os"
@@ -85,8 +86,12 @@ func (sc *clusterScenario) checkObserved(t *testing.T, scenario string, seqs [][
 // and the killed node rejoins and serves the same window. (5) A standby is sealed for a rotation: every read
 // through it fails (no stale window), reads through the others and the load keep working. (6) An emergency
 // `rotate mode=now purge_previous=true`: the time until every node of the load dropped the purged keys.
-func TestClusterFailover(t *testing.T) {
-	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint())
+//
+// It runs on every server (vaulttest.ForEachServer): a 3-node Vault cluster and a 3-node OpenBao cluster.
+func TestClusterFailover(t *testing.T) { vaulttest.ForEachServer(t, testClusterFailover) }
+
+func testClusterFailover(t *testing.T, server vaulttest.Kind) {
+	c := vaulttest.StartCluster(t, vaulttest.WithRawStorageEndpoint(), vaulttest.WithClusterServer(server))
 	// publish_ahead must outlast what a client sees of a failover: Vault's election (about 3 s here) plus
 	// Vault Agent's retry backoff (250 ms doubling), which together reached 10 to 17 s under load; with a
 	// 6 s period an Agent-fed HAProxy missed a key. 20 s leaves room, as an hour does in production.

@@ -168,6 +168,40 @@ func (f *clusterFleet) lbClient(t *testing.T, token string) *api.Client {
 	return cl
 }
 
+// activeReader reads through whichever node reports itself active (sys/health) at the time of the read.
+// The history checks read the engine's own record there. On Vault it makes no difference: a standby
+// forwards every request to the active node. OpenBao's standbys answer reads from their own Raft copy
+// (docs/openbao.md), which can lag the active node: right after a write, and for a whole election when
+// the active node dies before a follower learned that its last write committed. TestClusterFailover saw
+// exactly that on OpenBao: a rotation committed on the killed node just before the kill, and a standby
+// served the window without it until the new active node was elected. The observer (watch) still reads
+// through every node, standbys included, and checks what they serve.
+type activeReader struct{ nodes []*api.Client }
+
+// activeReader makes one client with token per node of the cluster; it is safe for concurrent use.
+func (f *clusterFleet) activeReader(t *testing.T, token string) *activeReader {
+	t.Helper()
+	r := &activeReader{}
+	for _, n := range f.C.Nodes {
+		r.nodes = append(r.nodes, f.C.Client(t, n, token))
+	}
+	return r
+}
+
+// read reads path through the node that reports itself active, or fails when none does.
+func (r *activeReader) read(path string) (*api.Secret, error) {
+	for _, cl := range r.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		h, err := cl.Sys().HealthWithContext(ctx)
+		cancel()
+		if err != nil || !h.Initialized || h.Sealed || h.Standby {
+			continue
+		}
+		return cl.Logical().Read(path)
+	}
+	return nil, fmt.Errorf("read %s: no node reports itself active", path)
+}
+
 // recordVaultError keeps an error a client got from Vault (no key material is ever in one).
 func (f *clusterFleet) recordVaultError(who string, err error) {
 	f.mu.Lock()
@@ -406,14 +440,16 @@ type keyHistory struct {
 
 // history reads keys/:name/history through the load balancer with the operator token, retrying for up to
 // 30 s while no node can answer (a failover in progress).
+//
+// It reads through the active node (activeReader): the engine's own record, which the chain checks hold.
 func (f *clusterFleet) history(t *testing.T) keyHistory {
 	t.Helper()
-	cl := f.lbClient(t, f.OpToken)
+	cl := f.activeReader(t, f.OpToken)
 	var sec *api.Secret
 	var err error
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		sec, err = cl.Logical().Read("ticketkeys/keys/" + f.Keyring + "/history")
+		sec, err = cl.read("ticketkeys/keys/" + f.Keyring + "/history")
 		if err == nil && sec != nil {
 			break
 		}
@@ -529,10 +565,10 @@ type historyTrack struct {
 }
 
 func (f *clusterFleet) trackHistory(t *testing.T) *historyTrack {
-	cl := f.lbClient(t, f.OpToken)
+	cl := f.activeReader(t, f.OpToken)
 	h := &historyTrack{keys: map[string]histKey{}}
 	h.every(t, time.Second, func() {
-		if sec, err := cl.Logical().Read("ticketkeys/keys/" + f.Keyring + "/history"); err == nil && sec != nil {
+		if sec, err := cl.read("ticketkeys/keys/" + f.Keyring + "/history"); err == nil && sec != nil {
 			h.add(parseHistory(sec))
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -172,4 +173,26 @@ func ForEachServer(t *testing.T, body func(t *testing.T, kind Kind)) {
 	for _, k := range Servers(t) {
 		t.Run(k.String(), func(t *testing.T) { body(t, k) })
 	}
+}
+
+// ForEachServerParallel is ForEachServer with the servers' subtests run side
+// by side, for a test whose body mostly waits (for an Agent's render, a
+// rotation, an activation) rather than measuring what CPU time buys: the
+// OpenBao half then adds little wall time to `make test`. Each subtest is
+// started by t.Run from a goroutine of its own, as servertest.EachNginx does,
+// not by t.Parallel, so that go test's -parallel limit (GOMAXPROCS, 2 here)
+// does not queue the halves, or their own parallel subtests, behind each
+// other; it returns when every subtest has finished. Each body starts its own
+// server and must share no port or file with the other.
+func ForEachServerParallel(t *testing.T, body func(t *testing.T, kind Kind)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, k := range Servers(t) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(k.String(), func(t *testing.T) { body(t, k) })
+		}()
+	}
+	wg.Wait()
 }

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestTail(t *testing.T) {
@@ -139,5 +141,29 @@ func TestOpenBaoConfigDeclaresAudit(t *testing.T) {
 	}
 	if env := strings.Join(OpenBao.CLIEnv("http://127.0.0.1:1", "tok"), " "); !strings.Contains(env, "BAO_ADDR=http://127.0.0.1:1") || !strings.Contains(env, "VAULT_TOKEN=tok") {
 		t.Errorf("OpenBao.CLIEnv = %s; want BAO_* and VAULT_*", env)
+	}
+}
+
+// TestForEachServerParallel: the servers' bodies run at the same time (each waits until the other has
+// started), both run before ForEachServerParallel returns, and each gets its own kind.
+func TestForEachServerParallel(t *testing.T) {
+	t.Setenv(ServersEnv, "vault,openbao")
+	started := map[Kind]chan struct{}{Vault: make(chan struct{}), OpenBao: make(chan struct{})}
+	other := map[Kind]Kind{Vault: OpenBao, OpenBao: Vault}
+	var mu sync.Mutex
+	var ran []Kind
+	ForEachServerParallel(t, func(t *testing.T, kind Kind) {
+		close(started[kind])
+		select {
+		case <-started[other[kind]]:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: the %s body did not start while this one ran", kind, other[kind])
+		}
+		mu.Lock()
+		ran = append(ran, kind)
+		mu.Unlock()
+	})
+	if len(ran) != 2 {
+		t.Errorf("bodies that had finished when ForEachServerParallel returned: %v, want vault and openbao", ran)
 	}
 }
