@@ -97,6 +97,13 @@ type Config struct {
 	// Logger receives one line per round (never material). If nil, nothing
 	// is logged.
 	Logger *slog.Logger
+	// TestJitterScale is for end-to-end tests against a test build of the
+	// engine (build tag ttljitterscale, TICKETKEYS_TEST_TTL_JITTER_SCALE=k)
+	// whose ttl jitter is the production rule applied to rotation_period*k
+	// and publish_ahead*k: the check then applies the same rule to the same
+	// settings (AgentLag). Zero (or 1) for every shipped engine; no flag of
+	// the command sets it.
+	TestJitterScale int
 }
 
 // Checker runs rounds of checks against one keyring's fleet and remembers,
@@ -152,6 +159,9 @@ func New(cfg Config) (*Checker, error) {
 		if n.Kind != "" && !slices.Contains(Kinds, n.Kind) {
 			return nil, fmt.Errorf("fleetcheck: nodes[%d].kind: must be one of %v, got %q", i, Kinds, n.Kind)
 		}
+	}
+	if cfg.TestJitterScale < 0 {
+		return nil, fmt.Errorf("fleetcheck: test_jitter_scale: must not be negative, got %d", cfg.TestJitterScale)
 	}
 	if len(cfg.Versions) == 0 {
 		cfg.Versions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
@@ -241,14 +251,17 @@ func (c *Checker) nextGrace(w *Window, n Node) time.Duration {
 
 // nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
 // but at least the node's tolerance lag (an Agent-fed node fetches a
-// published key as late as it switches at an activation) and at most 2
-// minutes and half of publish_ahead, so that a missing key is still
-// reported before it activates.
+// published key as late as it switches at an activation), and at most 2
+// minutes, three quarters of publish_ahead and publish_ahead - Grace, so
+// that a missing key is still reported a quarter of publish_ahead (and at
+// least Grace) before it activates. The lag wins over a quarter of
+// publish_ahead: a shorter grace would report a healthy Agent-fed node at
+// every publication whose ttl jitter is large for its publish_ahead.
 func nextGrace(cfg Config, publishAhead, lag time.Duration) time.Duration {
 	if cfg.NextGrace > 0 {
 		return cfg.NextGrace
 	}
-	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead/2)
+	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead*3/4, publishAhead-cfg.Grace)
 }
 
 func (c *Checker) retiredFor(w *Window) time.Duration {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	sched "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Node kinds: how a node learns that the window changed, which sets how
@@ -48,13 +50,13 @@ const (
 	agentTTLRounding = time.Second
 	agentReadDelay   = time.Second // consul-template re-reads 1 s after the ttl
 	agentReadTime    = time.Second // the read itself
-	agentMaxJitter   = 30 * time.Second
 )
 
 // AgentJitter is the largest jitter the engine adds to a window's ttl:
-// min(rotation_period/20, publish_ahead/10, 30s), in whole seconds.
+// min(rotation_period/20, publish_ahead/10, 30s), in whole seconds: the
+// engine's own rule (schedule.TTLJitterMax).
 func AgentJitter(rotationPeriod, publishAhead time.Duration) time.Duration {
-	return min(rotationPeriod/20, publishAhead/10, agentMaxJitter).Truncate(time.Second)
+	return sched.TTLJitterMax(rotationPeriod, publishAhead)
 }
 
 // AgentLag is the longest an Agent-fed node takes, after the window changed
@@ -78,7 +80,8 @@ func (c *Checker) kindOf(n Node) string {
 // AgentLag for Agent-fed ones.
 func (c *Checker) switchLag(n Node, rotationPeriod, publishAhead time.Duration) time.Duration {
 	if c.kindOf(n) == KindAgent {
-		return c.cfg.Grace + AgentLag(rotationPeriod, publishAhead, c.cfg.ReloadAllowance)
+		k := time.Duration(max(c.cfg.TestJitterScale, 1)) // 1 but against a test build (Config.TestJitterScale)
+		return c.cfg.Grace + AgentLag(rotationPeriod*k, publishAhead*k, c.cfg.ReloadAllowance)
 	}
 	return c.cfg.Grace
 }
