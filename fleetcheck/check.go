@@ -358,6 +358,9 @@ func (c *Checker) checkCurrent(w *Window, n Node, f *freshTicket, vr *VersionRep
 		}
 		s.wipe()
 	}
+	if pc, ok := c.propagatingCurrent(w, n, f.keyID, f.at); ok && vr.TicketKeyState == "retired" {
+		return pc
+	}
 	return onSchedule(w, f.keyID, f.at, c.switchLag(n, w.RotationPeriod, w.PublishAhead), c.cfg.Grace, vr.TicketKeyState)
 }
 
@@ -370,6 +373,9 @@ func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now ti
 	why := "does not resume a ticket under the next key " + nxt.ID
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
+	}
+	if g, ok := c.propagatingNext(w, n, nxt, now); ok && now.Before(published.Add(g)) && now.Before(nxt.NotBefore) {
+		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published by a rotation outside the schedule %s ago; readers pick it up at their next read, tolerance %s)", why, now.Sub(published).Round(time.Millisecond), g)}
 	}
 	if g := c.nextGrace(w, n); now.Before(published.Add(g)) {
 		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}
