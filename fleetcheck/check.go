@@ -374,8 +374,9 @@ func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now ti
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
 	}
-	if g, ok := c.propagatingNext(w, n, nxt, now); ok && now.Before(published.Add(g)) && now.Before(nxt.NotBefore) {
-		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published by a rotation outside the schedule %s ago; readers pick it up at their next read, tolerance %s)", why, now.Sub(published).Round(time.Millisecond), g)}
+	if until, ok := c.propagatingNext(w, n, nxt); ok && now.Before(until) && now.Before(nxt.NotBefore) {
+		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, with or after a rotation outside the schedule; readers pick it up at their next read, by %s)",
+			why, now.Sub(published).Round(time.Millisecond), until.UTC().Format(time.RFC3339))}
 	}
 	if g := c.nextGrace(w, n); now.Before(published.Add(g)) {
 		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}

@@ -3,6 +3,8 @@ package fleetcheck
 import (
 	"fmt"
 	"time"
+
+	sched "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Emergency propagation: a rotation outside the schedule (rotate mode=now,
@@ -18,31 +20,44 @@ import (
 
 // unforeseenSince returns when the window's latest unscheduled key began
 // encrypting (a key never published ahead of its activation: rotate
-// mode=now), or zero when the window has none.
+// mode=now, a repair, a keyring's first key; the engine may set its
+// not_before one second after its publication), or zero when the window has
+// none.
 func unforeseenSince(w *Window) time.Time {
 	var at time.Time
 	if w == nil {
 		return at
 	}
 	for _, k := range w.Keys {
-		if k.PublishAt.IsZero() || k.PublishAt.Before(k.NotBefore) {
-			continue
-		}
-		if k.NotBefore.After(at) {
+		if unforeseen(k) && k.NotBefore.After(at) {
 			at = k.NotBefore
 		}
 	}
 	return at
 }
 
+// unforeseen: k was never published ahead of its activation.
+func unforeseen(k *Key) bool {
+	return !k.PublishAt.IsZero() && !k.PublishAt.Before(k.NotBefore.Add(-time.Second))
+}
+
 // propagationLag is how long after an unscheduled change node n may still
-// show the window before it: its tolerance for a removed key.
+// show the window before it: its tolerance for a removed key
+// (Checker.retiredLag: max_read_ttl and the read delay), where max_read_ttl
+// gives way to the engine's cap on every ttl of the window's settings,
+// publish_ahead - reader delay - 1s (the lead cap, docs/api.md: ttl), when
+// that is shorter. A keyring's first key, never published ahead either, is
+// then tolerated for that long only.
 func (c *Checker) propagationLag(n Node, w *Window) time.Duration {
-	var rp, pa time.Duration
-	if w != nil {
-		rp, pa = w.RotationPeriod, w.PublishAhead
+	if w == nil {
+		return c.retiredLag(n, &retiredKey{reason: "removed"}, 0, 0)
 	}
-	return c.retiredLag(n, &retiredKey{reason: "removed"}, rp, pa)
+	lag := c.retiredLag(n, &retiredKey{reason: "removed"}, w.RotationPeriod, w.PublishAhead)
+	leadCap := (w.PublishAhead - sched.ReaderDelay(w.RotationPeriod, w.PublishAhead) - sched.ReadAllowance).Truncate(time.Second)
+	if w.PublishAhead > 0 && leadCap > 0 && leadCap < c.cfg.MaxReadTTL {
+		lag -= c.cfg.MaxReadTTL - leadCap
+	}
+	return lag
 }
 
 // propagatingCurrent: a fresh ticket under keyID, a key removed early,
@@ -61,19 +76,20 @@ func (c *Checker) propagatingCurrent(w *Window, n Node, keyID string, at time.Ti
 }
 
 // propagatingNext: the next key was published by an unscheduled rotation
-// (with or just after its mode=now key), so node n may lack it until its
-// next read, within its propagation tolerance (and never past the key's
-// activation, where the current-key check takes over).
-func (c *Checker) propagatingNext(w *Window, n Node, nxt *Key, now time.Time) (time.Duration, bool) {
+// or after it, before node n's next read could be counted on, so n may lack
+// it until since + its propagation tolerance (and never past the key's
+// activation, where the current-key check takes over). It returns that
+// deadline.
+func (c *Checker) propagatingNext(w *Window, n Node, nxt *Key) (time.Time, bool) {
 	since := unforeseenSince(w)
 	if since.IsZero() {
-		return 0, false
+		return time.Time{}, false
 	}
-	published := w.publishedAt(nxt)
-	if published.Before(since.Add(-time.Second)) || published.After(since.Add(2*time.Second)) {
-		return 0, false
+	deadline := since.Add(c.propagationLag(n, w))
+	if published := w.publishedAt(nxt); published.Before(since.Add(-time.Second)) || !published.Before(deadline) {
+		return time.Time{}, false
 	}
-	return c.propagationLag(n, w), true
+	return deadline, true
 }
 
 // propagatingMatrix: node i's ticket under keyID, refused by node t, where
@@ -88,7 +104,7 @@ func (c *Checker) propagatingMatrix(w *Window, issuer, target Node, keyID string
 		return false
 	}
 	k := w.ByID(keyID)
-	if k == nil || k.PublishAt.IsZero() || k.PublishAt.Before(k.NotBefore) {
+	if k == nil || !unforeseen(k) {
 		return false
 	}
 	return now.Sub(k.NotBefore) < c.propagationLag(target, w)

@@ -56,3 +56,26 @@ func TestEmergencyRotationPendingWhileReadersReread(t *testing.T) {
 			oldCur.ID, r.OK, n1.Current, r.Matrix.Failures, r.Matrix.Pending, table(t, r))
 	}
 }
+
+// TestPropagationLagFollowsTheLeadCap: every read's ttl is capped at
+// max_read_ttl and at publish_ahead - reader delay - 1s, so a fleet has
+// re-read after an emergency rotation within the shorter of the two plus
+// the read delay (and the reload, for Agent-fed nodes).
+func TestPropagationLagFollowsTheLeadCap(t *testing.T) {
+	c := &Checker{cfg: Config{Grace: DefaultGrace, ReloadAllowance: DefaultReloadAllowance, MaxReadTTL: DefaultMaxReadTTL}}
+	for _, tc := range []struct {
+		kind         string
+		rp, pa, want time.Duration
+	}{
+		{KindLocal, time.Hour, time.Hour, DefaultGrace + DefaultMaxReadTTL + goClientMaxDelay + agentReadTime},
+		{KindAgent, time.Hour, time.Hour, DefaultGrace + DefaultMaxReadTTL + agentReadDelay + agentReadTime + DefaultReloadAllowance},
+		// 1m/1m: the lead cap is 60s - 3.2s (reader delay) - 1s = 55s, truncated.
+		{KindLocal, time.Minute, time.Minute, DefaultGrace + 55*time.Second + goClientMaxDelay + agentReadTime},
+		{KindAgent, time.Minute, time.Minute, DefaultGrace + 55*time.Second + agentReadDelay + agentReadTime + DefaultReloadAllowance},
+	} {
+		w := &Window{RotationPeriod: tc.rp, PublishAhead: tc.pa}
+		if got := c.propagationLag(Node{Kind: tc.kind}, w); got != tc.want {
+			t.Errorf("%s node at %s/%s: propagation tolerance %s; want %s", tc.kind, tc.rp, tc.pa, got, tc.want)
+		}
+	}
+}
