@@ -62,7 +62,9 @@ type Config struct {
 	MaxReadTTL time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
-	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
+	// publish_ahead/4, at least the node's tolerance (Grace, plus AgentLag
+	// for Agent-fed nodes), at most 2m, 3/4 of publish_ahead and
+	// publish_ahead - Grace.
 	NextGrace time.Duration
 	// MatrixFull is the largest fleet that gets the full cross-node matrix
 	// (every node's ticket offered to every node). Above it, each node's
