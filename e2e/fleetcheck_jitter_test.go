@@ -73,8 +73,8 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 
 	var mu sync.Mutex
 	agentReports := map[string][]*fleetcheck.Report{}
-	fleet := func(name string, build func(t *testing.T) *fcFleet) {
-		t.Run(name, func(t *testing.T) {
+	fleet := func(parent *testing.T, name string, build func(t *testing.T) *fcFleet) {
+		parent.Run(name, func(t *testing.T) {
 			t.Parallel()
 			f := build(t)
 			rec := runFleetCheckReports(t, s, cert, f, run)
@@ -85,16 +85,16 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 			}
 		})
 	}
-	t.Run("fleets", func(t *testing.T) {
-		t.Run("engine-jitter", func(t *testing.T) {
+	t.Run("fleets", func(ft *testing.T) {
+		ft.Run("engine-jitter", func(t *testing.T) {
 			t.Parallel()
 			measureEngineJitter(t, s)
 		})
-		fleet("haproxy", func(t *testing.T) *fcFleet { return haproxyFleet(t, s, cert, createPJKeyring) })
-		fleet("nginx-file", func(t *testing.T) *fcFleet { return nginxFileFleet(t, s, cert, createPJKeyring) })
-		fleet("nginx-lua", func(t *testing.T) *fcFleet { return luaFleet(t, s, cert, createPJKeyring) })
-		fleet("go", func(t *testing.T) *fcFleet { return goFleet(t, s, cert, createPJKeyring) })
-		fleet("caddy", func(t *testing.T) *fcFleet { return caddyFleet(t, s, cert, caddyBin, createPJKeyring) })
+		fleet(ft, "haproxy", func(t *testing.T) *fcFleet { return haproxyFleet(t, s, cert, createPJKeyring) })
+		fleet(ft, "nginx-file", func(t *testing.T) *fcFleet { return nginxFileFleet(t, s, cert, createPJKeyring) })
+		fleet(ft, "nginx-lua", func(t *testing.T) *fcFleet { return luaFleet(t, s, cert, createPJKeyring) })
+		fleet(ft, "go", func(t *testing.T) *fcFleet { return goFleet(t, s, cert, createPJKeyring) })
+		fleet(ft, "caddy", func(t *testing.T) *fcFleet { return caddyFleet(t, s, cert, caddyBin, createPJKeyring) })
 	})
 	if t.Failed() {
 		return
