@@ -62,9 +62,9 @@ type Config struct {
 	MaxReadTTL time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
-	// publish_ahead/4, at least the node's tolerance (Grace, plus AgentLag
-	// for Agent-fed nodes), at most 2m, 3/4 of publish_ahead and
-	// publish_ahead - Grace.
+	// publish_ahead/4, at least the node's readiness lag (Grace + the
+	// engine's reader lag, or its Agent tolerance if longer), at most 2m,
+	// 3/4 of publish_ahead and publish_ahead - Grace.
 	NextGrace time.Duration
 	// MatrixFull is the largest fleet that gets the full cross-node matrix
 	// (every node's ticket offered to every node). Above it, each node's
@@ -248,12 +248,13 @@ func (c *Checker) Close() {
 }
 
 func (c *Checker) nextGrace(w *Window, n Node) time.Duration {
-	return nextGrace(c.cfg, w.PublishAhead, c.switchLag(n, w.RotationPeriod, w.PublishAhead))
+	return nextGrace(c.cfg, w.PublishAhead, c.readyLag(n, w.RotationPeriod, w.PublishAhead))
 }
 
 // nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
-// but at least the node's tolerance lag (an Agent-fed node fetches a
-// published key as late as it switches at an activation), and at most 2
+// but at least the node's readiness lag (readyLag: every node fetches a
+// published key following ttl, up to the engine's reader lag, and an
+// Agent-fed one reloads after that), and at most 2
 // minutes, three quarters of publish_ahead and publish_ahead - Grace, so
 // that a missing key is still reported a quarter of publish_ahead (and at
 // least Grace) before it activates. The lag wins over a quarter of

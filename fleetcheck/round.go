@@ -117,7 +117,7 @@ func (r *round) readWindow(ctx context.Context) error {
 	r.nxt = w.NextAfter(r.rep.Started)
 	r.prev = r.c.previousToOffer(w, r.rep.Started, r.rep.Round)
 	r.rep.Window = summarize(w, r.rep.Started)
-	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxSwitchLag(w.RotationPeriod, w.PublishAhead)).Seconds()
+	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxReadyLag(w.RotationPeriod, w.PublishAhead)).Seconds()
 	if r.rep.Keyring == "" {
 		r.rep.Keyring = w.Keyring
 	}

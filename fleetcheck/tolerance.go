@@ -86,6 +86,31 @@ func (c *Checker) switchLag(n Node, rotationPeriod, publishAhead time.Duration) 
 	return c.cfg.Grace
 }
 
+// readyLag is how long after a key's publication node n may still lack it.
+// Every kind fetches the window following ttl, whatever way it switches:
+// the Go client and Caddy's module read Vault themselves, the Lua module
+// reads the file its Vault Agent renders, Agent-fed servers get the file
+// Agent renders. So every node may fetch a published key as late as the
+// engine's reader lag (schedule.ReaderLag: ttl rounding, the ttl jitter, the
+// reader's delay, the read) plus Grace; an Agent-fed node also needs its
+// reload (switchLag). The jitter is the production rule of the settings
+// (scaled like the engine's in a test: Config.TestJitterScale).
+func (c *Checker) readyLag(n Node, rotationPeriod, publishAhead time.Duration) time.Duration {
+	k := time.Duration(max(c.cfg.TestJitterScale, 1))
+	jitter := sched.TTLJitterMax(rotationPeriod*k, publishAhead*k)
+	reader := sched.TTLRounding + jitter + sched.ReaderDelay(rotationPeriod, publishAhead) + sched.ReadAllowance
+	return max(c.cfg.Grace+reader, c.switchLag(n, rotationPeriod, publishAhead))
+}
+
+// maxReadyLag is the largest readyLag of the fleet.
+func (c *Checker) maxReadyLag(rotationPeriod, publishAhead time.Duration) time.Duration {
+	lag := c.cfg.Grace
+	for _, n := range c.cfg.Nodes {
+		lag = max(lag, c.readyLag(n, rotationPeriod, publishAhead))
+	}
+	return lag
+}
+
 // maxSwitchLag is the largest switchLag of the fleet.
 func (c *Checker) maxSwitchLag(rotationPeriod, publishAhead time.Duration) time.Duration {
 	lag := c.cfg.Grace

@@ -140,8 +140,21 @@ func TestNextGraceCoversAgentJitter(t *testing.T) {
 		t.Errorf("local tolerance with the jitter scaled: %s; want the grace %s (local nodes do not wait for a ttl)", got, DefaultGrace)
 	}
 	w := &Window{RotationPeriod: time.Minute, PublishAhead: time.Minute}
-	if got := c.nextGrace(w, agentNode); got != lag {
-		t.Errorf("next grace of an Agent-fed node at publish_ahead 1m with 30s of jitter: %s; want its lag %s", got, lag)
+	// Readiness: every kind fetches the next key following ttl: 30s of jitter, the reader delay
+	// (3.2s at 1m/1m), the rounding and the read, plus the grace; Agent-fed nodes no less than their
+	// switch tolerance.
+	ready := DefaultGrace + time.Second + 30*time.Second + 3200*time.Millisecond + time.Second
+	for _, n := range []Node{agentNode, localNode} {
+		if got := c.nextGrace(w, n); got != ready {
+			t.Errorf("next grace of a %s node at publish_ahead 1m with 30s of jitter: %s; want its readiness lag %s", n.Kind, got, ready)
+		}
+	}
+	// Production settings, a shipped engine: 10m period, publish_ahead 30s (3s of jitter). A Go node
+	// reads up to 1s + 3s + 5s (its delay) + 1s after the publication: the grace is that plus the
+	// skew, 15s, where it was a quarter of publish_ahead (7.5s) and healthy Go nodes were failed.
+	prod := &Checker{cfg: Config{Grace: DefaultGrace, ReloadAllowance: DefaultReloadAllowance}}
+	if got := prod.nextGrace(&Window{RotationPeriod: 10 * time.Minute, PublishAhead: 30 * time.Second}, localNode); got != 15*time.Second {
+		t.Errorf("next grace of a Go node at 10m / publish_ahead 30s: %s; want 15s (grace + reader lag)", got)
 	}
 	for _, tc := range []struct {
 		publishAhead, lag, want time.Duration
