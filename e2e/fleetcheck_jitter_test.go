@@ -73,9 +73,13 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 
 	var mu sync.Mutex
 	agentReports := map[string][]*fleetcheck.Report{}
+	// The fleets and the jitter measurement run at once, each a subtest started from its own goroutine
+	// (not t.Parallel: -parallel defaults to GOMAXPROCS, 2 here, and would run them two at a time).
+	var wg sync.WaitGroup
 	fleet := func(parent *testing.T, name string, build func(t *testing.T) *fcFleet) {
-		parent.Run(name, func(t *testing.T) {
-			t.Parallel()
+		wg.Add(1)
+		go parent.Run(name, func(t *testing.T) {
+			defer wg.Done()
 			f := build(t)
 			rec := runFleetCheckReports(t, s, cert, f, run)
 			if f.nodeKind == "" && fleetcheck.DefaultKind(f.format) == fleetcheck.KindAgent {
@@ -86,8 +90,9 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 		})
 	}
 	t.Run("fleets", func(ft *testing.T) {
-		ft.Run("engine-jitter", func(t *testing.T) {
-			t.Parallel()
+		wg.Add(1)
+		go ft.Run("engine-jitter", func(t *testing.T) {
+			defer wg.Done()
 			measureEngineJitter(t, s)
 		})
 		fleet(ft, "haproxy", func(t *testing.T) *fcFleet { return haproxyFleet(t, s, cert, createPJKeyring) })
@@ -95,6 +100,7 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 		fleet(ft, "nginx-lua", func(t *testing.T) *fcFleet { return luaFleet(t, s, cert, createPJKeyring) })
 		fleet(ft, "go", func(t *testing.T) *fcFleet { return goFleet(t, s, cert, createPJKeyring) })
 		fleet(ft, "caddy", func(t *testing.T) *fcFleet { return caddyFleet(t, s, cert, caddyBin, createPJKeyring) })
+		wg.Wait()
 	})
 	if t.Failed() {
 		return
