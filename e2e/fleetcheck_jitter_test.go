@@ -78,23 +78,25 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 	var wg sync.WaitGroup
 	fleet := func(parent *testing.T, name string, build func(t *testing.T) *fcFleet) {
 		wg.Add(1)
-		go parent.Run(name, func(t *testing.T) {
-			defer wg.Done()
-			f := build(t)
-			rec := runFleetCheckReports(t, s, cert, f, run)
-			if f.nodeKind == "" && fleetcheck.DefaultKind(f.format) == fleetcheck.KindAgent {
-				mu.Lock()
-				agentReports[f.kind] = rec
-				mu.Unlock()
-			}
-		})
+		go func() {
+			defer wg.Done() // after Run returned: the subtest and its cleanups are over
+			parent.Run(name, func(t *testing.T) {
+				f := build(t)
+				rec := runFleetCheckReports(t, s, cert, f, run)
+				if f.nodeKind == "" && fleetcheck.DefaultKind(f.format) == fleetcheck.KindAgent {
+					mu.Lock()
+					agentReports[f.kind] = rec
+					mu.Unlock()
+				}
+			})
+		}()
 	}
 	t.Run("fleets", func(ft *testing.T) {
 		wg.Add(1)
-		go ft.Run("engine-jitter", func(t *testing.T) {
+		go func() {
 			defer wg.Done()
-			measureEngineJitter(t, s)
-		})
+			ft.Run("engine-jitter", func(t *testing.T) { measureEngineJitter(t, s) })
+		}()
 		fleet(ft, "haproxy", func(t *testing.T) *fcFleet { return haproxyFleet(t, s, cert, createPJKeyring) })
 		fleet(ft, "nginx-file", func(t *testing.T) *fcFleet { return nginxFileFleet(t, s, cert, createPJKeyring) })
 		fleet(ft, "nginx-lua", func(t *testing.T) *fcFleet { return luaFleet(t, s, cert, createPJKeyring) })
@@ -111,8 +113,9 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 	shipped := fleetcheck.DefaultGrace + fleetcheck.AgentLag(pjPeriod, pjPublishAhead, fleetcheck.DefaultReloadAllowance)
 	var longest time.Duration
 	for kind, reps := range agentReports {
-		lag, n := agentSwitchLags(reps)
-		t.Logf("%s: %d rounds saw a node still on the previous key after an activation; the longest %s after it (tolerance %gs)", kind, n, lag, reps[len(reps)-1].Nodes[0].Tolerance)
+		lag, n, at := agentSwitchLags(reps)
+		t.Logf("%s: %d rounds saw a node still on the previous key after an activation; the longest %s after it, in the round at %s (tolerance %gs)",
+			kind, n, lag, at.Format("15:04:05.000"), reps[len(reps)-1].Nodes[0].Tolerance)
 		longest = max(longest, lag)
 	}
 	if longest <= shipped {
@@ -173,23 +176,26 @@ func measureEngineJitter(t *testing.T, s *vaulttest.Server) {
 var prevLagRE = regexp.MustCompile(`still on the previous key \S+, (\S+) after the activation`)
 
 // agentSwitchLags returns the longest time after an activation any round saw a node still on the
-// previous key, and how many node-rounds saw one.
-func agentSwitchLags(reps []*fleetcheck.Report) (time.Duration, int) {
+// previous key, how many node-rounds saw one, and the start of the round that saw the longest.
+func agentSwitchLags(reps []*fleetcheck.Report) (time.Duration, int, time.Time) {
 	var longest time.Duration
+	var at time.Time
 	n := 0
 	for _, rep := range reps {
 		for _, nr := range rep.Nodes {
 			for _, vr := range nr.Versions {
 				if m := prevLagRE.FindStringSubmatch(vr.Current.Detail); m != nil {
 					if d, err := time.ParseDuration(m[1]); err == nil {
-						longest = max(longest, d)
+						if d > longest {
+							longest, at = d, rep.Started
+						}
 						n++
 					}
 				}
 			}
 		}
 	}
-	return longest, n
+	return longest, n, at
 }
 
 // noFalseRed fails the test for any failure in any round that is not the cut node's (node 2, or another
@@ -213,6 +219,10 @@ func noFalseRed(t *testing.T, reps []*fleetcheck.Report, f *fcFleet, cutAt, gree
 	}
 	if bad > 10 {
 		t.Errorf("%s: %d failures of healthy nodes in all (first 10 above)", f.kind, bad)
+	}
+	if cutAt.IsZero() {
+		t.Logf("%s: %d rounds; no node ever reported failing: %v", f.kind, len(reps), bad == 0)
+		return
 	}
 	t.Logf("%s: %d rounds; no healthy node ever reported failing: %v (%d failures, all of the cut node %s while it was cut off)", f.kind, len(reps), bad == 0, expected, stale)
 }
