@@ -87,7 +87,7 @@ func TestFleetCheckProductionJitter(t *testing.T) {
 				if f.nodeKind == "" && fleetcheck.DefaultKind(f.format) == fleetcheck.KindAgent {
 					mu.Lock()
 					agentReports[f.kind] = rec
-				agentStale[f.kind] = f.addrs[2]
+					agentStale[f.kind] = f.addrs[2]
 					mu.Unlock()
 				}
 			})
