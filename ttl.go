@@ -30,9 +30,11 @@ const (
 
 // ttlJitterMax is the largest jitter added to a ttl
 // (schedule.TTLJitterMax): a twentieth of rotation_period and a tenth of
-// publish_ahead, at most 30s, in whole seconds.
+// publish_ahead, at most 30s, in whole seconds. A ttljitterscale test build
+// applies the rule to settings ttlJitterScale times longer (ttl_jitter.go).
 func ttlJitterMax(s keyringSettings) time.Duration {
-	return schedule.TTLJitterMax(s.RotationPeriod, s.PublishAhead)
+	k := time.Duration(ttlJitterScale)
+	return schedule.TTLJitterMax(s.RotationPeriod*k, s.PublishAhead*k)
 }
 
 // readerDelay is the longest a reader following ttl waits after the ttl ran
@@ -44,10 +46,11 @@ func readerDelay(s keyringSettings) time.Duration {
 }
 
 // readerLag is the longest a reader following ttl takes, after the window
-// changed, to hold the new window (schedule.ReaderLag): the ttl rounding,
-// its jitter, readerDelay and the read itself.
+// changed, to hold the new window (schedule.ReaderLag, with this engine's
+// ttlJitterMax): the ttl rounding, its jitter, readerDelay and the read
+// itself.
 func readerLag(s keyringSettings) time.Duration {
-	return schedule.ReaderLag(s.RotationPeriod, s.PublishAhead)
+	return ttlRounding + ttlJitterMax(s) + readerDelay(s) + readAllowance
 }
 
 // leadTTLCap is the longest ttl a read may hand out so that its reader holds

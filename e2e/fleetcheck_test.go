@@ -39,12 +39,42 @@ import (
 // schedule's instants).
 const fcInterval = 2 * time.Second
 
-// fcFleet is one kind's three nodes and how to cut node 2 off Vault and bring it back.
+// fcFleet is one kind's three nodes and how to cut node 2 off Vault and bring it back (nil: the run
+// skips the cut).
 type fcFleet struct {
 	kind, keyring, format string
 	addrs                 []string
 	cutOff, restore       func(t *testing.T)
+	// nodeKind is the fleetcheck.Node Kind of every node ("": the format's default); unnamed checks
+	// crypto/tls tickets without a key name (Caddy); previousKeys is Config.PreviousKeys.
+	nodeKind     string
+	unnamed      bool
+	previousKeys int
 }
+
+// fcKeyring creates a fleet's keyring on s.
+type fcKeyring func(t *testing.T, s *vaulttest.Server, name string)
+
+// fcRun says how runFleetCheck runs a fleet: TestFleetCheck's defaults, or TestFleetCheckProductionJitter's.
+type fcRun struct {
+	// jitterScale is the engine's TICKETKEYS_TEST_TTL_JITTER_SCALE (Config.TestJitterScale); 0: a shipped engine.
+	jitterScale int
+	// rotations before the cut (the cut phase adds two more activations, the purge one).
+	rotations int
+	// waitMatrix waits, after the node is named not ready, for the activation of the key it lacks and its
+	// matrix failure before restoring it.
+	waitMatrix bool
+	// allRounds fails the test for any failure of a node other than the cut one in any round, and for
+	// any failure of the cut node outside the cut (from the cut to the first green round after the restore).
+	allRounds bool
+	// period is the keyrings' rotation_period (the waits are counted in periods).
+	period time.Duration
+	// reports, if set, receives every report of the check when the run ends.
+	reports func([]*fleetcheck.Report)
+}
+
+// fcDefault is TestFleetCheck's run: the e2e periods, three rotations before the cut.
+var fcDefault = fcRun{rotations: 3, waitMatrix: true, period: agentPeriod}
 
 // reports records every round of a continuous check and writes each report, as JSON, to a file (for the
 // leak check).
@@ -151,9 +181,9 @@ func testFleetCheck(t *testing.T, server vaulttest.Kind) {
 		name string
 		run  func(t *testing.T)
 	}{
-		{"go", func(t *testing.T) { runFleetCheck(t, s, cert, goFleet(t, s, cert), cmdBin) }},
-		{"nginx-lua", func(t *testing.T) { runFleetCheck(t, s, cert, luaFleet(t, s, cert), "") }},
-		{"haproxy", func(t *testing.T) { runFleetCheck(t, s, cert, haproxyFleet(t, s, cert), "") }},
+		{"go", func(t *testing.T) { runFleetCheck(t, s, cert, goFleet(t, s, cert, createKeyring), cmdBin, fcDefault) }},
+		{"nginx-lua", func(t *testing.T) { runFleetCheck(t, s, cert, luaFleet(t, s, cert, createKeyring), "", fcDefault) }},
+		{"haproxy", func(t *testing.T) { runFleetCheck(t, s, cert, haproxyFleet(t, s, cert, createKeyring), "", fcDefault) }},
 	} {
 		wg.Add(1)
 		go func() {
@@ -176,9 +206,9 @@ func buildFleetCheckCommand(t *testing.T) string {
 
 // goFleet: three Go servers, each with its own client.Source and its own token; node 2 is cut off by
 // revoking its token and restored by giving its client a new one.
-func goFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
+func goFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, create fcKeyring) *fcFleet {
 	const keyring = "fc-go"
-	createKeyring(t, s, keyring)
+	create(t, s, keyring)
 	s.WritePolicy(t, "fc-go-node", fcPolicy(t, keyring))
 	f := &fcFleet{kind: "go", keyring: keyring, format: "go"}
 	opts := []client.Option{client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), client.WithRetryBackoff(200*time.Millisecond, time.Second)}
@@ -209,9 +239,10 @@ func goFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
 
 // luaFleet: three nginx nodes with the Lua module (keyring "web", which the shipped template names), each
 // fed by its own Agent; node 2 is cut off by stopping its Agent and restored by starting it again.
-func luaFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
-	createKeyring(t, s, "web")
-	f := &fcFleet{kind: "nginx-lua", keyring: "web", format: "nginx"}
+func luaFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, create fcKeyring) *fcFleet {
+	create(t, s, "web")
+	// The Lua module switches at the instant; format nginx defaults to agent.
+	f := &fcFleet{kind: "nginx-lua", keyring: "web", format: "nginx", nodeKind: fleetcheck.KindLocal}
 	var nodes []*luaNode
 	for i := 0; i < 3; i++ {
 		n := startLuaNode(t, s, cert, servertest.DebianNginx(t), "web", fmt.Sprintf("fc-lua%d", i))
@@ -232,9 +263,9 @@ func luaFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
 
 // haproxyFleet: three HAProxy nodes, each fed by its own Agent that pushes over the admin socket; node 2 is
 // cut off by stopping its Agent and restored by starting it again.
-func haproxyFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFleet {
+func haproxyFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, create fcKeyring) *fcFleet {
 	const keyring = "fc-haproxy"
-	createKeyring(t, s, keyring)
+	create(t, s, keyring)
 	f := &fcFleet{kind: "haproxy", keyring: keyring, format: "haproxy"}
 	combined := cert.WriteCombinedPEM(t.TempDir())
 	push := pushBinary(t)
@@ -258,28 +289,28 @@ func haproxyFleet(t *testing.T, s *vaulttest.Server, cert *testcert.Cert) *fcFle
 	return f
 }
 
-func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fcFleet, cmdBin string) {
+func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fcFleet, cmdBin string, run fcRun) {
 	policy := "ticketkeys-fleetcheck-" + f.keyring
 	s.WritePolicy(t, policy, fcPolicy(t, f.keyring))
 	token := s.NewToken(t, policy)
 	watch := watchWindowsFormat(t, s, f.keyring, f.format)
 	var nodes []fleetcheck.Node
 	for _, a := range f.addrs {
-		n := fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool}
-		if f.kind == "nginx-lua" {
-			n.Kind = fleetcheck.KindLocal // the Lua module switches at the instant; format nginx defaults to agent
-		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, fleetcheck.Node{Addr: a, ServerName: testcert.ServerName, RootCAs: cert.Pool, Kind: f.nodeKind})
 	}
 	checker, err := fleetcheck.New(fleetcheck.Config{
-		Keyring: f.keyring, Format: f.format, Nodes: nodes, MaxRetired: 6,
-		Read: fleetcheck.VaultReader(vaultClient(t, s, token), "ticketkeys", f.keyring, f.format),
+		Keyring: f.keyring, Format: f.format, Nodes: nodes, MaxRetired: 6, UnnamedTickets: f.unnamed, PreviousKeys: f.previousKeys,
+		Read:            fleetcheck.VaultReader(vaultClient(t, s, token), "ticketkeys", f.keyring, f.format),
+		TestJitterScale: run.jitterScale,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(checker.Close)
 	rec := &reports{t: t, label: f.kind, file: filepath.Join(t.TempDir(), "reports.json")}
+	if run.reports != nil {
+		defer func() { run.reports(rec.snapshot()) }()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- checker.Run(ctx, fcInterval, rec.add) }()
@@ -289,17 +320,16 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 			t.Errorf("%s: Run: %v", f.kind, err)
 		}
 	})
-	stale := f.addrs[2]
 
-	// 1. Green through at least three rotations.
-	rec.waitReport(t, 6*agentPeriod, "a fourth current key (three rotations)", func(*fleetcheck.Report) bool {
+	// 1. Green through at least run.rotations rotations.
+	rec.waitReport(t, time.Duration(run.rotations+3)*run.period, fmt.Sprintf("%d rotations", run.rotations), func(*fleetcheck.Report) bool {
 		seen := map[string]bool{}
 		for _, rep := range rec.snapshot() {
 			if rep.Window != nil {
 				seen[rep.Window.Current] = true
 			}
 		}
-		return len(seen) >= 4
+		return len(seen) >= run.rotations+1
 	})
 	healthy := rec.snapshot()
 	for _, rep := range healthy {
@@ -315,60 +345,10 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 		checkCommand(t, s, cert, f, token, cmdBin)
 	}
 
-	// 2. Cut node 2 off right after every node holds the key just published (n+1).
-	last := healthy[len(healthy)-1]
-	activation := last.Window.NextActivation
-	heldRep := rec.waitReport(t, 2*agentPeriod, "every node ready for the key published at the last activation", func(rep *fleetcheck.Report) bool {
-		return rep.Window != nil && rep.Started.After(activation.Add(time.Second)) && rep.NodesReadyNext == 3 &&
-			time.Until(rep.Window.NextActivation) > 4*time.Second
-	})
-	held, heldAt := heldRep.Window.Next, heldRep.Window.NextActivation
-	f.cutOff(t)
-	cutAt := time.Now()
-	t.Logf("%s: node %s cut off Vault at %s, holding next key %s (activates %s)", f.kind, stale, cutAt.Format("15:04:05.000"), shortIDs(held), heldAt.Format("15:04:05"))
-
-	// The key published at heldAt: node 2 is reported not ready, by address, before it activates.
-	notReady := rec.waitReport(t, 3*agentPeriod, "node 2 not ready for the key published after the cut", func(rep *fleetcheck.Report) bool {
-		return rep.Window != nil && rep.Window.Next != "" && rep.Window.Next != held && fcNode(rep, stale).Next == fleetcheck.StatusFail
-	})
-	missed, missedAt := notReady.Window.Next, notReady.Window.NextActivation
-	if !notReady.Started.Before(missedAt) {
-		t.Errorf("%s: node 2 first reported not ready at %s, not before the activation at %s", f.kind, notReady.Started.Format("15:04:05.000"), missedAt.Format("15:04:05"))
+	var cutAt, greenAt time.Time // the cut node may fail in between (allRounds)
+	if f.cutOff != nil {
+		cutAt, greenAt = cutAndRestore(t, rec, f, run)
 	}
-	named := false
-	for _, fl := range notReady.Failures {
-		if strings.HasPrefix(fl, stale+" ") && strings.Contains(fl, "next key "+missed) {
-			named = true
-		}
-	}
-	for _, a := range f.addrs[:2] {
-		if fcNode(notReady, a).Next != fleetcheck.StatusOK {
-			t.Errorf("%s: healthy node %s not ready in round %d: %v", f.kind, a, notReady.Round, notReady.Failures)
-		}
-	}
-	if !named {
-		t.Errorf("%s: the failures of round %d do not name %s and the next key: %v", f.kind, notReady.Round, stale, notReady.Failures)
-	}
-	t.Logf("%s: round %d at %s reports %s not ready for key %s, %s before it activates", f.kind, notReady.Round,
-		notReady.Started.Format("15:04:05.000"), stale, shortIDs(missed), missedAt.Sub(notReady.Started).Round(time.Millisecond))
-
-	// After the activation: the matrix fails on node 2's column.
-	broken := rec.waitReport(t, 2*agentPeriod, "a matrix failure at node 2 after the activation", func(rep *fleetcheck.Report) bool {
-		n := fcNode(rep, stale)
-		return rep.Started.After(missedAt) && n.MatrixColTotal > n.MatrixColOK
-	})
-	n2 := fcNode(broken, stale)
-	t.Logf("%s: round %d at %s (%s after the activation): node %s resumed %d of %d tickets of the fleet; matrix failures %d",
-		f.kind, broken.Round, broken.Started.Format("15:04:05.000"), broken.Started.Sub(missedAt).Round(time.Millisecond), stale,
-		n2.MatrixColOK, n2.MatrixColTotal, broken.Matrix.Failures)
-
-	// 3. Restored, the fleet turns green.
-	f.restore(t)
-	restoredAt := time.Now()
-	green := rec.waitReport(t, 4*agentPeriod, "a green round after the restore", func(rep *fleetcheck.Report) bool {
-		return rep.Started.After(restoredAt) && rep.OK
-	})
-	t.Logf("%s: restored at %s; green again in round %d, %s later", f.kind, restoredAt.Format("15:04:05.000"), green.Round, green.Started.Sub(restoredAt).Round(time.Millisecond))
 
 	// 4. A purge: the check follows each purged key until the last node stops accepting it.
 	before := rec.snapshot()
@@ -377,7 +357,7 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 		t.Fatalf("purge: %v", err)
 	}
 	purgedAt := time.Now()
-	done2 := rec.waitReport(t, 4*agentPeriod, "every purged key refused by every node", func(rep *fleetcheck.Report) bool {
+	done2 := rec.waitReport(t, 4*run.period, "every purged key refused by every node", func(rep *fleetcheck.Report) bool {
 		if !rep.Started.After(purgedAt) {
 			return false
 		}
@@ -421,8 +401,78 @@ func runFleetCheck(t *testing.T, s *vaulttest.Server, cert *testcert.Cert, f *fc
 		t.Logf("%s: purge of %d keys: every one refused by every node since %s (%s after the purge)", f.kind, len(purge.Keys),
 			purge.RefusedEverywhereSince.Format("15:04:05.000"), purge.RefusedEverywhereSince.Sub(purgedAt).Round(time.Millisecond))
 	}
+	if run.allRounds {
+		noFalseRed(t, rec.snapshot(), f, cutAt, greenAt)
+	}
 	watch.Stop()
 	watch.noKeyMaterial(t, rec.file)
+}
+
+// cutAndRestore cuts node 2 off Vault right after every node holds the next key, waits until the check
+// names it not ready for the key published after that (before that key activates) and, with
+// run.waitMatrix, for its matrix failure after the activation; then restores it and waits for a green
+// round. It returns the time of the cut and the start of that green round.
+func cutAndRestore(t *testing.T, rec *reports, f *fcFleet, run fcRun) (cutAt, greenAt time.Time) {
+	t.Helper()
+	stale := f.addrs[2]
+	all := rec.snapshot()
+	last := all[len(all)-1]
+	// 2. Cut node 2 off right after every node holds the key just published (n+1).
+	activation := last.Window.NextActivation
+	heldRep := rec.waitReport(t, 2*run.period, "every node ready for the key published at the last activation", func(rep *fleetcheck.Report) bool {
+		return rep.Window != nil && rep.Started.After(activation.Add(time.Second)) && rep.NodesReadyNext == 3 &&
+			time.Until(rep.Window.NextActivation) > 4*time.Second
+	})
+	held, heldAt := heldRep.Window.Next, heldRep.Window.NextActivation
+	f.cutOff(t)
+	cutAt = time.Now()
+	t.Logf("%s: node %s cut off Vault at %s, holding next key %s (activates %s)", f.kind, stale, cutAt.Format("15:04:05.000"), shortIDs(held), heldAt.Format("15:04:05"))
+
+	// The key published at heldAt: node 2 is reported not ready, by address, before it activates.
+	notReady := rec.waitReport(t, 3*run.period, "node 2 not ready for the key published after the cut", func(rep *fleetcheck.Report) bool {
+		return rep.Window != nil && rep.Window.Next != "" && rep.Window.Next != held && fcNode(rep, stale).Next == fleetcheck.StatusFail
+	})
+	missed, missedAt := notReady.Window.Next, notReady.Window.NextActivation
+	if !notReady.Started.Before(missedAt) {
+		t.Errorf("%s: node 2 first reported not ready at %s, not before the activation at %s", f.kind, notReady.Started.Format("15:04:05.000"), missedAt.Format("15:04:05"))
+	}
+	named := false
+	for _, fl := range notReady.Failures {
+		if strings.HasPrefix(fl, stale+" ") && strings.Contains(fl, "next key "+missed) {
+			named = true
+		}
+	}
+	for _, a := range f.addrs[:2] {
+		if fcNode(notReady, a).Next != fleetcheck.StatusOK {
+			t.Errorf("%s: healthy node %s not ready in round %d: %v", f.kind, a, notReady.Round, notReady.Failures)
+		}
+	}
+	if !named {
+		t.Errorf("%s: the failures of round %d do not name %s and the next key: %v", f.kind, notReady.Round, stale, notReady.Failures)
+	}
+	t.Logf("%s: round %d at %s reports %s not ready for key %s, %s before it activates", f.kind, notReady.Round,
+		notReady.Started.Format("15:04:05.000"), stale, shortIDs(missed), missedAt.Sub(notReady.Started).Round(time.Millisecond))
+
+	// After the activation: the matrix fails on node 2's column.
+	if run.waitMatrix {
+		broken := rec.waitReport(t, 2*run.period, "a matrix failure at node 2 after the activation", func(rep *fleetcheck.Report) bool {
+			n := fcNode(rep, stale)
+			return rep.Started.After(missedAt) && n.MatrixColTotal > n.MatrixColOK
+		})
+		n2 := fcNode(broken, stale)
+		t.Logf("%s: round %d at %s (%s after the activation): node %s resumed %d of %d tickets of the fleet; matrix failures %d",
+			f.kind, broken.Round, broken.Started.Format("15:04:05.000"), broken.Started.Sub(missedAt).Round(time.Millisecond), stale,
+			n2.MatrixColOK, n2.MatrixColTotal, broken.Matrix.Failures)
+	}
+
+	// 3. Restored, the fleet turns green.
+	f.restore(t)
+	restoredAt := time.Now()
+	green := rec.waitReport(t, 4*run.period, "a green round after the restore", func(rep *fleetcheck.Report) bool {
+		return rep.Started.After(restoredAt) && rep.OK
+	})
+	t.Logf("%s: restored at %s; green again in round %d, %s later", f.kind, restoredAt.Format("15:04:05.000"), green.Round, green.Started.Sub(restoredAt).Round(time.Millisecond))
+	return cutAt, green.Started
 }
 
 // checkCommand runs the shipped command once (one round) with a token file holding the fleet-check token

@@ -62,7 +62,9 @@ type Config struct {
 	MaxReadTTL time.Duration
 	// NextGrace is how long after the next key is published a node may still
 	// miss it before that is a failure (until then: pending). If zero,
-	// publish_ahead/4, at least Grace, at most 2m and publish_ahead/2.
+	// publish_ahead/4, at least the node's readiness lag (Grace + the
+	// engine's reader lag, or its Agent tolerance if longer), at most 2m,
+	// 3/4 of publish_ahead and publish_ahead - Grace.
 	NextGrace time.Duration
 	// MatrixFull is the largest fleet that gets the full cross-node matrix
 	// (every node's ticket offered to every node). Above it, each node's
@@ -97,6 +99,13 @@ type Config struct {
 	// Logger receives one line per round (never material). If nil, nothing
 	// is logged.
 	Logger *slog.Logger
+	// TestJitterScale is for end-to-end tests against a test build of the
+	// engine (build tag ttljitterscale, TICKETKEYS_TEST_TTL_JITTER_SCALE=k)
+	// whose ttl jitter is the production rule applied to rotation_period*k
+	// and publish_ahead*k: the check then applies the same rule to the same
+	// settings (AgentLag). Zero (or 1) for every shipped engine; no flag of
+	// the command sets it.
+	TestJitterScale int
 }
 
 // Checker runs rounds of checks against one keyring's fleet and remembers,
@@ -152,6 +161,9 @@ func New(cfg Config) (*Checker, error) {
 		if n.Kind != "" && !slices.Contains(Kinds, n.Kind) {
 			return nil, fmt.Errorf("fleetcheck: nodes[%d].kind: must be one of %v, got %q", i, Kinds, n.Kind)
 		}
+	}
+	if cfg.TestJitterScale < 0 {
+		return nil, fmt.Errorf("fleetcheck: test_jitter_scale: must not be negative, got %d", cfg.TestJitterScale)
 	}
 	if len(cfg.Versions) == 0 {
 		cfg.Versions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
@@ -236,19 +248,23 @@ func (c *Checker) Close() {
 }
 
 func (c *Checker) nextGrace(w *Window, n Node) time.Duration {
-	return nextGrace(c.cfg, w.PublishAhead, c.switchLag(n, w.RotationPeriod, w.PublishAhead))
+	return nextGrace(c.cfg, w.PublishAhead, c.readyLag(n, w.RotationPeriod, w.PublishAhead))
 }
 
 // nextGrace is Config.NextGrace or its default: a quarter of publish_ahead,
-// but at least the node's tolerance lag (an Agent-fed node fetches a
-// published key as late as it switches at an activation) and at most 2
-// minutes and half of publish_ahead, so that a missing key is still
-// reported before it activates.
+// but at least the node's readiness lag (readyLag: every node fetches a
+// published key following ttl, up to the engine's reader lag, and an
+// Agent-fed one reloads after that), and at most 2
+// minutes, three quarters of publish_ahead and publish_ahead - Grace, so
+// that a missing key is still reported a quarter of publish_ahead (and at
+// least Grace) before it activates. The lag wins over a quarter of
+// publish_ahead: a shorter grace would report a healthy Agent-fed node at
+// every publication whose ttl jitter is large for its publish_ahead.
 func nextGrace(cfg Config, publishAhead, lag time.Duration) time.Duration {
 	if cfg.NextGrace > 0 {
 		return cfg.NextGrace
 	}
-	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead/2)
+	return min(max(publishAhead/4, lag), 2*time.Minute, publishAhead*3/4, publishAhead-cfg.Grace)
 }
 
 func (c *Checker) retiredFor(w *Window) time.Duration {
@@ -345,6 +361,9 @@ func (c *Checker) checkCurrent(w *Window, n Node, f *freshTicket, vr *VersionRep
 		}
 		s.wipe()
 	}
+	if pc, ok := c.propagatingCurrent(w, n, f.keyID, f.at); ok && vr.TicketKeyState == "retired" {
+		return pc
+	}
 	return onSchedule(w, f.keyID, f.at, c.switchLag(n, w.RotationPeriod, w.PublishAhead), c.cfg.Grace, vr.TicketKeyState)
 }
 
@@ -357,6 +376,10 @@ func (c *Checker) checkNext(w *Window, n Node, nxt *Key, res offerResult, now ti
 	why := "does not resume a ticket under the next key " + nxt.ID
 	if res.err != nil {
 		why = "could not be offered a ticket under the next key " + nxt.ID + ": " + res.err.Error()
+	}
+	if until, ok := c.propagatingNext(w, n, nxt); ok && now.Before(until) && now.Before(nxt.NotBefore) {
+		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, with or after a rotation outside the schedule; readers pick it up at their next read, by %s)",
+			why, now.Sub(published).Round(time.Millisecond), until.UTC().Format(time.RFC3339))}
 	}
 	if g := c.nextGrace(w, n); now.Before(published.Add(g)) {
 		return Check{Status: StatusPending, Detail: fmt.Sprintf("%s yet (published %s ago, grace %s)", why, now.Sub(published).Round(time.Millisecond), g)}

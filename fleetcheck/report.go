@@ -144,6 +144,11 @@ type MatrixSummary struct {
 	// (certificates that do not verify across the two nodes): neither
 	// resumed nor failed, and not in Pairs.
 	NotOffered int `json:"not_offered,omitempty"`
+	// Pending counts offers refused during an emergency propagation (the
+	// issuer still on a key a rotation outside the schedule removed, or the
+	// target not yet holding that rotation's new key; Checker's
+	// propagation tolerance): neither resumed nor failed, and not in Pairs.
+	Pending int `json:"pending,omitempty"`
 }
 
 // RetiredSummary follows one retired key across rounds.
@@ -264,8 +269,11 @@ type Cell struct {
 	To      string `json:"to"`
 	Resumed bool   `json:"resumed"`
 	// NotOffered is true when the TLS client did not send the ticket.
-	NotOffered bool   `json:"not_offered,omitempty"`
-	Error      string `json:"error,omitempty"`
+	NotOffered bool `json:"not_offered,omitempty"`
+	// Pending is true when the offer was refused within an emergency
+	// propagation's tolerance (MatrixSummary.Pending).
+	Pending bool   `json:"pending,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.

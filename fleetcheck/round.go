@@ -21,19 +21,21 @@ type offerResult struct {
 // round is the state of one Check: the window, each node's fresh tickets
 // (node x version), the sessions opened from them, and the offers' results.
 type round struct {
-	c       *Checker
-	cfg     Config
-	rep     *Report
-	w       *Window // nil when the read failed
-	nxt     *Key    // the next key, or nil
-	fr      [][]*freshTicket
-	frErr   [][]error
-	sess    [][]*session
-	reps    []NodeReport
-	mu      sync.Mutex
-	matrix  map[[3]int]offerResult // source, target, version
-	next    map[[2]int]offerResult // node, version
-	retired map[[3]int]offerResult // node, version, index in offered
+	c      *Checker
+	cfg    Config
+	rep    *Report
+	w      *Window // nil when the read failed
+	nxt    *Key    // the next key, or nil
+	fr     [][]*freshTicket
+	frErr  [][]error
+	sess   [][]*session
+	reps   []NodeReport
+	mu     sync.Mutex
+	matrix map[[3]int]offerResult // source, target, version
+	// matrixPending marks refused offers within an emergency propagation.
+	matrixPending map[[3]int]bool
+	next          map[[2]int]offerResult // node, version
+	retired       map[[3]int]offerResult // node, version, index in offered
 	// offered are the retired keys this round offers (retiredToOffer).
 	offered []*retiredKey
 	// prev are the previous keys this round offers (previousToOffer), and
@@ -52,7 +54,7 @@ func (c *Checker) Check(ctx context.Context) (*Report, error) {
 	defer c.mu.Unlock()
 	c.round++
 	r := &round{c: c, cfg: c.cfg, rep: &Report{Keyring: c.cfg.Keyring, Format: c.cfg.Format, Round: c.round, Started: time.Now()},
-		matrix: map[[3]int]offerResult{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}, previous: map[[3]int]offerResult{}}
+		matrix: map[[3]int]offerResult{}, matrixPending: map[[3]int]bool{}, next: map[[2]int]offerResult{}, retired: map[[3]int]offerResult{}, previous: map[[3]int]offerResult{}}
 	for _, v := range c.cfg.Versions {
 		r.rep.Settings.Versions = append(r.rep.Settings.Versions, versionName(v))
 	}
@@ -115,7 +117,7 @@ func (r *round) readWindow(ctx context.Context) error {
 	r.nxt = w.NextAfter(r.rep.Started)
 	r.prev = r.c.previousToOffer(w, r.rep.Started, r.rep.Round)
 	r.rep.Window = summarize(w, r.rep.Started)
-	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxSwitchLag(w.RotationPeriod, w.PublishAhead)).Seconds()
+	r.rep.Settings.NextGrace = nextGrace(r.cfg, w.PublishAhead, r.c.maxReadyLag(w.RotationPeriod, w.PublishAhead)).Seconds()
 	if r.rep.Keyring == "" {
 		r.rep.Keyring = w.Keyring
 	}
@@ -382,6 +384,10 @@ func (r *round) evaluate() {
 				if res.err != nil && !cell.NotOffered {
 					cell.Error = res.err.Error()
 				}
+				if !res.resumed && res.err == nil && f.keyIDErr == nil && r.c.propagatingMatrix(r.w, nodes[j], nodes[t], f.keyID, now) {
+					cell.Pending = true
+					r.matrixPending[[3]int{j, t, vi}] = true
+				}
 				vr.Matrix = append(vr.Matrix, cell)
 			}
 		}
@@ -395,6 +401,10 @@ func (r *round) countMatrix() {
 		i, j := key[0], key[1]
 		if errors.Is(res.err, errNotOffered) {
 			r.rep.Matrix.NotOffered++
+			continue
+		}
+		if r.matrixPending[key] {
+			r.rep.Matrix.Pending++
 			continue
 		}
 		r.rep.Matrix.Pairs++
@@ -460,7 +470,7 @@ func (r *round) aggregate() {
 				}
 			}
 			for _, cell := range vr.Matrix {
-				if !cell.Resumed && !cell.NotOffered {
+				if !cell.Resumed && !cell.NotOffered && !cell.Pending {
 					why := "not resumed"
 					if cell.Error != "" {
 						why = cell.Error

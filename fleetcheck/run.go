@@ -61,7 +61,7 @@ func (c *Checker) nextRound(rep *Report, interval time.Duration, now time.Time) 
 		publishAhead := time.Duration(w.PublishAhead) * time.Second
 		period := time.Duration(w.RotationPeriod) * time.Second
 		lag := c.maxSwitchLag(period, publishAhead)
-		nextGrace := nextGrace(c.cfg, publishAhead, lag)
+		nextGrace := nextGrace(c.cfg, publishAhead, c.maxReadyLag(period, publishAhead))
 		grace := c.cfg.Grace
 		var last time.Time
 		for _, k := range w.Keys {

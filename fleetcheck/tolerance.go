@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	sched "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // Node kinds: how a node learns that the window changed, which sets how
@@ -48,13 +50,13 @@ const (
 	agentTTLRounding = time.Second
 	agentReadDelay   = time.Second // consul-template re-reads 1 s after the ttl
 	agentReadTime    = time.Second // the read itself
-	agentMaxJitter   = 30 * time.Second
 )
 
 // AgentJitter is the largest jitter the engine adds to a window's ttl:
-// min(rotation_period/20, publish_ahead/10, 30s), in whole seconds.
+// min(rotation_period/20, publish_ahead/10, 30s), in whole seconds: the
+// engine's own rule (schedule.TTLJitterMax).
 func AgentJitter(rotationPeriod, publishAhead time.Duration) time.Duration {
-	return min(rotationPeriod/20, publishAhead/10, agentMaxJitter).Truncate(time.Second)
+	return sched.TTLJitterMax(rotationPeriod, publishAhead)
 }
 
 // AgentLag is the longest an Agent-fed node takes, after the window changed
@@ -78,9 +80,35 @@ func (c *Checker) kindOf(n Node) string {
 // AgentLag for Agent-fed ones.
 func (c *Checker) switchLag(n Node, rotationPeriod, publishAhead time.Duration) time.Duration {
 	if c.kindOf(n) == KindAgent {
-		return c.cfg.Grace + AgentLag(rotationPeriod, publishAhead, c.cfg.ReloadAllowance)
+		k := time.Duration(max(c.cfg.TestJitterScale, 1)) // 1 but against a test build (Config.TestJitterScale)
+		return c.cfg.Grace + AgentLag(rotationPeriod*k, publishAhead*k, c.cfg.ReloadAllowance)
 	}
 	return c.cfg.Grace
+}
+
+// readyLag is how long after a key's publication node n may still lack it.
+// Every kind fetches the window following ttl, whatever way it switches:
+// the Go client and Caddy's module read Vault themselves, the Lua module
+// reads the file its Vault Agent renders, Agent-fed servers get the file
+// Agent renders. So every node may fetch a published key as late as the
+// engine's reader lag (schedule.ReaderLag: ttl rounding, the ttl jitter, the
+// reader's delay, the read) plus Grace; an Agent-fed node also needs its
+// reload (switchLag). The jitter is the production rule of the settings
+// (scaled like the engine's in a test: Config.TestJitterScale).
+func (c *Checker) readyLag(n Node, rotationPeriod, publishAhead time.Duration) time.Duration {
+	k := time.Duration(max(c.cfg.TestJitterScale, 1))
+	jitter := sched.TTLJitterMax(rotationPeriod*k, publishAhead*k)
+	reader := sched.TTLRounding + jitter + sched.ReaderDelay(rotationPeriod, publishAhead) + sched.ReadAllowance
+	return max(c.cfg.Grace+reader, c.switchLag(n, rotationPeriod, publishAhead))
+}
+
+// maxReadyLag is the largest readyLag of the fleet.
+func (c *Checker) maxReadyLag(rotationPeriod, publishAhead time.Duration) time.Duration {
+	lag := c.cfg.Grace
+	for _, n := range c.cfg.Nodes {
+		lag = max(lag, c.readyLag(n, rotationPeriod, publishAhead))
+	}
+	return lag
 }
 
 // maxSwitchLag is the largest switchLag of the fleet.

@@ -1,15 +1,18 @@
 package fleetcheck
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/servertest"
 	"github.com/ticketkeys/vault-plugin-secrets-ticketkeys/internal/testcert"
+	sched "github.com/ticketkeys/vault-plugin-secrets-ticketkeys/schedule"
 )
 
 // startHAProxyRing runs a real HAProxy whose tls-ticket-keys file holds
@@ -110,6 +113,77 @@ func TestToleranceHistories(t *testing.T) {
 		at = act.Add(lag + uniform(lateAt.Sub(act)-lag))
 		if got := onSchedule(w, "prev", at, lag, c.cfg.Grace, "previous"); got.Status != StatusFail {
 			t.Fatalf("history %d: %s node still on the previous key %s after the activation (tolerance %s): %s; want fail", h, kind, at.Sub(act), lag, got.Status)
+		}
+	}
+}
+
+// TestNextGraceCoversAgentJitter: a healthy Agent-fed node fetches a key
+// published at an activation as late as it switches (its tolerance lag).
+// Where that lag is more than half of publish_ahead (30s of jitter at
+// publish_ahead 60s: a test build of the engine, Config.TestJitterScale, or
+// a short publish_ahead), the grace before a missing next key fails is the
+// lag, still a quarter of publish_ahead before the activation; it was half of
+// publish_ahead, and every such node was reported not ready at every
+// publication. Elsewhere the default is unchanged.
+func TestNextGraceCoversAgentJitter(t *testing.T) {
+	cfg := Config{Format: FormatHAProxy, Grace: DefaultGrace, ReloadAllowance: DefaultReloadAllowance, TestJitterScale: 10}
+	c := &Checker{cfg: cfg}
+	agentNode, localNode := Node{Kind: KindAgent}, Node{Kind: KindLocal}
+	lag := c.switchLag(agentNode, time.Minute, time.Minute)
+	if want := DefaultGrace + time.Second + 30*time.Second + time.Second + time.Second + DefaultReloadAllowance; lag != want {
+		t.Fatalf("Agent-fed tolerance at 1m/1m with the jitter scaled 10 times: %s; want %s (30s of jitter, the production rule at 10m/10m)", lag, want)
+	}
+	if got := (&Checker{cfg: Config{Grace: DefaultGrace, ReloadAllowance: DefaultReloadAllowance}}).switchLag(agentNode, time.Minute, time.Minute); got != 13*time.Second {
+		t.Errorf("Agent-fed tolerance at 1m/1m, shipped engine: %s; want 13s (3s of jitter)", got)
+	}
+	if got := c.switchLag(localNode, time.Minute, time.Minute); got != DefaultGrace {
+		t.Errorf("local tolerance with the jitter scaled: %s; want the grace %s (local nodes do not wait for a ttl)", got, DefaultGrace)
+	}
+	w := &Window{RotationPeriod: time.Minute, PublishAhead: time.Minute}
+	// Readiness: every kind fetches the next key following ttl: 30s of jitter, the reader delay
+	// (3.2s at 1m/1m), the rounding and the read, plus the grace; Agent-fed nodes no less than their
+	// switch tolerance.
+	ready := DefaultGrace + time.Second + 30*time.Second + 3200*time.Millisecond + time.Second
+	for _, n := range []Node{agentNode, localNode} {
+		if got := c.nextGrace(w, n); got != ready {
+			t.Errorf("next grace of a %s node at publish_ahead 1m with 30s of jitter: %s; want its readiness lag %s", n.Kind, got, ready)
+		}
+	}
+	// Production settings, a shipped engine: 10m period, publish_ahead 30s (3s of jitter). A Go node
+	// reads up to 1s + 3s + 5s (its delay) + 1s after the publication: the grace is that plus the
+	// skew, 15s, where it was a quarter of publish_ahead (7.5s) and healthy Go nodes were failed.
+	prod := &Checker{cfg: Config{Grace: DefaultGrace, ReloadAllowance: DefaultReloadAllowance}}
+	if got := prod.nextGrace(&Window{RotationPeriod: 10 * time.Minute, PublishAhead: 30 * time.Second}, localNode); got != 15*time.Second {
+		t.Errorf("next grace of a Go node at 10m / publish_ahead 30s: %s; want 15s (grace + reader lag)", got)
+	}
+	for _, tc := range []struct {
+		publishAhead, lag, want time.Duration
+	}{
+		{10 * time.Second, 10 * time.Second, 5 * time.Second},  // e2e periods: publish_ahead - Grace, as before
+		{time.Minute, 13 * time.Second, 15 * time.Second},      // a quarter of publish_ahead, as before
+		{5 * time.Minute, 40 * time.Second, 75 * time.Second},  // production: a quarter, as before
+		{time.Hour, 40 * time.Second, 2 * time.Minute},         // the 2-minute cap, as before
+		{time.Minute, 50 * time.Second, 45 * time.Second},      // never later than a quarter before the activation
+		{40 * time.Second, 20 * time.Second, 20 * time.Second}, // the lag: half of publish_ahead is no cap
+	} {
+		if got := nextGrace(Config{Grace: DefaultGrace}, tc.publishAhead, tc.lag); got != tc.want {
+			t.Errorf("nextGrace(publish_ahead %s, lag %s) = %s; want %s", tc.publishAhead, tc.lag, got, tc.want)
+		}
+	}
+	if _, err := New(Config{Format: FormatGo, Read: func(context.Context) (*Window, error) { return nil, nil }, Nodes: []Node{{Addr: "127.0.0.1:1"}}, TestJitterScale: -1}); err == nil || !strings.Contains(err.Error(), "test_jitter_scale") {
+		t.Errorf("New with TestJitterScale -1: %v; want refused, naming test_jitter_scale", err)
+	}
+}
+
+// TestAgentJitterIsTheEngineRule: the check's jitter is the engine's
+// (schedule.TTLJitterMax), for the e2e periods up to a day.
+func TestAgentJitterIsTheEngineRule(t *testing.T) {
+	for _, rp := range []time.Duration{10 * time.Second, time.Minute, 10 * time.Minute, time.Hour, 24 * time.Hour} {
+		for _, pa := range []time.Duration{10 * time.Second, time.Minute, 5 * time.Minute, time.Hour} {
+			want := min(rp/20, pa/10, 30*time.Second).Truncate(time.Second)
+			if got := AgentJitter(rp, pa); got != want || got != sched.TTLJitterMax(rp, pa) {
+				t.Errorf("AgentJitter(%s, %s) = %s; want %s = schedule.TTLJitterMax %s", rp, pa, got, want, sched.TTLJitterMax(rp, pa))
+			}
 		}
 	}
 }

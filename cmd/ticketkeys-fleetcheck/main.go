@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.maxReadTTL, "max-read-ttl", fleetcheck.DefaultMaxReadTTL, "the engine mount's max_read_ttl: after a purge, a node may resume the purged keys until its next read, within this (pending, not failing)")
 	fs.StringVar(&o.tlsVersions, "tls", "1.2,1.3", "TLS versions to check, comma-separated")
 	fs.DurationVar(&o.grace, "grace", fleetcheck.DefaultGrace, "clock skew tolerated around the schedule's instants; Agent-fed nodes (-kind agent) add Vault Agent's re-read delay, derived from the window (docs/fleet-check.md)")
-	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least -grace, at most 2m and publish_ahead/2)")
+	fs.DurationVar(&o.nextGrace, "next-grace", 0, "how long after its publication a node may miss the next key before that fails (default: publish_ahead/4, at least the node's tolerance, at most 2m, 3/4 of publish_ahead and publish_ahead - grace)")
 	fs.DurationVar(&o.timeout, "timeout", fleetcheck.DefaultTimeout, "bound on each connection")
 	fs.DurationVar(&o.retiredFor, "retired-for", 0, "how long a retired key is held and offered to the nodes (continuous mode; default: one rotation period, at least 1m; at most 256 keys)")
 	fs.IntVar(&o.matrixFull, "matrix-full", fleetcheck.DefaultMatrixFull, "largest fleet checked with the full cross-node matrix")

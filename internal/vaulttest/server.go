@@ -71,6 +71,8 @@ type options struct {
 	logLevel  string
 	register  bool
 	pluginBin string
+	buildTags []string
+	env       []string
 }
 
 // Option changes what Start sets up.
@@ -98,6 +100,19 @@ func WithoutPluginRegistration() Option { return func(o *options) { o.register =
 // one from this checkout.
 func WithPluginBinary(path string) Option { return func(o *options) { o.pluginBin = path } }
 
+// WithBuildTags builds the plugin with these extra build tags (go build
+// -tags), for example "ttljitterscale" (ttl_jitter_scale.go), instead of
+// the shared build of this checkout.
+func WithBuildTags(tags ...string) Option {
+	return func(o *options) { o.buildTags = append(o.buildTags, tags...) }
+}
+
+// WithEnv adds environment variables (KEY=VALUE) to the `vault server`
+// process on every start. Vault passes its environment to the plugin
+// processes it starts, so this reaches the plugin too (a test build's
+// knobs: TICKETKEYS_TEST_TTL_JITTER_SCALE).
+func WithEnv(env ...string) Option { return func(o *options) { o.env = append(o.env, env...) } }
+
 // Start starts a Vault server for t and stops it when t ends. See the
 // package documentation for what it sets up. Any failure fails the test
 // with the tail of the server log.
@@ -109,6 +124,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	s := &Server{Kind: o.kind, VaultBin: o.kind.Binary(t), opts: o}
 	plugin := o.pluginBin
+	if plugin == "" && len(o.buildTags) > 0 {
+		plugin = buildPluginWith(t, "", o.buildTags)
+	}
 	if plugin == "" {
 		plugin = pluginBinary(t)
 	}
@@ -206,7 +224,7 @@ func (s *Server) startFresh() error {
 // run starts the server process with the current config and waits until
 // its API answers.
 func (s *Server) run() error {
-	p, err := startProcess(s.Kind.CLI()+" server", s.VaultBin, []string{"server", "-config=" + s.ConfigPath}, nil, s.LogPath)
+	p, err := startProcess(s.Kind.CLI()+" server", s.VaultBin, []string{"server", "-config=" + s.ConfigPath}, s.opts.env, s.LogPath)
 	if err != nil {
 		return err
 	}
