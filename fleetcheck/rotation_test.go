@@ -69,7 +69,11 @@ func TestRunThroughRotations(t *testing.T) {
 		nodes = append(nodes, startLiveServer(t, cert, s))
 		addrs = append(addrs, nodes[i].addr)
 	}
-	c := newChecker(t, s, cert, addrs, func(c *Config) { c.Grace = 500 * time.Millisecond })
+	// The nodes here read the schedule in process, with no reader lag: a next-key grace of a quarter
+	// of publish_ahead leaves the rounds 3 s to report node 2 before the activation (the derived grace
+	// covers the engine's reader lag, 3 s of these 4, leaving one round; TestNextGraceCoversAgentJitter
+	// proves that rule).
+	c := newChecker(t, s, cert, addrs, func(c *Config) { c.Grace = 500 * time.Millisecond; c.NextGrace = period / 2 })
 	var mu sync.Mutex
 	var reps []*Report
 	ctx, cancel := context.WithCancel(context.Background())
