@@ -4,17 +4,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,34 +30,10 @@ import (
 // clientCA makes a CA and one client certificate (ExtKeyUsageClientAuth) it signed.
 func clientCA(t *testing.T, name string) (*x509.CertPool, tls.Certificate) {
 	t.Helper()
-	ca, cert := newClientCA(t, name)
+	ca, cert := testcert.NewClientCA(t, name)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return pool, cert
-}
-
-// newClientCA makes a CA and one client certificate (ExtKeyUsageClientAuth) it signed, and returns both.
-func newClientCA(t *testing.T, name string) (*x509.Certificate, tls.Certificate) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " client CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name + " client"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // startDomainServer runs a Go TLS server on 127.0.0.1 whose ticket keys come from keyring (client.Source,
@@ -544,7 +515,7 @@ func TestTrustDomainsNginxLua(t *testing.T) {
 	}
 	certA := testcert.New(t, testcert.ECDSAP256)
 	certB := testcert.New(t, testcert.ECDSAP256)
-	caB, clientCertB := newClientCA(t, "domain B")
+	caB, clientCertB := testcert.NewClientCA(t, "domain B")
 	roots := x509.NewCertPool()
 	roots.AddCert(certA.CA)
 	roots.AddCert(certB.CA)
