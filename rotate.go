@@ -321,7 +321,8 @@ func (kr *keyring) applySettings(s keyringSettings, now time.Time, random io.Rea
 // now (rounded up to the second) and than ReadersBackBy, so every reader
 // following ttl holds it first (see leadTTLCap). With mode now, the new key
 // encrypts until ReadersBackBy at least, so that the key after it is held by
-// every reader too; never longer than maxLifetime allows.
+// every reader too, and lives no longer than maxLifetime: its retain gives
+// way when both cannot hold.
 func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random io.Reader, maxLifetime time.Duration) (*ticketKey, error) {
 	now = now.UTC()
 	sec := now.Truncate(time.Second)
@@ -368,14 +369,25 @@ func (kr *keyring) rotate(mode string, purgePrevious bool, now time.Time, random
 		if cur := kr.current(now); cur != nil {
 			cur.EncryptUntil = nb
 		}
+		// It encrypts until every reader is back (ReadersBackBy), so that the
+		// key after it is held by every reader before it encrypts. When
+		// max_key_lifetime does not leave room for that and a full retain,
+		// the key's retain is shortened, not the readers' lead: a ticket it
+		// issued late decrypts for less than retain (one full handshake),
+		// where a successor activating before readers hold it would split
+		// the fleet.
 		until := nb.Add(kr.Settings.RotationPeriod)
 		if until.Before(kr.ReadersBackBy) {
 			until = kr.ReadersBackBy
-			if longest := nb.Add(maxLifetime - kr.Settings.Retain); until.After(longest) {
-				until = longest
-			}
+		}
+		longest := nb.Add(maxLifetime)
+		if until.After(longest) {
+			until = longest
 		}
 		nk, err = kr.newKey(random, sec, nb, until)
+		if err == nil && nk.NotAfter.After(longest) {
+			nk.NotAfter = longest
+		}
 	default:
 		return nil, fmt.Errorf("unknown rotation mode %q", mode)
 	}
