@@ -451,7 +451,7 @@ func pidServer(port int) string {
 // TestSwitchesOnScheduleWithoutFileChanges proves (issue 19 item 1) with real nginx timers that a
 // worker follows the times of the window file by itself while the file does not change (Agent
 // stopped): every worker switches the encrypting key at the next key's not_before (its own report:
-// within 250 ms; the tickets' key names, read by a client making fresh handshakes every 30 ms: none
+// by its schedule timer, not its periodic check; the tickets' key names, read by a client making fresh handshakes every 30 ms: none
 // under the old key once 1 s has passed, none under the new key before the instant); a ticket under a
 // key resumes while that key is in the window and never once its not_after has passed (TLS 1.2 and
 // 1.3); when the last published key stops encrypting, a worker-local key encrypts (no key past its
@@ -591,9 +591,10 @@ func testSwitchesOnScheduleWithoutFileChanges(t *testing.T, b *servertest.NginxB
 		if !st.Exhausted || !strings.Contains(st.CurrentBy, "local") || len(st.Window) == 0 || st.Window[0].State != "local" {
 			t.Errorf("worker %d after the last encrypt_until: exhausted %v, current by %q, window %+v; want a local key encrypting", pid, st.Exhausted, st.CurrentBy, st.Window)
 		}
-		lag := st.SwitchedAt - float64(at(9).UnixNano())/1e9
-		if lag < 0 || lag > 0.25 {
-			t.Errorf("worker %d switched to its local key at s+%.3f, want within 250 ms after s+9", pid, st.SwitchedAt-float64(s.Unix()))
+		// The worker's own timer made the switch, not its once-a-second check of the file; how soon
+		// after the instant it fires is a bench figure, not a test bound.
+		if lag := st.SwitchedAt - float64(at(9).UnixNano())/1e9; lag < 0 || lag >= 1 || st.SwitchedBy != "schedule timer" {
+			t.Errorf("worker %d switched to its local key at s+%.3f by %q, want by the schedule timer at s+9 (before the next periodic check)", pid, st.SwitchedAt-float64(s.Unix()), st.SwitchedBy)
 		}
 		for _, wk := range st.Window {
 			if wk.ID == id[0] {

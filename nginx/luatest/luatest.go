@@ -384,6 +384,9 @@ type Status struct {
 	NextChangeAt string  `json:"next_change_at"`
 	SwitchedAt   float64 `json:"switched_at"`
 	EvaluatedAt  float64 `json:"evaluated_at"`
+	// SwitchedBy is what made that change: "schedule timer" (the worker's own timer at the instant),
+	// "periodic check" or "window file".
+	SwitchedBy string `json:"switched_by"`
 	// Window lists the installed keys, element 0 encrypting, with their schedule states (current,
 	// next, previous, local; decrypt-only for a file without times) and times.
 	Window []WindowKey `json:"window"`

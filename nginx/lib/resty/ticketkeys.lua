@@ -935,6 +935,7 @@ local function new_state(file, scoped)
         schedule = nil,      -- the last schedule_at result (timed windows)
         evaluated_at = nil,  -- ngx.now() of the last schedule evaluation
         switched_at = nil,   -- ngx.now() when the encrypting key last changed
+        switched_by = nil,   -- what changed it: "schedule timer", "periodic check" or "window file"
         timer_at = nil,      -- the instant the pending schedule timer fires for
         locals = {},         -- worker-local keys (see local_keys)
         applied_at = nil,
@@ -1372,8 +1373,10 @@ local arm
 
 -- sync installs the keys the followed window requires at this instant, when they differ from the
 -- installed ones, and arms a timer for the next instant of its schedule. why says what brought the
--- change ("the window file changed", or nil for the schedule). It returns true, or false and the reason.
-local function sync(why)
+-- change ("the window file changed", or nil for the schedule); by names the caller the status reports
+-- for a switch ("schedule timer", "periodic check", "window file"). It returns true, or false and the
+-- reason.
+local function sync(why, by)
     local w = state.window
     if not w then
         return true
@@ -1405,6 +1408,7 @@ local function sync(why)
         state.applies = state.applies + 1
         if was ~= entries[1].id then
             state.switched_at = now
+            state.switched_by = by
         end
         local reason = why or events(w, from, now) or "on the schedule"
         if sched.exhausted then
@@ -1438,7 +1442,7 @@ local function on_instant(premature, at, st)
     if state.timer_at == at then
         state.timer_at = nil
     end
-    local ok, res, err = pcall(sync)
+    local ok, res, err = pcall(sync, nil, "schedule timer")
     if not ok then
         log_failure("schedule timer failed: " .. tostring(res))
     elseif not res then
@@ -1639,7 +1643,7 @@ local function refresh()
     end
     local sok, serr
     if state.window then
-        sok, serr = sync(why)
+        sok, serr = sync(why, changed and "window file" or "periodic check")
         if sok then
             state.placeholder = false
         end
@@ -1991,6 +1995,7 @@ local function scope_view(st)
             s.current_by = sc.exhausted and "worker-local key (schedule exhausted)" or sc.source
             s.next_change_at = iso(sc.next_change)
             s.switched_at = st.switched_at
+            s.switched_by = st.switched_by
             s.evaluated_at = st.evaluated_at
         else
             s.follows = "file order"
