@@ -3,6 +3,7 @@ package nginx_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -308,4 +309,106 @@ func TestScopeOptionErrors(t *testing.T) {
 	if len(st.Blocks) != 4 || st.Source != "file" {
 		t.Errorf("after the refused starts, status %+v, want the window in all 4 blocks", st)
 	}
+}
+
+// TestScopesOnASharedSocketUseTheDefaultServersKeys proves what docs/nginx-lua.md says of scopes on one
+// listen socket: nginx encrypts every ticket on an address:port with the keys of that socket's default
+// server, even when SNI selected another block for the certificate. Block A (the default server, no
+// server_name the client sends) and block B (server_name localhost, its own certificate) share one
+// socket, each in its own scope, and the status shows each block holding its own scope's window; yet a
+// handshake that SNI sends to B (B's certificate answers) gets a ticket under A's current key, never
+// under one of B's, in TLS 1.2 and 1.3. This is why the guides give each trust domain its own sockets.
+func TestScopesOnASharedSocketUseTheDefaultServersKeys(t *testing.T) {
+	eachNginx(t, testScopesOnASharedSocket)
+}
+
+func testScopesOnASharedSocket(t *testing.T, b *servertest.NginxBuild) {
+	certA, certB := testcert.New(t, testcert.ECDSAP256), testcert.New(t, testcert.ECDSAP256)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	block := func(name, serverName string, cert *testcert.Cert) string {
+		sub := filepath.Join(dir, name+"-cert")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile, _ := cert.WritePEM(sub)
+		return fmt.Sprintf("server {\n    listen %s ssl;\n    server_name %s;\n    ssl_certificate %s;\n"+
+			"    ssl_certificate_key %s;\n    location / { return 200 \"%s\\n\"; }\n}\n", addr, serverName, certFile, keyFile, name)
+	}
+	blockA := block("a", "a.invalid", certA) // first on the socket: its default server
+	blockB := block("b", testcert.ServerName, certB)
+	conf := filepath.Join(dir, "shared.conf")
+	if err := os.WriteFile(conf, []byte(blockA+"\n"+blockB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	windowA, windowB := filepath.Join(dir, "a.window"), filepath.Join(dir, "b.window")
+	keysA, keysB := luatest.NewKeys(t, 2, 80), luatest.NewKeys(t, 2, 80)
+	luatest.WriteWindow(t, windowA, keysA)
+	luatest.WriteWindow(t, windowB, keysB)
+	n := &scopeNode{a: addr, b: addr, whereA: conf + ":1", whereB: fmt.Sprintf("%s:%d", conf, strings.Count(blockA, "\n")+2)}
+	opts := fmt.Sprintf("interval = 0.2, scopes = { { server = %q, file = %q }, { server = %q, file = %q } }",
+		n.whereA, windowA, n.whereB, windowB)
+	n.inst = luatest.Start(t, luatest.Config{Nginx: b, Cert: certA, SharedDict: "ticketkeys",
+		StartOptions: opts, ExtraHTTP: "    include " + conf + ";\n"})
+	n.inst.Proc.WaitListening(t, addr)
+	n.waitScopes(t, windowA, windowB, luatest.IDs(keysA), luatest.IDs(keysB))
+
+	roots := x509.NewCertPool()
+	roots.AddCert(certA.CA)
+	roots.AddCert(certB.CA)
+	idA, idsB := luatest.ID(keysA[0]), luatest.IDs(keysB)
+	for _, v := range versions {
+		for _, c := range []struct {
+			block, serverName string // serverName "127.0.0.1": no SNI is sent, the default server answers
+			leaf              *x509.Certificate
+		}{{"A", "127.0.0.1", certA.Leaf}, {"B", testcert.ServerName, certB.Leaf}} {
+			cfg := &tls.Config{RootCAs: roots, ServerName: c.serverName, MinVersion: v.v, MaxVersion: v.v}
+			capture := &sessionCapture{}
+			cfg.ClientSessionCache = capture
+			var leaf *x509.Certificate
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				leaf = cs.PeerCertificates[0]
+				return nil
+			}
+			r, ans, err := get(cfg, addr)
+			if err != nil || r {
+				t.Fatalf("%s block %s: resumed %v, answer %q, err %v; want a full handshake", v.name, c.block, r, ans, err)
+			}
+			// The certificate says which block the TLS handshake ran in (SNI); the HTTP answer comes from
+			// the block the Host header names, localhost (B), either way.
+			if !strings.HasPrefix(ans, "HTTP/1.1 200 OK") {
+				t.Fatalf("%s block %s: answer %q, want 200 OK", v.name, c.block, ans)
+			}
+			if leaf == nil || !leaf.Equal(c.leaf) {
+				t.Fatalf("%s block %s: the server presented another block's certificate, want block %s's (SNI %q)", v.name, c.block, c.block, c.serverName)
+			}
+			key, err := capture.keyName()
+			if err != nil {
+				t.Fatalf("%s block %s: %v", v.name, c.block, err)
+			}
+			if key != idA || slices.Contains(idsB, key) {
+				t.Errorf("%s block %s (selected by SNI %q): ticket under key %s, want the default server A's current key %s (B's scope holds %v)",
+					v.name, c.block, c.serverName, key, idA, idsB)
+			}
+		}
+	}
+	t.Logf("%s: A and B on one socket, each block holding its own scope's window; tickets of SNI-selected B are under the default server A's key (TLS 1.2 and 1.3)", b.Name)
+}
+
+// sessionCapture is a ClientSessionCache that keeps the last session it was given and offers none.
+type sessionCapture struct{ state *tls.ClientSessionState }
+
+func (c *sessionCapture) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (c *sessionCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
+
+// keyName is the id (hex) of the key name nginx put in clear at the start of the captured ticket.
+func (c *sessionCapture) keyName() (string, error) {
+	if c.state == nil {
+		return "", fmt.Errorf("the server issued no session ticket")
+	}
+	ticket, _, err := c.state.ResumptionState()
+	if err != nil || len(ticket) < 16 {
+		return "", fmt.Errorf("ticket of %d bytes: %v", len(ticket), err)
+	}
+	return hex.EncodeToString(ticket[:16]), nil
 }
