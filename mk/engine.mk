@@ -20,7 +20,7 @@ stress-engine-cache: ## the keyring cache stress test (race) at STRESS_ROUNDS op
 
 # Without -race: make test already runs the same harness under the race detector (20,000 operations), and
 # -race would make a million operations take hours.
-stress-engine-history: ## the schedule invariants over HISTORY_OPS generated operations (default 1,000,000, about 15-30 min)
+stress-engine-history: ## the schedule invariants over HISTORY_OPS generated operations (default 1,000,000, about 3 minutes on 2 cores)
 	@start=$$SECONDS; $(GO) test -count=1 -run '^TestScheduleInvariantsOverHistories$$' -v -timeout 4h . \
 		-history.ops=$(HISTORY_OPS) -history.len=$(HISTORY_LEN) -history.longwait=$(HISTORY_LONGWAIT) -history.timeout=3h; \
 	echo "stress-engine-history: $$((SECONDS-start))s"
