@@ -3,18 +3,25 @@ package ticketkeys
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// parseHistOp reads one operation as histOp.String() prints it (the lines of
-// a shrunk history), so a counterexample found by the generator is kept as a
-// regression test by pasting it.
+// parseHistOp reads one operation as histOp.String() prints it, optionally
+// after its index (the lines of a shrunk history in a failure message), so a
+// counterexample found by the generator is kept as a regression test by
+// pasting it.
 func parseHistOp(line string) (histOp, error) {
 	f := strings.Fields(line)
+	if len(f) > 0 {
+		if _, err := strconv.Atoi(f[0]); err == nil {
+			f = f[1:]
+		}
+	}
 	if len(f) == 0 {
-		return histOp{}, fmt.Errorf("empty operation")
+		return histOp{}, fmt.Errorf("empty operation %q", line)
 	}
 	op := histOp{Kind: f[0]}
 	rest := f[1:]
@@ -131,15 +138,18 @@ func TestScheduleInvariantsRegressions(t *testing.T) {
 }
 
 // TestParseHistOpRoundTrip: every operation the generator draws reads back
-// as itself, so a pasted shrunk history replays the same operations.
+// as itself, with or without the index a failure message prints before it,
+// so a pasted shrunk history replays the same operations.
 func TestParseHistOpRoundTrip(t *testing.T) {
 	for _, op := range genHistory(rand.New(rand.NewPCG(7, 18)), 2000) {
-		got, err := parseHistOp(op.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.String() != op.String() {
-			t.Fatalf("parse(%q) = %q", op, got)
+		for _, line := range []string{op.String(), fmt.Sprintf("  %3d  %s", 17, op)} {
+			got, err := parseHistOp(line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != op.String() {
+				t.Fatalf("parse(%q) = %q", line, got)
+			}
 		}
 	}
 }

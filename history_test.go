@@ -915,8 +915,8 @@ func TestScheduleInvariantsOverHistories(t *testing.T) {
 					}
 					mu.Lock()
 					if failure == "" {
-						failure = fmt.Sprintf("seed %d: %s\nshrunk to %d operations (replay with -run TestScheduleInvariantsOverHistories -history.seed=%d for the full history):\n%s\nshrunk history fails with: %s",
-							seed, v, len(small), seed, strings.Join(lines, "\n"), v2)
+						failure = fmt.Sprintf("seed %d: %s\nshrunk to %d operations (replay with -run TestScheduleInvariantsOverHistories -history.seed=%d for the full history; keep the shrunk one as a regression test by pasting these lines into historyRegressions in history_regress_test.go with seed %d):\n%s\nshrunk history fails with: %s",
+							seed, v, len(small), seed, seed, strings.Join(lines, "\n"), v2)
 					}
 					mu.Unlock()
 					return
