@@ -3,7 +3,6 @@ package nginx_test
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -363,7 +362,7 @@ func testScopesOnASharedSocket(t *testing.T, b *servertest.NginxBuild) {
 			leaf              *x509.Certificate
 		}{{"A", "127.0.0.1", certA.Leaf}, {"B", testcert.ServerName, certB.Leaf}} {
 			cfg := &tls.Config{RootCAs: roots, ServerName: c.serverName, MinVersion: v.v, MaxVersion: v.v}
-			capture := &sessionCapture{}
+			capture := &luatest.TicketCapture{}
 			cfg.ClientSessionCache = capture
 			var leaf *x509.Certificate
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -382,7 +381,7 @@ func testScopesOnASharedSocket(t *testing.T, b *servertest.NginxBuild) {
 			if leaf == nil || !leaf.Equal(c.leaf) {
 				t.Fatalf("%s block %s: the server presented another block's certificate, want block %s's (SNI %q)", v.name, c.block, c.block, c.serverName)
 			}
-			key, err := capture.keyName()
+			key, err := capture.KeyName()
 			if err != nil {
 				t.Fatalf("%s block %s: %v", v.name, c.block, err)
 			}
@@ -393,22 +392,4 @@ func testScopesOnASharedSocket(t *testing.T, b *servertest.NginxBuild) {
 		}
 	}
 	t.Logf("%s: A and B on one socket, each block holding its own scope's window; tickets of SNI-selected B are under the default server A's key (TLS 1.2 and 1.3)", b.Name)
-}
-
-// sessionCapture is a ClientSessionCache that keeps the last session it was given and offers none.
-type sessionCapture struct{ state *tls.ClientSessionState }
-
-func (c *sessionCapture) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
-func (c *sessionCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
-
-// keyName is the id (hex) of the key name nginx put in clear at the start of the captured ticket.
-func (c *sessionCapture) keyName() (string, error) {
-	if c.state == nil {
-		return "", fmt.Errorf("the server issued no session ticket")
-	}
-	ticket, _, err := c.state.ResumptionState()
-	if err != nil || len(ticket) < 16 {
-		return "", fmt.Errorf("ticket of %d bytes: %v", len(ticket), err)
-	}
-	return hex.EncodeToString(ticket[:16]), nil
 }

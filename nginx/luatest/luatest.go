@@ -589,11 +589,28 @@ func WriteTimedWindow(t testing.TB, path string, keys []TimedKey) {
 	WriteFileAtomic(t, path, TimedWindowBytes(keys))
 }
 
-// ticketCapture is a ClientSessionCache that keeps the last session it was given and offers none.
-type ticketCapture struct{ state *tls.ClientSessionState }
+// TicketCapture is a ClientSessionCache that keeps the last session it was given and offers none: set
+// it as tls.Config.ClientSessionCache for a full handshake, then read the issued ticket's KeyName.
+type TicketCapture struct{ state *tls.ClientSessionState }
 
-func (c *ticketCapture) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
-func (c *ticketCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
+func (c *TicketCapture) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (c *TicketCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = cs }
+
+// KeyName returns the id (hex) of the key that encrypted the captured ticket: nginx (OpenSSL's ticket
+// callback) puts the 16-byte key name in clear at the start of every ticket.
+func (c *TicketCapture) KeyName() (string, error) {
+	if c.state == nil {
+		return "", fmt.Errorf("the server issued no session ticket")
+	}
+	ticket, _, err := c.state.ResumptionState()
+	if err != nil {
+		return "", fmt.Errorf("ticket: %w", err)
+	}
+	if len(ticket) < 16 {
+		return "", fmt.Errorf("ticket of %d bytes, shorter than a key name", len(ticket))
+	}
+	return hex.EncodeToString(ticket[:16]), nil
+}
 
 // TicketKeyName makes one full handshake (no session offered) to addr in TLS version and returns the
 // id (hex) of the key that encrypted the ticket the server issued: nginx (OpenSSL's ticket callback)
@@ -601,22 +618,16 @@ func (c *ticketCapture) Put(_ string, cs *tls.ClientSessionState)   { c.state = 
 func TicketKeyName(cert *testcert.Cert, version uint16, addr string, stream bool) (string, error) {
 	cfg := cert.ClientConfig()
 	cfg.MinVersion, cfg.MaxVersion = version, version
-	capture := &ticketCapture{}
+	capture := &TicketCapture{}
 	cfg.ClientSessionCache = capture
 	if _, err := Handshake(cfg, addr, stream); err != nil {
 		return "", err
 	}
-	if capture.state == nil {
-		return "", fmt.Errorf("%s issued no session ticket", addr)
-	}
-	ticket, _, err := capture.state.ResumptionState()
+	key, err := capture.KeyName()
 	if err != nil {
-		return "", fmt.Errorf("%s: ticket: %w", addr, err)
+		return "", fmt.Errorf("%s: %w", addr, err)
 	}
-	if len(ticket) < 16 {
-		return "", fmt.Errorf("%s: ticket of %d bytes, shorter than a key name", addr, len(ticket))
-	}
-	return hex.EncodeToString(ticket[:16]), nil
+	return key, nil
 }
 
 // Probe is one fresh TLS handshake to a server answering its worker's PID ("$pid\n"): when it started
@@ -633,7 +644,7 @@ func ProbeWorker(cert *testcert.Cert, version uint16, addr, path string) (Probe,
 	p := Probe{Start: time.Now()}
 	cfg := cert.ClientConfig()
 	cfg.MinVersion, cfg.MaxVersion = version, version
-	capture := &ticketCapture{}
+	capture := &TicketCapture{}
 	cfg.ClientSessionCache = capture
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
@@ -652,13 +663,8 @@ func ProbeWorker(cert *testcert.Cert, version uint16, addr, path string) (Probe,
 	p.End = time.Now()
 	_, text, _ := strings.Cut(string(body), "\r\n\r\n")
 	p.PID = strings.TrimSpace(text)
-	if capture.state == nil {
-		return p, fmt.Errorf("%s issued no session ticket", addr)
+	if p.Key, err = capture.KeyName(); err != nil {
+		return p, fmt.Errorf("%s: %w", addr, err)
 	}
-	ticket, _, err := capture.state.ResumptionState()
-	if err != nil || len(ticket) < 16 {
-		return p, fmt.Errorf("%s: ticket of %d bytes: %v", addr, len(ticket), err)
-	}
-	p.Key = hex.EncodeToString(ticket[:16])
 	return p, nil
 }
