@@ -151,6 +151,10 @@ func nginxTestReport() *NginxReport {
 			{Setup: NginxReload, Label: NginxSetupLabel(NginxReload), ShutdownTimeout: 10 * time.Second, KeepAlive: 24, KeepAliveEnded: 24,
 				Streams: 24, StreamsEnded: 24, StreamsLastEnd: 10100 * time.Millisecond, OldWorkers: 3, Linger: 10200 * time.Millisecond, Observe: 13 * time.Second},
 		},
+		Switch: []NginxSwitchResult{
+			{Label: NginxSetupLabel(NginxLua), Activations: 3, Gap: 2 * time.Second, Probes: 600, LateMax: 1500 * time.Microsecond, SwitchedBy: 41 * time.Millisecond},
+			{Label: NginxSetupLabel(NginxLua), Activations: 3, Gap: 2 * time.Second, Err: "probe of node 1: refused"},
+		},
 	}
 }
 
@@ -192,6 +196,8 @@ func TestWriteNginx(t *testing.T) {
 		"| ticketkeys via the Lua module | unset | 0 of 24 | 0 of 24 | - | 0 | 0 | - |",
 		"| shared key files + reload per rotation | unset | 24 of 24 | 0 of 24 | - | 3 | 3 | >= 13 (watch ended) | 27.0 |",
 		"| shared key files + reload per rotation | 10s | 24 of 24 | 24 of 24 | 10.1 | 3 | 0 | 10.2 |",
+		"| ticketkeys via the Lua module | 3 | 2 | 600 | 1.500 | 41.000 | 0 | 0 |",
+		"| ticketkeys via the Lua module | 3 | 2 | failed: probe of node 1: refused |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("nginx section lacks %q:\n%s", want, md)

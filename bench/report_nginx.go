@@ -34,6 +34,8 @@ type NginxReport struct {
 	Runs     []NginxRun        `json:"runs,omitempty"`
 	RTT      []RTTResult       `json:"rtt,omitempty"`
 	Long     []NginxLongResult `json:"long,omitempty"`
+	// Switch is the Lua module's switch at published instants, Agent stopped.
+	Switch []NginxSwitchResult `json:"switch,omitempty"`
 }
 
 // NginxSummaryRow aggregates one set-up's runs over the TLS versions.
@@ -111,7 +113,7 @@ func ratioNaN(v float64) string {
 func (r *Report) writeNginx(b *strings.Builder) {
 	n := r.Nginx
 	fmt.Fprintf(b, "## nginx: own keys, ticketkeys via the Lua module, rotation by reload\n\n")
-	if n == nil || (len(n.Runs) == 0 && len(n.RTT) == 0 && len(n.Long) == 0) {
+	if n == nil || (len(n.Runs) == 0 && len(n.RTT) == 0 && len(n.Long) == 0 && len(n.Switch) == 0) {
 		fmt.Fprintf(b, "Not measured (see Notes).\n\n")
 		return
 	}
@@ -196,6 +198,23 @@ func (r *Report) writeNginx(b *strings.Builder) {
 			}
 			fmt.Fprintf(b, "| %s | %s | %d of %d | %d of %d | %s | %d | %d | %s | %s | %s |\n", x.Label, wst,
 				x.KeepAliveEnded, x.KeepAlive, x.StreamsEnded, x.Streams, last, x.OldWorkers, x.OldWorkersAtEnd, linger, mib(x.OldRSSPeak), mib(x.NewRSS))
+		}
+		b.WriteString("\n")
+	}
+	if len(n.Switch) > 0 {
+		fmt.Fprintf(b, "The Lua module's switch at the published instants with the window file unchanged (as with Vault Agent stopped): one window "+
+			"with a key activating every few seconds, written once; fresh TLS 1.2 handshakes probe the nodes in turn every 10 ms, and each "+
+			"ticket's key name says which key encrypted it. The slowest switch lies between the two bounds: the latest a probe started after an "+
+			"activation and still got the previous key, and the latest end of a node's first probe under the new key.\n\n")
+		fmt.Fprintf(b, "| set-up | activations | gap (s) | probes | slowest switch, at least (ms) | at most (ms) | tickets under a key before its not_before | node-activations not seen |\n")
+		fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, x := range n.Switch {
+			if x.Err != "" {
+				fmt.Fprintf(b, "| %s | %d | %.0f | failed: %s | | | | |\n", x.Label, x.Activations, x.Gap.Seconds(), mdEscape(x.Err))
+				continue
+			}
+			fmt.Fprintf(b, "| %s | %d | %.0f | %d | %s | %s | %d | %d |\n", x.Label, x.Activations, x.Gap.Seconds(), x.Probes,
+				ms(x.LateMax), ms(x.SwitchedBy), x.Early, x.Unseen)
 		}
 		b.WriteString("\n")
 	}

@@ -268,6 +268,16 @@ func TestBenchNginxQuick(t *testing.T) {
 	if set.Err != "" || set.ShutdownTimeout == 0 || set.KeepAliveEnded != set.KeepAlive || set.OldWorkers != 3 {
 		t.Errorf("reload with worker_shutdown_timeout: %+v", set)
 	}
+	// The Lua module's switch at published instants: every node seen switching at every activation, no
+	// ticket under a key before its not_before.
+	if len(rep.Nginx.Switch) != 1 {
+		t.Fatalf("switch at published instants: %d rows, want 1", len(rep.Nginx.Switch))
+	}
+	sw := rep.Nginx.Switch[0]
+	if sw.Err != "" || sw.Probes == 0 || sw.Early != 0 || sw.Unseen != 0 {
+		t.Errorf("switch at published instants: %+v, want every node switching at every activation and no early ticket", sw)
+	}
+	t.Logf("switch at published instants: %d activations, %d probes, slowest switch between %s and %s", sw.Activations, sw.Probes, sw.LateMax, sw.SwitchedBy)
 	md, err := os.ReadFile(filepath.Join(out, "benchmark.md"))
 	if err != nil {
 		t.Fatal(err)

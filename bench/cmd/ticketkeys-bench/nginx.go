@@ -14,7 +14,8 @@ import (
 // OpenResty line) per key set-up, the resumption load per TLS version while
 // the keys rotate, the time to first byte at each RTT, and what one
 // rotation does to long-lived connections (Lua module; reload with
-// worker_shutdown_timeout unset and set).
+// worker_shutdown_timeout unset and set), and how closely the Lua module's
+// workers switch at the published instants by themselves.
 func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert bench.CertSet, logDir string) {
 	o := h.o
 	perTLS := o.nginxWarmup + o.nginxDuration + 3*time.Second
@@ -134,4 +135,24 @@ func (h *harness) measureNginx(ctx context.Context, tlsVersions []uint16, cert b
 			r.Linger.Round(100*time.Millisecond), float64(r.OldRSSPeak)/(1<<20))
 		rep.Long = append(rep.Long, r)
 	}
+
+	// The Lua module's switch at the published instants, the window file unchanged.
+	const switchActivations, switchGap = 3, 2 * time.Second
+	name := "nginx switch at published instants"
+	if ctx.Err() != nil || !h.fits(name, 4*time.Second+(switchActivations+2)*switchGap) {
+		return
+	}
+	c, err := start(bench.NginxLua, 0, "switch")
+	if err != nil {
+		h.fail("%s: %v", name, err)
+		return
+	}
+	progress("%s (%d activations %s apart, no file change)", name, switchActivations, switchGap)
+	r := bench.RunNginxSwitch(ctx, c, switchActivations, switchGap)
+	c.Stop()
+	if r.Err != "" {
+		h.fail("%s: %s", name, r.Err)
+	}
+	progress("  probes=%d slowest switch between %s and %s, early tickets %d, unseen %d", r.Probes, r.LateMax, r.SwitchedBy, r.Early, r.Unseen)
+	rep.Switch = append(rep.Switch, r)
 }
