@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
 	"slices"
 	"time"
 
@@ -42,9 +40,9 @@ type NginxSwitchResult struct {
 
 // nginxSwitchProbe is one fresh handshake: which node, when, under which key.
 type nginxSwitchProbe struct {
-	node       int
-	start, end time.Time
-	key        int // index in the window's keys, -1 for a key not in it
+	luatest.Probe
+	node int
+	key  int // index in the window's keys, -1 for a key not in it
 }
 
 // RunNginxSwitch writes one timed window to c's nodes (a Lua set-up) with a
@@ -96,18 +94,16 @@ func RunNginxSwitch(ctx context.Context, c *NginxCluster, activations int, gap t
 
 	cfg := &tls.Config{ServerName: c.Spec.Cert.ServerName, RootCAs: c.Spec.Cert.Pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}
 	var probes []nginxSwitchProbe
-	deadline := end.Add(2 * time.Second)
 	maxProbes := int(time.Until(end)/(10*time.Millisecond)) + 100
-	for n := 0; n < maxProbes && time.Now().Before(end) && time.Now().Before(deadline) && ctx.Err() == nil; n++ {
+	for n := 0; n < maxProbes && time.Now().Before(end) && ctx.Err() == nil; n++ {
 		node := n % len(c.Addrs)
-		p, err := probeTicketKey(cfg, c.Addrs[node])
+		p, err := luatest.ProbeWith(cfg, c.Addrs[node], "/")
 		if err != nil {
 			res.Err = fmt.Sprintf("probe of node %d: %v", node, err)
 			return res
 		}
-		p.node, p.key = node, slices.Index(ids, p.keyID)
 		if time.Now().After(at(1).Add(-2 * time.Second)) { // the file was read by then
-			probes = append(probes, p.nginxSwitchProbe)
+			probes = append(probes, nginxSwitchProbe{Probe: p, node: node, key: slices.Index(ids, p.Key)})
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -120,7 +116,7 @@ func RunNginxSwitch(ctx context.Context, c *NginxCluster, activations int, gap t
 		switch {
 		case p.key < 0:
 			res.Err = "a probe got a ticket under a key not in the window"
-		case p.key > 0 && p.end.Before(at(p.key)):
+		case p.key > 0 && p.End.Before(at(p.key)):
 			res.Early++
 		}
 	}
@@ -128,15 +124,15 @@ func RunNginxSwitch(ctx context.Context, c *NginxCluster, activations int, gap t
 		for node := range c.Addrs {
 			seen := false
 			for _, p := range probes {
-				if p.node != node || p.start.Before(at(i)) || !p.start.Before(at(i+1)) {
+				if p.node != node || p.Start.Before(at(i)) || !p.Start.Before(at(i+1)) {
 					continue
 				}
 				if p.key == i-1 {
-					res.LateMax = max(res.LateMax, p.start.Sub(at(i)))
+					res.LateMax = max(res.LateMax, p.Start.Sub(at(i)))
 				}
 				if p.key == i && !seen {
 					seen = true
-					res.SwitchedBy = max(res.SwitchedBy, p.end.Sub(at(i)))
+					res.SwitchedBy = max(res.SwitchedBy, p.End.Sub(at(i)))
 				}
 			}
 			if !seen {
@@ -145,35 +141,4 @@ func RunNginxSwitch(ctx context.Context, c *NginxCluster, activations int, gap t
 		}
 	}
 	return res
-}
-
-type keyedProbe struct {
-	nginxSwitchProbe
-	keyID string
-}
-
-// probeTicketKey makes one full TLS handshake and a GET / to addr and returns
-// when it ran and the key name of the ticket it got.
-func probeTicketKey(base *tls.Config, addr string) (keyedProbe, error) {
-	p := keyedProbe{nginxSwitchProbe: nginxSwitchProbe{start: time.Now()}}
-	cfg := base.Clone()
-	capture := &luatest.TicketCapture{}
-	cfg.ClientSessionCache = capture
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
-	if err != nil {
-		return p, err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	// TLS 1.2 issues the ticket in the handshake; the request makes the exchange a real one.
-	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"); err != nil {
-		return p, err
-	}
-	if _, err := io.Copy(io.Discard, conn); err != nil {
-		return p, err
-	}
-	p.end = time.Now()
-	p.keyID, err = capture.KeyName()
-	return p, err
 }

@@ -42,20 +42,29 @@ func newClientAuth(t *testing.T, dir string) clientAuth {
 // answering "NAME\n"; with ca, client certificates are required) and returns it and its address.
 func domainServer(t *testing.T, dir, name string, cert *testcert.Cert, ca *clientAuth) (block, addr string) {
 	t.Helper()
+	addr = fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	return serverBlock(t, dir, name, addr, "", cert, ca), addr
+}
+
+// serverBlock writes NAME's certificate under dir and returns an https server{} block listening on addr
+// (with server_name serverName unless empty) answering "NAME\n"; with ca, client certificates are
+// required.
+func serverBlock(t *testing.T, dir, name, addr, serverName string, cert *testcert.Cert, ca *clientAuth) string {
+	t.Helper()
 	sub := filepath.Join(dir, name+"-cert")
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile, _ := cert.WritePEM(sub)
-	port := servertest.FreePort(t)
-	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	verify := ""
-	if ca != nil {
-		verify = fmt.Sprintf("    ssl_client_certificate %s;\n    ssl_verify_client on;\n", ca.caFile)
+	extra := ""
+	if serverName != "" {
+		extra = fmt.Sprintf("    server_name %s;\n", serverName)
 	}
-	block = fmt.Sprintf("server {\n    listen %s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s"+
-		"    location / { return 200 \"%s\\n\"; }\n}\n", addr, certFile, keyFile, verify, name)
-	return block, addr
+	if ca != nil {
+		extra += fmt.Sprintf("    ssl_client_certificate %s;\n    ssl_verify_client on;\n", ca.caFile)
+	}
+	return fmt.Sprintf("server {\n    listen %s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s"+
+		"    location / { return 200 \"%s\\n\"; }\n}\n", addr, certFile, keyFile, extra, name)
 }
 
 // get makes one TLS connection with cfg (its session cache carries tickets), GETs / and reports
@@ -325,17 +334,8 @@ func testScopesOnASharedSocket(t *testing.T, b *servertest.NginxBuild) {
 	certA, certB := testcert.New(t, testcert.ECDSAP256), testcert.New(t, testcert.ECDSAP256)
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
-	block := func(name, serverName string, cert *testcert.Cert) string {
-		sub := filepath.Join(dir, name+"-cert")
-		if err := os.MkdirAll(sub, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		certFile, keyFile, _ := cert.WritePEM(sub)
-		return fmt.Sprintf("server {\n    listen %s ssl;\n    server_name %s;\n    ssl_certificate %s;\n"+
-			"    ssl_certificate_key %s;\n    location / { return 200 \"%s\\n\"; }\n}\n", addr, serverName, certFile, keyFile, name)
-	}
-	blockA := block("a", "a.invalid", certA) // first on the socket: its default server
-	blockB := block("b", testcert.ServerName, certB)
+	blockA := serverBlock(t, dir, "a", addr, "a.invalid", certA, nil) // first on the socket: its default server
+	blockB := serverBlock(t, dir, "b", addr, testcert.ServerName, certB, nil)
 	conf := filepath.Join(dir, "shared.conf")
 	if err := os.WriteFile(conf, []byte(blockA+"\n"+blockB), 0o644); err != nil {
 		t.Fatal(err)

@@ -641,9 +641,16 @@ type Probe struct {
 // ProbeWorker makes a fresh handshake (no session offered) in TLS version to addr, GETs path (a location
 // answering "$pid\n"), and returns the answering worker's PID and the ticket's key name.
 func ProbeWorker(cert *testcert.Cert, version uint16, addr, path string) (Probe, error) {
-	p := Probe{Start: time.Now()}
 	cfg := cert.ClientConfig()
 	cfg.MinVersion, cfg.MaxVersion = version, version
+	return ProbeWith(cfg, addr, path)
+}
+
+// ProbeWith is ProbeWorker with the client's TLS configuration given (a copy of base is used, with a
+// session cache that offers no session): the PID is the body's text, whatever path answers.
+func ProbeWith(base *tls.Config, addr, path string) (Probe, error) {
+	p := Probe{Start: time.Now()}
+	cfg := base.Clone()
 	capture := &TicketCapture{}
 	cfg.ClientSessionCache = capture
 	d := &net.Dialer{Timeout: 5 * time.Second}
